@@ -1,0 +1,1 @@
+"""The Dagster layer's assets: thin wrappers that read a partition, call domain code, report."""

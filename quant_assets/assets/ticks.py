@@ -1,0 +1,103 @@
+"""``ticks``: canonical ticks per month × symbol, built from the landing zone."""
+
+
+from pathlib import Path
+
+import dagster as dg
+
+from quant_assets.ingest.build import build_partition
+from quant_assets.lake import instruments as inst_mod
+from quant_assets.lake.manifest import FileRecord
+from quant_assets.lake.quality import RuleOutcome, evaluate
+from quant_assets.lake.schema import TICK_DOCS, TICK_SCHEMA
+from quant_assets.partitions import month_symbol_partitions, split_key
+from resources import LakeResource
+
+#: Bump when the ingest logic changes what a partition contains.
+TICKS_CODE_VERSION = "ticks-v1"
+
+CHECKS = {
+    "timestamps_non_decreasing": "ts_recv never decreases",
+    "no_duplicates": "no two rows equal in every column but seq",
+    "no_crossed_quotes": "bid_px <= ask_px on every quote",
+    "positive_prices_and_sizes": "prices > 0 and known sizes > 0",
+    "precision_matches_instrument": "prices are multiples of the instrument's tick size",
+}
+
+COLUMN_SCHEMA = dg.TableSchema(
+    columns=[dg.TableColumn(name, str(dtype), description=TICK_DOCS[name]) for name, dtype in TICK_SCHEMA.items()]
+)
+
+
+class BlockingCheckFailed(Exception):
+    """A candidate partition broke a blocking rule; the published partition is unchanged."""
+
+    def __init__(self, outcomes: list[RuleOutcome]) -> None:
+        self.outcomes = outcomes
+        bad = [f"{o.name} ({o.offending_rows} rows)" for o in outcomes if not o.passed]
+        super().__init__(f"blocking checks failed: {', '.join(bad)}")
+
+
+def _check_results(outcomes: list[RuleOutcome]) -> list[dg.AssetCheckResult]:
+    return [
+        dg.AssetCheckResult(
+            check_name=o.name, passed=o.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={"offending_rows": o.offending_rows},
+        )
+        for o in outcomes
+    ]
+
+
+@dg.asset(
+    partitions_def=month_symbol_partitions,
+    code_version=TICKS_CODE_VERSION,
+    group_name="ingest",
+    kinds={"parquet", "polars"},
+    check_specs=[dg.AssetCheckSpec(name, asset="ticks", blocking=True, description=d) for name, d in CHECKS.items()],
+    metadata={"dagster/column_schema": COLUMN_SCHEMA},
+)
+def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
+    """Canonical L1 quotes and trades of one symbol-month (``ticks/symbol=S/month=M/part-0.parquet``),
+    merged from every landing file that touches the month, sorted by (ts_recv, seq), deduplicated.
+    Times are int64 ns UTC; prices in quote currency. The data version is the file's SHA-256."""
+    month, symbol = split_key(context.partition_key)
+    lk = lake.lake()
+    outcomes: list[RuleOutcome] = []
+    inferred: list[inst_mod.Instrument] = []
+
+    def check(candidate: Path, sources: list[FileRecord]) -> None:
+        new, resolved = inst_mod.for_candidate(lk, symbol, candidate, [r.format for r in sources])
+        inferred.append(new)
+        outcomes.extend(evaluate(candidate, resolved))
+        if not all(o.passed for o in outcomes):
+            raise BlockingCheckFailed(outcomes)
+
+    try:
+        result = build_partition(lk, symbol, month, check=check)
+    except BlockingCheckFailed as exc:
+        yield from _check_results(exc.outcomes)
+        raise dg.Failure(
+            description=f"{symbol} {month}: {exc}; the published partition was left unchanged",
+            metadata={o.name: o.offending_rows for o in exc.outcomes},
+        ) from exc
+    inst_mod.record_inferred(lk, inferred[-1])
+
+    yield dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": result.rows,
+            "quotes": result.quotes,
+            "trades": result.trades,
+            "rejected_rows": result.rejected,
+            "first_event": dg.MetadataValue.timestamp(result.ts_min / 1e9),
+            "last_event": dg.MetadataValue.timestamp(result.ts_max / 1e9),
+            "path": dg.MetadataValue.path(str(result.path)),
+            "sources": dg.MetadataValue.json([{"path": r.path, "sha256": r.sha256[:16], "format": r.format} for r in result.sources]),
+            "failed_files": dg.MetadataValue.json([{"path": r.path, "error": r.error} for r in result.failed]),
+            "source_fingerprint": result.source_fingerprint,
+            "sha256": result.sha256,
+        },
+        data_version=dg.DataVersion(result.sha256[:24]),
+        check_results=_check_results(outcomes),
+    )
+

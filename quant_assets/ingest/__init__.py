@@ -1,0 +1,1 @@
+"""Landing files in, canonical ticks out: one parser module per source format."""

@@ -1,0 +1,1 @@
+"""The Parquet lake: canonical schema, hive layout, atomic writes, manifest and DuckDB views."""

@@ -1,0 +1,157 @@
+"""Every path and every write of the lake, in one place.
+
+Layout (hive-style, readable by DuckDB, Polars and pyarrow without our code)::
+
+    <root>/landing/<SYMBOL>/<file>                       raw drops, never modified
+    <root>/ticks/symbol=S/month=YYYY-MM/part-0.parquet   canonical ticks
+    <root>/staging/symbol=S/src=<hash>.parquet           one parsed+validated source file
+    <root>/quarantine/symbol=S/src=<hash>.parquet        its rejected rows, with reasons
+    <root>/manifest/landing.parquet                      one row per landed file
+    <root>/.scratch, <root>/.locks                       private working space
+
+Writes go to a hidden temporary file in the destination folder, are fsynced, then renamed
+over the destination (``os.replace`` is atomic on POSIX): a reader sees the old file or the
+new one, never a half-written one, and a crash leaves at most a hidden ``.tmp`` file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+from filelock import FileLock
+
+from quant_assets.lake.symbols import normalise_symbol
+
+#: Rows per Parquet row group: small enough to stream a month in bounded memory,
+#: large enough that the per-group overhead stays negligible.
+ROW_GROUP_ROWS = 256 * 1024
+
+TMP_PREFIX = ".tmp-"
+
+
+def file_sha256(path: Path, chunk_bytes: int = 4 << 20) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks (bounded memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_bytes):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_target(final: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; on success rename it over ``final``.
+
+    On any exception the temporary file is removed and ``final`` is left as it was.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}-{final.name}.tmp"
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        _fsync_dir(final.parent)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@dataclass(frozen=True)
+class Lake:
+    """A lake rooted at a local folder. Only this class builds lake paths."""
+
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | os.PathLike[str]) -> "Lake":
+        return cls(Path(root).expanduser().resolve())
+
+    # ---- landing -------------------------------------------------------------------
+    @property
+    def landing(self) -> Path:
+        return self.root / "landing"
+
+    def landing_dir(self, symbol: str) -> Path:
+        return self.landing / normalise_symbol(symbol)
+
+    def landing_symbols(self) -> list[str]:
+        """Folder names under ``landing/`` (raw; callers validate them)."""
+        if not self.landing.is_dir():
+            return []
+        return sorted(p.name for p in self.landing.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def landing_files(self, symbol: str) -> list[Path]:
+        """Regular, non-hidden files in one symbol's landing folder, sorted by name."""
+        d = self.landing_dir(symbol)
+        if not d.is_dir():
+            return []
+        return sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith("."))
+
+    def relative(self, path: Path) -> str:
+        """A lake path as text relative to the root (how the manifest names files)."""
+        return path.resolve().relative_to(self.root).as_posix()
+
+    # ---- canonical ticks -----------------------------------------------------------
+    @property
+    def ticks_root(self) -> Path:
+        return self.root / "ticks"
+
+    def ticks_path(self, symbol: str, month: str) -> Path:
+        return self.ticks_root / f"symbol={normalise_symbol(symbol)}" / f"month={month}" / "part-0.parquet"
+
+    # ---- staging and quarantine ----------------------------------------------------
+    def staging_path(self, symbol: str, sha256: str) -> Path:
+        return self.root / "staging" / f"symbol={normalise_symbol(symbol)}" / f"src={sha256[:20]}.parquet"
+
+    def quarantine_path(self, symbol: str, sha256: str) -> Path:
+        return self.root / "quarantine" / f"symbol={normalise_symbol(symbol)}" / f"src={sha256[:20]}.parquet"
+
+    # ---- manifest, instruments, private space ---------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest" / "landing.parquet"
+
+    @property
+    def instruments_path(self) -> Path:
+        return self.root / "instruments" / "instruments.parquet"
+
+    def scratch_dir(self) -> Path:
+        d = self.root / ".scratch"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def lock(self, name: str, timeout_s: float = 600.0) -> FileLock:
+        """An inter-process lock (``fcntl``-based) named ``name`` inside the lake."""
+        d = self.root / ".locks"
+        d.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(d / f"{name}.lock"), timeout=timeout_s)
+
+    # ---- writes ----------------------------------------------------------------------
+    def write_parquet(self, data: pl.DataFrame | pl.LazyFrame, final: Path) -> None:
+        """Write ``data`` to ``final`` atomically (zstd, streaming-sized row groups)."""
+        with atomic_target(final) as tmp:
+            if isinstance(data, pl.LazyFrame):
+                data.sink_parquet(tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+            else:
+                data.write_parquet(tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+
+    def write_json(self, obj: object, final: Path) -> None:
+        with atomic_target(final) as tmp:
+            tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))

@@ -1,0 +1,81 @@
+"""``landing_sensor``: new or changed files in ``<lake>/landing/<SYMBOL>/`` become ``ticks`` runs.
+
+Each tick: every landing folder is surveyed (new or changed files are fingerprinted and
+probed for the months they touch; unchanged files cost a ``stat``), unseen symbols are
+registered as dynamic partitions, and one run is requested per touched partition. The run
+key is the partition plus the content hashes of the files that triggered it, so the same
+content never triggers a second run. The cursor maps each landing path to the hash already
+requested.
+"""
+
+
+import hashlib
+import json
+
+import dagster as dg
+
+from quant_assets.ingest.landing import survey
+from quant_assets.lake.symbols import InvalidSymbolError, normalise_symbol
+from quant_assets.partitions import month_partitions, partition_key, symbol_partitions
+from resources import LakeResource
+
+#: A file modified more recently than this may still be being written: wait a tick.
+SETTLE_SECONDS = 2.0
+
+ingest_job = dg.define_asset_job(
+    "ingest_ticks",
+    selection=dg.AssetSelection.assets("ticks"),
+    partitions_def=None,
+    description="Build ticks partitions from the landing zone.",
+)
+
+
+@dg.sensor(
+    job=ingest_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Requests ticks runs for exactly the partitions that new or changed landing files touch.",
+)
+def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult:
+    lk = lake.lake()
+    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    valid_months = set(month_partitions.get_partition_keys())
+    known_symbols = set(context.instance.get_dynamic_partitions(symbol_partitions.name))
+    new_symbols: list[str] = []
+    triggers: dict[tuple[str, str], list[str]] = {}
+    for folder in lk.landing_symbols():
+        try:
+            symbol = normalise_symbol(folder)
+        except InvalidSymbolError as exc:
+            context.log.warning(f"landing/{folder}: {exc}; folder ignored")
+            continue
+        if symbol != folder:
+            context.log.warning(f"landing/{folder}: symbol folders must be upper case ({symbol!r}); folder ignored")
+            continue
+        for rec in survey(lk, symbol, settle_s=SETTLE_SECONDS):
+            if seen.get(rec.path) == rec.sha256:
+                continue
+            seen[rec.path] = rec.sha256
+            if rec.status == "failed":
+                context.log.error(f"{rec.path}: {rec.error}")
+                continue
+            for month in rec.months:
+                if month not in valid_months:
+                    context.log.warning(f"{rec.path}: month {month} is outside the month partitions; skipped")
+                    continue
+                triggers.setdefault((month, symbol), []).append(rec.sha256)
+            if rec.months and symbol not in known_symbols and symbol not in new_symbols:
+                new_symbols.append(symbol)
+    run_requests = [
+        dg.RunRequest(
+            run_key=f"ticks:{month}|{symbol}:" + hashlib.sha256(",".join(sorted(hashes)).encode()).hexdigest()[:16],
+            partition_key=partition_key(month, symbol),
+            tags={"quant_assets/trigger": "landing"},
+        )
+        for (month, symbol), hashes in sorted(triggers.items())
+    ]
+    return dg.SensorResult(
+        run_requests=run_requests,
+        dynamic_partitions_requests=[symbol_partitions.build_add_request(new_symbols)] if new_symbols else [],
+        cursor=json.dumps(seen, sort_keys=True),
+    )

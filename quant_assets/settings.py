@@ -1,0 +1,49 @@
+"""Process-wide settings read from the environment: lake root, start month, Dagster home.
+
+Everything a user may move lives behind one environment variable so that the CLI, the
+Dagster code location and the tests agree without passing paths around.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: The repository root when running from a checkout (editable install), else the cwd.
+_PKG_PARENT = Path(__file__).resolve().parents[1]
+REPO_ROOT = _PKG_PARENT if (_PKG_PARENT / "pyproject.toml").exists() else Path.cwd()
+
+LAKE_ENV = "QUANT_LAKE"
+START_MONTH_ENV = "QUANT_START_MONTH"
+DEFAULT_START_MONTH = "2020-01"
+
+_DAGSTER_YAML = """\
+# Written by quant-assets on first use; safe to edit.
+telemetry:
+  enabled: false
+"""
+
+
+def lake_root() -> str:
+    """The lake root: ``$QUANT_LAKE`` or ``<repo>/data_lake``."""
+    return os.environ.get(LAKE_ENV) or str(REPO_ROOT / "data_lake")
+
+
+def start_month() -> str:
+    """First month (``YYYY-MM``) of the month partitions: ``$QUANT_START_MONTH`` or 2020-01."""
+    value = os.environ.get(START_MONTH_ENV) or DEFAULT_START_MONTH
+    import re
+
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value):
+        raise ValueError(f"{START_MONTH_ENV}={value!r}: expected a month like 2020-01")
+    return value
+
+
+def ensure_dagster_home() -> Path:
+    """Point ``DAGSTER_HOME`` at ``<repo>/.dagster_home`` unless set; create it with telemetry off."""
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster_home")))
+    home.mkdir(parents=True, exist_ok=True)
+    cfg = home / "dagster.yaml"
+    if not cfg.exists():
+        cfg.write_text(_DAGSTER_YAML)
+    return home
