@@ -15,19 +15,22 @@ from quant_assets.lake.store import Lake
 from quant_assets.settings import lake_root
 
 
+_ROOT_DOC = "Lake root folder; empty means $QUANT_LAKE, else <repo>/data_lake (read when used)."
+
+
 class LakeResource(dg.ConfigurableResource):
     """Where the Parquet lake lives."""
 
-    root: str = Field(default_factory=lake_root, description="Lake root folder ($QUANT_LAKE).")
+    root: str = Field(default="", description=_ROOT_DOC)
 
     def lake(self) -> Lake:
-        return Lake.at(self.root)
+        return Lake.at(self.root or lake_root())
 
 
 class DuckDBResource(dg.ConfigurableResource):
     """An in-memory DuckDB with one view per lake table (``ticks``, ``manifest``, ...)."""
 
-    root: str = Field(default_factory=lake_root, description="Lake root folder ($QUANT_LAKE).")
+    root: str = Field(default="", description=_ROOT_DOC)
 
     def connect(self) -> duckdb.DuckDBPyConnection:
-        return duck.connect(Lake.at(self.root))
+        return duck.connect(Lake.at(self.root or lake_root()))

@@ -53,8 +53,8 @@ def _side_from_maker(col: str) -> pl.Expr:
 def _match_trades(s: Sample) -> bool:
     if s.header is not None:
         return _header_is(s, _TRADES)
-    k = s.kinds()
-    return len(k) in (6, 7) and k[:6] == ["int", "float", "float", "float", "int", "bool"]
+    head = ["int", "float", "float", "float", "int", "bool"]
+    return s.row_fits(head) or s.row_fits([*head, "bool"])
 
 
 def _scan_trades(s: Sample) -> pl.LazyFrame:
@@ -70,8 +70,8 @@ def _scan_trades(s: Sample) -> pl.LazyFrame:
 def _match_agg(s: Sample) -> bool:
     if s.header is not None:
         return _header_is(s, _AGG)
-    k = s.kinds()
-    return len(k) in (7, 8) and k[:7] == ["int", "float", "float", "int", "int", "int", "bool"]
+    head = ["int", "float", "float", "int", "int", "int", "bool"]
+    return s.row_fits(head) or s.row_fits([*head, "bool"])
 
 
 def _scan_agg(s: Sample) -> pl.LazyFrame:
@@ -88,7 +88,7 @@ def _scan_agg(s: Sample) -> pl.LazyFrame:
 def _match_book(s: Sample) -> bool:
     if s.header is not None:
         return _header_is(s, _BOOK)
-    return s.kinds() == ["int", "float", "float", "float", "float", "int", "int"]
+    return s.row_fits(["int", "float", "float", "float", "float", "int", "int"])
 
 
 def _scan_book(s: Sample) -> pl.LazyFrame:

@@ -50,7 +50,7 @@ def _roles(sample: Sample) -> dict[str, int] | None:
         return roles if {"time", "bid", "ask"} <= roles.keys() else None
     kinds = sample.kinds()
     row = sample.data_row
-    if len(kinds) == 4 and kinds[0] == "str" and "/" in row[0] and kinds[2:] == ["float", "float"]:
+    if len(kinds) == 4 and kinds[0] == "str" and "/" in row[0] and all(k in ("float", "int") for k in kinds[2:]):
         return {"pair": 0, "time": 1, "bid": 2, "ask": 3}  # TrueFX
     if len(kinds) in (3, 5) and all(k in ("float", "int") for k in kinds[1:]) and kinds[0] in ("str", "int"):
         if kinds[0] == "str" or "." in "".join(row[1:3]):

@@ -80,6 +80,14 @@ class Sample:
     def kinds(self) -> list[str]:
         return [kind_of(f) for f in self.data_row]
 
+    def row_fits(self, pattern: list[str]) -> bool:
+        """Whether the first data row's fields fit ``pattern`` (an int fits a 'float' slot:
+        a price may be written ``42000``)."""
+        kinds = self.kinds()
+        return len(kinds) == len(pattern) and all(
+            k == want or (want == "float" and k == "int") for k, want in zip(kinds, pattern, strict=True)
+        )
+
     def describe(self) -> str:
         row = self.lines[0][:120] if self.lines else "<empty>"
         return f"first line {row!r} ({len(self.first)} fields)"

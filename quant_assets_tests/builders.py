@@ -1,0 +1,92 @@
+"""Small landing files of every supported format, built in code (deterministic)."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zipfile
+from pathlib import Path
+
+import polars as pl
+
+from quant_assets.ingest.synthetic import SyntheticSpec, generate
+
+# 2024-01-31T23:59:59Z and 2024-02-01T00:00:01Z in ms: a file spanning two months.
+JAN_END_MS = 1_706_745_599_000
+FEB_START_MS = 1_706_745_601_000
+JAN_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    return path
+
+
+def binance_trades_csv(n: int = 5, t0_ms: int = JAN_MS, step_ms: int = 1000, header: bool = False, start_id: int = 1) -> str:
+    lines = ["id,price,qty,quote_qty,time,is_buyer_maker"] if header else []
+    for i in range(n):
+        px, qty = 42000.0 + i * 0.5, 0.001 * (i + 1)
+        tail = "" if header else ",True"
+        lines.append(f"{start_id + i},{px:.2f},{qty:.5f},{px * qty:.8f},{t0_ms + i * step_ms},{'true' if i % 2 else 'false'}{tail}")
+    return "\n".join(lines) + "\n"
+
+
+def zipped(name: str, text: str) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(name, text)
+    return buf.getvalue()
+
+
+def gzipped(text: str) -> bytes:
+    return gzip.compress(text.encode(), mtime=0)
+
+
+def binance_aggtrades_csv(n: int = 4, t0_ms: int = JAN_MS) -> str:
+    lines = []
+    for i in range(n):
+        lines.append(f"{100 + i},2300.{i:02d},0.5,{10 + 2 * i},{11 + 2 * i},{t0_ms + i * 500},{'true' if i % 2 else 'false'},true")
+    return "\n".join(lines) + "\n"
+
+
+def binance_bookticker_csv(n: int = 4, t0_ms: int = JAN_MS, header: bool = True) -> str:
+    lines = ["update_id,best_bid_price,best_bid_qty,best_ask_price,best_ask_qty,transaction_time,event_time"] if header else []
+    for i in range(n):
+        lines.append(f"{9000 + i},42000.{i}0,1.5,42000.{i}1,2.0,{t0_ms + i * 100},{t0_ms + i * 100 + 3}")
+    return "\n".join(lines) + "\n"
+
+
+def tardis_quotes_csv(symbol: str = "BTCUSDT", n: int = 4, t0_us: int = JAN_MS * 1000) -> str:
+    lines = ["exchange,symbol,timestamp,local_timestamp,ask_amount,ask_price,bid_price,bid_amount"]
+    for i in range(n):
+        lines.append(f"binance,{symbol},{t0_us + i * 1000},{t0_us + i * 1000 + 250},0.8,42001.{i},42000.{i},1.2")
+    return "\n".join(lines) + "\n"
+
+
+def tardis_trades_csv(symbol: str = "BTCUSDT", n: int = 4, t0_us: int = JAN_MS * 1000) -> str:
+    lines = ["exchange,symbol,timestamp,local_timestamp,id,side,price,amount"]
+    for i in range(n):
+        lines.append(f"binance,{symbol},{t0_us + i * 1000},{t0_us + i * 1000 + 250},t{i},{'buy' if i % 2 else 'sell'},42000.{i},0.01")
+    return "\n".join(lines) + "\n"
+
+
+def fx_dukascopy_csv(n: int = 4) -> str:
+    lines = ["Gmt time,Ask,Bid,AskVolume,BidVolume"]
+    for i in range(n):
+        lines.append(f"02.01.2024 08:00:0{i}.250,1.0951{i},1.0950{i},1.5,2.25")
+    return "\n".join(lines) + "\n"
+
+
+def fx_truefx_csv(n: int = 4) -> str:
+    return "".join(f"EUR/USD,20240102 08:00:0{i}.125,1.0950{i},1.0951{i}\n" for i in range(n))
+
+
+def synthetic_parquet(path: Path, symbol: str, month: str, events: int = 5_000, seed: int = 7) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    generate(SyntheticSpec(symbol, month, seed=seed, events=events)).write_parquet(path)
+    return path
+
+
+def read_ticks(lake_root: Path, symbol: str, month: str) -> pl.DataFrame:
+    return pl.read_parquet(lake_root / "ticks" / f"symbol={symbol}" / f"month={month}" / "part-0.parquet")

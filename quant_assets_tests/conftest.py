@@ -1,0 +1,35 @@
+"""Shared fixtures: a fresh lake per test and a throw-away Dagster instance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from quant_assets.lake.store import Lake
+
+
+@pytest.fixture
+def lake_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "lake"
+    root.mkdir()
+    monkeypatch.setenv("QUANT_LAKE", str(root))
+    # No repository overrides unless a test asks for them.
+    monkeypatch.setenv("QUANT_INSTRUMENTS", str(tmp_path / "no-instruments.toml"))
+    return root
+
+
+@pytest.fixture
+def lake(lake_root: Path) -> Lake:
+    return Lake.at(lake_root)
+
+
+@pytest.fixture
+def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.instance_for_test(temp_dir=str(home)) as inst:
+        yield inst

@@ -1,0 +1,158 @@
+"""Merging, validation, quarantine, failure and atomicity of the ingest path."""
+
+from __future__ import annotations
+
+import hashlib
+
+import polars as pl
+import pytest
+
+from quant_assets.ingest import build as build_mod
+from quant_assets.ingest.build import NoDataError, build_partition
+from quant_assets.ingest.landing import survey
+from quant_assets.lake import duck
+from quant_assets.lake.manifest import read_manifest
+from quant_assets_tests import builders as b
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_same_file_twice_and_overlapping_files_give_the_same_partition(lake):
+    sym = "BTCUSDT"
+    b.write(lake.landing_dir(sym) / "a.csv", b.binance_trades_csv(10))
+    build_partition(lake, sym, "2024-01")
+    first = _sha(lake.ticks_path(sym, "2024-01"))
+    build_partition(lake, sym, "2024-01")  # again: nothing changes
+    assert _sha(lake.ticks_path(sym, "2024-01")) == first
+    # an exact copy under another name, and an overlapping file (rows 6..15)
+    b.write(lake.landing_dir(sym) / "copy.csv", b.binance_trades_csv(10))
+    overlap = b.binance_trades_csv(15).splitlines()[5:]
+    b.write(lake.landing_dir(sym) / "overlap.csv", "\n".join(overlap) + "\n")
+    res = build_partition(lake, sym, "2024-01")
+    df = b.read_ticks(lake.root, sym, "2024-01")
+    assert res.rows == df.height == 15
+    assert df["trade_id"].to_list() == [str(i) for i in range(1, 16)]
+    # the result does not depend on which files arrived first
+    for p in list(lake.landing_dir(sym).iterdir()):
+        if p.name != "overlap.csv":
+            p.unlink()
+    b.write(lake.landing_dir(sym) / "z.csv", b.binance_trades_csv(10))
+    build_partition(lake, sym, "2024-01")
+    assert b.read_ticks(lake.root, sym, "2024-01").equals(df)
+
+
+def test_file_spanning_two_months_feeds_both(lake):
+    sym = "BTCUSDT"
+    text = b.binance_trades_csv(2, t0_ms=b.JAN_END_MS, step_ms=2000)
+    b.write(lake.landing_dir(sym) / "span.csv", text)
+    (rec,) = survey(lake, sym)
+    assert rec.months == ["2024-01", "2024-02"]
+    assert build_partition(lake, sym, "2024-01").rows == 1
+    assert build_partition(lake, sym, "2024-02").rows == 1
+
+
+def test_bad_rows_go_to_quarantine_with_reason_file_and_line(lake):
+    sym = "BTCUSDT"
+    lines = b.binance_trades_csv(6).splitlines()
+    lines[1] = lines[1].replace("42000.50", "-1")  # line 2: negative price
+    lines[2] = lines[2].replace("42001.00", "nan")  # line 3: NaN
+    lines[3] = lines[3].replace("0.00400", "0")  # line 4: zero size
+    lines[4] = lines[4].replace(str(b.JAN_MS + 4000), "notatime")  # line 5: bad timestamp
+    raw = "\n".join(lines) + "\n"
+    path = b.write(lake.landing_dir(sym) / "BTCUSDT-trades-2024-01.csv", raw)
+    res = build_partition(lake, sym, "2024-01")
+    assert res.rows == 2 and res.rejected == 3  # the bad timestamp has no month
+    q = pl.read_parquet(lake.quarantine_path(sym, _sha(path))).sort("src_line")
+    assert q["src_line"].to_list() == [2, 3, 4, 5]
+    assert q["reject_reason"].to_list() == [
+        "non-positive price",
+        "missing, unparseable or NaN price",
+        "missing, zero, negative or NaN size",
+        "missing or unparseable timestamp",
+    ]
+    assert set(q["source"]) == {"landing/BTCUSDT/BTCUSDT-trades-2024-01.csv"}
+    assert path.read_text() == raw  # raw file untouched
+    rec = read_manifest(lake)["landing/BTCUSDT/BTCUSDT-trades-2024-01.csv"]
+    assert (rec.rows_accepted, rec.rows_rejected, rec.status) == (2, 4, "staged")
+
+
+def test_crossed_quotes_are_rejected(lake):
+    text = b.binance_bookticker_csv(3).replace("42000.10,1.5,42000.11", "42000.20,1.5,42000.11")
+    b.write(lake.landing_dir("BTCUSDT") / "bt.csv", text)
+    res = build_partition(lake, "BTCUSDT", "2024-01")
+    assert res.rows == 2 and res.rejected == 1
+    con = duck.connect(lake)
+    assert con.sql("select reject_reason from quarantine").fetchall() == [("crossed quote (bid > ask)",)]
+
+
+def test_unparseable_file_is_recorded_failed_and_changes_no_partition(lake):
+    sym = "BTCUSDT"
+    b.write(lake.landing_dir(sym) / "good.csv", b.binance_trades_csv(3))
+    build_partition(lake, sym, "2024-01")
+    before = _sha(lake.ticks_path(sym, "2024-01"))
+    b.write(lake.landing_dir(sym) / "junk.csv", "hello;world\n\x01\x02\n")
+    res = build_partition(lake, sym, "2024-01")
+    assert _sha(lake.ticks_path(sym, "2024-01")) == before
+    assert [r.path for r in res.failed] == ["landing/BTCUSDT/junk.csv"]
+    rec = read_manifest(lake)["landing/BTCUSDT/junk.csv"]
+    assert rec.status == "failed" and "unknown tick format" in rec.error
+
+
+def test_data_before_start_month_is_refused_naming_the_variable(lake, monkeypatch):
+    monkeypatch.setenv("QUANT_START_MONTH", "2024-02")
+    b.write(lake.landing_dir("BTCUSDT") / "old.csv", b.binance_trades_csv(2))
+    (rec,) = survey(lake, "BTCUSDT")
+    assert rec.months == []
+    with pytest.raises(NoDataError):
+        build_partition(lake, "BTCUSDT", "2024-01")
+    from quant_assets.ingest.landing import stage
+
+    staged = stage(lake, "BTCUSDT", rec)
+    q = pl.read_parquet(lake.quarantine_path("BTCUSDT", staged.sha256))
+    assert set(q["reject_reason"]) == {"before QUANT_START_MONTH=2024-02"}
+
+
+def test_a_write_that_dies_midway_leaves_the_old_partition(lake, monkeypatch):
+    sym = "BTCUSDT"
+    b.write(lake.landing_dir(sym) / "a.csv", b.binance_trades_csv(5))
+    build_partition(lake, sym, "2024-01")
+    target = lake.ticks_path(sym, "2024-01")
+    before = _sha(target)
+    b.write(lake.landing_dir(sym) / "b.csv", b.binance_trades_csv(5, start_id=100, t0_ms=b.JAN_MS + 10_000))
+
+    def dying_sink(self, path, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"PAR1 half a file")
+        raise OSError("disk died")
+
+    monkeypatch.setattr(pl.LazyFrame, "sink_parquet", dying_sink)
+    with pytest.raises(OSError, match="disk died"):
+        build_mod.build_partition(lake, sym, "2024-01")
+    monkeypatch.undo()
+    assert _sha(target) == before
+    assert [p.name for p in target.parent.iterdir()] == ["part-0.parquet"]  # no debris
+    assert build_partition(lake, sym, "2024-01").rows == 10  # the next run completes
+
+
+def test_no_data_for_a_month_is_a_clear_error(lake):
+    b.write(lake.landing_dir("BTCUSDT") / "a.csv", b.binance_trades_csv(2))
+    with pytest.raises(NoDataError, match="no valid ticks for BTCUSDT 2024-05"):
+        build_partition(lake, "BTCUSDT", "2024-05")
+    assert not lake.ticks_path("BTCUSDT", "2024-05").exists()
+
+
+def test_duckdb_views_over_the_lake(lake):
+    b.write(lake.landing_dir("BTCUSDT") / "a.csv", b.binance_trades_csv(7))
+    b.write(lake.landing_dir("ETHUSDT") / "ETHUSDT-bookTicker-2024-01.csv", b.binance_bookticker_csv(3))
+    build_partition(lake, "BTCUSDT", "2024-01")
+    build_partition(lake, "ETHUSDT", "2024-01")
+    con = duck.connect(lake)
+    assert con.sql("SELECT count(*) FROM ticks WHERE symbol='BTCUSDT'").fetchall() == [(7,)]
+    assert con.sql("SELECT symbol, month, count(*) FROM ticks GROUP BY ALL ORDER BY 1").fetchall() == [
+        ("BTCUSDT", "2024-01", 7), ("ETHUSDT", "2024-01", 3)
+    ]
+    assert con.sql("SELECT count(*) FROM manifest").fetchall() == [(2,)]
+    # Polars reads the same hive layout without our code
+    assert pl.scan_parquet(lake.root / "ticks", hive_partitioning=True).select(pl.len()).collect().item() == 10
