@@ -457,7 +457,7 @@ def write_results(path: Path, section: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=DEFAULT_ROWS, help=f"rows in the generated CSV (default {DEFAULT_ROWS:,})")
-    ap.add_argument("--repeat", type=int, default=1, help="run bare/ingest/probe this many times (interleaved); best time, worst RSS")
+    ap.add_argument("--repeat", type=int, default=3, help="run bare/ingest/probe this many times (interleaved); best time, worst RSS")
     ap.add_argument("--seed", type=int, default=20240101)
     ap.add_argument("--keep", action="store_true", help=f"keep the working files in {WORK.relative_to(REPO)}")
     ap.add_argument("--profile", action="store_true", help="time the ingest's pieces even when targets pass")
