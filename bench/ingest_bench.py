@@ -153,113 +153,36 @@ def child_sha(csv: str) -> dict:
 
 
 def child_stage(lake_root: str) -> dict:
-    """``stage`` alone on a lake whose manifest already holds the probed record."""
-    from quant_assets.ingest.landing import stage
-    from quant_assets.lake.manifest import read_manifest
+    """``stage`` alone (parse + validate -> staging file, summary, order facts) on a fresh lake."""
+    from quant_assets.ingest.landing import stage, survey
     from quant_assets.lake.store import Lake
 
     lake = Lake.at(lake_root)
-    (rec,) = read_manifest(lake).values()
+    (rec,) = survey(lake, SYMBOL, probe_new=False)
     before = _self_maxrss_kib()
     t0 = time.perf_counter()
     rec = stage(lake, SYMBOL, rec)
     seconds = time.perf_counter() - t0
     staged = lake.staging_path(SYMBOL, rec.sha256)
-    return {"seconds": seconds, "status": rec.status, "staged_bytes": staged.stat().st_size, "rss_before_kib": before}
+    return {"seconds": seconds, "status": rec.status, "ordered": rec.ordered,
+            "staged_bytes": staged.stat().st_size, "rss_before_kib": before}
 
 
-def child_stage_parts(lake_root: str) -> dict:
-    """The steps of ``stage`` replayed one by one (same calls), each timed."""
-    import polars as pl
-
-    from quant_assets.ingest.landing import open_checked
-    from quant_assets.ingest.validate import month_of_ns, ts_in_range, with_reasons
-    from quant_assets.lake.manifest import read_manifest
+def child_merge(lake_root: str) -> dict:
+    """``build_partition`` on a lake whose file is already staged: month merge + stats + sha."""
+    from quant_assets.ingest.build import build_partition
     from quant_assets.lake.store import Lake
-    from quant_assets.settings import start_month
-
-    lake = Lake.at(lake_root)
-    (rec,) = read_manifest(lake).values()
-    path, out = lake.root / rec.path, lake.staging_path(SYMBOL, rec.sha256)
-    parts: dict[str, float] = {}
-    t0 = time.perf_counter()
-    with open_checked(lake, SYMBOL, path) as (_detected, lf):
-        t1 = time.perf_counter()
-        parts["detect"] = t1 - t0
-        lake.write_parquet(with_reasons(lf, start_month()), out)
-        parts["parse+validate+write staging (zstd)"] = time.perf_counter() - t1
-        t1 = time.perf_counter()
-        lf.select("ts_event").sink_parquet(lake.root / "parse_ts_only.parquet")
-        parts["(parse ts_event only, for scale)"] = time.perf_counter() - t1
-        t1 = time.perf_counter()
-        lf.sink_parquet(lake.root / "parse_no_reasons.parquet")
-        parts["(parse+canonical, no reasons, for scale)"] = time.perf_counter() - t1
-    t1 = time.perf_counter()
-    (
-        pl.scan_parquet(out)
-        .select(
-            pl.when(ts_in_range(start_month())).then(month_of_ns()).alias("month"),
-            pl.col("reject_reason").is_null().alias("ok"),
-        )
-        .group_by("month", "ok").len().collect()
-    )
-    parts["summary (month strftime + group_by)"] = time.perf_counter() - t1
-    return {"parts": parts}
-
-
-def child_merge(lake_root: str, staged: str, out: str) -> dict:
-    """The tail of ``build_partition``: month merge (sort+unique) -> zstd, then stats and sha."""
-    import polars as pl
-
-    from quant_assets.ingest.build import canonical_month
-    from quant_assets.lake.store import ROW_GROUP_ROWS, Lake, file_sha256
-
-    lake = Lake.at(lake_root)
-    before = _self_maxrss_kib()
-    parts: dict[str, float] = {}
-    t0 = time.perf_counter()
-    canonical_month(lake, [Path(staged)], MONTH).sink_parquet(out, compression="zstd", row_group_size=ROW_GROUP_ROWS)
-    parts["canonical_month sort+unique -> zstd"] = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    (
-        pl.scan_parquet(out)
-        .select(
-            pl.len().alias("rows"),
-            (pl.col("kind") == "quote").sum().alias("quotes"),
-            (pl.col("kind") == "trade").sum().alias("trades"),
-            pl.col("ts_event").min().alias("ts_min"),
-            pl.col("ts_event").max().alias("ts_max"),
-        )
-        .collect()
-    )
-    parts["stats of candidate"] = time.perf_counter() - t1
-    t1 = time.perf_counter()
-    file_sha256(Path(out))
-    parts["sha256 of candidate"] = time.perf_counter() - t1
-    return {"seconds": time.perf_counter() - t0, "parts": parts, "rss_before_kib": before}
-
-
-def child_sort_only(lake_root: str, staged: str, out: str) -> dict:
-    """For scale: the month filter + sort without ``unique``, and ``unique`` without sort."""
-    import polars as pl
-
-    from quant_assets.ingest.build import SORT_COLUMNS, month_frame
-    from quant_assets.lake.schema import TICK_COLUMNS
-    from quant_assets.lake.store import ROW_GROUP_ROWS, Lake
 
     lake = Lake.at(lake_root)
     before = _self_maxrss_kib()
     t0 = time.perf_counter()
-    month_frame(lake, [Path(staged)], MONTH).select(TICK_COLUMNS).sort(SORT_COLUMNS).sink_parquet(
-        out, compression="zstd", row_group_size=ROW_GROUP_ROWS
-    )
+    build_partition(lake, SYMBOL, MONTH)
     return {"seconds": time.perf_counter() - t0, "rss_before_kib": before}
 
 
 CHILDREN = {
     "gen": child_gen, "bare": child_bare, "ingest": child_ingest, "probe": child_probe,
-    "sha": child_sha, "stage": child_stage, "stage_parts": child_stage_parts,
-    "merge": child_merge, "sort_only": child_sort_only,
+    "sha": child_sha, "stage": child_stage, "merge": child_merge,
 }
 
 
@@ -346,21 +269,11 @@ def profile(csv: Path, probe_lake: Path, ingest_lake: Path) -> dict:
     prof: dict[str, dict] = {}
     print("profiling: sha256 of landing file ...", flush=True)
     prof["sha"] = run_child("sha", csv=str(csv))
-    # stage alone: a lake whose manifest already has the probed record (from the probe run)
-    stage_lake = fresh_lake("lake_stage", csv)
-    shutil.copytree(probe_lake / "manifest", stage_lake / "manifest")
     print("profiling: stage ...", flush=True)
-    prof["stage"] = run_child("stage", lake_root=str(stage_lake))
-    parts_lake = fresh_lake("lake_stage_parts", csv)
-    shutil.copytree(probe_lake / "manifest", parts_lake / "manifest")
-    print("profiling: stage parts ...", flush=True)
-    prof["stage_parts"] = run_child("stage_parts", lake_root=str(parts_lake))
-    staged = next((ingest_lake / "staging").rglob("*.parquet"))
-    print("profiling: month merge ...", flush=True)
-    prof["merge"] = run_child("merge", lake_root=str(ingest_lake), staged=str(staged), out=str(WORK / "merge_out.parquet"))
-    print("profiling: sort only ...", flush=True)
-    prof["sort_only"] = run_child("sort_only", lake_root=str(ingest_lake), staged=str(staged), out=str(WORK / "sort_out.parquet"))
-    prof["staged_bytes"] = staged.stat().st_size
+    prof["stage"] = run_child("stage", lake_root=str(fresh_lake("lake_stage", csv)))
+    print("profiling: month merge (file already staged) ...", flush=True)
+    prof["merge"] = run_child("merge", lake_root=str(ingest_lake))
+    prof["staged_bytes"] = prof["stage"]["staged_bytes"]
     return prof
 
 
@@ -372,7 +285,6 @@ def render(args, mach: dict, gen: dict, bare: dict, ingest: dict, probe: dict, p
     rss_ok = ingest["maxrss_kib"] < TARGET_RSS_KIB
     rss_note = "" if rows == TARGET_RSS_ROWS else f" (target is defined for {TARGET_RSS_ROWS:,} rows; this run has {rows:,})"
     verdict = {"ratio": ratio_ok, "rss": rss_ok}
-    probe_share = probe["seconds"] / ingest["seconds"]
     reps = f" (best of {args.repeat}; all: {{}})" if args.repeat > 1 else ""
 
     def s(r: dict) -> str:
@@ -384,7 +296,7 @@ def render(args, mach: dict, gen: dict, bare: dict, ingest: dict, probe: dict, p
         "|---|---:|---:|---:|---:|",
         f"| bare `scan_csv(...).sink_parquet(out)` | {s(bare)} | {fmt_rate(bare_rate)} | {mib(bare['maxrss_kib']):.0f} | {mib(bare['rss_before_kib']):.0f} |",
         f"| ingest `build_partition` (fresh lake) | {s(ingest)} | {fmt_rate(ingest_rate)} | {mib(ingest['maxrss_kib']):.0f} | {mib(ingest['rss_before_kib']):.0f} |",
-        f"| probe `survey` (fresh lake; included in ingest) | {s(probe)} | {fmt_rate(rows / probe['seconds'])} | {mib(probe['maxrss_kib']):.0f} | {mib(probe['rss_before_kib']):.0f} |",
+        f"| probe `survey` (fresh lake; what the sensor runs, not part of ingest) | {s(probe)} | {fmt_rate(rows / probe['seconds'])} | {mib(probe['maxrss_kib']):.0f} | {mib(probe['rss_before_kib']):.0f} |",
     ]
     targets = [
         "| target | value | result |",
@@ -396,9 +308,8 @@ def render(args, mach: dict, gen: dict, bare: dict, ingest: dict, probe: dict, p
         f"- input: {rows:,} rows, {gen['bytes'] / 1e6:.0f} MB CSV (`{FILE_NAME}`, generated in {gen['seconds']:.1f} s); "
         f"ingest kept {ingest['rows']:,} rows, rejected {ingest['rejected']:,}; partition {ingest['out_bytes'] / 1e6:.0f} MB, "
         f"bare Parquet {bare['out_bytes'] / 1e6:.0f} MB.",
-        f"- the probe (fingerprint SHA-256 + timestamp-only scan; months found: {probe['months']}) is "
-        f"{probe_share:.0%} of the fresh-lake ingest time; ingest without it would be ~{ingest['seconds'] - probe['seconds']:.2f} s "
-        f"(ratio ~{(rows / (ingest['seconds'] - probe['seconds'])) / bare_rate:.3f}).",
+        f"- the probe (fingerprint SHA-256 + timestamp-only scan; months found: {probe['months']}) is what the landing "
+        f"sensor runs before requesting a partition; `build_partition` stages unprobed files directly instead.",
         "- rates are input rows / wall seconds, timed inside each child (interpreter start-up and imports excluded); "
         "peak RSS is the child's `ru_maxrss` from `os.wait4` (includes the interpreter and imports, shown as \"RSS before work\").",
     ]
@@ -412,18 +323,9 @@ def render(args, mach: dict, gen: dict, bare: dict, ingest: dict, probe: dict, p
             "|---|---:|---:|",
             f"| SHA-256 of landing file (`file_sha256`, in `survey`'s fingerprint) | {prof['sha']['seconds']:.2f} | {mib(prof['sha']['maxrss_kib']):.0f} |",
             f"| probe (`survey`, incl. SHA-256) | {probe['seconds']:.2f} | {mib(probe['maxrss_kib']):.0f} |",
-            f"| `stage` (parse+validate -> staging zstd, summary) | {prof['stage']['seconds']:.2f} | {mib(prof['stage']['maxrss_kib']):.0f} |",
+            f"| `stage` (parse+validate -> staging zstd, summary, order facts; ordered={prof['stage']['ordered']}) | {prof['stage']['seconds']:.2f} | {mib(prof['stage']['maxrss_kib']):.0f} |",
+            f"| month merge + stats + sha (`build_partition` on a staged lake) | {prof['merge']['seconds']:.2f} | {mib(prof['merge']['maxrss_kib']):.0f} |",
         ]
-        for name, secs in prof["stage_parts"]["parts"].items():
-            prof_lines.append(f"| &nbsp;&nbsp;stage step: {name} | {secs:.2f} | |")
-        prof_lines.append(
-            f"| month merge + stats + sha (tail of `build_partition`) | {prof['merge']['seconds']:.2f} | {mib(prof['merge']['maxrss_kib']):.0f} |"
-        )
-        for name, secs in prof["merge"]["parts"].items():
-            prof_lines.append(f"| &nbsp;&nbsp;merge step: {name} | {secs:.2f} | |")
-        prof_lines.append(
-            f"| (for scale) month filter + sort only, no `unique` -> zstd | {prof['sort_only']['seconds']:.2f} | {mib(prof['sort_only']['maxrss_kib']):.0f} |"
-        )
         prof_lines.append("")
         prof_lines.append(f"Staging file: {prof['staged_bytes'] / 1e6:.0f} MB.")
 

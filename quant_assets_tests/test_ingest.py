@@ -121,6 +121,10 @@ def test_a_write_that_dies_midway_leaves_the_old_partition(lake, monkeypatch):
     target = lake.ticks_path(sym, "2024-01")
     before = _sha(target)
     b.write(lake.landing_dir(sym) / "b.csv", b.binance_trades_csv(5, start_id=100, t0_ms=b.JAN_MS + 10_000))
+    from quant_assets.ingest.landing import stage
+
+    for rec in survey(lake, sym):
+        stage(lake, sym, rec)  # staged; only the partition write below dies
 
     def dying_sink(self, path, **kwargs):
         with open(path, "wb") as f:
@@ -134,6 +138,23 @@ def test_a_write_that_dies_midway_leaves_the_old_partition(lake, monkeypatch):
     assert _sha(target) == before
     assert [p.name for p in target.parent.iterdir()] == ["part-0.parquet"]  # no debris
     assert build_partition(lake, sym, "2024-01").rows == 10  # the next run completes
+
+
+def test_staging_that_dies_midway_leaves_nothing_and_is_retried(lake, monkeypatch):
+    sym = "BTCUSDT"
+    b.write(lake.landing_dir(sym) / "a.csv", b.binance_trades_csv(5))
+
+    def dying_collect_all(frames, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pl, "collect_all", dying_collect_all)
+    with pytest.raises(OSError, match="disk full"):
+        build_partition(lake, sym, "2024-01")
+    monkeypatch.undo()
+    assert not (lake.root / "staging" / "symbol=BTCUSDT").exists() or not any((lake.root / "staging" / "symbol=BTCUSDT").iterdir())
+    rec = read_manifest(lake).get("landing/BTCUSDT/a.csv")
+    assert rec is None or rec.status != "failed"
+    assert build_partition(lake, sym, "2024-01").rows == 5
 
 
 def test_no_data_for_a_month_is_a_clear_error(lake):
@@ -156,3 +177,57 @@ def test_duckdb_views_over_the_lake(lake):
     assert con.sql("SELECT count(*) FROM manifest").fetchall() == [(2,)]
     # Polars reads the same hive layout without our code
     assert pl.scan_parquet(lake.root / "ticks", hive_partitioning=True).select(pl.len()).collect().item() == 10
+
+
+def test_streamed_and_sorted_paths_agree(lake, monkeypatch):
+    """Ordered, non-overlapping files stream without a sort; the result equals the sort path's."""
+    sym = "BTCUSDT"
+    b.write(lake.landing_dir(sym) / "a.csv", b.binance_trades_csv(5))
+    b.write(lake.landing_dir(sym) / "b.csv", b.binance_trades_csv(5, start_id=6, t0_ms=b.JAN_MS + 5000))
+    res = build_partition(lake, sym, "2024-01")
+    assert build_mod.streamable(res.sources)
+    streamed = b.read_ticks(lake.root, sym, "2024-01")
+    monkeypatch.setattr(build_mod, "streamable", lambda sources: False)
+    build_partition(lake, sym, "2024-01")
+    assert b.read_ticks(lake.root, sym, "2024-01").equals(streamed)
+    assert streamed["trade_id"].to_list() == [str(i) for i in range(1, 11)]
+
+
+def test_unordered_file_is_sorted(lake):
+    sym = "BTCUSDT"
+    lines = b.binance_trades_csv(6).splitlines()
+    b.write(lake.landing_dir(sym) / "shuffled.csv", "\n".join(lines[::-1]) + "\n")
+    res = build_partition(lake, sym, "2024-01")
+    assert res.sources[0].ordered is False
+    df = b.read_ticks(lake.root, sym, "2024-01")
+    assert df["ts_recv"].is_sorted() and df["trade_id"].to_list() == [str(i) for i in range(1, 7)]
+
+
+def test_duplicates_inside_one_file_are_kept_once(lake):
+    sym = "BTCUSDT"
+    lines = b.tardis_quotes_csv(n=3).splitlines()
+    b.write(lake.landing_dir(sym) / "dups.csv", "\n".join([*lines, lines[2], lines[3]]) + "\n")
+    res = build_partition(lake, sym, "2024-01")
+    assert res.sources[0].ordered is False and res.rows == 3
+
+
+def test_quality_rules_catch_unsorted_duplicated_and_crossed_rows(tmp_path):
+    from quant_assets.lake.quality import evaluate
+    from quant_assets.lake.schema import TICK_SCHEMA
+
+    rows = [
+        dict(ts_event=3, ts_recv=3, seq=1, kind="quote", bid_px=10.0, bid_sz=1.0, ask_px=10.5, ask_sz=1.0),
+        dict(ts_event=3, ts_recv=3, seq=2, kind="quote", bid_px=10.0, bid_sz=1.0, ask_px=10.5, ask_sz=1.0),
+        dict(ts_event=2, ts_recv=2, seq=3, kind="quote", bid_px=11.0, bid_sz=1.0, ask_px=10.5, ask_sz=1.0),
+        dict(ts_event=4, ts_recv=4, seq=4, kind="trade", price=10.25, size=0.0, side=1, trade_id="x"),
+    ]
+    path = tmp_path / "bad.parquet"
+    pl.DataFrame(rows, schema=TICK_SCHEMA).write_parquet(path)
+    from quant_assets.lake.instruments import Instrument
+
+    inst = Instrument("X", "SIM", "X", "USD", 1, 0, 0.1, 1.0, 0.0, 0.0)
+    got = {o.name: o.offending_rows for o in evaluate(path, inst)}
+    assert got == {
+        "timestamps_non_decreasing": 1, "no_crossed_quotes": 1, "positive_prices_and_sizes": 1,
+        "precision_matches_instrument": 1, "no_duplicates": 1,
+    }

@@ -16,7 +16,7 @@ import re
 
 import polars as pl
 
-from quant_assets.ingest.formats import SourceFormat, first_int, is_true, scan_fields, to_canonical
+from quant_assets.ingest.formats import SourceFormat, first_int, scan_fields, to_canonical
 from quant_assets.ingest.sample import Sample
 from quant_assets.ingest.timeunits import epoch_to_ns, infer_epoch_unit
 
@@ -27,12 +27,12 @@ _UNITS = ("ms", "us")
 
 _TRADES = {
     "id": pl.Int64(), "price": pl.Float64(), "qty": pl.Float64(), "quote_qty": pl.Float64(),
-    "time": pl.Int64(), "is_buyer_maker": pl.String(), "is_best_match": pl.String(),
+    "time": pl.Int64(), "is_buyer_maker": pl.Boolean(), "is_best_match": pl.Boolean(),
 }
 _AGG = {
     "agg_trade_id": pl.Int64(), "price": pl.Float64(), "quantity": pl.Float64(),
     "first_trade_id": pl.Int64(), "last_trade_id": pl.Int64(), "transact_time": pl.Int64(),
-    "is_buyer_maker": pl.String(), "is_best_match": pl.String(),
+    "is_buyer_maker": pl.Boolean(), "is_best_match": pl.Boolean(),
 }
 _BOOK = {
     "update_id": pl.Int64(), "best_bid_price": pl.Float64(), "best_bid_qty": pl.Float64(),
@@ -47,7 +47,8 @@ def _header_is(sample: Sample, names: dict[str, pl.DataType]) -> bool:
 
 
 def _side_from_maker(col: str) -> pl.Expr:
-    return pl.when(is_true(col)).then(-1).when(is_true(col).not_()).then(1).otherwise(0)
+    """Booleans parse case-insensitively (Binance writes True and true); unparseable -> 0."""
+    return pl.when(pl.col(col)).then(-1).when(pl.col(col).not_()).then(1).otherwise(0)
 
 
 def _match_trades(s: Sample) -> bool:

@@ -6,6 +6,12 @@ symbol that touches the month contributes its accepted rows; rows are sorted by
 kept once, the one with the lowest ``seq``. Ingesting a file twice, or two overlapping files,
 therefore gives the same partition.
 
+Two paths give that same result. Most exchange files are already in time order without
+duplicates (staging records this as ``ordered``); when every source of the month is ordered
+and their time ranges do not overlap, the rows are streamed straight into the partition in
+bounded memory. Otherwise (overlapping or unordered files) the month is sorted and
+de-duplicated in memory.
+
 The new partition is written to a temporary file, checked, and only then renamed over the
 old one: a failure at any point (a crash, a failed blocking check) leaves the previous
 partition untouched.
@@ -14,6 +20,8 @@ partition untouched.
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,12 +31,10 @@ import polars as pl
 from quant_assets.ingest.landing import stage, survey
 from quant_assets.ingest.validate import month_start_ns, next_month
 from quant_assets.lake.manifest import FileRecord
-from quant_assets.lake.schema import TICK_COLUMNS
-from quant_assets.lake.store import ROW_GROUP_ROWS, Lake, atomic_target, file_sha256
+from quant_assets.lake.schema import DEDUPE_COLUMNS, TICK_COLUMNS
+from quant_assets.lake.store import ROW_GROUP_ROWS, ZSTD_LEVEL, Lake, atomic_target, file_sha256
 from quant_assets.lake.symbols import normalise_symbol
 
-DEDUPE_COLUMNS = [c for c in TICK_COLUMNS if c != "seq"]
-SORT_COLUMNS = ["ts_recv", "seq", *[c for c in DEDUPE_COLUMNS if c != "ts_recv"]]
 
 
 class NoDataError(ValueError):
@@ -62,20 +68,36 @@ def sources_fingerprint(records: list[FileRecord]) -> str:
     return hashlib.sha256(",".join(sorted(r.sha256 for r in records)).encode()).hexdigest()[:20]
 
 
-def month_frame(lake: Lake, staged: list[Path], month: str, accepted: bool = True) -> pl.LazyFrame:
-    """Rows of ``month`` from staged files (accepted or rejected ones); filtering on
-    ``ts_event`` lets Parquet statistics skip row groups of other months."""
+def month_frame(paths: list[Path], month: str) -> pl.LazyFrame:
+    """Rows of ``month`` from staged or quarantine files; filtering on ``ts_event`` lets
+    Parquet statistics skip row groups of other months."""
     lo, hi = month_start_ns(month), month_start_ns(next_month(month))
-    ok = pl.col("reject_reason").is_null() if accepted else pl.col("reject_reason").is_not_null()
-    return pl.scan_parquet(staged).filter((pl.col("ts_event") >= lo) & (pl.col("ts_event") < hi) & ok)
+    return pl.scan_parquet(paths).filter((pl.col("ts_event") >= lo) & (pl.col("ts_event") < hi))
 
 
-def canonical_month(lake: Lake, staged: list[Path], month: str) -> pl.LazyFrame:
-    """The sorted, de-duplicated canonical ticks of ``month``."""
+def streamable(sources: list[FileRecord]) -> bool:
+    """True when the sources can be concatenated in ``recv_min`` order without a sort: each is
+    ordered and each starts strictly after the previous one ends."""
+    if not all(r.ordered for r in sources):
+        return False
+    spans = sorted((r.recv_min, r.recv_max) for r in sources)
+    return all(prev[1] < nxt[0] for prev, nxt in zip(spans, spans[1:]))
+
+
+def canonical_month(lake: Lake, symbol: str, sources: list[FileRecord], month: str) -> pl.LazyFrame:
+    """The sorted, de-duplicated canonical ticks of ``month`` from staged ``sources``."""
+    if streamable(sources):
+        ordered = sorted(sources, key=lambda r: r.recv_min)  # type: ignore[arg-type, return-value]
+        return month_frame([lake.staging_path(symbol, r.sha256) for r in ordered], month).select(TICK_COLUMNS)
+    staged = [lake.staging_path(symbol, r.sha256) for r in sources]
+    # Tie-break equal (ts_recv, seq) by a hash of the values so the order does not depend
+    # on which file came first; equal hashes are then exact duplicates (or dropped below).
     return (
-        month_frame(lake, staged, month).select(TICK_COLUMNS)
-        .sort(SORT_COLUMNS)
+        month_frame(staged, month).select(TICK_COLUMNS)
+        .with_columns(pl.struct(DEDUPE_COLUMNS).hash(seed=0).alias("_h"))
+        .sort("ts_recv", "seq", "_h")
         .unique(subset=DEDUPE_COLUMNS, keep="first", maintain_order=True)
+        .drop("_h")
     )
 
 
@@ -97,25 +119,35 @@ def build_partition(
 
 
 def _build_locked(lake: Lake, symbol: str, month: str, check: Callable[[Path, list[FileRecord]], None] | None) -> BuildResult:
+    # New files are staged directly (staging finds their months); known ones only if they
+    # touch this month.
     records = [
-        stage(lake, symbol, r) if r.status != "failed" and month in r.months else r
-        for r in survey(lake, symbol)
+        stage(lake, symbol, r) if r.status == "seen" or (r.status != "failed" and month in r.months) else r
+        for r in survey(lake, symbol, probe_new=False)
     ]
     failed = [r for r in records if r.status == "failed"]
     sources = [r for r in records if r.status == "staged" and month in r.months]
-    staged = [lake.staging_path(symbol, r.sha256) for r in sources]
-    rejected_sources = [lake.staging_path(symbol, r.sha256) for r in records if r.status == "staged" and r.rows_rejected]
-    rejected = 0
-    if rejected_sources:
-        rejected = month_frame(lake, rejected_sources, month, accepted=False).select(pl.len()).collect().item()
-    if not staged:
+    quarantined = [lake.quarantine_path(symbol, r.sha256) for r in records if r.status == "staged" and r.rows_rejected]
+    rejected = month_frame(quarantined, month).select(pl.len()).collect().item() if quarantined else 0
+    if not sources:
         detail = f"; {rejected} rows of that month were rejected (see {lake.root / 'quarantine'})" if rejected else ""
         broken = f"; failed files: {[f'{r.path}: {r.error}' for r in failed]}" if failed else ""
         raise NoDataError(f"no valid ticks for {symbol} {month} in {lake.landing_dir(symbol)}{detail}{broken}")
 
     final = lake.ticks_path(symbol, month)
     with atomic_target(final) as tmp:
-        canonical_month(lake, staged, month).sink_parquet(tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+        lo, hi = month_start_ns(month), month_start_ns(next_month(month))
+        (only,) = sources if len(sources) == 1 else (None,)
+        if only is not None and only.ordered and lo <= only.event_min < hi and lo <= only.event_max < hi:
+            # One ordered file holding exactly this month (the usual monthly exchange file):
+            # the staged file already is the partition; link it instead of rewriting it.
+            tmp.unlink(missing_ok=True)
+            try:
+                os.link(lake.staging_path(symbol, only.sha256), tmp)
+            except OSError:
+                shutil.copyfile(lake.staging_path(symbol, only.sha256), tmp)
+        else:
+            canonical_month(lake, symbol, sources, month).sink_parquet(tmp, compression="zstd", compression_level=ZSTD_LEVEL, row_group_size=ROW_GROUP_ROWS)
         stats = (
             pl.scan_parquet(tmp)
             .select(

@@ -51,11 +51,6 @@ def scan_fields(sample: Sample, schema: dict[str, pl.DataType]) -> pl.LazyFrame:
     return lf
 
 
-def is_true(col: str) -> pl.Expr:
-    """Boolean text column ('true'/'True'/'TRUE') -> bool (null stays null)."""
-    return pl.col(col).str.strip_chars().str.to_lowercase() == "true"
-
-
 def to_canonical(lf: pl.LazyFrame, kind: str, **exprs: pl.Expr) -> pl.LazyFrame:
     """Select the canonical columns from ``exprs`` (missing ones are null) plus ``src_line``.
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from datetime import datetime, timezone
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,9 +23,9 @@ import polars as pl
 
 from quant_assets.ingest.detect import Detected, detect, plain_file, scan_detected, symbol_hints
 from quant_assets.ingest.errors import IngestError
-from quant_assets.ingest.validate import month_of_ns, ts_in_range, with_reasons
+from quant_assets.ingest.validate import ts_in_range, with_reasons
 from quant_assets.lake.manifest import FileRecord, fingerprint, read_manifest, upsert
-from quant_assets.lake.schema import TICK_COLUMNS
+from quant_assets.lake.schema import DEDUPE_COLUMNS, TICK_COLUMNS
 from quant_assets.lake.store import Lake
 from quant_assets.lake.symbols import normalise_symbol
 from quant_assets.settings import start_month
@@ -56,10 +57,7 @@ def probe(lake: Lake, symbol: str, path: Path, rec: FileRecord) -> FileRecord:
     try:
         with open_checked(lake, symbol, path) as (detected, lf):
             # Only the timestamp column is read: projection pushdown keeps the probe cheap.
-            months = (
-                lf.select("ts_event").filter(ts_in_range(start_month())).select(month_of_ns().alias("m")).unique()
-                .collect(engine="streaming")["m"].sort().to_list()
-            )
+            months = sorted(_months(lf.select("ts_event").filter(ts_in_range(start_month()))))
     except IngestError as exc:
         return _fail(rec, exc)
     except (pl.exceptions.PolarsError, OSError) as exc:
@@ -68,8 +66,11 @@ def probe(lake: Lake, symbol: str, path: Path, rec: FileRecord) -> FileRecord:
     return rec
 
 
-def survey(lake: Lake, symbol: str, settle_s: float = 0.0) -> list[FileRecord]:
+def survey(lake: Lake, symbol: str, settle_s: float = 0.0, probe_new: bool = True) -> list[FileRecord]:
     """Fingerprint every landing file of ``symbol``; probe new or changed ones; record them.
+
+    With ``probe_new=False`` new files come back as ``seen`` records, unprobed (a caller
+    that stages them anyway learns their months from staging, and saves a parse).
 
     Files modified less than ``settle_s`` seconds ago are skipped: they may still be being
     written (the sensor looks again on its next tick). Returns the current record of each
@@ -84,7 +85,7 @@ def survey(lake: Lake, symbol: str, settle_s: float = 0.0) -> list[FileRecord]:
         if settle_s and now - path.stat().st_mtime_ns < settle_s * 1e9:
             continue
         rec = fingerprint(lake, path, known, symbol)
-        if rec.status == "seen":
+        if rec.status == "seen" and probe_new:
             rec = probe(lake, symbol, path, rec)
             changed.append(rec)
         out.append(rec)
@@ -93,44 +94,92 @@ def survey(lake: Lake, symbol: str, settle_s: float = 0.0) -> list[FileRecord]:
 
 
 def stage(lake: Lake, symbol: str, rec: FileRecord) -> FileRecord:
-    """Parse and validate the file behind ``rec`` into its staging file (once per content hash)."""
+    """Parse and validate the file behind ``rec`` once per content hash: accepted rows (canonical
+    columns, source order) to its staging file, rejected rows to quarantine, in one pass."""
     staged = lake.staging_path(symbol, rec.sha256)
     if rec.status == "staged" and staged.exists():
         return rec
     path = lake.root / rec.path
+    quarantine = lake.quarantine_path(symbol, rec.sha256)
     with lake.lock(f"stage-{rec.sha256[:20]}"):
         current = read_manifest(lake).get(rec.path)
         if current is not None and current.sha256 == rec.sha256 and current.status == "staged" and staged.exists():
             return current
         try:
             with open_checked(lake, symbol, path) as (detected, lf):
-                lake.write_parquet(with_reasons(lf, start_month()), staged)
-            summary = (
-                pl.scan_parquet(staged)
-                .select(
-                    pl.when(ts_in_range(start_month())).then(month_of_ns()).alias("month"),
-                    pl.col("reject_reason").is_null().alias("ok"),
-                )
-                .group_by("month", "ok").len().collect()
-            )
-            total = int(summary["len"].sum())
-            if total == 0:
+                checked = with_reasons(lf, start_month())
+                ok = pl.col("reject_reason").is_null()
+                lake.write_parquet_many([
+                    (checked.filter(ok).select(TICK_COLUMNS), staged),
+                    (checked.filter(~ok).select(pl.lit(rec.path).alias("source"), "src_line", "reject_reason", *TICK_COLUMNS), quarantine),
+                ])
+            facts = staged_facts(staged, quarantine)
+            if facts["rows_accepted"] + facts["rows_rejected"] == 0:
                 staged.unlink()
+                quarantine.unlink()
                 raise IngestError(path, "no data rows")
-            accepted = int(summary.filter(pl.col("ok"))["len"].sum())
-            if accepted < total:
-                quarantine = (
-                    pl.scan_parquet(staged).filter(pl.col("reject_reason").is_not_null())
-                    .select(pl.lit(rec.path).alias("source"), "src_line", "reject_reason", *TICK_COLUMNS)
-                )
-                lake.write_parquet(quarantine, lake.quarantine_path(symbol, rec.sha256))
+            if facts["rows_rejected"] == 0:
+                quarantine.unlink()
         except IngestError as exc:
             rec = _fail(rec, exc)
-        except (pl.exceptions.PolarsError, OSError) as exc:
+        except pl.exceptions.PolarsError as exc:
             rec = _fail(rec, _polars_error(path, exc))
+        # An OSError (disk full, permissions) says nothing about the file: it propagates and
+        # the file is tried again next time, rather than being recorded as failed.
         else:
             rec.format, rec.status, rec.error = detected.format_name, "staged", None
-            rec.months = sorted(summary["month"].drop_nulls().unique().to_list())
-            rec.rows_accepted, rec.rows_rejected = accepted, total - accepted
+            for key, value in facts.items():
+                setattr(rec, key, value)
         upsert(lake, [rec])
         return rec
+
+
+def _month_key() -> pl.Expr:
+    """``ts_event`` -> yyyymm as an integer (cheaper than formatting every row)."""
+    dt = pl.from_epoch(pl.col("ts_event"), time_unit="ns").dt
+    return (dt.year().cast(pl.Int32) * 100 + dt.month().cast(pl.Int32)).alias("yyyymm")
+
+
+def _month_of(ts_ns: int) -> str:
+    return datetime.fromtimestamp(ts_ns / 1e9, tz=timezone.utc).strftime("%Y-%m")
+
+
+def _months(lf: pl.LazyFrame) -> set[str]:
+    keys = lf.select(_month_key()).unique().collect(engine="streaming")["yyyymm"].to_list()
+    return {f"{k // 100:04d}-{k % 100:02d}" for k in keys}
+
+
+def staged_facts(staged: Path, quarantine: Path) -> dict[str, object]:
+    """Manifest facts of a staged file: counts, the months it touches (accepted rows, and
+    rejected rows with a plausible timestamp), ``ts_recv``/``ts_event`` spans and ``ordered``:
+    accepted rows strictly increase on (ts_recv, seq) in file order with no duplicates (equal
+    in every column but ``seq``). Duplicates can only share a ``ts_recv``, so only rows in runs
+    of equal ``ts_recv`` are compared, by a 64-bit hash of their values: a collision can only
+    send the file down the sorting path, never publish a duplicate."""
+    acc = pl.scan_parquet(staged)
+    r, q = pl.col("ts_recv"), pl.col("seq")
+    increasing = ((r > r.shift(1)) | ((r == r.shift(1)) & (q > q.shift(1)))).fill_null(True).all()
+    spans = acc.select(
+        rows=pl.len(), recv_min=r.min(), recv_max=r.max(),
+        event_min=pl.col("ts_event").min(), event_max=pl.col("ts_event").max(), increasing=increasing,
+    ).collect(engine="streaming").row(0, named=True)
+    tie = ((r == r.shift(1)) | (r == r.shift(-1))).fill_null(False)
+    dup_in_ties = (
+        acc.filter(tie).select(pl.struct("ts_recv", pl.struct(DEDUPE_COLUMNS).hash(seed=0)).is_duplicated().any())
+        .collect(engine="streaming").item()
+    )
+    if spans["rows"] and _month_of(spans["event_min"]) == _month_of(spans["event_max"]):
+        months = {_month_of(spans["event_min"])}  # the usual one-month file: no extra pass
+    else:
+        months = _months(acc)
+    rejected = 0
+    if quarantine.exists():
+        rej = pl.scan_parquet(quarantine)
+        rejected = rej.select(pl.len()).collect().item()
+        months |= _months(rej.filter(ts_in_range(start_month())))
+    return {
+        "rows_accepted": spans["rows"], "rows_rejected": rejected, "months": sorted(months),
+        "recv_min": spans["recv_min"], "recv_max": spans["recv_max"],
+        "event_min": spans["event_min"], "event_max": spans["event_max"],
+        "ordered": bool(spans["increasing"]) and not bool(dup_in_ties),
+    }

@@ -28,6 +28,11 @@ MANIFEST_SCHEMA: dict[str, pl.DataType] = {
     "months": pl.List(pl.String()),
     "rows_accepted": pl.Int64(),
     "rows_rejected": pl.Int64(),
+    "recv_min": pl.Int64(),
+    "recv_max": pl.Int64(),
+    "event_min": pl.Int64(),
+    "event_max": pl.Int64(),
+    "ordered": pl.Boolean(),
     "updated_at_ns": pl.Int64(),
 }
 
@@ -47,6 +52,15 @@ class FileRecord:
     months: list[str] = field(default_factory=list)
     rows_accepted: int | None = None
     rows_rejected: int | None = None
+    #: First and last ``ts_recv`` (ns) of the accepted rows.
+    recv_min: int | None = None
+    recv_max: int | None = None
+    #: First and last ``ts_event`` (ns) of the accepted rows.
+    event_min: int | None = None
+    event_max: int | None = None
+    #: Accepted rows strictly increase on (ts_recv, seq) in file order and no two rows are
+    #: duplicates: the file can be streamed into a partition without a sort.
+    ordered: bool | None = None
     updated_at_ns: int = 0
 
 

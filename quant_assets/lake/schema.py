@@ -34,6 +34,8 @@ TICK_SCHEMA: dict[str, pl.DataType] = {
     "trade_id": pl.String(),
 }
 TICK_COLUMNS = list(TICK_SCHEMA)
+#: Two rows equal on these (all but ``seq``) are duplicates: one is kept.
+DEDUPE_COLUMNS = [c for c in TICK_COLUMNS if c != "seq"]
 
 #: Human-readable description of each column, for README, metadata and the UI.
 TICK_DOCS: dict[str, str] = {
