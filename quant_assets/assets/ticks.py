@@ -8,21 +8,13 @@ import dagster as dg
 from quant_assets.ingest.build import build_partition
 from quant_assets.lake import instruments as inst_mod
 from quant_assets.lake.manifest import FileRecord
-from quant_assets.lake.quality import RuleOutcome, evaluate
+from quant_assets.lake.quality import RULES, RuleOutcome, evaluate
 from quant_assets.lake.schema import TICK_DOCS, TICK_SCHEMA
 from quant_assets.partitions import month_symbol_partitions, split_key
 from resources import LakeResource
 
 #: Bump when the ingest logic changes what a partition contains.
 TICKS_CODE_VERSION = "ticks-v1"
-
-CHECKS = {
-    "timestamps_non_decreasing": "ts_recv never decreases",
-    "no_duplicates": "no two rows equal in every column but seq",
-    "no_crossed_quotes": "bid_px <= ask_px on every quote",
-    "positive_prices_and_sizes": "prices > 0 and known sizes > 0",
-    "precision_matches_instrument": "prices are multiples of the instrument's tick size",
-}
 
 COLUMN_SCHEMA = dg.TableSchema(
     columns=[dg.TableColumn(name, str(dtype), description=TICK_DOCS[name]) for name, dtype in TICK_SCHEMA.items()]
@@ -54,7 +46,7 @@ def _check_results(outcomes: list[RuleOutcome]) -> list[dg.AssetCheckResult]:
     code_version=TICKS_CODE_VERSION,
     group_name="ingest",
     kinds={"parquet", "polars"},
-    check_specs=[dg.AssetCheckSpec(name, asset="ticks", blocking=True, description=d) for name, d in CHECKS.items()],
+    check_specs=[dg.AssetCheckSpec(name, asset="ticks", blocking=True, description=d) for name, d in RULES.items()],
     metadata={"dagster/column_schema": COLUMN_SCHEMA},
 )
 def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
@@ -96,6 +88,7 @@ def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
             "failed_files": dg.MetadataValue.json([{"path": r.path, "error": r.error} for r in result.failed]),
             "source_fingerprint": result.source_fingerprint,
             "sha256": result.sha256,
+            "dagster/column_schema": COLUMN_SCHEMA,
         },
         data_version=dg.DataVersion(result.sha256[:24]),
         check_results=_check_results(outcomes),

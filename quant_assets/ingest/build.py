@@ -20,8 +20,6 @@ partition untouched.
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +30,7 @@ from quant_assets.ingest.landing import stage, survey
 from quant_assets.ingest.validate import month_start_ns, next_month
 from quant_assets.lake.manifest import FileRecord
 from quant_assets.lake.schema import DEDUPE_COLUMNS, TICK_COLUMNS
-from quant_assets.lake.store import ROW_GROUP_ROWS, ZSTD_LEVEL, Lake, atomic_target, file_sha256
+from quant_assets.lake.store import Lake, atomic_target, file_sha256, link_or_copy, sink
 from quant_assets.lake.symbols import normalise_symbol
 
 
@@ -141,13 +139,9 @@ def _build_locked(lake: Lake, symbol: str, month: str, check: Callable[[Path, li
         if only is not None and only.ordered and lo <= only.event_min < hi and lo <= only.event_max < hi:
             # One ordered file holding exactly this month (the usual monthly exchange file):
             # the staged file already is the partition; link it instead of rewriting it.
-            tmp.unlink(missing_ok=True)
-            try:
-                os.link(lake.staging_path(symbol, only.sha256), tmp)
-            except OSError:
-                shutil.copyfile(lake.staging_path(symbol, only.sha256), tmp)
+            link_or_copy(lake.staging_path(symbol, only.sha256), tmp)
         else:
-            canonical_month(lake, symbol, sources, month).sink_parquet(tmp, compression="zstd", compression_level=ZSTD_LEVEL, row_group_size=ROW_GROUP_ROWS)
+            sink(canonical_month(lake, symbol, sources, month), tmp)
         stats = (
             pl.scan_parquet(tmp)
             .select(

@@ -24,6 +24,15 @@ class RuleOutcome:
 
 DEDUPE = DEDUPE_COLUMNS
 
+#: Rule name -> what it asserts (the asset checks of ``ticks`` carry these names).
+RULES = {
+    "timestamps_non_decreasing": "ts_recv never decreases",
+    "no_duplicates": "no two rows equal in every column but seq",
+    "no_crossed_quotes": "bid_px <= ask_px on every quote",
+    "positive_prices_and_sizes": "prices > 0 and known sizes > 0",
+    "precision_matches_instrument": "prices are multiples of the instrument's tick size",
+}
+
 
 def _off_grid(col: str, step: float) -> pl.Expr:
     """True where ``col`` is not a whole multiple of ``step`` (relative tolerance 1e-6)."""
@@ -57,13 +66,4 @@ def evaluate(path: Path, instrument: Instrument | None) -> list[RuleOutcome]:
         lf.filter(tie).select(pl.struct(DEDUPE).is_first_distinct().not_().sum())
         .collect(engine="streaming").item()
     )
-    docs = {
-        "timestamps_non_decreasing": "ts_recv never decreases",
-        "no_duplicates": "no two rows equal in every column but seq",
-        "no_crossed_quotes": "bid_px <= ask_px on every quote",
-        "positive_prices_and_sizes": "prices > 0 and known sizes > 0",
-        "precision_matches_instrument": (
-            f"prices are multiples of the instrument's tick size {instrument.tick_size:g}" if instrument else ""
-        ),
-    }
-    return [RuleOutcome(k, int(v) == 0, int(v), docs[k]) for k, v in counts.items()]
+    return [RuleOutcome(k, int(v) == 0, int(v), RULES[k]) for k, v in counts.items()]

@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -76,6 +77,22 @@ def atomic_target(final: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def sink(lf: pl.LazyFrame, path: Path) -> None:
+    """Stream ``lf`` into the Parquet file ``path`` with the lake's settings."""
+    lf.sink_parquet(path, compression="zstd", compression_level=ZSTD_LEVEL, row_group_size=ROW_GROUP_ROWS)
+
+
+def link_or_copy(source: Path, dest: Path) -> None:
+    """Put an immutable lake file's bytes at ``dest``: a hard link (no bytes copied) where the
+    filesystem allows, else a copy. Safe because lake files are only ever replaced by rename,
+    never edited in place."""
+    dest.unlink(missing_ok=True)
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copyfile(source, dest)
 
 
 @dataclass(frozen=True)
@@ -153,7 +170,7 @@ class Lake:
         """Write ``data`` to ``final`` atomically (zstd, streaming-sized row groups)."""
         with atomic_target(final) as tmp:
             if isinstance(data, pl.LazyFrame):
-                data.sink_parquet(tmp, compression="zstd", compression_level=ZSTD_LEVEL, row_group_size=ROW_GROUP_ROWS)
+                sink(data, tmp)
             else:
                 data.write_parquet(tmp, compression="zstd", compression_level=ZSTD_LEVEL, row_group_size=ROW_GROUP_ROWS)
 
