@@ -29,11 +29,6 @@ def next_month(month: str) -> str:
     return f"{y + (m == 12)}-{(m % 12) + 1:02d}"
 
 
-def month_of_ns() -> pl.Expr:
-    """``YYYY-MM`` text of ``ts_event``."""
-    return pl.from_epoch(pl.col("ts_event"), time_unit="ns").dt.strftime("%Y-%m")
-
-
 def _bad(col: str) -> pl.Expr:
     c = pl.col(col)
     return c.is_null() | c.is_finite().not_()

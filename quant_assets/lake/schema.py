@@ -52,17 +52,3 @@ TICK_DOCS: dict[str, str] = {
     "side": "+1 buyer aggressor, -1 seller aggressor, 0 unknown (trades)",
     "trade_id": "venue trade id as text (trades)",
 }
-
-#: Columns added while staging a source file; never present in a published partition.
-STAGE_EXTRA: dict[str, pl.DataType] = {
-    "month": pl.String(),
-    "src_line": pl.Int64(),
-    "reject_reason": pl.String(),
-}
-
-NS_PER_S = 1_000_000_000
-
-
-def empty_ticks() -> pl.DataFrame:
-    """A zero-row frame with the canonical schema."""
-    return pl.DataFrame(schema=TICK_SCHEMA)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 import uuid
@@ -183,7 +182,3 @@ class Lake:
                 lf.sink_parquet(tmp, compression="zstd", compression_level=ZSTD_LEVEL, row_group_size=ROW_GROUP_ROWS, lazy=True)
                 for (lf, _), tmp in zip(pairs, tmps, strict=True)
             ])
-
-    def write_json(self, obj: object, final: Path) -> None:
-        with atomic_target(final) as tmp:
-            tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
