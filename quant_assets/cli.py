@@ -25,6 +25,7 @@ console = Console()
 
 
 def _instance():
+    """The instance in $DAGSTER_HOME; use as a context manager so its storages are disposed."""
     import dagster as dg
 
     ensure_dagster_home()
@@ -33,10 +34,16 @@ def _instance():
 
 def cmd_sync(args: argparse.Namespace) -> int:
     from quant_assets.lake.store import Lake
-    from quant_assets import sync
 
     lake = Lake.at(args.lake or lake_root())
-    instance = _instance()
+    with _instance() as instance:
+        return _sync(lake, instance)
+
+
+def _sync(lake, instance) -> int:
+    """Discover slices, run the missing or stale ones with a progress display, print status."""
+    from quant_assets import sync
+
     slices = sync.discover(lake, instance, log=lambda m: console.print(f"[yellow]{m}[/]"))
     if not slices:
         console.print(f"nothing in {lake.landing}: drop files into landing/<SYMBOL>/ or run `quant-assets demo`")
@@ -84,9 +91,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     from quant_assets import sync
 
     lake = Lake.at(args.lake or lake_root())
-    instance = _instance()
-    slices = sync.discover(lake, instance, log=lambda m: console.print(f"[yellow]{m}[/]"))
-    _print_status(lake, instance, slices)
+    with _instance() as instance:
+        slices = sync.discover(lake, instance, log=lambda m: console.print(f"[yellow]{m}[/]"))
+        _print_status(lake, instance, slices)
     return 0
 
 

@@ -14,11 +14,10 @@ from resources import LakeResource
 
 
 def _evaluate(instance, cursor=None):
-    ctx = dg.build_sensor_context(
+    with dg.build_sensor_context(
         instance_ref=instance.get_ref(), definitions=defs, cursor=cursor, resources={"lake": LakeResource()}
-    )
-    result = landing_sensor(ctx)
-    return result
+    ) as ctx:
+        return landing_sensor(ctx)
 
 
 def _settled(path):
