@@ -149,3 +149,24 @@ def test_corrupt_zip_is_a_clear_error(lake):
     path = b.write(lake.landing_dir("BTCUSDT") / "BTCUSDT-trades-2024-01.zip", b"PK\x03\x04garbage")
     with pytest.raises(IngestError, match="corrupt zip"):
         _format_of(lake, path)
+
+
+def test_empty_file_multi_member_zip_and_zip_bomb_are_clear_errors(lake, monkeypatch):
+    import io
+    import zipfile
+
+    empty = b.write(lake.landing_dir("BTCUSDT") / "empty.csv", b"")
+    with pytest.raises(IngestError, match="empty file"):
+        _format_of(lake, empty)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("a.csv", b.binance_trades_csv(2))
+        zf.writestr("b.csv", b.binance_trades_csv(2))
+    two = b.write(lake.landing_dir("BTCUSDT") / "two.zip", buf.getvalue())
+    with pytest.raises(IngestError, match="exactly one file, holds 2"):
+        _format_of(lake, two)
+    monkeypatch.setenv("QUANT_MAX_UNPACKED_BYTES", "1000")
+    bomb = b.write(lake.landing_dir("BTCUSDT") / "bomb.csv.gz", b.gzipped("1" * 100_000))
+    with pytest.raises(IngestError, match="zip bomb"):
+        _format_of(lake, bomb)
+    assert not any(lake.scratch_dir().iterdir())  # nothing left behind
