@@ -7,6 +7,7 @@ Dagster code location and the tests agree without passing paths around.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 #: The repository root when running from a checkout (editable install), else the cwd.
@@ -32,8 +33,6 @@ def lake_root() -> str:
 def start_month() -> str:
     """First month (``YYYY-MM``) of the month partitions: ``$QUANT_START_MONTH`` or 2020-01."""
     value = os.environ.get(START_MONTH_ENV) or DEFAULT_START_MONTH
-    import re
-
     if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value):
         raise ValueError(f"{START_MONTH_ENV}={value!r}: expected a month like 2020-01")
     return value
