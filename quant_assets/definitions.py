@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import dagster as dg
 
+from quant_assets.assets.backtests import backtest_assets
 from quant_assets.assets.ticks import ticks
 from quant_assets.sensors import ingest_job, landing_sensor
 from resources import DuckDBResource, LakeResource
 
-ASSETS = [ticks]
+ASSETS = [ticks, *backtest_assets()]
 
 defs = dg.Definitions(
     assets=ASSETS,

@@ -7,6 +7,7 @@ Layout (hive-style, readable by DuckDB, Polars and pyarrow without our code)::
     <root>/staging/symbol=S/src=<hash>.parquet           one parsed+validated source file
     <root>/quarantine/symbol=S/src=<hash>.parquet        its rejected rows, with reasons
     <root>/manifest/landing.parquet                      one row per landed file
+    <root>/backtests/strategy=X/symbol=S/month=M/        fills.parquet, equity.parquet, manifest.json
     <root>/.scratch, <root>/.locks                       private working space
 
 Writes go to a hidden temporary file in the destination folder, are fsynced, then renamed
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import uuid
@@ -144,6 +146,12 @@ class Lake:
     def quarantine_path(self, symbol: str, sha256: str) -> Path:
         return self.root / "quarantine" / f"symbol={normalise_symbol(symbol)}" / f"src={sha256[:20]}.parquet"
 
+    # ---- backtests -------------------------------------------------------------------
+    def backtest_dir(self, strategy: str, symbol: str, month: str) -> Path:
+        """``fills.parquet``, ``equity.parquet`` and ``manifest.json`` of one backtest slice;
+        the manifest is written last and names the data files' hashes (it is the commit mark)."""
+        return self.root / "backtests" / f"strategy={strategy}" / f"symbol={normalise_symbol(symbol)}" / f"month={month}"
+
     # ---- manifest, instruments, private space ---------------------------------------
     @property
     def manifest_path(self) -> Path:
@@ -172,6 +180,11 @@ class Lake:
                 sink(data, tmp)
             else:
                 data.write_parquet(tmp, compression="zstd", compression_level=ZSTD_LEVEL, row_group_size=ROW_GROUP_ROWS)
+
+    def write_json(self, obj: object, final: Path) -> None:
+        """Write ``obj`` as indented JSON to ``final`` atomically."""
+        with atomic_target(final) as tmp:
+            tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
 
     def write_parquet_many(self, pairs: list[tuple[pl.LazyFrame, Path]]) -> None:
         """Sink several frames that share a source in one pass (polars runs them as one

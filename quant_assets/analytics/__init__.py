@@ -1,0 +1,1 @@
+"""Analytics on backtest results: plots now; metrics and robustness later."""

@@ -1,0 +1,7 @@
+"""Engine adapters: NautilusTrader (``nautilus.py``) and hftbacktest (``hft.py``), both
+returning :class:`quant_assets.engines.result.EngineRun`. Importing this package is cheap;
+the engines themselves are imported inside the functions that run them."""
+
+#: Bump an adapter's version when its behaviour (fill handling, conversion, sampling)
+#: changes what a backtest produces: every slice of that engine becomes stale.
+ADAPTER_VERSIONS = {"nautilus": "nautilus_trader-1.221.0/a1", "hftbacktest": "hftbacktest-2.4.4/a1"}

@@ -1,0 +1,41 @@
+"""``ema_cross`` on NautilusTrader: see the spec in :mod:`quant_assets.strategies.registry`."""
+
+from __future__ import annotations
+
+from nautilus_trader.indicators import ExponentialMovingAverage
+from nautilus_trader.model.data import QuoteTick
+from nautilus_trader.model.enums import OrderSide, PriceType
+
+from quant_assets.strategies.nautilus_base import RecordedStrategy, RecordedStrategyConfig
+
+
+class EmaCross(RecordedStrategy):
+    """Target position +notional when EMA_fast(mid) > EMA_slow(mid), -notional when below,
+    reached with market orders (taker). Signals start once the slow EMA has seen
+    ``slow_period`` quotes."""
+
+    def __init__(self, config: RecordedStrategyConfig) -> None:
+        super().__init__(config)
+        self.fast = ExponentialMovingAverage(self.params["fast_period"], PriceType.MID)
+        self.slow = ExponentialMovingAverage(self.params["slow_period"], PriceType.MID)
+        self.target = 0  # -1 short, 0 flat, +1 long
+
+    def on_signal_tick(self, tick: QuoteTick, mid: float) -> None:
+        self.fast.handle_quote_tick(tick)
+        self.slow.handle_quote_tick(tick)
+        if not self.slow.initialized:
+            return
+        want = 1 if self.fast.value > self.slow.value else -1 if self.fast.value < self.slow.value else self.target
+        if want == self.target:
+            return
+        self.target = want
+        position = self.position_qty()
+        qty = self.qty_for(self.params["notional"], mid).as_double()
+        delta = want * qty - position  # the current position is closed and the new one opened in one order
+        if abs(delta) > 0:
+            order = self.order_factory.market(
+                self.instrument_id,
+                OrderSide.BUY if delta > 0 else OrderSide.SELL,
+                self.instrument.make_qty(abs(delta)),
+            )
+            self.submit_order(order)

@@ -1,0 +1,104 @@
+"""What every NautilusTrader strategy of ours shares: fill recording, the equity sampling
+timer and flattening at the end of the month. Imports nautilus_trader: load it lazily
+(the registry names implementations by import path)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+from nautilus_trader.config import StrategyConfig
+from nautilus_trader.model.data import QuoteTick
+from nautilus_trader.model.enums import LiquiditySide, OrderSide
+from nautilus_trader.model.events import OrderFilled
+from nautilus_trader.model.identifiers import InstrumentId
+from nautilus_trader.trading.strategy import Strategy
+
+
+class RecordedStrategyConfig(StrategyConfig, frozen=True):
+    """``params``: the spec's resolved values; ``flatten_at_ns``: ts_init (ns) of the month's
+    last quote, at which every position is closed; ``equity_interval_ns``: sampling period."""
+
+    instrument_id: InstrumentId
+    params: dict
+    flatten_at_ns: int
+    equity_interval_ns: int
+
+
+class RecordedStrategy(Strategy):
+    """Base class: subclasses implement :meth:`on_signal_tick` (called for each quote before
+    the month's last one) and may use ``self.params``, ``self.instrument`` and :meth:`qty_for`."""
+
+    def __init__(self, config: RecordedStrategyConfig) -> None:
+        super().__init__(config)
+        self.params = dict(config.params)
+        self.instrument_id = config.instrument_id
+        self.instrument = None
+        self.flattened = False
+        self.fill_rows: dict[str, list] = {k: [] for k in ("ts", "side", "qty", "price", "fee", "liquidity", "order_id")}
+        self.sample_ts: list[int] = []
+        self.sample_mid: list[float] = []
+        self.last_mid = float("nan")
+        self._timer_started = False
+
+    # ---- lifecycle -----------------------------------------------------------------
+    def on_start(self) -> None:
+        self.instrument = self.cache.instrument(self.instrument_id)
+        self.subscribe_quote_ticks(self.instrument_id)
+
+    def on_quote_tick(self, tick: QuoteTick) -> None:
+        mid = (tick.bid_price.as_double() + tick.ask_price.as_double()) / 2.0
+        self.last_mid = mid
+        if not self._timer_started:
+            self._timer_started = True
+            self.sample_ts.append(tick.ts_init)
+            self.sample_mid.append(mid)
+            self.clock.set_timer(
+                "equity", timedelta(microseconds=self.config.equity_interval_ns / 1_000), callback=self._on_sample,
+            )
+        if self.flattened:
+            return
+        if tick.ts_init >= self.config.flatten_at_ns:
+            self.flatten()
+            return
+        self.on_signal_tick(tick, mid)
+
+    def on_signal_tick(self, tick: QuoteTick, mid: float) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def flatten(self) -> None:
+        """Cancel resting orders and close the position with a market order at the touch."""
+        self.flattened = True
+        self.cancel_all_orders(self.instrument_id)
+        self.close_all_positions(self.instrument_id)
+
+    # ---- recording -----------------------------------------------------------------
+    def _on_sample(self, event) -> None:
+        self.sample_ts.append(event.ts_event)
+        self.sample_mid.append(self.last_mid)
+
+    def on_order_filled(self, event: OrderFilled) -> None:
+        price = event.last_px.as_double()
+        fee = event.commission.as_double()
+        if event.commission.currency != self.instrument.quote_currency:
+            fee *= price  # charged in the base currency: value it in quote currency
+        r = self.fill_rows
+        r["ts"].append(event.ts_event)
+        r["side"].append(1 if event.order_side == OrderSide.BUY else -1)
+        r["qty"].append(event.last_qty.as_double())
+        r["price"].append(price)
+        r["fee"].append(fee)
+        r["liquidity"].append("maker" if event.liquidity_side == LiquiditySide.MAKER else "taker")
+        r["order_id"].append(event.client_order_id.value)
+
+    # ---- helpers -------------------------------------------------------------------
+    def position_qty(self) -> float:
+        """Net position in base units (positive long)."""
+        return float(self.portfolio.net_position(self.instrument_id))
+
+    def qty_for(self, notional: float, price: float):
+        """Order quantity for a quote-currency notional at ``price``, rounded down to the lot
+        (at least one lot)."""
+        step = self.instrument.size_increment.as_double()
+        lots = max(1, int(notional / price / step))
+        return self.instrument.make_qty(Decimal(lots) * Decimal(str(step)))

@@ -1,0 +1,146 @@
+"""The strategy registry: every backtested strategy, its engine and its parameters.
+
+This is the one place to add or tune strategies:
+
+* **tune** a parameter in ``strategies.toml`` at the repository root (or the file named by
+  ``$QUANT_STRATEGIES``); only that strategy's slices become stale::
+
+      [ema_cross]
+      fast_period = 30
+
+* **add a variant** of an existing strategy under a new name (a new ``backtest_<name>`` asset)::
+
+      [ema_cross_slow]
+      base = "ema_cross"
+      slow_period = 2000
+
+* **add a new strategy**: write its implementation (a NautilusTrader ``Strategy`` or an
+  hftbacktest numba loop, see the existing ones) and append a :class:`StrategySpec` to
+  :data:`BUILTIN` below.
+
+Every value is validated when the registry loads, so a bad parameter fails before any engine
+starts, with the strategy, parameter and expected range in the message.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+
+from quant_assets.settings import REPO_ROOT
+from quant_assets.strategies.spec import Param, ParamError, StrategySpec
+
+CONFIG_ENV = "QUANT_STRATEGIES"
+
+#: Sampling interval of the mark-to-market equity curve, shared by every strategy.
+EQUITY_INTERVAL = Param(
+    "equity_interval_s", float, 60.0, "interval of the mark-to-market equity samples", "s", 0.1, 86_400.0,
+)
+
+EMA_CROSS = StrategySpec(
+    name="ema_cross",
+    engine="nautilus",
+    impl="quant_assets.strategies.ema_cross:EmaCross",
+    description=(
+        "Trend following on the mid price: long when the fast EMA of the mid is above the slow EMA, "
+        "short when below; switches with market orders (taker fees) on every cross, one position "
+        "of a fixed quote-currency notional."
+    ),
+    params=(
+        Param("fast_period", int, 50, "fast EMA length, in quote updates", "ticks", 2, 100_000),
+        Param("slow_period", int, 200, "slow EMA length, in quote updates", "ticks", 3, 1_000_000),
+        Param("notional", float, 10_000.0, "position size at entry", "quote currency", 1.0, 1e9),
+        EQUITY_INTERVAL,
+    ),
+    constraints=((lambda v: v["fast_period"] < v["slow_period"], "fast_period must be below slow_period"),),
+)
+
+MEAN_REVERSION = StrategySpec(
+    name="mean_reversion",
+    engine="nautilus",
+    impl="quant_assets.strategies.mean_reversion:MeanReversion",
+    description=(
+        "Mean reversion on the mid price: when the z-score of the mid over a rolling window passes "
+        "-entry_z (buy) or +entry_z (sell), rest a limit order at the touch; once filled, exit at a "
+        "stop loss or a take profit measured from the entry price; unfilled entries are cancelled "
+        "after entry_timeout_s."
+    ),
+    params=(
+        Param("window", int, 500, "rolling window of the mean and standard deviation, in quote updates", "ticks", 10, 1_000_000),
+        Param("entry_z", float, 2.5, "z-score that triggers an entry", "standard deviations", 0.5, 10.0),
+        Param("stop_bps", float, 25.0, "stop loss distance from the entry price", "bps", 1.0, 2_000.0),
+        Param("take_bps", float, 15.0, "take profit distance from the entry price", "bps", 1.0, 2_000.0),
+        Param("entry_timeout_s", float, 30.0, "time an unfilled entry order rests before it is cancelled", "s", 0.1, 86_400.0),
+        Param("notional", float, 10_000.0, "position size at entry", "quote currency", 1.0, 1e9),
+        EQUITY_INTERVAL,
+    ),
+)
+
+MARKET_MAKER = StrategySpec(
+    name="market_maker",
+    engine="hftbacktest",
+    impl="quant_assets.strategies.market_maker:market_maker_loop",
+    description=(
+        "Grid-free market making on hftbacktest: every decision interval, quote one bid and one ask "
+        "around the mid at half_spread_ticks, both shifted against the inventory by skew_ticks per "
+        "order of inventory (a linear GLFT-style skew); no new orders on the side that would exceed "
+        "max_position_orders. Queue position by power_prob_queue_model, partial fills, constant "
+        "order latency, maker/taker fees from the instrument."
+    ),
+    params=(
+        Param("half_spread_ticks", float, 2.0, "distance of each quote from the mid", "ticks", 0.0, 10_000.0),
+        Param("skew_ticks", float, 1.0, "quote shift per order_notional of inventory, against the inventory", "ticks", 0.0, 1_000.0),
+        Param("order_notional", float, 1_000.0, "size of each quote", "quote currency", 1.0, 1e9),
+        Param("max_position_orders", int, 5, "inventory limit, in multiples of the order size", "orders", 1, 10_000),
+        Param("interval_ms", float, 100.0, "decision interval: quotes are revised at most this often", "ms", 1.0, 60_000.0),
+        Param("order_latency_ms", float, 5.0, "one-way order entry latency; responses take the same", "ms", 0.0, 10_000.0),
+        Param("queue_power", float, 3.0, "exponent n of power_prob_queue_model (higher: fills come later in the queue)", "", 0.1, 20.0),
+        EQUITY_INTERVAL,
+    ),
+)
+
+BUILTIN: tuple[StrategySpec, ...] = (EMA_CROSS, MEAN_REVERSION, MARKET_MAKER)
+
+
+def config_path() -> Path:
+    return Path(os.environ.get(CONFIG_ENV) or REPO_ROOT / "strategies.toml")
+
+
+def _load_config(path: Path) -> Mapping[str, Mapping[str, object]]:
+    if not path.exists():
+        return {}
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ParamError(f"{path}: not valid TOML: {exc}") from exc
+
+
+def load(path: Path | None = None) -> dict[str, StrategySpec]:
+    """Built-in specs with the values and variants of the config file applied, by name."""
+    path = path or config_path()
+    specs = {s.name: s for s in BUILTIN}
+    for name, table in _load_config(path).items():
+        if not isinstance(table, Mapping):
+            raise ParamError(f"{path}: [{name}] must be a table of parameter values")
+        values = dict(table)
+        base = values.pop("base", None)
+        if base is None and name not in specs:
+            raise ParamError(f"{path}: [{name}] is not a registered strategy; add base = \"<strategy>\" to make a variant of one ({', '.join(specs)})")
+        if base is not None:
+            if base not in {s.name for s in BUILTIN}:
+                raise ParamError(f"{path}: [{name}] base = {base!r} is not a built-in strategy ({', '.join(s.name for s in BUILTIN)})")
+            if not name.isidentifier() or not name.islower():
+                raise ParamError(f"{path}: [{name}]: a variant name must be a lower-case identifier (it names the asset backtest_{name})")
+            specs[name] = replace(next(s for s in BUILTIN if s.name == base), name=name, values={})
+        try:
+            specs[name] = specs[name].with_values(values)
+        except ParamError as exc:
+            raise ParamError(f"{path}: {exc}") from exc
+    return specs
+
+
+__all__ = ["BUILTIN", "load"]

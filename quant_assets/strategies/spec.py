@@ -1,0 +1,112 @@
+"""Strategy specs: a name, an engine, typed parameters with units and ranges, and a code version.
+
+A spec is plain data (no engine imports), so the Dagster definitions can list every strategy
+without loading NautilusTrader or hftbacktest. The implementation is named by an import path
+(``module:attribute``) that the engine adapter loads when a backtest actually runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+Engine = Literal["nautilus", "hftbacktest"]
+
+
+class ParamError(ValueError):
+    """A strategy parameter is unknown, of the wrong type or outside its range."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One tunable parameter. ``lo``/``hi`` are inclusive bounds in ``unit``."""
+
+    name: str
+    type: type  # int | float | bool
+    default: int | float | bool
+    doc: str
+    unit: str = ""
+    lo: float | None = None
+    hi: float | None = None
+
+    def coerce(self, strategy: str, value: object) -> int | float | bool:
+        """``value`` as this parameter's type, or :class:`ParamError` naming the strategy,
+        the parameter, the value and what was expected."""
+        expected = f"{self.type.__name__}" + (f" in [{self.lo}, {self.hi}]" if self.lo is not None or self.hi is not None else "")
+        where = f"{strategy}.{self.name}"
+        if self.type is bool:
+            if not isinstance(value, bool):
+                raise ParamError(f"{where} = {value!r}: expected a bool")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParamError(f"{where} = {value!r}: expected {expected}")
+        if self.type is int:
+            if float(value) != int(value):
+                raise ParamError(f"{where} = {value!r}: expected an integer")
+            value = int(value)
+        else:
+            value = float(value)
+        if value != value or (self.lo is not None and value < self.lo) or (self.hi is not None and value > self.hi):
+            raise ParamError(f"{where} = {value!r}: out of range, expected {expected} ({self.unit or 'no unit'})")
+        return value
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """A registered strategy.
+
+    ``version`` is the strategy's source version: bump it whenever the implementation's
+    behaviour changes. ``code_version`` combines it with the engine adapter's version and the
+    parameter values, so changing one parameter makes exactly this strategy's slices stale.
+    """
+
+    name: str
+    engine: Engine
+    impl: str  # "package.module:attribute", loaded lazily by the engine adapter
+    description: str
+    params: tuple[Param, ...]
+    version: str = "1"
+    values: Mapping[str, int | float | bool] = field(default_factory=dict)
+    #: Invariants between parameters: (predicate on the resolved values, what is expected).
+    constraints: tuple[tuple[Callable[[dict], bool], str], ...] = ()
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise ParamError(f"{self.name}: unknown parameter {name!r}; known: {', '.join(p.name for p in self.params)}")
+
+    def resolved(self, overrides: Mapping[str, object] | None = None) -> dict[str, int | float | bool]:
+        """Defaults, then this spec's values, then ``overrides``; every value checked."""
+        out: dict[str, int | float | bool] = {p.name: p.default for p in self.params}
+        for source in (self.values, overrides or {}):
+            for name, value in source.items():
+                out[name] = self.param(name).coerce(self.name, value)
+        for holds, message in self.constraints:
+            if not holds(out):
+                raise ParamError(f"{self.name}: {message} (got {', '.join(f'{k}={v}' for k, v in out.items())})")
+        return out
+
+    def with_values(self, values: Mapping[str, object]) -> StrategySpec:
+        """This spec with parameter values set (validated now, not at run time)."""
+        merged = {**self.values, **values}
+        spec = replace(self, values=merged)
+        spec.resolved()
+        return spec
+
+    def code_version(self, adapter_version: str) -> str:
+        params = json.dumps(self.resolved(), sort_keys=True)
+        digest = hashlib.sha256(f"{self.engine}|{adapter_version}|{self.impl}|{params}".encode()).hexdigest()[:12]
+        return f"{self.name}-v{self.version}-{digest}"
+
+    def docs(self) -> list[dict[str, object]]:
+        """The parameter dictionary: name, type, default, current value, unit, range, meaning."""
+        values = self.resolved()
+        return [
+            {"name": p.name, "type": p.type.__name__, "default": p.default, "value": values[p.name],
+             "unit": p.unit, "lo": p.lo, "hi": p.hi, "doc": p.doc}
+            for p in self.params
+        ]

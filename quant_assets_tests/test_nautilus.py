@@ -1,0 +1,130 @@
+"""The NautilusTrader adapter and its two strategies on scripted quotes: known quotes give
+known fills, prices and PnL."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from quant_assets.engines.inputs import BacktestInputError
+from quant_assets.engines.nautilus import run_nautilus
+from quant_assets.engines.result import finalize, summary
+from quant_assets.ingest.synthetic import SyntheticSpec, generate
+from quant_assets_tests.scripted import INSTRUMENT, around, quotes, trades, write
+
+EMA = "quant_assets.strategies.ema_cross:EmaCross"
+MR = "quant_assets.strategies.mean_reversion:MeanReversion"
+EMA_PARAMS = {"fast_period": 2, "slow_period": 3, "notional": 1000.0, "equity_interval_s": 1.0}
+MR_PARAMS = {"window": 10, "entry_z": 2.0, "stop_bps": 50.0, "take_bps": 15.0, "entry_timeout_s": 30.0,
+             "notional": 1000.0, "equity_interval_s": 1.0}
+CALM_BIDS = [99.99, 100.01] * 5
+CALM_ASKS = [100.01, 100.03] * 5
+
+
+def test_ema_cross_trades_exactly_at_each_cross_and_closes_at_the_last_quote(tmp_path: Path) -> None:
+    # Mid 100 (warm-up), then 101 (fast above slow: long), 99 (short), 101 (long); flat at the end.
+    path = write(around([100.0] * 5 + [101.0] * 5 + [99.0] * 5 + [101.0] * 5), tmp_path / "t.parquet")
+    fills, equity = finalize(run_nautilus(path, INSTRUMENT, EMA, EMA_PARAMS))
+
+    assert fills["side"].to_list() == [1, -1, 1, -1]
+    assert fills["qty"].to_list() == [9.9, 20.0, 20.0, 9.9]  # 1000/101 and 1000/99 rounded down to 0.01 lots
+    assert fills["price"].to_list() == [101.01, 98.99, 101.01, 100.99]  # at the touch: ask to buy, bid to sell
+    assert fills["liquidity"].to_list() == ["taker"] * 4
+    assert fills["position"].to_list() == pytest.approx([9.9, -10.1, 9.9, 0.0])
+    assert fills["realized_pnl"].to_list() == pytest.approx([0.0, 9.9 * -2.02, 10.1 * -2.02, 9.9 * -0.02])
+    assert fills["fee"].to_list() == pytest.approx((fills["qty"] * fills["price"] * 0.001).to_list(), rel=1e-5)
+    # one second between ticks: the signal's tick times are the fill times
+    t0 = 1_704_067_200_000_000_000
+    assert fills["ts"].to_list() == [t0 + s * 10**9 for s in (5, 10, 15, 19)]
+
+    s = summary(fills, equity, 100_000.0)
+    assert s["pnl"] == pytest.approx(s["gross_pnl"] - s["fees"])
+    assert equity["equity"][-1] == pytest.approx(100_000.0 + s["pnl"])
+    assert equity["position"][-1] == 0.0
+    assert equity["ts"].is_sorted() and len(equity) == 20  # one sample per second of data
+
+
+def test_mean_reversion_enters_with_a_limit_at_the_bid_and_exits_at_the_take_profit(tmp_path: Path) -> None:
+    # Calm window around 100.01, then the mid drops (z << -2): a buy limit rests at the bid
+    # 99.89; the ask falls through it (maker fill at 99.89); the bid rises past the
+    # take-profit 99.89 * 1.0015 = 100.04 (maker fill there).
+    bids = CALM_BIDS + [99.89, 99.80, 99.85, 100.05, 100.05, 100.05]
+    asks = CALM_ASKS + [99.91, 99.85, 99.87, 100.07, 100.07, 100.07]
+    fills, equity = finalize(run_nautilus(write(quotes(bids, asks), tmp_path / "t.parquet"), INSTRUMENT, MR, MR_PARAMS))
+
+    assert fills.select("side", "qty", "price", "liquidity").rows() == [(1, 10.01, 99.89, "maker"), (-1, 10.01, 100.04, "maker")]
+    assert fills["fee"].to_list() == pytest.approx([10.01 * 99.89 * 0.0005, 10.01 * 100.04 * 0.0005])
+    assert fills["realized_pnl"][-1] == pytest.approx(10.01 * 0.15)
+    assert equity["equity"][-1] == pytest.approx(100_000.0 + 10.01 * 0.15 - fills["fee"].sum())
+
+
+def test_mean_reversion_stop_loss_exits_as_a_taker(tmp_path: Path) -> None:
+    # After the entry at 99.89 the bid gaps below the stop 99.89 * 0.995 = 99.39 to 99.30. The
+    # stop-market triggers and fills as a taker; NautilusTrader 1.221's L1 matching fills a
+    # stop that the market gapped through at its trigger price, not at the new bid (optimistic
+    # by the gap: the README says so).
+    bids = CALM_BIDS + [99.89, 99.80, 99.30, 99.30, 99.30]
+    asks = CALM_ASKS + [99.91, 99.85, 99.32, 99.32, 99.32]
+    fills, _ = finalize(run_nautilus(write(quotes(bids, asks), tmp_path / "t.parquet"), INSTRUMENT, MR, MR_PARAMS))
+
+    assert fills.select("side", "price", "liquidity").rows() == [(1, 99.89, "maker"), (-1, 99.39, "taker")]
+    assert fills["realized_pnl"][-1] == pytest.approx(10.01 * (99.39 - 99.89))
+
+
+def test_mean_reversion_entry_expires_unfilled_after_its_timeout(tmp_path: Path) -> None:
+    # The signal fires at t=10 s (buy limit at 99.89); the ask only falls through it at t=19 s.
+    bids = CALM_BIDS + [99.89] + [99.95] * 8 + [99.80, 99.80]
+    asks = CALM_ASKS + [99.91] + [99.97] * 8 + [99.85, 99.85]
+    path = write(quotes(bids, asks), tmp_path / "t.parquet")
+    patient, _ = finalize(run_nautilus(path, INSTRUMENT, MR, {**MR_PARAMS, "entry_timeout_s": 30.0}))
+    impatient, _ = finalize(run_nautilus(path, INSTRUMENT, MR, {**MR_PARAMS, "entry_timeout_s": 5.0}))
+    assert patient.select("side", "price").rows()[0] == (1, 99.89)  # still resting at t=19 s: filled
+    assert impatient.is_empty()  # cancelled at t=15 s; the new signal's order is cancelled at the close
+
+
+def test_results_are_deterministic_and_the_engine_is_reused(tmp_path: Path) -> None:
+    from quant_assets.engines import nautilus
+
+    df = generate(SyntheticSpec("BTCUSDT", "2024-01", seed=7, events=30_000))
+    path = write(df, tmp_path / "t.parquet")
+    inst = replace(INSTRUMENT, symbol="BTCUSDT", base_currency="BTC", size_precision=4, lot_size=0.0001)
+    params = {"fast_period": 20, "slow_period": 80, "notional": 10_000.0, "equity_interval_s": 60.0}
+    first = finalize(run_nautilus(path, inst, EMA, params, chunk_rows=7_000))  # several chunks
+    engines = dict(nautilus._engines)
+    second = finalize(run_nautilus(path, inst, EMA, params))
+    assert nautilus._engines == engines  # same engine object, reset between runs
+    assert len(first[0]) > 10
+    assert first[0].equals(second[0]) and first[1].equals(second[1])
+    assert first[0]["position"][-1] == 0.0
+
+
+def test_fx_quotes_without_sizes_are_backtested(tmp_path: Path) -> None:
+    df = around([1.1] * 5 + [1.2] * 5).with_columns(pl.lit(None, pl.Float64).alias("bid_sz"), pl.lit(None, pl.Float64).alias("ask_sz"))
+    inst = replace(INSTRUMENT, symbol="EURUSD", venue="FX", base_currency="EUR", quote_currency="USD",
+                   price_precision=2, size_precision=0, lot_size=1.0)
+    fills, _ = finalize(run_nautilus(write(df, tmp_path / "t.parquet"), inst, EMA, EMA_PARAMS))
+    assert fills["side"].to_list() == [1, -1]
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (lambda: trades([100.0, 100.1], [1, -1], t0=1_704_067_200_000_000_000), "only trades"),
+        (lambda: around([100.0]), "1 quote(s)"),
+        (lambda: quotes([100.0, 100.0, 100.005], [100.02, 100.02, 100.02]), "not multiples of the instrument's tick size 0.01"),
+    ],
+    ids=["only-trades", "single-tick", "off-grid-price"],
+)
+def test_unusable_partitions_fail_clearly_before_the_engine_starts(tmp_path: Path, frame, message: str) -> None:
+    path = write(frame(), tmp_path / "month=2024-01" / "part-0.parquet")
+    with pytest.raises(BacktestInputError, match=message) as err:
+        run_nautilus(path, INSTRUMENT, EMA, EMA_PARAMS)
+    assert str(path) in str(err.value)
+
+
+def test_a_missing_partition_names_the_path(tmp_path: Path) -> None:
+    with pytest.raises(BacktestInputError, match="no ticks partition"):
+        run_nautilus(tmp_path / "nope.parquet", INSTRUMENT, EMA, EMA_PARAMS)
