@@ -31,21 +31,18 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.metadata
-import json
 import os
-import platform
-import re
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, child_main, machine, run_child, self_maxrss_kib, write_results  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 WORK = HERE / "_work" / "ingest_bench"
-RESULTS = HERE / "RESULTS.md"
 SECTION = "## Ingest (issue 2)"
 COMMAND = "uv run python bench/ingest_bench.py"
 
@@ -60,18 +57,11 @@ TARGET_RATIO = 0.5
 TARGET_RSS_KIB = int(1.5 * 1024 * 1024)  # 1.5 GiB
 TARGET_RSS_ROWS = 10_000_000
 
-RESULT_MARK = "@@BENCH@@ "
 
 
 # ---------------------------------------------------------------------------------------
 # children: each runs in a fresh interpreter and prints one JSON line prefixed by RESULT_MARK
 # ---------------------------------------------------------------------------------------
-def _self_maxrss_kib() -> int:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
 def child_gen(path: str, rows: int, seed: int, chunk: int) -> dict:
     """Write ``rows`` Binance spot trades (no header) to ``path`` in chunks (bounded memory)."""
     import numpy as np
@@ -108,7 +98,7 @@ def child_gen(path: str, rows: int, seed: int, chunk: int) -> dict:
 def child_bare(csv: str, out: str) -> dict:
     import polars as pl
 
-    before = _self_maxrss_kib()
+    before = self_maxrss_kib()
     t0 = time.perf_counter()
     pl.scan_csv(csv, has_header=False).sink_parquet(out)
     seconds = time.perf_counter() - t0
@@ -121,7 +111,7 @@ def child_ingest(lake_root: str) -> dict:
     from quant_assets.lake.store import Lake
 
     lake = Lake.at(lake_root)
-    before = _self_maxrss_kib()
+    before = self_maxrss_kib()
     t0 = time.perf_counter()
     res = build_partition(lake, SYMBOL, MONTH)
     seconds = time.perf_counter() - t0
@@ -136,7 +126,7 @@ def child_probe(lake_root: str) -> dict:
     from quant_assets.lake.store import Lake
 
     lake = Lake.at(lake_root)
-    before = _self_maxrss_kib()
+    before = self_maxrss_kib()
     t0 = time.perf_counter()
     recs = survey(lake, SYMBOL)
     seconds = time.perf_counter() - t0
@@ -146,7 +136,7 @@ def child_probe(lake_root: str) -> dict:
 def child_sha(csv: str) -> dict:
     from quant_assets.lake.store import file_sha256
 
-    before = _self_maxrss_kib()
+    before = self_maxrss_kib()
     t0 = time.perf_counter()
     file_sha256(Path(csv))
     return {"seconds": time.perf_counter() - t0, "rss_before_kib": before}
@@ -159,7 +149,7 @@ def child_stage(lake_root: str) -> dict:
 
     lake = Lake.at(lake_root)
     (rec,) = survey(lake, SYMBOL, probe_new=False)
-    before = _self_maxrss_kib()
+    before = self_maxrss_kib()
     t0 = time.perf_counter()
     rec = stage(lake, SYMBOL, rec)
     seconds = time.perf_counter() - t0
@@ -174,7 +164,7 @@ def child_merge(lake_root: str) -> dict:
     from quant_assets.lake.store import Lake
 
     lake = Lake.at(lake_root)
-    before = _self_maxrss_kib()
+    before = self_maxrss_kib()
     t0 = time.perf_counter()
     build_partition(lake, SYMBOL, MONTH)
     return {"seconds": time.perf_counter() - t0, "rss_before_kib": before}
@@ -189,24 +179,6 @@ CHILDREN = {
 # ---------------------------------------------------------------------------------------
 # parent
 # ---------------------------------------------------------------------------------------
-def run_child(kind: str, **kwargs) -> dict:
-    """Run one child; return its JSON plus ``maxrss_kib`` (its peak RSS from ``wait4``)."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, json.dumps(kwargs)]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"child {kind} failed with exit code {proc.returncode}:\n{out}")
-    lines = [ln for ln in out.splitlines() if ln.startswith(RESULT_MARK)]
-    if not lines:
-        raise SystemExit(f"child {kind} printed no result:\n{out}")
-    result = json.loads(lines[-1][len(RESULT_MARK):])
-    result["maxrss_kib"] = usage.ru_maxrss
-    return result
-
-
 def link_or_copy(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -221,31 +193,6 @@ def fresh_lake(name: str, csv: Path) -> Path:
         shutil.rmtree(root)
     link_or_copy(csv, root / "landing" / SYMBOL / FILE_NAME)
     return root
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    ram_kib = 0
-    try:
-        m = re.search(r"^MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
-        ram_kib = int(m.group(1)) if m else 0
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "ram_gib": ram_kib / 1024 / 1024,
-        "python": platform.python_version(),
-        "polars": importlib.metadata.version("polars"),
-        "os": f"{platform.system()} {platform.release()}",
-    }
 
 
 def mib(kib: int) -> float:
@@ -268,11 +215,11 @@ def profile(csv: Path, probe_lake: Path, ingest_lake: Path) -> dict:
     """Time (and peak RSS of) the pieces of the ingest, each in its own child."""
     prof: dict[str, dict] = {}
     print("profiling: sha256 of landing file ...", flush=True)
-    prof["sha"] = run_child("sha", csv=str(csv))
+    prof["sha"] = run_child(__file__, "sha", csv=str(csv))
     print("profiling: stage ...", flush=True)
-    prof["stage"] = run_child("stage", lake_root=str(fresh_lake("lake_stage", csv)))
+    prof["stage"] = run_child(__file__, "stage", lake_root=str(fresh_lake("lake_stage", csv)))
     print("profiling: month merge (file already staged) ...", flush=True)
-    prof["merge"] = run_child("merge", lake_root=str(ingest_lake))
+    prof["merge"] = run_child(__file__, "merge", lake_root=str(ingest_lake))
     prof["staged_bytes"] = prof["stage"]["staged_bytes"]
     return prof
 
@@ -346,19 +293,6 @@ def render(args, mach: dict, gen: dict, bare: dict, ingest: dict, probe: dict, p
     return section, console, verdict
 
 
-def write_results(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, ln in enumerate(lines) if ln.rstrip() == SECTION), None)
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
-        after = "".join(lines[end:])
-        new = "".join(lines[:start]) + section + ("\n" + after if after else "")
-    path.write_text(new)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=DEFAULT_ROWS, help=f"rows in the generated CSV (default {DEFAULT_ROWS:,})")
@@ -373,10 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     if args.child:
-        kind, kwargs = args.child
-        result = CHILDREN[kind](**json.loads(kwargs))
-        print(RESULT_MARK + json.dumps(result), flush=True)
-        return 0
+        return child_main(CHILDREN, *args.child)
 
     if WORK.exists():
         shutil.rmtree(WORK)
@@ -385,20 +316,20 @@ def main(argv: list[str] | None = None) -> int:
         mach = machine()
         csv = WORK / FILE_NAME
         print(f"generating {args.rows:,} rows -> {csv.relative_to(REPO)} ...", flush=True)
-        gen = run_child("gen", path=str(csv), rows=args.rows, seed=args.seed, chunk=2_000_000)
+        gen = run_child(__file__, "gen", path=str(csv), rows=args.rows, seed=args.seed, chunk=2_000_000)
         bares, ingests, probes = [], [], []
         ingest_lake = probe_lake = WORK
         for i in range(args.repeat):
             print(f"[{i + 1}/{args.repeat}] bare baseline ...", flush=True)
             out = WORK / "bare.parquet"
             out.unlink(missing_ok=True)
-            bares.append(run_child("bare", csv=str(csv), out=str(out)))
+            bares.append(run_child(__file__, "bare", csv=str(csv), out=str(out)))
             print(f"[{i + 1}/{args.repeat}] ingest (build_partition) ...", flush=True)
             ingest_lake = fresh_lake("lake_ingest", csv)
-            ingests.append(run_child("ingest", lake_root=str(ingest_lake)))
+            ingests.append(run_child(__file__, "ingest", lake_root=str(ingest_lake)))
             print(f"[{i + 1}/{args.repeat}] probe (survey) ...", flush=True)
             probe_lake = fresh_lake("lake_probe", csv)
-            probes.append(run_child("probe", lake_root=str(probe_lake)))
+            probes.append(run_child(__file__, "probe", lake_root=str(probe_lake)))
         bare, ingest, probe = best(bares), best(ingests), best(probes)
         _, _, verdict = render(args, mach, gen, bare, ingest, probe, None)
         prof = None
@@ -408,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(console)
         if not args.no_results:
-            write_results(args.results, section)
+            write_results(args.results, SECTION, section)
             print(f"\nwrote section {SECTION!r} of {args.results}")
     finally:
         if args.keep:
