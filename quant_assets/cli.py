@@ -71,15 +71,17 @@ def _print_status(lake, instance, slices) -> None:
     from quant_assets import sync
 
     states = sync.plan(lake, instance, slices)
-    assets = sorted({s.asset.to_user_string() for s in states})
+    assets = sorted({s.asset.to_user_string() for s in states}, key=lambda a: (a != "ticks", a))
     table = Table(title=f"lake {lake.root}")
-    table.add_column("partition")
+    table.add_column("partition", no_wrap=True)
     for a in assets:
-        table.add_column(a)
+        # backtest_ema_cross -> "backtest\nema_cross": narrow columns that still say what they are
+        table.add_column(a.replace("_", "\n", 1) if "_" in a else a, no_wrap=True)
     colour = {"materialized": "green", "missing": "red", "stale": "yellow", "sources changed": "yellow"}
+    word = {"materialized": "ok"}
     by_slice: dict[str, dict[str, str]] = {}
     for s in states:
-        cell = f"[{colour[s.state]}]{s.state}[/]" + (f" {s.rows:,} rows" if s.rows is not None else "")
+        cell = f"[{colour[s.state]}]{word.get(s.state, s.state)}[/]" + (f" {s.rows:,}" if s.rows is not None else "")
         by_slice.setdefault(f"{s.month}|{s.symbol}", {})[s.asset.to_user_string()] = cell
     for pk, cells in sorted(by_slice.items()):
         table.add_row(pk, *[cells.get(a, "") for a in assets])

@@ -77,9 +77,11 @@ def _last_materialization(instance: dg.DagsterInstance, key: dg.AssetKey, pk: st
     return records[0].asset_materialization
 
 
-def plan(lake: Lake, instance: dg.DagsterInstance, slices: list[tuple[str, str]]) -> list[SliceState]:
-    """The state of every asset × slice (see module docstring)."""
-    graph = defs.resolve_asset_graph()
+def plan(
+    lake: Lake, instance: dg.DagsterInstance, slices: list[tuple[str, str]], definitions: dg.Definitions | None = None
+) -> list[SliceState]:
+    """The state of every asset × slice (see module docstring); ``definitions`` default to the project's."""
+    graph = (definitions or defs).resolve_asset_graph()
     view = AssetGraphView(
         temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
         instance=instance,

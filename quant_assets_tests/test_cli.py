@@ -54,7 +54,7 @@ def test_status_shows_states(lake, instance, capsys):
     capsys.readouterr()
     main(["status"])
     out = capsys.readouterr().out
-    assert out.count("materialized") == 3 and "missing" not in out
+    assert out.count(" ok") == 3 * 4 and "missing" not in out  # ticks + three backtests per slice
 
 
 def test_sync_reports_a_bad_file_and_still_ingests_the_rest(lake, instance, capsys):
@@ -73,7 +73,8 @@ def test_demo_end_to_end_in_a_subprocess(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     for pk in ("2024-01|BTCUSDT", "2024-02|BTCUSDT", "2024-01|ETHUSDT", "2024-02|ETHUSDT"):
         assert pk in out.stdout
-    assert out.stdout.count("materialized 5,000 rows") == 4
+    assert out.stdout.count("ok 5,000") == 4  # ticks, with row counts
+    assert out.stdout.count(" ok") == 4 * 4 and "FAILED" not in out.stdout  # and the three backtests
     assert (tmp_path / "home" / "dagster.yaml").read_text().count("enabled: false") == 1
 
 
@@ -84,3 +85,21 @@ def test_definitions_load_without_heavy_imports():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_dagster_cli_materialises_one_backtest_partition(tmp_path):
+    from quant_assets.ingest.synthetic import SyntheticSpec, write_landing
+    from quant_assets.lake.store import Lake
+
+    home, lake = tmp_path / "home", Lake.at(tmp_path / "lake")
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    write_landing(lake, SyntheticSpec("BTCUSDT", "2024-01", events=5_000))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.add_dynamic_partitions("symbols", ["BTCUSDT"])
+    env = {**os.environ, "QUANT_LAKE": str(lake.root), "DAGSTER_HOME": str(home)}
+    cmd = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "quant_assets.definitions",
+           "--select", "ticks,backtest_ema_cross", "--partition", "2024-01|BTCUSDT"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert (lake.backtest_dir("ema_cross", "BTCUSDT", "2024-01") / "manifest.json").exists()

@@ -1,9 +1,10 @@
 """DuckDB over the lake: views on the hive layout, so plain SQL works without our code.
 
     SELECT count(*) FROM ticks WHERE symbol = 'BTCUSDT'
+    SELECT strategy, month, sum(fee) FROM fills GROUP BY ALL
 
 Views are created only for tables that have files (DuckDB refuses a glob that matches
-nothing); later issues add ``fills``, ``equity``, ``metrics`` to ``VIEWS``.
+nothing); later issues add ``metrics`` and more to ``VIEWS``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ VIEWS: dict[str, tuple[str, tuple[str, ...]]] = {
     "quarantine": ("quarantine/symbol=*/*.parquet", ("symbol",)),
     "manifest": ("manifest/landing.parquet", ()),
     "instruments": ("instruments/instruments.parquet", ()),
+    "fills": ("backtests/strategy=*/symbol=*/month=*/fills.parquet", ("strategy", "symbol", "month")),
+    "equity": ("backtests/strategy=*/symbol=*/month=*/equity.parquet", ("strategy", "symbol", "month")),
 }
 
 
