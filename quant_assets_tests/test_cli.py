@@ -73,8 +73,9 @@ def test_demo_end_to_end_in_a_subprocess(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     for pk in ("2024-01|BTCUSDT", "2024-02|BTCUSDT", "2024-01|ETHUSDT", "2024-02|ETHUSDT"):
         assert pk in out.stdout
-    assert out.stdout.count("ok 5,000") == 4  # ticks, with row counts
-    assert out.stdout.count(" ok") == 4 * 4 and "FAILED" not in out.stdout  # and the three backtests
+    table = out.stdout[out.stdout.index("lake "):]
+    assert table.count("ok 5,000") == 4  # ticks, with row counts
+    assert table.count(" ok") == 4 * 4 and "FAILED" not in out.stdout  # and the three backtests
     assert (tmp_path / "home" / "dagster.yaml").read_text().count("enabled: false") == 1
 
 

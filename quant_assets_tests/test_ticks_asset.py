@@ -16,7 +16,7 @@ PK = "2024-01|BTCUSDT"
 
 def _materialize(instance):
     instance.add_dynamic_partitions("symbols", ["BTCUSDT"])
-    return dg.materialize(ASSETS, partition_key=PK, instance=instance, resources={"lake": LakeResource()}, raise_on_error=False)
+    return dg.materialize(ASSETS, selection=["ticks"], partition_key=PK, instance=instance, resources={"lake": LakeResource()}, raise_on_error=False)
 
 
 def test_metadata_data_version_and_checks(lake, instance):
