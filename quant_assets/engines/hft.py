@@ -1,0 +1,257 @@
+"""hftbacktest 2.4.4 adapter: a canonical ticks partition in, :class:`EngineRun` out.
+
+The partition is read once (the needed columns), converted to hftbacktest events
+(:mod:`quant_assets.engines.hft_events`: L1 quotes as depth events on a one-level book, trades
+with their aggressor side), and replayed through ``HashMapMarketDepthBacktest`` with one asset:
+
+* ``linear_asset(1.0)``: PnL in the quote currency, one unit of base per unit of qty;
+* ``constant_order_latency``: ``order_latency_ms`` each way (entry and response), in ns;
+* ``power_prob_queue_model(queue_power)`` with ``partial_fill_exchange``;
+* ``tick_size``/``lot_size`` and ``trading_value_fee_model(maker_fee, taker_fee)`` from the
+  instrument (fees as fractions of traded value, in the quote currency);
+* no ``last_trades_capacity``: the strategy does not read market trades (they still fill its
+  orders in the exchange model).
+
+The event array gets an end-marker row one hour after the last tick, so the close-out at the
+last tick runs at real timestamps (hftbacktest stops its clock when the data runs out).
+
+The strategy is the numba loop :func:`quant_assets.strategies.market_maker.market_maker_loop`;
+its fills (with fee = maker or taker fee × price × qty) and mid samples become the
+:class:`EngineRun`. The month ends flat: at the last event the loop cancels its orders and
+closes any inventory with an IOC at the touch; what the touch cannot absorb is a synthetic taker
+fill at the touch with order id ``flatten-eod`` (see the loop's docstring).
+
+Input errors (all :class:`~quant_assets.engines.inputs.BacktestInputError`, a ``ValueError``
+naming the file and the reason, raised before the engine starts): the file is missing; it has
+fewer than two quotes (no ticks at all, a single tick, only trades); a price is off the
+instrument's tick grid (by more than 1e-6 tick). A valid partition on which the strategy never
+trades returns an empty fills frame and its equity samples: that is an honest result.
+
+hftbacktest and numba are imported inside the functions, so importing this module stays cheap.
+The numba functions are module-level in their own modules, so they compile once per process
+and later runs reuse them: ~9-11 s on the development VM, mostly the strategy loop and
+hftbacktest's jitclasses, which numba cannot cache on disk (they call hftbacktest through
+ctypes pointers); the conversion kernel is cached.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from quant_assets.engines.inputs import BacktestInputError, inspect_ticks
+from quant_assets.engines.result import RAW_FILL_SCHEMA, SAMPLE_SCHEMA, EngineRun
+from quant_assets.lake.instruments import Instrument
+
+ENGINE = "hftbacktest"
+ENGINE_VERSION = "2.4.4"
+#: Order id of the synthetic closing fill in the result.
+FLATTEN_ORDER_ID = "flatten-eod"
+NS_PER_MS = 1_000_000
+NS_PER_S = 1_000_000_000
+#: Initial fill buffer of the loop (it doubles as needed).
+FILL_CAPACITY = 1 << 14
+#: Quote size used for levels of unknown size (FX quotes without sizes), in lots.
+MISSING_SIZE_LOTS = 1_000
+
+
+@dataclass(frozen=True)
+class EngineState:
+    """What hftbacktest itself reports at the end of a run, next to the recorded fills.
+
+    ``position`` (base units) and ``balance``/``fee`` (quote currency; balance is the cash flow
+    of trades, fees excluded) are hftbacktest's *local* state before any synthetic fill. In
+    2.4.4 they miss partial fills (only an order's last execution is applied, when it
+    completes), so they agree with the recorded fills only when every order filled at once.
+    """
+
+    position: float
+    balance: float
+    fee: float
+    num_trades: int
+    ioc_qty: float  # closed by the closing IOC at the touch, base units
+    synthetic_qty: float  # closed by the synthetic flatten-eod fill, base units
+    orders_sent: int
+    steps: int
+    event_rows: int  # rows of the hftbacktest event array (with the end marker)
+    order_qty: float  # quote size, base units
+
+
+def _resolve(params: dict[str, Any]) -> dict[str, Any]:
+    from quant_assets.strategies.registry import MARKET_MAKER
+
+    return MARKET_MAKER.resolved(params)
+
+
+def order_quantity(order_notional: float, mid: float, lot_size: float, size_precision: int) -> float:
+    """``order_notional`` (quote currency) at ``mid`` in base units, rounded down to the lot size,
+    at least one lot."""
+    lots = max(1, math.floor(order_notional / mid / lot_size + 1e-9))
+    return round(lots * lot_size, max(size_precision, 0) + 2)
+
+
+def _first_mid(ticks: pl.DataFrame, path: Path) -> float:
+    first = ticks.filter((pl.col("kind") == "quote") & pl.col("bid_px").is_not_null() & pl.col("ask_px").is_not_null()).head(1)
+    if first.height == 0:
+        raise BacktestInputError(f"{path}: no quote with both a bid and an ask; the market maker needs a mid price")
+    return float((first["bid_px"][0] + first["ask_px"][0]) / 2.0)
+
+
+def build_backtest(events: np.ndarray, instrument: Instrument, p: dict[str, Any]):
+    """The ``HashMapMarketDepthBacktest`` for ``events`` (kept alive by the caller until
+    ``close()``: ``BacktestAsset.data`` does not copy)."""
+    from hftbacktest import BacktestAsset, HashMapMarketDepthBacktest
+
+    latency_ns = int(round(p["order_latency_ms"] * NS_PER_MS))
+    asset = (
+        BacktestAsset()
+        .data(events)
+        .linear_asset(1.0)
+        .constant_order_latency(latency_ns, latency_ns)
+        .power_prob_queue_model(float(p["queue_power"]))
+        .partial_fill_exchange()
+        .trading_value_fee_model(instrument.maker_fee, instrument.taker_fee)
+        .tick_size(instrument.tick_size)
+        .lot_size(instrument.lot_size)
+    )
+    return HashMapMarketDepthBacktest([asset])
+
+
+def end_marker_pad_ns(p: dict[str, Any]) -> int:
+    """How far past the last event the end marker sits: well beyond the close-out's few order
+    round trips (each 2 × order latency)."""
+    return max(3600 * NS_PER_S, 1000 * 2 * int(round(p["order_latency_ms"] * NS_PER_MS)))
+
+
+def run_loop(hbt, events: np.ndarray, end_ts: int, instrument: Instrument, p: dict[str, Any], order_qty: float):
+    """Run :func:`market_maker_loop` on ``hbt`` with the resolved params ``p``; returns its raw
+    output (see the loop). ``end_ts`` is the last real event's ``local_ts`` (ns)."""
+    from quant_assets.strategies.market_maker import market_maker_loop
+
+    interval_ns = int(round(p["interval_ms"] * NS_PER_MS))
+    equity_ns = int(round(p["equity_interval_s"] * NS_PER_S))
+    start = int(events["local_ts"][0])
+    duration = max(end_ts - start, 0)
+    sample_capacity = duration // max(interval_ns, equity_ns) + 16
+    return market_maker_loop(
+        hbt, instrument.tick_size, instrument.lot_size, int(round(order_qty / instrument.lot_size)),
+        float(p["half_spread_ticks"]), float(p["skew_ticks"]), int(p["max_position_orders"]),
+        interval_ns, equity_ns, int(end_ts), FILL_CAPACITY, int(sample_capacity),
+    )
+
+
+def _fills_frame(raw: np.ndarray, instrument: Instrument) -> pl.DataFrame:
+    """The loop's int64 fill buffer as a raw-fills frame, sorted by time then order id (the
+    synthetic close last); prices and quantities rounded to the instrument's precisions so
+    float noise of ``ticks * tick_size`` does not leak into the stored values."""
+    from quant_assets.strategies.market_maker import SYNTHETIC_ORDER_ID
+
+    if len(raw) == 0:
+        return pl.DataFrame(schema=RAW_FILL_SCHEMA)
+    ts, side, lots, px_tick, maker, oid = (raw[:, i] for i in range(6))
+    synthetic = oid == SYNTHETIC_ORDER_ID
+    order = np.lexsort((oid, synthetic, ts))
+    maker = maker[order] == 1
+    price = np.round(px_tick[order] * instrument.tick_size, instrument.price_precision)
+    qty = np.round(lots[order] * instrument.lot_size, max(instrument.size_precision, 0) + 2)
+    order_id = pl.Series("order_id", oid[order]).cast(pl.String)
+    if synthetic.any():
+        order_id = order_id.scatter(np.flatnonzero(synthetic[order]), FLATTEN_ORDER_ID)
+    return pl.DataFrame(
+        {
+            "ts": ts[order],
+            "side": side[order].astype(np.int8),
+            "qty": qty,
+            "price": price,
+            "fee": np.where(maker, instrument.maker_fee, instrument.taker_fee) * price * qty,
+            "liquidity": pl.Series(maker).replace_strict({True: "maker", False: "taker"}, return_dtype=RAW_FILL_SCHEMA["liquidity"]),
+            "order_id": order_id,
+        },
+        schema=RAW_FILL_SCHEMA,
+    )
+
+
+def run_hftbacktest_with_state(
+    ticks_path: Path, instrument: Instrument, params: dict[str, Any], starting_cash: float = 100_000.0,
+) -> tuple[EngineRun, EngineState]:
+    """:func:`run_hftbacktest`, plus hftbacktest's own end-of-run state (for reconciliation)."""
+    import hftbacktest
+
+    from quant_assets.engines.hft_events import read_ticks, to_events
+    from quant_assets.strategies.market_maker import INFO_FIELDS
+
+    ticks_path = Path(ticks_path)
+    p = _resolve(params)
+    inspect_ticks(ticks_path, instrument)
+    if hftbacktest.__version__ != ENGINE_VERSION:
+        raise RuntimeError(f"hftbacktest {hftbacktest.__version__} installed; this adapter is written for {ENGINE_VERSION}")
+
+    t0 = time.perf_counter()
+    ticks = read_ticks(ticks_path)
+    order_qty = order_quantity(p["order_notional"], _first_mid(ticks, ticks_path), instrument.lot_size, instrument.size_precision)
+    # The end marker row lets the close-out after the last event run at real timestamps.
+    events = to_events(ticks, instrument.tick_size, missing_qty=MISSING_SIZE_LOTS * instrument.lot_size,
+                       end_marker_ns=end_marker_pad_ns(p))
+    n_ticks = ticks.height
+    # hftbacktest deletes a level whose size rounds to 0 lots: such quotes empty that side.
+    sub_lot = int(ticks.select(((pl.col("bid_sz") < instrument.lot_size / 2) | (pl.col("ask_sz") < instrument.lot_size / 2)).sum()).item() or 0)
+    del ticks
+    end_ts = int(events["local_ts"][:-1].max())
+    event_rows = len(events)
+    hbt = build_backtest(events, instrument, p)
+    try:
+        raw, sample_ts, sample_mid, info_arr = run_loop(hbt, events, end_ts, instrument, p, order_qty)
+    finally:
+        hbt.close()
+    info = dict(zip(INFO_FIELDS, info_arr.tolist()))
+    fills = _fills_frame(raw, instrument)
+    samples = pl.DataFrame({"ts": sample_ts, "mid": sample_mid}, schema=SAMPLE_SCHEMA)
+    wall = time.perf_counter() - t0
+    del events  # only now: hftbacktest read it in place until close()
+
+    lot = instrument.lot_size
+    state = EngineState(
+        position=info["engine_position"], balance=info["engine_balance"], fee=info["engine_fee"],
+        num_trades=int(info["engine_num_trades"]), ioc_qty=info["ioc_lots"] * lot,
+        synthetic_qty=info["synthetic_lots"] * lot, orders_sent=int(info["orders_sent"]), steps=int(info["steps"]),
+        event_rows=event_rows, order_qty=order_qty,
+    )
+    notes = [f"order_qty {order_qty} {instrument.base_currency} ({p['order_notional']} {instrument.quote_currency} at the first mid)"]
+    if sub_lot:
+        notes.append(f"{sub_lot} quote(s) with a size under half a lot ({instrument.lot_size}): hftbacktest treats them as an empty side")
+    if info["untracked_orders"]:
+        notes.append(f"{int(info['untracked_orders'])} order observation(s) did not fit the fill tracker: fills may be missing")
+    if state.ioc_qty:
+        notes.append(f"closed {state.ioc_qty:.10g} at the last tick with an IOC at the touch")
+    if state.synthetic_qty:
+        notes.append(f"closed {state.synthetic_qty:.10g} at the touch by a synthetic taker fill ({FLATTEN_ORDER_ID}): more than the touch's size")
+    engine_fills = fills.filter(pl.col("order_id") != FLATTEN_ORDER_ID)
+    recorded = float((engine_fills["side"].cast(pl.Float64) * engine_fills["qty"]).sum())
+    if abs(recorded - state.position) > lot / 2:
+        notes.append(
+            f"hftbacktest's own position {state.position:.10g} differs from the recorded fills' {recorded:.10g}: "
+            "2.4.4 applies only the last execution of a partially filled order to its state"
+        )
+    run = EngineRun(
+        fills=fills, samples=samples, engine=ENGINE, engine_version=ENGINE_VERSION, events=n_ticks, wall_s=wall,
+        starting_cash=starting_cash, quote_currency=instrument.quote_currency, notes=notes,
+    )
+    return run, state
+
+
+def run_hftbacktest(ticks_path: Path, instrument: Instrument, params: dict[str, Any], starting_cash: float = 100_000.0) -> EngineRun:
+    """Backtest the ``market_maker`` strategy with ``params`` (validated against its spec;
+    missing ones take their defaults) on one canonical ticks partition.
+
+    ``events`` in the result counts canonical ticks (quotes + trades); ``wall_s`` covers the
+    Parquet read, the conversion, the replay and building the result (not the input checks).
+    Raises :class:`~quant_assets.engines.inputs.BacktestInputError` for an unusable partition
+    and :class:`~quant_assets.strategies.spec.ParamError` for bad parameters.
+    """
+    return run_hftbacktest_with_state(ticks_path, instrument, params, starting_cash)[0]
