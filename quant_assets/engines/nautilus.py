@@ -206,6 +206,9 @@ def run_nautilus(
     fills = raw_fills(strategy.fill_rows)
     samples = pl.DataFrame({"ts": strategy.sample_ts, "mid": strategy.sample_mid}, schema={"ts": pl.Int64(), "mid": pl.Float64()})
     left = strategy.position_qty()
+    # The engine keeps references to strategies it ran even after clear_strategies(); drop the
+    # recorded lists so a process running many slices does not keep every month's samples.
+    strategy.release_records()
     if abs(left) > 0:
         notes.append(f"position {left} left after the last quote; closed by the adapter at the last touch")
     return EngineRun(

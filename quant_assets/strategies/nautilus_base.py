@@ -97,6 +97,11 @@ class RecordedStrategy(Strategy):
         r["liquidity"].append("maker" if event.liquidity_side == LiquiditySide.MAKER else "taker")
         r["order_id"].append(event.client_order_id.value)
 
+    def release_records(self) -> None:
+        """Forget the recorded fills and samples (after the adapter has copied them)."""
+        self.fill_rows = {k: [] for k in self.fill_rows}
+        self.sample_ts, self.sample_mid = [], []
+
     # ---- helpers -------------------------------------------------------------------
     def position_qty(self) -> float:
         """Net position in base units (positive long)."""
