@@ -1,4 +1,5 @@
-"""The real Dagster webserver loads the code location and shows the ticks partitions."""
+"""The real Dagster webserver loads the code location and shows the ticks partitions and a
+backtest with its plot."""
 
 from __future__ import annotations
 
@@ -56,6 +57,15 @@ def test_webserver_shows_assets_partitions_and_running_sensor(lake, instance, tm
           assetOrError(assetKey: {path: ["ticks"]}) {
             ... on Asset { assetMaterializations(limit: 10) { partition } definition { groupName partitionKeysByDimension { name partitionKeys } } }
           }
+          backtest: assetOrError(assetKey: {path: ["backtest_ema_cross"]}) {
+            ... on Asset {
+              definition { groupName }
+              assetMaterializations(limit: 1) {
+                partition
+                metadataEntries { label ... on MarkdownMetadataEntry { mdStr } ... on FloatMetadataEntry { floatValue } }
+              }
+            }
+          }
           sensorsOrError(repositorySelector: {repositoryLocationName: "quant_assets.definitions", repositoryName: "__repository__"}) {
             ... on Sensors { results { name sensorState { status } } }
           }
@@ -65,6 +75,13 @@ def test_webserver_shows_assets_partitions_and_running_sensor(lake, instance, tm
         dims = {d["name"]: d["partitionKeys"] for d in asset["definition"]["partitionKeysByDimension"]}
         assert dims["symbol"] == ["BTCUSDT"] and "2024-01" in dims["month"]
         assert asset["definition"]["groupName"] == "ingest"
+        backtest = data["backtest"]
+        assert backtest["definition"]["groupName"] == "backtests"
+        (bt_mat,) = backtest["assetMaterializations"]
+        assert bt_mat["partition"] == "2024-01|BTCUSDT"
+        entries = {e["label"]: e for e in bt_mat["metadataEntries"]}
+        assert entries["equity_curve"]["mdStr"].startswith("![equity and drawdown](data:image/png;base64,")
+        assert entries["pnl"]["floatValue"] == 0.0  # 4 quotes: too few for the slow EMA, no trade
         sensors = {s["name"]: s["sensorState"]["status"] for s in data["sensorsOrError"]["results"]}
         assert sensors == {"landing_sensor": "RUNNING"}
         # the UI's HTML is served too
