@@ -9,6 +9,8 @@ by ``instruments.toml`` in the repository (or the file named by ``$QUANT_INSTRUM
     taker_fee = 0.0004   # fraction of notional
 
 Fees are fractions of traded notional (0.001 = 10 bps), charged in the quote currency.
+``trading_days`` is the instrument's trading days per year, the annualisation of every metric
+(crypto trades every day: 365; FX about 260; a stock exchange 252).
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ _QUOTES = ("FDUSD", "USDT", "USDC", "BUSD", "TUSD", "USD", "EUR", "GBP", "JPY", 
 #: (maker, taker) fee fractions by venue when nothing better is known.
 VENUE_FEES = {"BINANCE": (0.001, 0.001), "FX": (0.0, 0.0), "SIM": (0.0002, 0.0005)}
 DEFAULT_FEES = (0.0002, 0.0005)
+#: Trading days per year by venue (the annualisation of metrics); crypto venues trade daily.
+VENUE_TRADING_DAYS = {"BINANCE": 365, "TARDIS": 365, "SIM": 365, "FX": 260}
+DEFAULT_TRADING_DAYS = 365
 VENUE_BY_FORMAT = {"binance": "BINANCE", "tardis": "TARDIS", "fx": "FX", "canonical": "SIM"}
 
 
@@ -46,13 +51,15 @@ class Instrument:
     lot_size: float  # smallest size increment, base units
     maker_fee: float  # fraction of notional
     taker_fee: float  # fraction of notional
+    trading_days: int = DEFAULT_TRADING_DAYS  # per year: the annualisation of metrics
     source: str = "inferred"  # inferred | config | inferred+config
 
 
 SCHEMA: dict[str, pl.DataType] = {
     "symbol": pl.String(), "venue": pl.String(), "base_currency": pl.String(), "quote_currency": pl.String(),
     "price_precision": pl.Int64(), "size_precision": pl.Int64(), "tick_size": pl.Float64(),
-    "lot_size": pl.Float64(), "maker_fee": pl.Float64(), "taker_fee": pl.Float64(), "source": pl.String(),
+    "lot_size": pl.Float64(), "maker_fee": pl.Float64(), "taker_fee": pl.Float64(), "trading_days": pl.Int64(),
+    "source": pl.String(),
 }
 
 
@@ -85,7 +92,8 @@ def infer(symbol: str, ticks: pl.LazyFrame, venue: str, sample_rows: int = 200_0
     p_dec, s_dec = decimals(prices), decimals(sizes)
     base, quote = split_currencies(symbol)
     maker, taker = VENUE_FEES.get(venue, DEFAULT_FEES)
-    return Instrument(symbol, venue, base, quote, p_dec, s_dec, 10.0**-p_dec, 10.0**-s_dec, maker, taker)
+    return Instrument(symbol, venue, base, quote, p_dec, s_dec, 10.0**-p_dec, 10.0**-s_dec, maker, taker,
+                      trading_days=VENUE_TRADING_DAYS.get(venue, DEFAULT_TRADING_DAYS))
 
 
 def merge_inferred(old: Instrument | None, new: Instrument) -> Instrument:
@@ -142,6 +150,8 @@ def apply_overrides(symbol: str, inferred: Instrument | None, over: dict[str, ob
     inst = replace(inferred, **over, source=source)  # type: ignore[arg-type]
     if "price_precision" in over and "tick_size" not in over:
         inst = replace(inst, tick_size=10.0 ** -int(over["price_precision"]))  # type: ignore[arg-type]
+    if "venue" in over and "trading_days" not in over:
+        inst = replace(inst, trading_days=VENUE_TRADING_DAYS.get(str(over["venue"]), DEFAULT_TRADING_DAYS))
     if "size_precision" in over and "lot_size" not in over:
         inst = replace(inst, lot_size=10.0 ** -int(over["size_precision"]))  # type: ignore[arg-type]
     return inst
