@@ -17,6 +17,7 @@ from typing import Any
 import polars as pl
 import psutil
 
+from quant_assets.analytics import trials
 from quant_assets.engines import ADAPTER_VERSIONS
 from quant_assets.engines.inputs import BacktestInputError
 from quant_assets.engines.result import EngineRun, finalize, summary
@@ -102,5 +103,7 @@ def run_backtest(
             "notes": run.notes,
         }
         lake.write_json(manifest, out / "manifest.json")
+    # The deflated Sharpe of the roll-ups needs every parameter set this implementation was run with.
+    trials.record(lake, spec.impl, spec.name, params)
     version = hashlib.sha256("|".join(hashes[k] for k in sorted(hashes)).encode()).hexdigest()[:24]
     return BacktestOutput(out, manifest, head, equity, version)

@@ -4,7 +4,8 @@
     SELECT strategy, month, sum(fee) FROM fills GROUP BY ALL
 
 Views are created only for tables that have files (DuckDB refuses a glob that matches
-nothing); later issues add ``metrics`` and more to ``VIEWS``.
+nothing). Hive keys that are also columns of the files (``metrics`` stores strategy, symbol
+and month in its row) are read from the files.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ VIEWS: dict[str, tuple[str, tuple[str, ...]]] = {
     "instruments": ("instruments/instruments.parquet", ()),
     "fills": ("backtests/strategy=*/symbol=*/month=*/fills.parquet", ("strategy", "symbol", "month")),
     "equity": ("backtests/strategy=*/symbol=*/month=*/equity.parquet", ("strategy", "symbol", "month")),
+    "metrics": ("metrics/strategy=*/symbol=*/month=*/metrics.parquet", ("strategy", "symbol", "month")),
+    "trades": ("metrics/strategy=*/symbol=*/month=*/trades.parquet", ("strategy", "symbol", "month")),
+    "regimes": ("metrics/strategy=*/symbol=*/month=*/regimes.parquet", ("strategy", "symbol", "month")),
+    "walk_forward": ("reports/strategy=*/symbol=*/walk_forward.parquet", ("strategy", "symbol")),
+    "trials": ("trials/trials.parquet", ()),
 }
 
 

@@ -8,6 +8,9 @@ Layout (hive-style, readable by DuckDB, Polars and pyarrow without our code)::
     <root>/quarantine/symbol=S/src=<hash>.parquet        its rejected rows, with reasons
     <root>/manifest/landing.parquet                      one row per landed file
     <root>/backtests/strategy=X/symbol=S/month=M/        fills.parquet, equity.parquet, manifest.json
+    <root>/metrics/strategy=X/symbol=S/month=M/          metrics.parquet, trades.parquet, regimes.parquet, manifest.json
+    <root>/reports/strategy=X/symbol=S/                  report.json, equity.parquet, walk_forward.parquet, tearsheet.html
+    <root>/trials/trials.parquet                         every parameter set a strategy has been run with
     <root>/.scratch, <root>/.locks                       private working space
 
 Writes go to a hidden temporary file in the destination folder, are fsynced, then renamed
@@ -151,6 +154,19 @@ class Lake:
         """``fills.parquet``, ``equity.parquet`` and ``manifest.json`` of one backtest slice;
         the manifest is written last and names the data files' hashes (it is the commit mark)."""
         return self.root / "backtests" / f"strategy={strategy}" / f"symbol={normalise_symbol(symbol)}" / f"month={month}"
+
+    # ---- metrics, roll-up reports, trials ----------------------------------------------
+    def metrics_dir(self, strategy: str, symbol: str, month: str) -> Path:
+        """The metric set of one backtest slice; ``manifest.json`` is written last."""
+        return self.root / "metrics" / f"strategy={strategy}" / f"symbol={normalise_symbol(symbol)}" / f"month={month}"
+
+    def report_dir(self, strategy: str, symbol: str) -> Path:
+        """The roll-up of one strategy on one symbol across its months."""
+        return self.root / "reports" / f"strategy={strategy}" / f"symbol={normalise_symbol(symbol)}"
+
+    @property
+    def trials_path(self) -> Path:
+        return self.root / "trials" / "trials.parquet"
 
     # ---- manifest, instruments, private space ---------------------------------------
     @property

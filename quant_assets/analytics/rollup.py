@@ -1,0 +1,160 @@
+"""The roll-up of one strategy on one symbol across all its months.
+
+Months are independent runs (each starts flat with the same cash), so the stitched curve
+chains their returns: a month's result is reinvested into the next. The roll-up's headline
+metric set is on the stitched **daily** returns (annualised with the instrument's trading days),
+the frequency of its tearsheet, bootstrap intervals and deflated Sharpe, so a point estimate
+and its interval always describe the same returns; the same set on the equity grid (intraday,
+where drawdowns are deeper) is kept beside it as ``metrics_grid``. Trade statistics cover every
+month's trades. Robustness: :mod:`quant_assets.analytics.robustness`.
+
+Output at ``<lake>/reports/strategy=X/symbol=S/``:
+
+``report.json``          metrics (with null reasons), trade stats, bootstrap, Monte Carlo,
+                         deflated Sharpe, walk-forward summary, months used
+``monthly.parquet``      one row per month: its headline numbers from its metric set
+``daily.parquet``        the stitched curve by UTC day: return, equity (from the starting cash), drawdown
+``walk_forward.parquet`` the in-sample / out-of-sample windows
+``tearsheet.html``       quantstats' report (daily returns)
+``manifest.json``        inputs (each month's metrics and backtest data versions), files, written last
+
+The data version hashes the JSON and Parquet outputs; the HTML is left out as it carries the
+time it was made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from quant_assets.analytics import robustness
+from quant_assets.analytics.periods import period_metrics
+from quant_assets.analytics.returns import SECONDS_PER_DAY, ReturnSeries, daily, sample_returns, stitch
+from quant_assets.analytics.slice_metrics import ANALYTICS_VERSION, read_backtest
+from quant_assets.analytics.trades import table_trade_stats
+from quant_assets.lake.store import Lake, atomic_target, file_sha256
+
+#: Bump when the roll-up or a robustness method changes (reports become stale, slices do not).
+ROLLUP_VERSION = "1"
+
+MONTHLY_COLUMNS = ("month", "pnl", "fees", "total_return", "sharpe", "max_drawdown", "trades", "trade_win_rate", "periods")
+
+
+class RollupError(ValueError):
+    """Nothing to roll up; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class RollupSettings:
+    """Robustness settings: bootstrap resamples, Monte Carlo reshuffles, months in sample per
+    walk-forward window, the random seed."""
+
+    reps: int = 1000
+    sims: int = 1000
+    in_sample_months: int = 3
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ReportOutput:
+    directory: Path
+    report: dict[str, Any]
+    daily: pl.DataFrame
+    data_version: str
+
+    @property
+    def tearsheet(self) -> Path:
+        return self.directory / "tearsheet.html"
+
+
+def available_months(lake: Lake, strategy: str, symbol: str) -> list[str]:
+    """Months with a published metric set (its manifest exists) for strategy × symbol."""
+    root = lake.metrics_dir(strategy, symbol, "x").parent
+    if not root.is_dir():
+        return []
+    return sorted(p.name.removeprefix("month=") for p in root.glob("month=*") if (p / "manifest.json").exists())
+
+
+def _daily_frame(daily_returns, start_equity: float) -> pl.DataFrame:
+    eq = start_equity * np.cumprod(1.0 + daily_returns.to_numpy())
+    peak = np.maximum.accumulate(np.maximum(eq, start_equity))
+    return pl.DataFrame({
+        "date": pl.Series(daily_returns.index.to_numpy().astype("datetime64[D]")).cast(pl.Date),
+        "return": daily_returns.to_numpy(),
+        "equity": eq,
+        "drawdown": eq / peak - 1.0,
+    })
+
+
+def run_report(
+    lake: Lake, strategy: str, symbol: str, trading_days: int, n_trials: int,
+    months: list[str] | None = None, settings: RollupSettings = RollupSettings(),
+) -> ReportOutput:
+    """Roll up every month with a metric set (or ``months``) and publish the report."""
+    months = months if months is not None else available_months(lake, strategy, symbol)
+    if not months:
+        raise RollupError(f"{strategy} {symbol}: no month has a metric set yet (materialise metrics_{strategy} first)")
+    series, trades, monthly, inputs = [], [], [], {}
+    for month in months:
+        mdir = lake.metrics_dir(strategy, symbol, month)
+        manifest = json.loads((mdir / "manifest.json").read_text())
+        bt = read_backtest(lake, strategy, symbol, month)
+        rs = sample_returns(bt.equity, bt.interval_s, trading_days)
+        series.append((month, rs))
+        t = pl.read_parquet(mdir / "trades.parquet").with_columns(month=pl.lit(month))
+        trades.append(t)
+        monthly.append(pl.read_parquet(mdir / "metrics.parquet").select(MONTHLY_COLUMNS))
+        inputs[month] = {"metrics_files": manifest["files"], "backtest_data_version": manifest["backtest_data_version"]}
+    stitched = stitch([rs for _, rs in series])
+    day = daily(stitched.returns)
+    daily_rs = ReturnSeries(day, float(SECONDS_PER_DAY), trading_days, stitched.start_equity, stitched.final_equity,
+                            notes=stitched.notes, wiped_out=stitched.wiped_out)
+    m = period_metrics(daily_rs)
+    grid = period_metrics(stitched)
+    all_trades = pl.concat(trades, how="diagonal_relaxed") if trades else pl.DataFrame()
+    m.update(table_trade_stats(all_trades))
+    trade_returns = all_trades.sort("entry_ts")["return_on_equity"].to_pandas() if len(all_trades) else None
+    wf_table, wf_summary = robustness.walk_forward(series, settings.in_sample_months)
+    report: dict[str, Any] = {
+        "strategy": strategy, "symbol": symbol, "months": months,
+        "analytics_version": ANALYTICS_VERSION, "rollup_version": ROLLUP_VERSION,
+        "returns": {"headline": "daily returns, annualised with trading_days", "trading_days": trading_days,
+                    "days": len(day), "grid_interval_s": stitched.interval_s,
+                    "grid_periods_per_year": stitched.periods_per_year, "periods": len(stitched), "notes": stitched.notes},
+        "metrics": m.values,
+        "null_reasons": m.reasons,
+        "metrics_grid": grid.values,
+        "null_reasons_grid": grid.reasons,
+        "bootstrap": robustness.bootstrap_ci(day, trading_days, settings.reps, seed=settings.seed),
+        "monte_carlo": (robustness.monte_carlo_drawdown(trade_returns, settings.sims, seed=settings.seed)
+                        if trade_returns is not None else {"observed_max_drawdown": None, "reason": "no trades"}),
+        "deflated_sharpe": robustness.deflated_sharpe(day, trading_days, n_trials),
+        "walk_forward": wf_summary,
+    }
+    out = lake.report_dir(strategy, symbol)
+    daily_df = _daily_frame(day, stitched.start_equity)
+    files = {
+        "monthly.parquet": pl.concat(monthly) if monthly else pl.DataFrame(),
+        "daily.parquet": daily_df,
+        "walk_forward.parquet": wf_table,
+    }
+    with lake.lock(f"report-{strategy}-{symbol}"):
+        for name, df in files.items():
+            lake.write_parquet(df, out / name)
+        lake.write_json(report, out / "report.json")
+        hashes = {name: file_sha256(out / name) for name in (*files, "report.json")}
+        if len(day):
+            from quant_assets.analytics.tearsheet import write_tearsheet
+
+            with atomic_target(out / "tearsheet.html") as tmp:
+                write_tearsheet(day, tmp, f"{strategy} on {symbol}, {months[0]} to {months[-1]}", trading_days)
+        lake.write_json({"strategy": strategy, "symbol": symbol, "inputs": inputs, "files": hashes,
+                         "tearsheet": "tearsheet.html" if len(day) else None}, out / "manifest.json")
+    version = hashlib.sha256("|".join(hashes[k] for k in sorted(hashes)).encode()).hexdigest()[:24]
+    return ReportOutput(out, report, daily_df, version)

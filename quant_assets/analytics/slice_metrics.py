@@ -1,0 +1,212 @@
+"""The metric set of one backtest slice, end to end: read the backtest, compute, write.
+
+Output at ``<lake>/metrics/strategy=X/symbol=S/month=M/``:
+
+``metrics.parquet``  one row, typed columns (:data:`METRICS_SCHEMA`): the slice's identity, the
+    return grid and its annualisation, money totals (quote currency), the quantstats period
+    metrics (:mod:`~quant_assets.analytics.periods`), the vectorbt trade statistics
+    (:mod:`~quant_assets.analytics.trades`), vectorbt's own figures for the quantities both
+    libraries compute (``vbt_*``: they must agree), and ``null_reasons`` (JSON: metric → why it
+    is null).
+``trades.parquet``   every closed trade with its market context at entry.
+``regimes.parquet``  the month by volatility regime: time share, PnL, trades.
+``manifest.json``    inputs (the backtest's data version and files), analytics version, the
+    files' SHA-256; written last.
+
+No Dagster here; the asset in ``quant_assets.assets.metrics`` calls :func:`run_metrics`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from quant_assets.analytics.periods import PERIOD_METRICS, MetricSet, period_metrics
+from quant_assets.analytics.returns import ReturnSeries, sample_returns
+from quant_assets.analytics.trades import (
+    TRADE_SCHEMA, TRADE_STATS, market_context, portfolio, regime_summary, sample_regimes, trade_table, vectorbt_trade_stats,
+)
+from quant_assets.lake.store import Lake, file_sha256
+
+#: Bump when the definition of a stored metric changes: every metrics slice and every roll-up
+#: becomes stale, backtests do not.
+ANALYTICS_VERSION = "1"
+
+AGREEMENT = ("vbt_total_return", "vbt_sharpe", "vbt_max_drawdown")
+
+METRICS_SCHEMA: dict[str, pl.DataType] = {
+    "strategy": pl.String(), "symbol": pl.String(), "month": pl.String(),
+    "start_ts": pl.Int64(), "end_ts": pl.Int64(),
+    "interval_s": pl.Float64(), "trading_days": pl.Int64(), "periods_per_year": pl.Float64(), "periods": pl.Int64(),
+    "starting_equity": pl.Float64(), "final_equity": pl.Float64(), "pnl": pl.Float64(), "gross_pnl": pl.Float64(),
+    "fees": pl.Float64(), "turnover": pl.Float64(), "fills": pl.Int64(), "time_in_market": pl.Float64(),
+    **{name: pl.Float64() for name in PERIOD_METRICS},
+    **{name: (pl.Int64() if name == "trades" else pl.Float64()) for name in TRADE_STATS},
+    **{name: pl.Float64() for name in AGREEMENT},
+    "null_reasons": pl.String(),
+}
+
+
+class BacktestSliceError(ValueError):
+    """The backtest slice is missing or inconsistent; the message names it."""
+
+
+@dataclass(frozen=True)
+class BacktestSlice:
+    fills: pl.DataFrame
+    equity: pl.DataFrame
+    manifest: dict[str, Any]
+    directory: Path
+
+    @property
+    def interval_s(self) -> float:
+        return float(self.manifest["params"].get("equity_interval_s", 60.0))
+
+    @property
+    def starting_cash(self) -> float:
+        return float(self.manifest["starting_cash"])
+
+
+def read_backtest(lake: Lake, strategy: str, symbol: str, month: str) -> BacktestSlice:
+    """The stored backtest slice, checked against its manifest (the commit mark)."""
+    d = lake.backtest_dir(strategy, symbol, month)
+    mpath = d / "manifest.json"
+    if not mpath.exists():
+        raise BacktestSliceError(f"{d}: no manifest.json (materialise backtest_{strategy} for {month}|{symbol} first)")
+    manifest = json.loads(mpath.read_text())
+    for name, digest in manifest.get("files", {}).items():
+        if not (d / name).exists() or file_sha256(d / name) != digest:
+            raise BacktestSliceError(f"{d / name}: does not match the hash in manifest.json (a write was interrupted or the file was edited); re-materialise the backtest")
+    return BacktestSlice(pl.read_parquet(d / "fills.parquet"), pl.read_parquet(d / "equity.parquet"), manifest, d)
+
+
+def backtest_data_version(manifest: dict[str, Any]) -> str:
+    """The backtest slice's data version, as its asset reports it (hash of its file hashes)."""
+    files = manifest.get("files", {})
+    return hashlib.sha256("|".join(files[k] for k in sorted(files)).encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class SliceMetrics:
+    row: dict[str, Any]
+    metrics: MetricSet
+    returns: ReturnSeries
+    trades: pl.DataFrame
+    regimes: pl.DataFrame
+    equity: pl.DataFrame
+
+
+def _agreement(rs: ReturnSeries, pf) -> MetricSet:
+    """vectorbt's figures for quantities quantstats computes too (same series, same annualisation)."""
+    import pandas as pd
+
+    m = MetricSet()
+    if pf is not None:
+        m.put("vbt_total_return", pf.total_return())
+    if len(rs.returns) < 2:
+        m.undefined(("vbt_sharpe", "vbt_max_drawdown") + (() if pf is not None else ("vbt_total_return",)),
+                    f"{len(rs.returns)} return period(s)")
+        return m
+    acc = rs.returns.vbt.returns(freq=pd.Timedelta(seconds=rs.interval_s), year_freq=pd.Timedelta(days=rs.trading_days))
+    if pf is None:
+        m.put("vbt_total_return", acc.total())
+    m.put("vbt_max_drawdown", acc.max_drawdown())
+    if float(rs.returns.std()) > 0:
+        m.put("vbt_sharpe", acc.sharpe_ratio())
+    else:
+        m.undefined(("vbt_sharpe",), "returns have no variance")
+    return m
+
+
+def compute(bt: BacktestSlice, trading_days: int, quotes: pl.LazyFrame | None, strategy: str, symbol: str, month: str) -> SliceMetrics:
+    """Every number of the slice (see the module docstring)."""
+    fills, equity = bt.fills, bt.equity
+    rs = sample_returns(equity, bt.interval_s, trading_days)
+    m = period_metrics(rs)
+    pf = None
+    if len(fills) and len(equity):
+        pf = portfolio(fills, equity, bt.starting_cash, bt.interval_s)
+        table = trade_table(pf)
+        m.update(vectorbt_trade_stats(pf, table))
+    else:
+        table = pl.DataFrame(schema=TRADE_SCHEMA)
+        m.put("trades", 0)
+        m.undefined(TRADE_STATS[1:], "no fills: the strategy never traded this month" if len(equity) else "empty equity curve")
+    m.update(_agreement(rs, pf))
+    regimes = sample_regimes(equity, bt.interval_s, rs.periods_per_year) if len(equity) else pl.DataFrame(
+        schema={"ts": pl.Int64(), "mid": pl.Float64(), "vol": pl.Float64(), "regime": pl.String()})
+    trades = market_context(table, equity, regimes, quotes)
+    regime_table = regime_summary(equity, regimes, trades)
+    pos = equity["position"].to_numpy() if len(equity) else np.zeros(0)
+    row: dict[str, Any] = {
+        "strategy": strategy, "symbol": symbol, "month": month,
+        "start_ts": int(equity["ts"][0]) if len(equity) else None,
+        "end_ts": int(equity["ts"][-1]) if len(equity) else None,
+        "interval_s": rs.interval_s, "trading_days": trading_days, "periods_per_year": rs.periods_per_year,
+        "periods": len(rs),
+        "starting_equity": bt.starting_cash,
+        "final_equity": float(equity["equity"][-1]) if len(equity) else None,
+        "pnl": float(equity["equity"][-1]) - bt.starting_cash if len(equity) else None,
+        "gross_pnl": float(fills["realized_pnl"].sum()) if len(fills) else 0.0,
+        "fees": float(fills["fee"].sum()) if len(fills) else 0.0,
+        "turnover": float((fills["qty"] * fills["price"]).sum()) if len(fills) else 0.0,
+        "fills": len(fills),
+        "time_in_market": float(np.mean(pos != 0)) if len(pos) else None,
+        **m.values,
+    }
+    reasons = dict(m.reasons)
+    if rs.notes:
+        reasons["_notes"] = "; ".join(rs.notes)
+    row["null_reasons"] = json.dumps(reasons, sort_keys=True)
+    return SliceMetrics(row, m, rs, trades, regime_table, equity)
+
+
+def metrics_frame(row: dict[str, Any]) -> pl.DataFrame:
+    return pl.DataFrame([{k: row.get(k) for k in METRICS_SCHEMA}], schema=METRICS_SCHEMA)
+
+
+@dataclass(frozen=True)
+class MetricsOutput:
+    directory: Path
+    slice: SliceMetrics
+    manifest: dict[str, Any]
+    data_version: str
+
+
+def run_metrics(lake: Lake, strategy: str, symbol: str, month: str, trading_days: int) -> MetricsOutput:
+    """Read the backtest slice (and the ticks partition for spreads), compute, publish."""
+    bt = read_backtest(lake, strategy, symbol, month)
+    ticks = lake.ticks_path(symbol, month)
+    quotes = pl.scan_parquet(ticks).select("ts_recv", "kind", "bid_px", "ask_px") if ticks.exists() else None
+    sm = compute(bt, trading_days, quotes, strategy, symbol, month)
+    out = lake.metrics_dir(strategy, symbol, month)
+    with lake.lock(f"metrics-{strategy}-{symbol}-{month}"):
+        files = {
+            "metrics.parquet": metrics_frame(sm.row),
+            "trades.parquet": sm.trades,
+            "regimes.parquet": sm.regimes,
+        }
+        for name, df in files.items():
+            lake.write_parquet(df, out / name)
+        hashes = {name: file_sha256(out / name) for name in files}
+        manifest = {
+            "strategy": strategy, "symbol": symbol, "month": month,
+            "analytics_version": ANALYTICS_VERSION,
+            "backtest_data_version": backtest_data_version(bt.manifest),
+            "backtest_code_version": bt.manifest.get("code_version"),
+            "backtest_path": lake.relative(bt.directory),
+            "ticks_path": lake.relative(ticks) if quotes is not None else None,
+            "trading_days": trading_days,
+            "files": hashes,
+            "null_reasons": sm.metrics.reasons,
+            "notes": sm.returns.notes,
+        }
+        lake.write_json(manifest, out / "manifest.json")
+    version = hashlib.sha256("|".join(hashes[k] for k in sorted(hashes)).encode()).hexdigest()[:24]
+    return MetricsOutput(out, sm, manifest, version)

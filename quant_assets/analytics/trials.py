@@ -1,0 +1,59 @@
+"""The trials ledger: every parameter set each strategy implementation has been run with.
+
+A deflated Sharpe ratio needs the number of parameter sets tried before this one was kept;
+forgetting the failed tries is how backtests overfit. Each backtest records its (strategy
+implementation, parameter values) here, once per distinct set, so tuning ``ema_cross`` three
+times and adding a variant of it count four trials for the ``ema_cross`` family (variants share
+the implementation). A parameter sweep records its whole grid as one row with ``n_sets``.
+
+Stored at ``<lake>/trials/trials.parquet`` (read-modify-write under the lake lock, renamed
+into place like every lake file). It only grows: removing a variant does not un-try it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+
+import polars as pl
+
+from quant_assets.lake.store import Lake
+
+SCHEMA: dict[str, pl.DataType] = {
+    "impl": pl.String(), "strategy": pl.String(), "params_hash": pl.String(), "params": pl.String(),
+    "n_sets": pl.Int64(), "first_seen_ns": pl.Int64(),
+}
+
+
+def params_hash(params: Mapping[str, object]) -> str:
+    return hashlib.sha256(json.dumps(dict(params), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def read(lake: Lake) -> pl.DataFrame:
+    if not lake.trials_path.exists():
+        return pl.DataFrame(schema=SCHEMA)
+    return pl.read_parquet(lake.trials_path)
+
+
+def record(lake: Lake, impl: str, strategy: str, params: Mapping[str, object], n_sets: int = 1) -> bool:
+    """Add (impl, params) unless already there; True when it was new."""
+    h = params_hash(params)
+    with lake.lock("trials"):
+        table = read(lake)
+        if len(table.filter((pl.col("impl") == impl) & (pl.col("params_hash") == h))):
+            return False
+        row = pl.DataFrame(
+            [{"impl": impl, "strategy": strategy, "params_hash": h, "params": json.dumps(dict(params), sort_keys=True, default=str),
+              "n_sets": int(n_sets), "first_seen_ns": time.time_ns()}],
+            schema=SCHEMA,
+        )
+        lake.write_parquet(pl.concat([table, row]), lake.trials_path)
+        return True
+
+
+def count(lake: Lake, impl: str) -> int:
+    """Parameter sets tried for the implementation ``impl`` (at least 1)."""
+    table = read(lake).filter(pl.col("impl") == impl)
+    return max(1, int(table["n_sets"].sum()) if len(table) else 0)
