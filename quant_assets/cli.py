@@ -21,7 +21,8 @@ from rich.table import Table
 
 from quant_assets.settings import REPO_ROOT, ensure_dagster_home, lake_root
 
-console = Console()
+# Piped output (CI logs, tests) gets wide tables instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _instance():
@@ -49,42 +50,92 @@ def _sync(lake, instance) -> int:
         console.print(f"nothing in {lake.landing}: drop files into landing/<SYMBOL>/ or run `quant-assets demo`")
         return 0
     states = sync.plan(lake, instance, slices)
-    todo = sorted({(s.month, s.symbol) for s in states if s.needs_run})
+    todo = sorted({(s.month, s.symbol) for s in states if s.needs_run and not s.is_rollup})
     console.print(f"{len(slices)} slices known, {len(todo)} to materialise")
     failed = 0
     with console.status("materialising...") as status:
         for i, (month, symbol, result) in enumerate(sync.run_slices(instance, states), start=1):
             mark = "[green]ok[/]" if result.success else "[red]FAILED[/]"
-            console.print(f"[{i}/{len(todo)}] {month}|{symbol} {mark} (run {result.run_id[:8]})")
+            what = f"{symbol} roll-ups (all months)" if month == sync.ALL_MONTHS else f"{month}|{symbol}"
+            console.print(f"[{i}] {what} {mark} (run {result.run_id[:8]})")
             if not result.success:
                 failed += 1
                 for event in result.all_events:
                     if event.is_step_failure and event.step_failure_data:
                         err = event.step_failure_data.error
                         console.print(f"    {event.step_key}: {err.message.strip() if err else ''}")
-            status.update(f"materialising... {i}/{len(todo)}")
+            status.update(f"materialising... {i} runs done")
     _print_status(lake, instance, slices)
     return 1 if failed else 0
 
 
+_COLOUR = {"materialized": "green", "missing": "red", "stale": "yellow", "sources changed": "yellow"}
+
+
+def _cell(state) -> str:
+    word = "ok" if state.state == "materialized" else state.state
+    return f"[{_COLOUR[state.state]}]{word}[/]" + (f" {state.rows:,}" if state.rows is not None else "")
+
+
 def _print_status(lake, instance, slices) -> None:
+    """Two tables: slices (ticks, then backtest and metrics per strategy) and roll-ups per symbol."""
     from quant_assets import sync
 
     states = sync.plan(lake, instance, slices)
-    assets = sorted({s.asset.to_user_string() for s in states}, key=lambda a: (a != "ticks", a))
-    table = Table(title=f"lake {lake.root}")
+    by_key = {(s.month, s.symbol, s.asset.to_user_string()): s for s in states}
+    strategies = sorted({a.split("_", 1)[1] for (_, _, a) in by_key if a.startswith("backtest_")})
+    table = Table(title=f"slices of lake {lake.root}  (per strategy: backtest / metrics)")
     table.add_column("partition", no_wrap=True)
-    for a in assets:
-        # backtest_ema_cross -> "backtest\nema_cross": narrow columns that still say what they are
-        table.add_column(a.replace("_", "\n", 1) if "_" in a else a, no_wrap=True)
-    colour = {"materialized": "green", "missing": "red", "stale": "yellow", "sources changed": "yellow"}
-    word = {"materialized": "ok"}
-    by_slice: dict[str, dict[str, str]] = {}
-    for s in states:
-        cell = f"[{colour[s.state]}]{word.get(s.state, s.state)}[/]" + (f" {s.rows:,}" if s.rows is not None else "")
-        by_slice.setdefault(f"{s.month}|{s.symbol}", {})[s.asset.to_user_string()] = cell
-    for pk, cells in sorted(by_slice.items()):
-        table.add_row(pk, *[cells.get(a, "") for a in assets])
+    table.add_column("ticks", no_wrap=True)
+    for strategy in strategies:
+        table.add_column(strategy, no_wrap=True)
+    for month, symbol in sorted({(s.month, s.symbol) for s in states if not s.is_rollup}):
+        row = [_cell(by_key[(month, symbol, "ticks")]) if (month, symbol, "ticks") in by_key else ""]
+        for strategy in strategies:
+            parts = [by_key.get((month, symbol, f"{stage}_{strategy}")) for stage in ("backtest", "metrics")]
+            row.append(" / ".join(_cell(p) for p in parts if p is not None))
+        table.add_row(f"{month}|{symbol}", *row)
+    console.print(table)
+    rollups = [s for s in states if s.is_rollup]
+    if rollups:
+        report = Table(title="roll-ups (all months of a symbol)")
+        report.add_column("symbol", no_wrap=True)
+        for strategy in strategies:
+            report.add_column(f"report {strategy}", no_wrap=True)
+        for symbol in sorted({s.symbol for s in rollups}):
+            report.add_row(symbol, *[_cell(by_key[(sync.ALL_MONTHS, symbol, f"report_{st}")])
+                                     if (sync.ALL_MONTHS, symbol, f"report_{st}") in by_key else "" for st in strategies])
+        console.print(report)
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:+.2f}%"
+
+
+def _print_results(lake) -> None:
+    """The roll-ups' headline numbers, one row per strategy × symbol (from ``report.json``)."""
+    import json
+
+    reports = sorted(lake.root.glob("reports/strategy=*/symbol=*/report.json"))
+    if not reports:
+        return
+    table = Table(title="results: roll-ups over all months (Sharpe on daily returns with its bootstrap interval; "
+                        "max DD on the intraday grid; nulls explained in report.json)")
+    for col in ("strategy", "symbol", "months", "return", "Sharpe [95% CI]", "max DD", "trades", "win rate", "deflated Sharpe", "tearsheet"):
+        table.add_column(col, no_wrap=col != "tearsheet")
+    for path in reports:
+        r = json.loads(path.read_text())
+        m, ci = r["metrics"], (r["bootstrap"].get("sharpe") or {})
+        sharpe = "-" if m.get("sharpe") is None else f"{m['sharpe']:.2f}"
+        if ci:
+            sharpe += f" [{ci['lo']:.1f}, {ci['hi']:.1f}]"
+        dsr = r["deflated_sharpe"].get("dsr")
+        table.add_row(
+            r["strategy"], r["symbol"], str(len(r["months"])), _pct(m.get("total_return")), sharpe,
+            _pct(r["metrics_grid"].get("max_drawdown")), str(m.get("trades") or 0),
+            "-" if m.get("trade_win_rate") is None else f"{100 * m['trade_win_rate']:.0f}%",
+            "-" if dsr is None else f"{dsr:.2f}", lake.relative(path.parent / "tearsheet.html"),
+        )
     console.print(table)
 
 
@@ -110,6 +161,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             path = write_landing(lake, SyntheticSpec(symbol.upper(), month, seed=args.seed, events=args.events))
             console.print(f"landing: {lake.relative(path)}")
     code = cmd_sync(args)
+    _print_results(lake)
     console.print(f"demo finished in {time.perf_counter() - t0:.1f} s; open the UI with `uv run quant-assets ui`")
     return code
 

@@ -6,6 +6,11 @@ its code version or an upstream data version changed) or its *sources changed* (
 fed from outside Dagster, e.g. ``ticks`` from landing files, a fingerprint of those sources
 differs from the one recorded at the last materialisation). ``sync`` then runs each slice in
 process, recorded in the instance like any run launched from the UI.
+
+Two kinds of assets: *slice* assets partitioned month × symbol (``ticks``, backtests, metrics)
+and *roll-ups* partitioned by symbol alone (reports over all months). A roll-up's state is
+per symbol (``month`` is :data:`ALL_MONTHS`); it runs after its symbol's slices, and again
+whenever one of them ran.
 """
 
 from collections.abc import Callable, Iterator
@@ -22,7 +27,10 @@ from quant_assets.ingest.build import expected_fingerprint
 from quant_assets.ingest.landing import survey
 from quant_assets.lake.store import Lake
 from quant_assets.lake.symbols import InvalidSymbolError, normalise_symbol
-from quant_assets.partitions import month_partitions, partition_key, symbol_partitions
+from quant_assets.partitions import month_partitions, month_symbol_partitions, partition_key, symbol_partitions
+
+#: The ``month`` of a roll-up's state: it covers every month of its symbol.
+ALL_MONTHS = "all"
 
 #: Assets fed from outside Dagster: a function giving the fingerprint of their current
 #: sources for (lake, symbol, month), compared with the ``source_fingerprint`` metadata.
@@ -34,7 +42,7 @@ EXTERNAL_SOURCES: dict[dg.AssetKey, Callable[[Lake, str, str], str | None]] = {
 @dataclass(frozen=True)
 class SliceState:
     asset: dg.AssetKey
-    month: str
+    month: str  # YYYY-MM, or ALL_MONTHS for a roll-up
     symbol: str
     state: str  # materialized | missing | stale | sources changed
     rows: int | None = None
@@ -42,6 +50,10 @@ class SliceState:
     @property
     def needs_run(self) -> bool:
         return self.state != "materialized"
+
+    @property
+    def is_rollup(self) -> bool:
+        return self.month == ALL_MONTHS
 
 
 def discover(lake: Lake, instance: dg.DagsterInstance, log: Callable[[str], None] = print) -> list[tuple[str, str]]:
@@ -88,12 +100,14 @@ def plan(
         asset_graph=graph,
     )
     resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
+    keys = [k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable]
+    slice_keys = [k for k in keys if graph.get(k).partitions_def == month_symbol_partitions]
+    rollup_keys = [k for k in keys if graph.get(k).partitions_def == symbol_partitions]
+    targets = [(month, symbol, str(partition_key(month, symbol)), slice_keys) for month, symbol in slices]
+    targets += [(ALL_MONTHS, symbol, symbol, rollup_keys) for symbol in sorted({s for _, s in slices})]
     out = []
-    for month, symbol in slices:
-        pk = str(partition_key(month, symbol))
-        for key in graph.get_all_asset_keys():
-            if not graph.get(key).is_materializable:
-                continue
+    for month, symbol, pk, target_keys in targets:
+        for key in target_keys:
             mat = _last_materialization(instance, key, pk)
             rows = None
             if mat is None:
@@ -104,7 +118,7 @@ def plan(
                 state = "materialized"
                 fingerprint_fn = EXTERNAL_SOURCES.get(key)
                 recorded = mat.metadata.get("source_fingerprint")
-                if fingerprint_fn and (recorded is None or recorded.value != fingerprint_fn(lake, symbol, month)):
+                if fingerprint_fn and month != ALL_MONTHS and (recorded is None or recorded.value != fingerprint_fn(lake, symbol, month)):
                     state = "sources changed"
                 elif resolver.get_status(key, pk) == StaleStatus.STALE:
                     state = "stale"
@@ -115,22 +129,46 @@ def plan(
 def run_slices(
     instance: dg.DagsterInstance, states: list[SliceState], resources: dict | None = None, log_level: str = "WARNING"
 ) -> Iterator[tuple[str, str, dg.ExecuteInProcessResult]]:
-    """Materialise the slices that need it, one in-process run per slice (all its stale assets
-    together, in dependency order); yields (month, symbol, result) as runs finish. A failed
-    slice does not stop the others."""
+    """Materialise what needs it, in one process: one run per slice (all its stale assets and
+    what follows them within the slice, in dependency order), then one run per symbol for its
+    roll-ups (those that were not up to date, and all of them where a slice ran). Yields
+    (month, symbol, result) as runs finish; roll-up runs have ``month == ALL_MONTHS``. A failed
+    run does not stop the others."""
+    slice_keys = {s.asset for s in states if not s.is_rollup}
+    rollup_keys = {s.asset for s in states if s.is_rollup}
     by_slice: dict[tuple[str, str], list[dg.AssetKey]] = {}
+    rollups: dict[str, set[dg.AssetKey]] = {}
     for s in states:
         if s.needs_run:
-            by_slice.setdefault((s.month, s.symbol), []).append(s.asset)
+            if s.is_rollup:
+                rollups.setdefault(s.symbol, set()).add(s.asset)
+            else:
+                by_slice.setdefault((s.month, s.symbol), []).append(s.asset)
+    config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     for (month, symbol), keys in sorted(by_slice.items()):
         result = dg.materialize(
             ASSETS,
-            selection=dg.AssetSelection.assets(*keys).downstream(),
+            selection=dg.AssetSelection.assets(*keys).downstream() & dg.AssetSelection.assets(*slice_keys),
             partition_key=str(partition_key(month, symbol)),
             instance=instance,
             resources=resources or defs.resources,
             tags={"quant_assets/trigger": "sync"},
             raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
+            run_config=config,
         )
+        rollups.setdefault(symbol, set()).update(rollup_keys)
         yield month, symbol, result
+    for symbol, keys in sorted(rollups.items()):
+        if not keys:
+            continue
+        result = dg.materialize(
+            ASSETS,
+            selection=dg.AssetSelection.assets(*keys),
+            partition_key=symbol,
+            instance=instance,
+            resources=resources or defs.resources,
+            tags={"quant_assets/trigger": "sync"},
+            raise_on_error=False,
+            run_config=config,
+        )
+        yield ALL_MONTHS, symbol, result
