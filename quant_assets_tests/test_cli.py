@@ -32,7 +32,7 @@ def test_sync_materialises_every_missing_slice_once(lake, instance, capsys):
     ]
     assert sorted(instance.get_dynamic_partitions("symbols")) == ["BTCUSDT", "ETHUSDT", "EURUSD"]
     runs = instance.get_runs(filters=dg.RunsFilter(tags={"quant_assets/trigger": "sync"}))
-    assert len(runs) == 3 and all(r.is_success for r in runs)
+    assert len(runs) == 3 + 3 and all(r.is_success for r in runs)  # a run per slice, then one per symbol for its roll-ups
 
     # nothing changed: nothing to do
     assert main(["sync"]) == 0
@@ -54,7 +54,8 @@ def test_status_shows_states(lake, instance, capsys):
     capsys.readouterr()
     main(["status"])
     out = capsys.readouterr().out
-    assert out.count(" ok") == 3 * 4 and "missing" not in out  # ticks + three backtests per slice
+    # per slice: ticks, then backtest / metrics of three strategies; per symbol: three roll-ups
+    assert out.count(" ok") == 3 * (1 + 3 * 2) + 3 * 3 and "missing" not in out
 
 
 def test_sync_reports_a_bad_file_and_still_ingests_the_rest(lake, instance, capsys):
@@ -75,7 +76,8 @@ def test_demo_end_to_end_in_a_subprocess(tmp_path):
         assert pk in out.stdout
     table = out.stdout[out.stdout.index("lake "):]
     assert table.count("ok 5,000") == 4  # ticks, with row counts
-    assert table.count(" ok") == 4 * 4 and "FAILED" not in out.stdout  # and the three backtests
+    # and per slice backtest / metrics of three strategies, then three roll-ups per symbol
+    assert table.count(" ok") == 4 * (1 + 3 * 2) + 2 * 3 and "FAILED" not in out.stdout
     assert (tmp_path / "home" / "dagster.yaml").read_text().count("enabled: false") == 1
 
 
