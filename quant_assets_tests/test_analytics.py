@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
+import quantstats as qs
 
 from quant_assets.analytics import robustness
 from quant_assets.analytics.periods import period_metrics
@@ -44,6 +45,8 @@ def test_period_metrics_agree_with_empyrical(noisy: ReturnSeries) -> None:
     assert m["sortino"] == pytest.approx(ep.sortino_ratio(r, annualization=ann), rel=1e-9)
     assert m["volatility"] == pytest.approx(ep.annual_volatility(r, annualization=ann), rel=1e-9)
     assert m["max_drawdown"] == pytest.approx(ep.max_drawdown(r), rel=1e-9)
+    assert m["max_drawdown"] == pytest.approx(qs.stats.max_drawdown(r), rel=1e-9)  # computed in numpy for speed
+    assert m["calmar"] == pytest.approx(qs.stats.calmar(r, periods=ann), rel=1e-9)
     assert m["cagr"] == pytest.approx(ep.annual_return(r, annualization=ann), rel=1e-9)
     assert m["calmar"] == pytest.approx(ep.calmar_ratio(r, annualization=ann), rel=1e-9)
     assert m["omega"] == pytest.approx(ep.omega_ratio(r, annualization=ann), rel=1e-9)

@@ -44,15 +44,18 @@ TRADE_SCHEMA: dict[str, pl.DataType] = {
 
 
 def _order_index(fills: pl.DataFrame, equity: pl.DataFrame) -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray]:
-    """The portfolio's index (equity samples and fills, unique and sorted), the row of each
-    fill in it, and the mid at each row (last sample at or before, else the first)."""
+    """The portfolio's index (the fills, plus the first and last equity samples, unique and
+    sorted), the row of each fill in it, and the mid at each row (last sample at or before,
+    else the first). Trades need only the fill rows (they use fill prices); the last sample
+    values the (flat) account at the end. Leaving the other samples out keeps a month of
+    1-second equity from costing vectorbt millions of rows."""
     fill_ts = fills["ts"].to_numpy()
     # Partial fills share a timestamp; vectorbt takes one order per row, so the k-th fill of a
     # nanosecond moves k ns later (invisible at any holding time we report).
     rank = fills.select(pl.int_range(pl.len()).over("ts")).to_series().to_numpy()
     fill_ts = fill_ts + rank
     sample_ts = equity["ts"].to_numpy()
-    index = np.union1d(sample_ts, fill_ts)
+    index = np.union1d(sample_ts[[0, -1]], fill_ts)
     rows = np.searchsorted(index, fill_ts)
     src = np.searchsorted(sample_ts, index, side="right") - 1
     mid = equity["mid"].to_numpy()[np.maximum(src, 0)]
@@ -202,9 +205,10 @@ def regime_summary(equity: pl.DataFrame, regimes: pl.DataFrame, trades: pl.DataF
     """Per volatility regime: share of the month's samples, PnL earned while in it (equity
     change over each sample interval, by the regime at its start), trades entered, their
     PnL and win rate. Quote currency; shares are fractions."""
-    per_sample = equity.select("ts", pnl=pl.col("equity").diff().shift(-1).fill_null(0.0)).join(
-        regimes.select("ts", "regime"), on="ts", how="left"
-    ).with_columns(pl.col("regime").fill_null("unknown"))
+    # ``regimes`` is row-aligned with ``equity`` (made from it by sample_regimes).
+    per_sample = equity.select(pnl=pl.col("equity").diff().shift(-1).fill_null(0.0)).with_columns(
+        regime=regimes["regime"].fill_null("unknown")
+    )
     time = per_sample.group_by("regime").agg(samples=pl.len(), pnl=pl.col("pnl").sum())
     tr = trades.with_columns(pl.col("vol_regime").fill_null("unknown").alias("regime")).group_by("regime").agg(
         trades=pl.len(), trade_pnl=pl.col("pnl").sum(), trade_win_rate=(pl.col("pnl") > 0).mean()
