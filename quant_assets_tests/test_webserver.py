@@ -1,5 +1,5 @@
-"""The real Dagster webserver loads the code location and shows the ticks partitions and a
-backtest with its plot."""
+"""The real Dagster webserver loads the code location and shows the ticks partitions, a
+backtest with its plot, a metric set and a roll-up."""
 
 from __future__ import annotations
 
@@ -66,6 +66,12 @@ def test_webserver_shows_assets_partitions_and_running_sensor(lake, instance, tm
               }
             }
           }
+          metrics: assetOrError(assetKey: {path: ["metrics_ema_cross"]}) {
+            ... on Asset { definition { groupName } assetMaterializations(limit: 1) { partition metadataEntries { label } } }
+          }
+          report: assetOrError(assetKey: {path: ["report_ema_cross"]}) {
+            ... on Asset { definition { groupName } assetMaterializations(limit: 1) { partition metadataEntries { label } } }
+          }
           sensorsOrError(repositorySelector: {repositoryLocationName: "quant_assets.definitions", repositoryName: "__repository__"}) {
             ... on Sensors { results { name sensorState { status } } }
           }
@@ -82,6 +88,12 @@ def test_webserver_shows_assets_partitions_and_running_sensor(lake, instance, tm
         entries = {e["label"]: e for e in bt_mat["metadataEntries"]}
         assert entries["equity_curve"]["mdStr"].startswith("![equity and drawdown](data:image/png;base64,")
         assert entries["pnl"]["floatValue"] == 0.0  # 4 quotes: too few for the slow EMA, no trade
+        metrics, report = data["metrics"], data["report"]
+        assert metrics["definition"]["groupName"] == "metrics" and report["definition"]["groupName"] == "reports"
+        assert metrics["assetMaterializations"][0]["partition"] == "2024-01|BTCUSDT"
+        assert {"sharpe", "total_return_pct", "null_reasons"} <= {e["label"] for e in metrics["assetMaterializations"][0]["metadataEntries"]}
+        assert report["assetMaterializations"][0]["partition"] == "BTCUSDT"  # one roll-up per symbol
+        assert {"tearsheet", "deflated_sharpe", "months"} <= {e["label"] for e in report["assetMaterializations"][0]["metadataEntries"]}
         sensors = {s["name"]: s["sensorState"]["status"] for s in data["sensorsOrError"]["results"]}
         assert sensors == {"landing_sensor": "RUNNING"}
         # the UI's HTML is served too

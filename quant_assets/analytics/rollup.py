@@ -69,8 +69,10 @@ class ReportOutput:
     data_version: str
 
     @property
-    def tearsheet(self) -> Path:
-        return self.directory / "tearsheet.html"
+    def tearsheet(self) -> Path | None:
+        """The HTML tearsheet, or None when there was no daily return to report."""
+        path = self.directory / "tearsheet.html"
+        return path if path.exists() else None
 
 
 def available_months(lake: Lake, strategy: str, symbol: str) -> list[str]:
@@ -154,6 +156,9 @@ def run_report(
 
             with atomic_target(out / "tearsheet.html") as tmp:
                 write_tearsheet(day, tmp, f"{strategy} on {symbol}, {months[0]} to {months[-1]}", trading_days)
+        else:
+            # No daily return to report: an older tearsheet would describe other data.
+            (out / "tearsheet.html").unlink(missing_ok=True)
         lake.write_json({"strategy": strategy, "symbol": symbol, "inputs": inputs, "files": hashes,
                          "tearsheet": "tearsheet.html" if len(day) else None}, out / "manifest.json")
     version = hashlib.sha256("|".join(hashes[k] for k in sorted(hashes)).encode()).hexdigest()[:24]

@@ -92,7 +92,8 @@ def report_asset(spec: StrategySpec) -> dg.AssetsDefinition:
             "oos_sharpe_mean": _num(wf.get("oos_sharpe_mean")),
             "is_sharpe_mean": _num(wf.get("is_sharpe_mean")),
             "trades": dg.MetadataValue.int(int(m.get("trades") or 0)),
-            "tearsheet": dg.MetadataValue.path(str(out.tearsheet)),
+            "tearsheet": (dg.MetadataValue.path(str(out.tearsheet)) if out.tearsheet
+                          else dg.MetadataValue.text("none: no daily return to report")),
             "path": dg.MetadataValue.path(str(out.directory)),
             "null_reasons": dg.MetadataValue.json(r["null_reasons"]),
         }
