@@ -54,7 +54,8 @@ def _sync(lake, instance) -> int:
     console.print(f"{len(slices)} slices known, {len(todo)} to materialise")
     failed = 0
     with console.status("materialising...") as status:
-        for i, (month, symbol, result) in enumerate(sync.run_slices(instance, states), start=1):
+        replan = lambda: sync.plan(lake, instance, slices)  # noqa: E731
+        for i, (month, symbol, result) in enumerate(sync.run_slices(instance, states, replan=replan), start=1):
             mark = "[green]ok[/]" if result.success else "[red]FAILED[/]"
             what = f"{symbol} roll-ups (all months)" if month == sync.ALL_MONTHS else f"{month}|{symbol}"
             console.print(f"[{i}] {what} {mark} (run {result.run_id[:8]})")
@@ -69,7 +70,7 @@ def _sync(lake, instance) -> int:
     return 1 if failed else 0
 
 
-_COLOUR = {"materialized": "green", "missing": "red", "stale": "yellow", "sources changed": "yellow"}
+_COLOUR = {"materialized": "green", "missing": "red", "stale": "yellow", "sources changed": "yellow", "waiting": "blue"}
 
 
 def _cell(state) -> str:
@@ -84,7 +85,8 @@ def _print_status(lake, instance, slices) -> None:
     states = sync.plan(lake, instance, slices)
     by_key = {(s.month, s.symbol, s.asset.to_user_string()): s for s in states}
     strategies = sorted({a.split("_", 1)[1] for (_, _, a) in by_key if a.startswith("backtest_")})
-    table = Table(title=f"slices of lake {lake.root}  (per strategy: backtest / metrics)")
+    stages = ("backtest", "metrics", "critique", "oos_validation")
+    table = Table(title=f"slices of lake {lake.root}  (per strategy: backtest / metrics / critique / out-of-sample validation)")
     table.add_column("partition", no_wrap=True)
     table.add_column("ticks", no_wrap=True)
     for strategy in strategies:
@@ -92,7 +94,7 @@ def _print_status(lake, instance, slices) -> None:
     for month, symbol in sorted({(s.month, s.symbol) for s in states if not s.is_rollup}):
         row = [_cell(by_key[(month, symbol, "ticks")]) if (month, symbol, "ticks") in by_key else ""]
         for strategy in strategies:
-            parts = [by_key.get((month, symbol, f"{stage}_{strategy}")) for stage in ("backtest", "metrics")]
+            parts = [by_key.get((month, symbol, f"{stage}_{strategy}")) for stage in stages]
             row.append(" / ".join(_cell(p) for p in parts if p is not None))
         table.add_row(f"{month}|{symbol}", *row)
     console.print(table)

@@ -39,17 +39,28 @@ EXTERNAL_SOURCES: dict[dg.AssetKey, Callable[[Lake, str, str], str | None]] = {
 }
 
 
+def _waits(lake: Lake, key: dg.AssetKey, symbol: str, month: str) -> bool:
+    """An out-of-sample validation of ``month`` waits until month+1 has its metric set."""
+    from quant_assets.critique.oos import next_month
+
+    name = key.path[-1]
+    if not name.startswith("oos_validation_") or month == ALL_MONTHS:
+        return False
+    strategy = name.removeprefix("oos_validation_")
+    return not (lake.metrics_dir(strategy, symbol, next_month(month)) / "manifest.json").exists()
+
+
 @dataclass(frozen=True)
 class SliceState:
     asset: dg.AssetKey
     month: str  # YYYY-MM, or ALL_MONTHS for a roll-up
     symbol: str
-    state: str  # materialized | missing | stale | sources changed
+    state: str  # materialized | missing | stale | sources changed | waiting
     rows: int | None = None
 
     @property
     def needs_run(self) -> bool:
-        return self.state != "materialized"
+        return self.state not in ("materialized", "waiting")
 
     @property
     def is_rollup(self) -> bool:
@@ -111,7 +122,7 @@ def plan(
             mat = _last_materialization(instance, key, pk)
             rows = None
             if mat is None:
-                state = "missing"
+                state = "waiting" if _waits(lake, key, symbol, month) else "missing"
             else:
                 row_meta = mat.metadata.get("dagster/row_count")
                 rows = int(row_meta.value) if row_meta is not None else None
@@ -127,13 +138,15 @@ def plan(
 
 
 def run_slices(
-    instance: dg.DagsterInstance, states: list[SliceState], resources: dict | None = None, log_level: str = "WARNING"
+    instance: dg.DagsterInstance, states: list[SliceState], resources: dict | None = None, log_level: str = "WARNING",
+    replan: Callable[[], list[SliceState]] | None = None,
 ) -> Iterator[tuple[str, str, dg.ExecuteInProcessResult]]:
     """Materialise what needs it, in one process: one run per slice (all its stale assets and
-    what follows them within the slice, in dependency order), then one run per symbol for its
-    roll-ups (those that were not up to date, and all of them where a slice ran). Yields
-    (month, symbol, result) as runs finish; roll-up runs have ``month == ALL_MONTHS``. A failed
-    run does not stop the others."""
+    what follows them within the slice, in dependency order); then, with ``replan``, one more
+    pass over the slices that still need a run (an out-of-sample validation of month M can only
+    run once month M+1 exists); then one run per symbol for its roll-ups (those that were not
+    up to date, and all of them where a slice ran). Yields (month, symbol, result) as runs
+    finish; roll-up runs have ``month == ALL_MONTHS``. A failed run does not stop the others."""
     slice_keys = {s.asset for s in states if not s.is_rollup}
     rollup_keys = {s.asset for s in states if s.is_rollup}
     by_slice: dict[tuple[str, str], list[dg.AssetKey]] = {}
@@ -158,6 +171,23 @@ def run_slices(
         )
         rollups.setdefault(symbol, set()).update(rollup_keys)
         yield month, symbol, result
+    if replan is not None and by_slice:
+        again: dict[tuple[str, str], list[dg.AssetKey]] = {}
+        for s in replan():
+            if s.needs_run and not s.is_rollup:
+                again.setdefault((s.month, s.symbol), []).append(s.asset)
+        for (month, symbol), keys in sorted(again.items()):
+            result = dg.materialize(
+                ASSETS,
+                selection=dg.AssetSelection.assets(*keys).downstream() & dg.AssetSelection.assets(*slice_keys),
+                partition_key=str(partition_key(month, symbol)),
+                instance=instance,
+                resources=resources or defs.resources,
+                tags={"quant_assets/trigger": "sync"},
+                raise_on_error=False,
+                run_config=config,
+            )
+            yield month, symbol, result
     for symbol, keys in sorted(rollups.items()):
         if not keys:
             continue

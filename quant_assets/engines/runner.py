@@ -55,12 +55,14 @@ def run_engine(spec: StrategySpec, ticks_path: Path, instrument: inst_mod.Instru
 def run_backtest(
     lake: Lake, spec: StrategySpec, symbol: str, month: str,
     ticks_version: str | None = None, code_version: str | None = None, starting_cash: float = STARTING_CASH,
+    out_dir: Path | None = None,
 ) -> BacktestOutput:
     """Backtest ``spec`` on the ``ticks`` partition (month, symbol) and publish the result.
 
     Parameters are validated before the engine starts; an unusable partition raises
     :class:`BacktestInputError` naming it. The previous result stays in place until the new
-    one is complete.
+    one is complete. ``out_dir`` puts the result elsewhere than the strategy's backtest slice
+    (the out-of-sample re-tests of suggested parameters use it).
     """
     params = spec.resolved()
     ticks_path = lake.ticks_path(symbol, month)
@@ -71,8 +73,8 @@ def run_backtest(
     t0 = time.perf_counter()
     run = run_engine(spec, ticks_path, instrument, params, starting_cash)
     fills, equity = finalize(run)
-    out = lake.backtest_dir(spec.name, symbol, month)
-    with lake.lock(f"backtest-{spec.name}-{symbol}-{month}"):
+    out = out_dir or lake.backtest_dir(spec.name, symbol, month)
+    with lake.lock(f"backtest-{spec.name}-{symbol}-{month}" if out_dir is None else "run-" + hashlib.sha256(str(out).encode()).hexdigest()[:16]):
         lake.write_parquet(fills, out / "fills.parquet")
         lake.write_parquet(equity, out / "equity.parquet")
         hashes = {name: file_sha256(out / name) for name in ("fills.parquet", "equity.parquet")}

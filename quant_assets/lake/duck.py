@@ -27,6 +27,7 @@ VIEWS: dict[str, tuple[str, tuple[str, ...]]] = {
     "regimes": ("metrics/strategy=*/symbol=*/month=*/regimes.parquet", ("strategy", "symbol", "month")),
     "walk_forward": ("reports/strategy=*/symbol=*/walk_forward.parquet", ("strategy", "symbol")),
     "trials": ("trials/trials.parquet", ()),
+    "suggestions": ("oos/strategy=*/symbol=*/month=*/validation.parquet", ("strategy", "symbol", "month")),
 }
 
 

@@ -11,6 +11,9 @@ Layout (hive-style, readable by DuckDB, Polars and pyarrow without our code)::
     <root>/metrics/strategy=X/symbol=S/month=M/          metrics.parquet, trades.parquet, regimes.parquet, manifest.json
     <root>/reports/strategy=X/symbol=S/                  report.json, equity.parquet, walk_forward.parquet, tearsheet.html
     <root>/trials/trials.parquet                         every parameter set a strategy has been run with
+    <root>/critiques/strategy=X/symbol=S/month=M/        prompt.json, critique.json, manifest.json
+    <root>/critiques/_cache/<model>/<prompt sha>.json    answers by prompt and model (never pay twice)
+    <root>/oos/strategy=X/symbol=S/month=M/              validation.parquet, manifest.json, runs/ (candidate backtests)
     <root>/.scratch, <root>/.locks                       private working space
 
 Writes go to a hidden temporary file in the destination folder, are fsynced, then renamed
@@ -163,6 +166,17 @@ class Lake:
     def report_dir(self, strategy: str, symbol: str) -> Path:
         """The roll-up of one strategy on one symbol across its months."""
         return self.root / "reports" / f"strategy={strategy}" / f"symbol={normalise_symbol(symbol)}"
+
+    def critique_dir(self, strategy: str, symbol: str, month: str) -> Path:
+        return self.root / "critiques" / f"strategy={strategy}" / f"symbol={normalise_symbol(symbol)}" / f"month={month}"
+
+    def critique_cache_path(self, model: str, digest: str) -> Path:
+        safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in model)
+        return self.root / "critiques" / "_cache" / safe / f"{digest}.json"
+
+    def oos_dir(self, strategy: str, symbol: str, month: str) -> Path:
+        """Out-of-sample validation of the critique of ``month`` (its runs use the next month)."""
+        return self.root / "oos" / f"strategy={strategy}" / f"symbol={normalise_symbol(symbol)}" / f"month={month}"
 
     @property
     def trials_path(self) -> Path:

@@ -38,6 +38,7 @@ CONFIG_ENV = "QUANT_STRATEGIES"
 #: Sampling interval of the mark-to-market equity curve, shared by every strategy.
 EQUITY_INTERVAL = Param(
     "equity_interval_s", float, 60.0, "interval of the mark-to-market equity samples", "s", 0.1, 86_400.0,
+    tunable=False,
 )
 
 EMA_CROSS = StrategySpec(
@@ -50,8 +51,8 @@ EMA_CROSS = StrategySpec(
         "of a fixed quote-currency notional."
     ),
     params=(
-        Param("fast_period", int, 50, "fast EMA length, in quote updates", "ticks", 2, 100_000),
-        Param("slow_period", int, 200, "slow EMA length, in quote updates", "ticks", 3, 1_000_000),
+        Param("fast_period", int, 50, "fast EMA length, in quote updates", "ticks", 2, 100_000, fewer_trades=1),
+        Param("slow_period", int, 200, "slow EMA length, in quote updates", "ticks", 3, 1_000_000, fewer_trades=1),
         Param("notional", float, 10_000.0, "position size at entry", "quote currency", 1.0, 1e9),
         EQUITY_INTERVAL,
     ),
@@ -70,9 +71,9 @@ MEAN_REVERSION = StrategySpec(
     ),
     params=(
         Param("window", int, 500, "rolling window of the mean and standard deviation, in quote updates", "ticks", 10, 1_000_000),
-        Param("entry_z", float, 2.5, "z-score that triggers an entry", "standard deviations", 0.5, 10.0),
+        Param("entry_z", float, 2.5, "z-score that triggers an entry", "standard deviations", 0.5, 10.0, fewer_trades=1),
         Param("stop_bps", float, 25.0, "stop loss distance from the entry price", "bps", 1.0, 2_000.0),
-        Param("take_bps", float, 15.0, "take profit distance from the entry price", "bps", 1.0, 2_000.0),
+        Param("take_bps", float, 15.0, "take profit distance from the entry price", "bps", 1.0, 2_000.0, fewer_trades=1),
         Param("entry_timeout_s", float, 30.0, "time an unfilled entry order rests before it is cancelled", "s", 0.1, 86_400.0),
         Param("notional", float, 10_000.0, "position size at entry", "quote currency", 1.0, 1e9),
         EQUITY_INTERVAL,
@@ -91,11 +92,11 @@ MARKET_MAKER = StrategySpec(
         "order latency, maker/taker fees from the instrument."
     ),
     params=(
-        Param("half_spread_ticks", float, 2.0, "distance of each quote from the mid", "ticks", 0.0, 10_000.0),
+        Param("half_spread_ticks", float, 2.0, "distance of each quote from the mid", "ticks", 0.0, 10_000.0, fewer_trades=1),
         Param("skew_ticks", float, 1.0, "quote shift per order_notional of inventory, against the inventory", "ticks", 0.0, 1_000.0),
         Param("order_notional", float, 1_000.0, "size of each quote", "quote currency", 1.0, 1e9),
         Param("max_position_orders", int, 5, "inventory limit, in multiples of the order size", "orders", 1, 10_000),
-        Param("interval_ms", float, 100.0, "decision interval: quotes are revised at most this often", "ms", 1.0, 60_000.0),
+        Param("interval_ms", float, 100.0, "decision interval: quotes are revised at most this often", "ms", 1.0, 60_000.0, fewer_trades=1),
         Param("order_latency_ms", float, 5.0, "one-way order entry latency; responses take the same", "ms", 0.0, 10_000.0),
         Param("queue_power", float, 3.0, "exponent n of power_prob_queue_model (higher: fills come later in the queue)", "", 0.1, 20.0),
         EQUITY_INTERVAL,

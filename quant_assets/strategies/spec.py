@@ -31,6 +31,12 @@ class Param:
     unit: str = ""
     lo: float | None = None
     hi: float | None = None
+    #: +1 if raising the value makes the strategy trade less often, -1 if lowering it does, 0
+    #: if neither (the offline critic's hint when fees eat the edge).
+    fewer_trades: int = 0
+    #: False for settings that do not change what the strategy does (e.g. sampling): a critic
+    #: may not suggest changing them.
+    tunable: bool = True
 
     def coerce(self, strategy: str, value: object) -> int | float | bool:
         """``value`` as this parameter's type, or :class:`ParamError` naming the strategy,

@@ -1,0 +1,151 @@
+"""``critique_<strategy>`` and ``oos_validation_<strategy>`` (month × symbol).
+
+The critique reads the slice's metric set (:func:`quant_assets.critique.run.run_critique`) with
+the critic chosen by the ``critic`` resource. The validation re-tests the critique's accepted
+suggestions on the next month (:func:`quant_assets.critique.oos.run_oos`); it depends on that
+month's ``ticks`` and ``metrics_<strategy>`` through a partition mapping one month ahead, and
+while they do not exist the step materialises nothing (it waits; it does not fail).
+"""
+
+import warnings
+
+import dagster as dg
+
+from quant_assets.analytics.slice_metrics import BacktestSliceError
+from quant_assets.critique.critics import CritiqueFailed
+from quant_assets.critique.oos import OOS_VERSION, WaitingForNextMonth, run_oos
+from quant_assets.critique.run import CRITIQUE_VERSION, run_critique
+from quant_assets.lake import instruments as inst_mod
+from quant_assets.partitions import month_symbol_partitions, split_key
+from quant_assets.strategies.spec import StrategySpec
+from resources import CriticResource, LakeResource
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    #: (month M, symbol S) -> (M+1, S); the running month has no next month yet.
+    NEXT_MONTH = dg.MultiPartitionMapping({
+        "month": dg.DimensionPartitionMapping(
+            "month", dg.TimeWindowPartitionMapping(start_offset=1, end_offset=1, allow_nonexistent_upstream_partitions=True)),
+        "symbol": dg.DimensionPartitionMapping("symbol", dg.IdentityPartitionMapping()),
+    })
+
+
+def _summary_md(record: dict) -> str:
+    c = record["critique"]
+    lines = [f"**{c['verdict']}** ({'rule-based' if record['rule_based'] else record['model']})", "", c["diagnosis"], "",
+             "Risks:", *[f"- {r}" for r in c["risks"]]]
+    if record["accepted_suggestions"]:
+        lines += ["", "Suggestions to test out of sample:",
+                  *[f"- `{s['name']}` = {s['value']}: {s['hypothesis']}" for s in record["accepted_suggestions"]]]
+    if record["rejected_suggestions"]:
+        lines += ["", "Rejected suggestions:", *[f"- `{s['name']}` = {s['value']}: {s['reason']}" for s in record["rejected_suggestions"]]]
+    return "\n".join(lines)
+
+
+def _results_md(t) -> str:
+    if not len(t):
+        return "no accepted suggestion to test"
+    cols = ("name", "value", "is_candidate_sharpe", "oos_baseline_sharpe", "oos_candidate_sharpe", "p_better", "improved")
+    fmt = lambda v: "-" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
+    rows = [" | ".join(fmt(r[c]) for c in cols) for r in t.iter_rows(named=True)]
+    return "\n".join([" | ".join(cols), " | ".join("---" for _ in cols), *rows])
+
+
+def critique_asset(spec: StrategySpec) -> dg.AssetsDefinition:
+    name = f"critique_{spec.name}"
+
+    @dg.asset(
+        name=name,
+        partitions_def=month_symbol_partitions,
+        deps=[dg.AssetKey(f"metrics_{spec.name}")],
+        code_version=f"critique-v{CRITIQUE_VERSION}",
+        group_name="critiques",
+        kinds={"anthropic", "json"},
+        description=(
+            f"A risk manager's critique of each `metrics_{spec.name}` slice: diagnosis, regime dependence, risks, a "
+            "verdict and parameter suggestions (only existing parameters within their ranges; others are rejected "
+            "and recorded). Anthropic when ANTHROPIC_API_KEY is set, else the offline rule critic. Output: "
+            f"`critiques/strategy={spec.name}/symbol=S/month=M/` (prompt.json, critique.json)."
+        ),
+        metadata={"strategy": spec.name},
+    )
+    def _critique(context: dg.AssetExecutionContext, lake: LakeResource, critic: CriticResource) -> dg.MaterializeResult:
+        month, symbol = split_key(context.partition_key)
+        try:
+            out = run_critique(lake.lake(), spec, symbol, month, critic.critic(), reveal_symbol=critic.reveal_symbol)
+        except (CritiqueFailed, BacktestSliceError) as exc:
+            raise dg.Failure(description=f"{name} {context.partition_key}: {exc}", allow_retries=False) from None
+        r = out.record
+        usage = r["usage"] or {}
+        return dg.MaterializeResult(
+            metadata={
+                "verdict": r["critique"]["verdict"],
+                "critic": "rules (offline)" if r["rule_based"] else f"anthropic {r['model']}",
+                "suggestions_accepted": dg.MetadataValue.int(len(r["accepted_suggestions"])),
+                "suggestions_rejected": dg.MetadataValue.int(len(r["rejected_suggestions"])),
+                "input_tokens": dg.MetadataValue.int(int(usage.get("input_tokens", 0))),
+                "output_tokens": dg.MetadataValue.int(int(usage.get("output_tokens", 0))),
+                "cache_write_tokens": dg.MetadataValue.int(int(usage.get("cache_creation_input_tokens", 0))),
+                "cache_read_tokens": dg.MetadataValue.int(int(usage.get("cache_read_input_tokens", 0))),
+                # A cached answer cost nothing now; the first call's cost is in critique.json.
+                "cost_usd": dg.MetadataValue.float(0.0 if r["cached"] else float(r["cost_usd"] or 0.0)),
+                "from_cache": dg.MetadataValue.bool(bool(r["cached"])),
+                "attempts": dg.MetadataValue.int(int(r["attempts"])),
+                "prompt_sha256": r["prompt_sha256"],
+                "critique": dg.MetadataValue.md(_summary_md(r)),
+                "path": dg.MetadataValue.path(str(out.directory)),
+            },
+            data_version=dg.DataVersion(out.data_version),
+        )
+
+    return _critique
+
+
+def oos_asset(spec: StrategySpec) -> dg.AssetsDefinition:
+    name = f"oos_validation_{spec.name}"
+
+    @dg.asset(
+        name=name,
+        partitions_def=month_symbol_partitions,
+        deps=[
+            dg.AssetKey(f"critique_{spec.name}"),
+            dg.AssetDep(f"metrics_{spec.name}", partition_mapping=NEXT_MONTH),
+            dg.AssetDep("ticks", partition_mapping=NEXT_MONTH),
+        ],
+        code_version=f"oos-v{OOS_VERSION}",
+        group_name="critiques",
+        kinds={"nautilus", "hftbacktest", "parquet"},
+        output_required=False,
+        description=(
+            f"Out-of-sample test of the suggestions in `critique_{spec.name}` for month M: each is backtested on "
+            "M+1 (and on M for reference) and compared with the baseline on M+1, with a deflated-Sharpe-style bar "
+            "for the number of suggestions tried. Waits (materialises nothing) until M+1 exists. Output: "
+            f"`oos/strategy={spec.name}/symbol=S/month=M/validation.parquet`; DuckDB view `suggestions`."
+        ),
+        metadata={"strategy": spec.name},
+    )
+    def _oos(context: dg.AssetExecutionContext, lake: LakeResource):
+        month, symbol = split_key(context.partition_key)
+        the_lake = lake.lake()
+        instrument = inst_mod.resolve(the_lake, symbol)
+        trading_days = instrument.trading_days if instrument else inst_mod.DEFAULT_TRADING_DAYS
+        try:
+            out = run_oos(the_lake, spec, symbol, month, trading_days)
+        except WaitingForNextMonth as exc:
+            context.log.info(str(exc))
+            return
+        except (FileNotFoundError, BacktestSliceError) as exc:
+            raise dg.Failure(description=f"{name} {context.partition_key}: {exc}", allow_retries=False) from None
+        t = out.table
+        yield dg.MaterializeResult(
+            metadata={
+                "oos_month": out.manifest["oos_month"],
+                "suggestions_tested": dg.MetadataValue.int(len(t)),
+                "improved_out_of_sample": dg.MetadataValue.int(int(t["improved"].sum()) if len(t) else 0),
+                "results": dg.MetadataValue.md(_results_md(t)),
+                "path": dg.MetadataValue.path(str(out.directory)),
+            },
+            data_version=dg.DataVersion(out.data_version),
+        )
+
+    return _oos

@@ -1,0 +1,150 @@
+"""The two critics behind one interface: :class:`RuleCritic` (offline, deterministic) and
+:class:`AnthropicCritic` (the official SDK). Both read the same :class:`~quant_assets.critique.prompt.Prompt`
+and answer a validated :class:`~quant_assets.critique.schema.Critique`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from quant_assets.critique.prompt import Prompt
+from quant_assets.critique.schema import Critique, Suggestion
+from quant_assets.strategies.spec import StrategySpec
+
+#: Fewer closed trades than this and nothing about the month is significant.
+MIN_TRADES = 30
+#: Share of the losses in one volatility regime that counts as concentrated.
+CONCENTRATED = 0.6
+
+
+class CritiqueFailed(RuntimeError):
+    """The critic could not produce a valid critique; the message says why (never the API key)."""
+
+
+@dataclass
+class CriticAnswer:
+    critique: Critique
+    critic: str  # "rules" | "anthropic"
+    model: str
+    usage: dict[str, int] = field(default_factory=dict)  # input/output/cache tokens
+    cost_usd: float | None = None
+    attempts: int = 1
+    notes: list[str] = field(default_factory=list)
+
+
+class Critic(Protocol):
+    kind: str
+    model: str
+
+    def critique(self, prompt: Prompt, spec: StrategySpec) -> CriticAnswer: ...
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+class RuleCritic:
+    """Deterministic findings from the report, in the critique schema, labelled rule-based.
+
+    Rules (on the prompt's data): too few trades or periods → insufficient-data; fees larger
+    than the gross PnL → trade less (each parameter whose ``fewer_trades`` hint says so moves by
+    ``step`` × in that direction, clamped to its range); profit from one or two trades →
+    overfit-suspect; losses concentrated in one volatility regime or UTC hour → named as the
+    regime dependence; a negative or insignificant Sharpe (PSR < 0.9) → fragile; otherwise robust.
+    """
+
+    kind = "rules"
+    model = "rules-v1"
+
+    def __init__(self, step: float = 2.0) -> None:
+        self.step = step
+
+    def critique(self, prompt: Prompt, spec: StrategySpec) -> CriticAnswer:
+        d = prompt.data
+        m, conc = d["metrics"], d["concentration"]
+        trades = int(m.get("trades") or 0)
+        periods = int(m.get("periods") or 0)
+        findings: list[str] = []
+        risks: list[str] = []
+        suggestions: list[Suggestion] = []
+        verdict = "robust"
+
+        if trades < MIN_TRADES or periods < 100:
+            verdict = "insufficient-data"
+            risks.append(f"only {trades} closed trades and {periods} return periods: nothing here is statistically significant")
+        fees_ratio = conc.get("fees_over_abs_gross_pnl")
+        gross = m.get("gross_pnl") or 0.0
+        if fees_ratio is not None and (fees_ratio >= 1.0 or (gross <= 0 and (m.get("fees") or 0) > 0)):
+            findings.append(f"fees ({m.get('fees')}) are {fees_ratio:.2f}x the gross PnL ({gross}): the edge per trade does not pay for trading")
+            risks.append("costs: the strategy trades more often than its edge can pay for")
+            suggestions += self._trade_less(spec, "fees exceed the gross PnL; trading less often should cut fees faster than it cuts the edge")
+            if verdict == "robust":
+                verdict = "fragile"
+        top2 = conc.get("top2_trades_share_of_net_trade_pnl")
+        if top2 is not None and top2 >= 1.0 and trades >= 2:
+            findings.append(f"the two best trades make {top2:.0%} of the net trade PnL: the rest lose money together")
+            risks.append("profit comes from one or two trades; one missed fill erases the month")
+            if verdict in ("robust", "fragile"):
+                verdict = "overfit-suspect"
+        regime_text = self._regimes(d)
+        if regime_text["concentrated"]:
+            risks.append(regime_text["risk"])
+            if verdict == "robust":
+                verdict = "fragile"
+        psr, sharpe = m.get("psr"), m.get("sharpe")
+        if verdict == "robust" and (sharpe is None or sharpe <= 0 or psr is None or psr < 0.9):
+            verdict = "fragile"
+            risks.append(f"Sharpe {sharpe} with probabilistic Sharpe {psr}: not reliably above zero")
+        diagnosis = (
+            f"Rule-based (offline) critique. Net return {_pct(m.get('total_return'))}, Sharpe {sharpe}, max drawdown "
+            f"{_pct(m.get('max_drawdown'))}, {trades} trades with win rate {_pct(m.get('trade_win_rate'))}. "
+            + (" ".join(findings) if findings else "No rule fired beyond the headline figures.")
+        )
+        if not risks:
+            risks.append("no rule-based risk found; this is not evidence of robustness beyond the rules checked")
+        critique = Critique(
+            diagnosis=diagnosis[:2_000], regime_dependence=regime_text["text"][:1_000], risks=risks[:8],
+            verdict=verdict, suggestions=suggestions[:5],
+        )
+        return CriticAnswer(critique, self.kind, self.model, notes=["rule-based critic: deterministic, no model call"])
+
+    def _trade_less(self, spec: StrategySpec, why: str) -> list[Suggestion]:
+        values = spec.resolved()
+        out = []
+        for p in spec.params:
+            if not p.tunable or p.fewer_trades == 0 or p.type is bool:
+                continue
+            v = values[p.name]
+            new = v * self.step if p.fewer_trades > 0 else v / self.step
+            if p.lo is not None:
+                new = max(new, p.lo)
+            if p.hi is not None:
+                new = min(new, p.hi)
+            new = int(round(new)) if p.type is int else round(float(new), 10)
+            if new == v:
+                continue
+            try:
+                spec.resolved({p.name: new})
+            except ValueError:
+                continue
+            out.append(Suggestion(name=p.name, value=new, hypothesis=f"{p.name} {v} -> {new}: {why}"))
+        return out
+
+    @staticmethod
+    def _regimes(d: dict[str, Any]) -> dict[str, Any]:
+        rows = [r for r in d.get("by_volatility_regime", []) if r.get("regime") != "unknown"]
+        losses = {r["regime"]: -(r.get("pnl") or 0.0) for r in rows if (r.get("pnl") or 0.0) < 0}
+        total_loss = sum(losses.values())
+        parts = [f"{r['regime']}: PnL {r.get('pnl')} over {_pct(r.get('time_share'))} of the time, {r.get('trades')} trades"
+                 for r in rows]
+        hours = sorted(d.get("by_hour_utc", []), key=lambda r: r.get("pnl") or 0.0)
+        worst_hour = hours[0] if hours else None
+        text = "By volatility regime: " + ("; ".join(parts) if parts else "no regime data") + "."
+        if worst_hour is not None and (worst_hour.get("pnl") or 0) < 0:
+            text += f" Worst UTC hour of entry: {worst_hour.get('entry_hour_utc')}h (PnL {worst_hour.get('pnl')}, {worst_hour.get('trades')} trades)."
+        if total_loss > 0:
+            regime, loss = max(losses.items(), key=lambda kv: kv[1])
+            if loss / total_loss >= CONCENTRATED and len(rows) > 1:
+                return {"text": text, "concentrated": True,
+                        "risk": f"{loss / total_loss:.0%} of the losing regimes' losses come from the {regime}-volatility regime"}
+        return {"text": text, "concentrated": False, "risk": ""}

@@ -1,0 +1,200 @@
+"""Out-of-sample validation of a critique's suggestions: nothing is an improvement until the
+next month, which the critic never saw, says so.
+
+For the critique of month M (symbol S), each accepted suggestion (one parameter changed from
+the baseline) is backtested on M+1, and on M for reference (the in-sample effect the critic
+could have seen), with the same engine and metric set as the pipeline. The baseline on M+1 is
+the published ``metrics_<strategy>`` slice of M+1 when it was run with the critique's parameters
+(else the baseline is re-run here). Candidate runs live under
+``<lake>/oos/strategy=X/symbol=S/month=M/runs/`` and never touch the strategy's own slices.
+
+Whether a suggestion improved: a deflated-Sharpe-style test on M+1's grid returns. The bar is
+the baseline's Sharpe plus the best Sharpe that ``n`` tries of pure noise would be expected to
+reach (``n`` = suggestions tested for this critique; vectorbt's ``approx_exp_max_sharpe`` with
+the Sharpe estimator's variance); ``p_better`` is the probability the candidate's true Sharpe
+clears it (Bailey & López de Prado's statistic with the candidate's skew and kurtosis), and
+``improved`` means ``p_better >= level`` and a higher Sharpe. Every tested parameter set also
+enters the trials ledger, so the roll-ups' deflated Sharpe counts them.
+
+Output: ``validation.parquet`` (one row per suggestion) and ``manifest.json`` in
+``<lake>/oos/strategy=X/symbol=S/month=M/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from quant_assets.analytics import trials
+from quant_assets.analytics.returns import ReturnSeries, sample_returns
+from quant_assets.analytics.slice_metrics import compute, read_backtest
+from quant_assets.lake.store import Lake, file_sha256
+from quant_assets.strategies.spec import StrategySpec
+
+#: Bump when the validation procedure changes: every OOS slice becomes stale.
+OOS_VERSION = "1"
+
+SCHEMA: dict[str, pl.DataType] = {
+    "strategy": pl.String(), "symbol": pl.String(), "critique_month": pl.String(), "oos_month": pl.String(),
+    "critic": pl.String(), "name": pl.String(), "value": pl.String(), "baseline_value": pl.String(), "hypothesis": pl.String(),
+    "is_baseline_sharpe": pl.Float64(), "is_candidate_sharpe": pl.Float64(),
+    "oos_baseline_sharpe": pl.Float64(), "oos_candidate_sharpe": pl.Float64(), "oos_delta_sharpe": pl.Float64(),
+    "oos_baseline_return": pl.Float64(), "oos_candidate_return": pl.Float64(), "oos_delta_return": pl.Float64(),
+    "oos_candidate_trades": pl.Int64(), "oos_candidate_max_drawdown": pl.Float64(),
+    "n_tested": pl.Int64(), "p_better": pl.Float64(), "improved": pl.Boolean(), "reason": pl.String(),
+}
+
+
+def next_month(month: str) -> str:
+    d = date.fromisoformat(f"{month}-01")
+    return f"{d.year + d.month // 12}-{d.month % 12 + 1:02d}"
+
+
+def p_better(candidate: ReturnSeries, baseline_sharpe_p: float, n_tested: int) -> float | None:
+    """Probability that the candidate's per-period Sharpe exceeds the baseline's plus the best of
+    ``n_tested`` noise tries (see the module docstring); None when undefined."""
+    from scipy.stats import kurtosis, skew
+    from vectorbt.returns.metrics import approx_exp_max_sharpe
+
+    r = candidate.returns.to_numpy()
+    if len(r) < 3 or r.std(ddof=1) == 0 or not math.isfinite(baseline_sharpe_p):
+        return None
+    sr = r.mean() / r.std(ddof=1)
+    g3, g4 = float(skew(r)), float(kurtosis(r, fisher=False))
+    denom = 1 - g3 * sr + (g4 - 1) / 4 * sr**2
+    if denom <= 0:
+        return None
+    var_sr = denom / (len(r) - 1)
+    bar = baseline_sharpe_p if n_tested <= 1 else float(approx_exp_max_sharpe(baseline_sharpe_p, var_sr, n_tested))
+    from scipy.stats import norm
+
+    return float(norm.cdf((sr - bar) * math.sqrt(len(r) - 1) / math.sqrt(denom)))
+
+
+def _sharpe_p(rs: ReturnSeries) -> float:
+    r = rs.returns.to_numpy()
+    return float(r.mean() / r.std(ddof=1)) if len(r) > 2 and r.std(ddof=1) > 0 else float("nan")
+
+
+def _fmt(v: Any) -> str:
+    return json.dumps(v)
+
+
+@dataclass(frozen=True)
+class OosOutput:
+    directory: Path
+    table: pl.DataFrame
+    manifest: dict[str, Any]
+    data_version: str
+
+
+class WaitingForNextMonth(Exception):
+    """M+1 has no ticks or no baseline metric set yet: the validation waits (it is not a failure)."""
+
+
+def _run_and_measure(lake: Lake, spec: StrategySpec, symbol: str, month: str, out: Path, trading_days: int):
+    from quant_assets.engines.runner import run_backtest
+
+    run_backtest(lake, spec, symbol, month, out_dir=out)
+    trials.record(lake, spec.impl, spec.name, spec.resolved())
+    bt = read_backtest_dir(out)
+    sm = compute(bt, trading_days, None, spec.name, symbol, month)
+    return sm
+
+
+def read_backtest_dir(directory: Path):
+    """A backtest result stored anywhere (checked against its manifest like a slice)."""
+    from quant_assets.analytics.slice_metrics import BacktestSlice, BacktestSliceError
+
+    manifest = json.loads((directory / "manifest.json").read_text())
+    for name, digest in manifest.get("files", {}).items():
+        if file_sha256(directory / name) != digest:
+            raise BacktestSliceError(f"{directory / name}: does not match manifest.json")
+    return BacktestSlice(pl.read_parquet(directory / "fills.parquet"), pl.read_parquet(directory / "equity.parquet"),
+                         manifest, directory)
+
+
+def run_oos(lake: Lake, spec: StrategySpec, symbol: str, month: str, trading_days: int, level: float = 0.95) -> OosOutput:
+    """Validate the critique of (month, symbol) on the next month (see the module docstring).
+    Raises :class:`WaitingForNextMonth` when M+1 is not there yet."""
+    crit_path = lake.critique_dir(spec.name, symbol, month) / "critique.json"
+    if not crit_path.exists():
+        raise FileNotFoundError(f"{crit_path}: no critique (materialise critique_{spec.name} for {month}|{symbol} first)")
+    critique = json.loads(crit_path.read_text())
+    oos_month = next_month(month)
+    if not lake.ticks_path(symbol, oos_month).exists() or not (lake.metrics_dir(spec.name, symbol, oos_month) / "manifest.json").exists():
+        raise WaitingForNextMonth(f"{spec.name} {symbol}: {oos_month} has no ticks or no metric set yet; the validation of {month} waits for it")
+    baseline_params = critique["params"]
+    base_spec = spec.with_values(baseline_params)
+    out = lake.oos_dir(spec.name, symbol, month)
+    suggestions = critique["accepted_suggestions"]
+    n = len(suggestions)
+    rows = []
+
+    is_base = read_backtest(lake, spec.name, symbol, month)
+    is_base_rs = sample_returns(is_base.equity, is_base.interval_s, trading_days)
+    oos_bt = read_backtest(lake, spec.name, symbol, oos_month)
+    if oos_bt.manifest.get("params") != baseline_params:
+        # The published M+1 slice ran other parameters than the critique saw: re-run the baseline.
+        _run_and_measure(lake, base_spec, symbol, oos_month, out / "runs" / "baseline" / oos_month, trading_days)
+        oos_bt = read_backtest_dir(out / "runs" / "baseline" / oos_month)
+    oos_base_rs = sample_returns(oos_bt.equity, oos_bt.interval_s, trading_days)
+    oos_base = period_row(oos_base_rs)
+    for k, s in enumerate(suggestions):
+        cand = base_spec.with_values({s["name"]: s["value"]})
+        tag = f"{k}-{s['name']}"
+        is_sm = _run_and_measure(lake, cand, symbol, month, out / "runs" / tag / month, trading_days)
+        oos_sm = _run_and_measure(lake, cand, symbol, oos_month, out / "runs" / tag / oos_month, trading_days)
+        p = p_better(oos_sm.returns, _sharpe_p(oos_base_rs), n)
+        c_sharpe, b_sharpe = oos_sm.row["sharpe"], oos_base["sharpe"]
+        delta = None if c_sharpe is None or b_sharpe is None else c_sharpe - b_sharpe
+        improved = bool(p is not None and p >= level and delta is not None and delta > 0)
+        rows.append({
+            "strategy": spec.name, "symbol": symbol, "critique_month": month, "oos_month": oos_month,
+            "critic": critique["critic"], "name": s["name"], "value": _fmt(s["value"]),
+            "baseline_value": _fmt(baseline_params.get(s["name"])), "hypothesis": s["hypothesis"],
+            "is_baseline_sharpe": period_row(is_base_rs)["sharpe"], "is_candidate_sharpe": is_sm.row["sharpe"],
+            "oos_baseline_sharpe": b_sharpe, "oos_candidate_sharpe": c_sharpe, "oos_delta_sharpe": delta,
+            "oos_baseline_return": oos_base["total_return"], "oos_candidate_return": oos_sm.row["total_return"],
+            "oos_delta_return": (None if oos_sm.row["total_return"] is None or oos_base["total_return"] is None
+                                 else oos_sm.row["total_return"] - oos_base["total_return"]),
+            "oos_candidate_trades": oos_sm.row["trades"], "oos_candidate_max_drawdown": oos_sm.row["max_drawdown"],
+            "n_tested": n, "p_better": p, "improved": improved,
+            "reason": ("clears the baseline plus the noise bar for "
+                       f"{n} tries (p={p:.3f} >= {level})" if improved else
+                       "undefined: too few returns or no variance" if p is None else
+                       f"does not clear the bar (p={p:.3f} < {level}" + (", Sharpe not higher)" if not (delta or 0) > 0 else ")")),
+        })
+    table = pl.DataFrame(rows, schema=SCHEMA)
+    with lake.lock(f"oos-{spec.name}-{symbol}-{month}"):
+        lake.write_parquet(table, out / "validation.parquet")
+        digest = file_sha256(out / "validation.parquet")
+        manifest = {"strategy": spec.name, "symbol": symbol, "critique_month": month, "oos_month": oos_month,
+                    "oos_version": OOS_VERSION, "level": level, "suggestions": n,
+                    "critique_sha256": file_sha256(crit_path), "baseline_backtest": str(oos_bt.directory),
+                    "oos_ticks": lake.relative(lake.ticks_path(symbol, oos_month)),
+                    "files": {"validation.parquet": digest}}
+        lake.write_json(manifest, out / "manifest.json")
+    version = hashlib.sha256(digest.encode()).hexdigest()[:24]
+    return OosOutput(out, table, manifest, version)
+
+
+def period_row(rs: ReturnSeries) -> dict[str, Any]:
+    from quant_assets.analytics.periods import period_metrics
+
+    return period_metrics(rs).values
+
+
+def summary(lake: Lake) -> pl.DataFrame:
+    """Every tested suggestion across the lake: the in-sample claim next to the out-of-sample result."""
+    files = sorted(lake.root.glob("oos/strategy=*/symbol=*/month=*/validation.parquet"))
+    if not files:
+        return pl.DataFrame(schema=SCHEMA)
+    return pl.concat([pl.read_parquet(f) for f in files]).sort("strategy", "symbol", "critique_month")

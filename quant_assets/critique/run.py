@@ -1,0 +1,100 @@
+"""One critique slice end to end: read the metric set, build the prompt, ask (or reuse), check,
+write.
+
+Output at ``<lake>/critiques/strategy=X/symbol=S/month=M/``: ``prompt.json`` (exactly what the
+critic read), ``critique.json`` (the validated answer, the accepted and the rejected
+suggestions with their reasons, the critic and model, token usage and cost, whether it came
+from the cache) and ``manifest.json`` last (inputs and file hashes).
+
+The cache (``<lake>/critiques/_cache/<model>/<prompt sha>.json``) keys answers by the prompt's
+digest and the model: re-materialising an unchanged slice never pays for a second call. Only
+valid answers are cached; a failure is never cached, so a retry asks again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from quant_assets.analytics.slice_metrics import BacktestSliceError
+from quant_assets.critique.critics import Critic, CriticAnswer
+from quant_assets.critique.prompt import Prompt, build_prompt
+from quant_assets.critique.schema import Critique, check_suggestions
+from quant_assets.lake.store import Lake, file_sha256
+from quant_assets.strategies.spec import StrategySpec
+
+#: Bump when prompts, rules or the stored format change: every critique becomes stale.
+CRITIQUE_VERSION = "1"
+
+
+def read_metric_set(lake: Lake, strategy: str, symbol: str, month: str) -> tuple[dict[str, Any], pl.DataFrame, pl.DataFrame, dict]:
+    """(metrics row, trades, regimes, manifest) of a published metric set."""
+    d = lake.metrics_dir(strategy, symbol, month)
+    if not (d / "manifest.json").exists():
+        raise BacktestSliceError(f"{d}: no metric set (materialise metrics_{strategy} for {month}|{symbol} first)")
+    manifest = json.loads((d / "manifest.json").read_text())
+    row = pl.read_parquet(d / "metrics.parquet").row(0, named=True)
+    return row, pl.read_parquet(d / "trades.parquet"), pl.read_parquet(d / "regimes.parquet"), manifest
+
+
+def _cached(lake: Lake, critic: Critic, prompt: Prompt) -> CriticAnswer | None:
+    path = lake.critique_cache_path(critic.model, prompt.digest)
+    if not path.exists():
+        return None
+    raw = json.loads(path.read_text())
+    return CriticAnswer(Critique.model_validate(raw["critique"]), raw["critic"], raw["model"], raw["usage"],
+                        raw["cost_usd"], raw["attempts"], raw.get("notes", []))
+
+
+def _store(lake: Lake, prompt: Prompt, answer: CriticAnswer) -> None:
+    lake.write_json({"critique": answer.critique.model_dump(), "critic": answer.critic, "model": answer.model,
+                     "usage": answer.usage, "cost_usd": answer.cost_usd, "attempts": answer.attempts,
+                     "notes": answer.notes}, lake.critique_cache_path(answer.model, prompt.digest))
+
+
+@dataclass(frozen=True)
+class CritiqueOutput:
+    directory: Path
+    record: dict[str, Any]
+    data_version: str
+
+
+def run_critique(lake: Lake, spec: StrategySpec, symbol: str, month: str, critic: Critic,
+                 reveal_symbol: bool = False) -> CritiqueOutput:
+    """Critique the metric set of (month, symbol) for ``spec`` and publish it. Raises
+    :class:`~quant_assets.critique.critics.CritiqueFailed` when the critic cannot answer."""
+    row, trades, regimes, metrics_manifest = read_metric_set(lake, spec.name, symbol, month)
+    prompt = build_prompt(spec, row, trades, regimes, symbol, month, reveal_symbol)
+    answer = _cached(lake, critic, prompt)
+    cached = answer is not None
+    if answer is None:
+        answer = critic.critique(prompt, spec)
+        _store(lake, prompt, answer)
+    accepted, rejected = check_suggestions(answer.critique, spec)
+    record = {
+        "strategy": spec.name, "symbol": symbol, "month": month,
+        "critic": answer.critic, "model": answer.model, "rule_based": answer.critic == "rules",
+        "critique": answer.critique.model_dump(),
+        "accepted_suggestions": [s.model_dump() for s in accepted],
+        "rejected_suggestions": [r.model_dump() for r in rejected],
+        "params": spec.resolved(),
+        "usage": answer.usage, "cost_usd": answer.cost_usd, "attempts": answer.attempts,
+        "cached": cached, "notes": answer.notes,
+        "prompt_sha256": prompt.digest,
+    }
+    out = lake.critique_dir(spec.name, symbol, month)
+    with lake.lock(f"critique-{spec.name}-{symbol}-{month}"):
+        lake.write_json(prompt.as_json(), out / "prompt.json")
+        lake.write_json(record, out / "critique.json")
+        hashes = {n: file_sha256(out / n) for n in ("prompt.json", "critique.json")}
+        lake.write_json({"strategy": spec.name, "symbol": symbol, "month": month, "critique_version": CRITIQUE_VERSION,
+                         "metrics_files": metrics_manifest.get("files", {}), "files": hashes}, out / "manifest.json")
+    # The data version ignores whether the answer came from the cache (same answer, same data).
+    stable = {k: v for k, v in record.items() if k not in ("cached",)}
+    version = hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    return CritiqueOutput(out, record, version)

@@ -1,0 +1,134 @@
+"""``critique_<strategy>`` and ``oos_validation_<strategy>`` through Dagster: the offline default,
+the real Anthropic client on a mocked transport (cache, failures of one slice), out-of-sample
+validation on M+1 only, and a scan of the instance and the lake for the API key."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import dagster as dg
+import httpx2
+import polars as pl
+import pytest
+
+from quant_assets.definitions import ASSETS
+from quant_assets.ingest.synthetic import SyntheticSpec, write_landing
+from quant_assets.lake import duck
+from quant_assets_tests.test_critique import GOOD, KEY, Script, _reply
+from resources import CriticResource, LakeResource
+
+MONTHS = ("2024-01", "2024-02")
+UPSTREAM = ["ticks", "backtest_ema_cross", "metrics_ema_cross"]
+
+
+def _run(instance, selection, pk, critic=None):
+    resources = {"lake": LakeResource(), "critic": critic or CriticResource()}
+    return dg.materialize(ASSETS, selection=selection, partition_key=pk, instance=instance, resources=resources,
+                          raise_on_error=False)
+
+
+@pytest.fixture
+def two_months(lake, instance):
+    for month in MONTHS:
+        write_landing(lake, SyntheticSpec("BTCUSDT", month, seed=9, events=20_000))
+    instance.add_dynamic_partitions("symbols", ["BTCUSDT"])
+    for month in MONTHS:
+        assert _run(instance, UPSTREAM, f"{month}|BTCUSDT").success
+
+
+def _mocked(script: Script):
+    class MockedTransportCritic(CriticResource):
+        """The real resource and SDK client; only the HTTP transport is a mock."""
+
+        def http_client(self):
+            return httpx2.Client(transport=httpx2.MockTransport(script))
+
+    return MockedTransportCritic(api_key=dg.EnvVar("ANTHROPIC_API_KEY"), max_retries=0, timeout_s=1.0)
+
+
+def test_offline_critique_then_out_of_sample_validation_on_the_next_month_only(lake, instance, two_months):
+    for month in MONTHS:
+        assert _run(instance, ["critique_ema_cross"], f"{month}|BTCUSDT").success
+    record = json.loads((lake.critique_dir("ema_cross", "BTCUSDT", "2024-01") / "critique.json").read_text())
+    assert record["rule_based"] and record["critic"] == "rules" and record["critique"]["verdict"]
+    prompt = (lake.critique_dir("ema_cross", "BTCUSDT", "2024-01") / "prompt.json").read_text()
+    assert "BTCUSDT" not in prompt  # the alias, by default
+
+    result = _run(instance, ["oos_validation_ema_cross"], "2024-01|BTCUSDT")
+    assert result.success
+    (mat,) = result.asset_materializations_for_node("oos_validation_ema_cross")
+    assert mat.metadata["oos_month"].value == "2024-02"
+    table = pl.read_parquet(lake.oos_dir("ema_cross", "BTCUSDT", "2024-01") / "validation.parquet")
+    assert len(table) == len(record["accepted_suggestions"]) >= 1
+    assert set(table["oos_month"]) == {"2024-02"} and set(table["critique_month"]) == {"2024-01"}
+    baseline = pl.read_parquet(lake.metrics_dir("ema_cross", "BTCUSDT", "2024-02") / "metrics.parquet")
+    assert table["oos_baseline_sharpe"][0] == pytest.approx(baseline["sharpe"][0])  # the published M+1 slice
+    for k, row in enumerate(table.iter_rows(named=True)):
+        run = lake.oos_dir("ema_cross", "BTCUSDT", "2024-01") / "runs" / f"{k}-{row['name']}"
+        oos_manifest = json.loads((run / "2024-02" / "manifest.json").read_text())
+        assert oos_manifest["ticks_path"] == "ticks/symbol=BTCUSDT/month=2024-02/part-0.parquet"  # M+1, never M
+        assert oos_manifest["params"][row["name"]] == json.loads(row["value"])  # the suggestion, one change
+        assert {k: v for k, v in oos_manifest["params"].items() if k != row["name"]} == {
+            k: v for k, v in record["params"].items() if k != row["name"]}
+        assert row["p_better"] is None or 0.0 <= row["p_better"] <= 1.0
+    assert duck.connect(lake).sql("SELECT count(*) FROM suggestions").fetchall() == [(len(table),)]
+
+    # the last month has no next month yet: the step succeeds and materialises nothing
+    waiting = _run(instance, ["oos_validation_ema_cross"], "2024-02|BTCUSDT")
+    assert waiting.success and not waiting.asset_materializations_for_node("oos_validation_ema_cross")
+    assert not (lake.oos_dir("ema_cross", "BTCUSDT", "2024-02") / "validation.parquet").exists()
+
+
+def test_anthropic_critique_is_cached_and_one_failing_slice_fails_alone(lake, instance, two_months, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    script = Script(_reply(GOOD))
+    first = _run(instance, ["critique_ema_cross"], "2024-01|BTCUSDT", critic=_mocked(script))
+    assert first.success and len(script.requests) == 1
+    (mat,) = first.asset_materializations_for_node("critique_ema_cross")
+    assert mat.metadata["critic"].value == "anthropic claude-sonnet-4-6"
+    assert mat.metadata["input_tokens"].value == 1_500 and mat.metadata["cache_write_tokens"].value == 2_000
+    assert mat.metadata["cost_usd"].value == pytest.approx((1_500 * 3 + 2_000 * 3.75 + 400 * 15) / 1e6)
+    record = json.loads((lake.critique_dir("ema_cross", "BTCUSDT", "2024-01") / "critique.json").read_text())
+    assert record["accepted_suggestions"] == [{"name": "slow_period", "value": 400, "hypothesis": "fewer crosses"}]
+
+    again = _run(instance, ["critique_ema_cross"], "2024-01|BTCUSDT", critic=_mocked(script))
+    assert again.success and len(script.requests) == 1  # unchanged slice: no second call
+    (mat2,) = again.asset_materializations_for_node("critique_ema_cross")
+    assert mat2.metadata["from_cache"].value is True and mat2.metadata["cost_usd"].value == 0.0
+    assert mat2.tags["dagster/data_version"] == mat.tags["dagster/data_version"]
+
+    timeout = Script(httpx2.ReadTimeout("read timed out"))
+    failed = _run(instance, ["critique_ema_cross"], "2024-02|BTCUSDT", critic=_mocked(timeout))
+    assert not failed.success
+    (failure,) = [e for e in failed.all_events if e.is_step_failure]
+    assert "critique_ema_cross 2024-02|BTCUSDT" in failure.step_failure_data.user_failure_data.description
+    assert "timeout" in failure.step_failure_data.user_failure_data.description
+    assert not (lake.critique_dir("ema_cross", "BTCUSDT", "2024-02") / "critique.json").exists()
+    assert (lake.critique_dir("ema_cross", "BTCUSDT", "2024-01") / "critique.json").exists()  # the other slice stands
+
+
+def test_the_api_key_leaves_no_trace_in_the_instance_or_the_lake(lake, instance, two_months, monkeypatch, tmp_path):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    bad_then_good = Script(_reply(dict(GOOD, verdict="excellent")), _reply(GOOD))
+    assert _run(instance, ["critique_ema_cross"], "2024-01|BTCUSDT", critic=_mocked(bad_then_good)).success
+    echo = httpx2.Response(401, json={"type": "error", "error": {"type": "authentication_error", "message": f"invalid x-api-key {KEY}"}})
+    assert not _run(instance, ["critique_ema_cross"], "2024-02|BTCUSDT", critic=_mocked(Script(echo))).success
+    # what the API received did carry the key (so the scan below can fail)
+    assert bad_then_good.requests[0].headers["authorization"] == f"Bearer {KEY}"
+    needles = [KEY.encode(), KEY[-8:].encode()]
+    records = instance.get_event_records(dg.EventRecordsFilter(event_type=dg.DagsterEventType.STEP_FAILURE))
+    assert records
+    for run in instance.get_runs():
+        for entry in instance.all_logs(run.run_id):
+            text = json.dumps(str(entry.dagster_event) + entry.user_message)
+            assert not any(n.decode() in text for n in needles), text[:300]
+        assert KEY not in json.dumps(run.run_config, default=str)
+    scanned = 0
+    for root in (lake.root, tmp_path / "dagster_home"):
+        for dirpath, _, files in os.walk(root):
+            for name in files:
+                data = open(os.path.join(dirpath, name), "rb").read()
+                scanned += 1
+                assert not any(n in data for n in needles), os.path.join(dirpath, name)
+    assert scanned > 20
