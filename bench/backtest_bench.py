@@ -147,7 +147,7 @@ def child_slices(lake_root: str, home: str, months: list[str], strategies: list[
 
     from quant_assets.definitions import ASSETS
     from quant_assets.partitions import partition_key
-    from resources import LakeResource
+    from resources import CriticResource, LakeResource
 
     os.environ["QUANT_LAKE"] = lake_root
     per_slice, rss = [], []
@@ -158,7 +158,7 @@ def child_slices(lake_root: str, home: str, months: list[str], strategies: list[
             t = time.perf_counter()
             result = dg.materialize(
                 ASSETS, selection=[f"backtest_{s}" for s in strategies], partition_key=str(partition_key(month, SYMBOL)),
-                instance=instance, resources={"lake": LakeResource(root=lake_root)},
+                instance=instance, resources={"lake": LakeResource(root=lake_root), "critic": CriticResource()},
                 run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
             )
             assert result.success

@@ -19,7 +19,7 @@ from quant_assets.ingest.synthetic import SyntheticSpec, write_landing
 from quant_assets.lake import duck
 from quant_assets.strategies import registry
 from quant_assets_tests import builders as b
-from resources import LakeResource
+from resources import CriticResource, LakeResource
 
 PK = "2024-01|BTCUSDT"
 STRATEGIES = ["ema_cross", "mean_reversion", "market_maker"]
@@ -27,7 +27,7 @@ STRATEGIES = ["ema_cross", "mean_reversion", "market_maker"]
 
 def _materialize(instance, assets=ASSETS, selection=("ticks", *(f"backtest_{s}" for s in STRATEGIES))):
     return dg.materialize(assets, selection=list(selection), partition_key=PK, instance=instance,
-                          resources={"lake": LakeResource()}, raise_on_error=False)
+                          resources={"lake": LakeResource(), "critic": CriticResource()}, raise_on_error=False)
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ def test_a_parameter_change_makes_only_that_strategys_slices_stale(lake, instanc
     assert set(states.values()) == {"materialized"}
     cfg = tmp_path / "strategies.toml"
     cfg.write_text("[mean_reversion]\nentry_z = 3.0\n")
-    tuned = dg.Definitions(assets=[ticks, *backtest_assets(registry.load(cfg))], resources={"lake": LakeResource()})
+    tuned = dg.Definitions(assets=[ticks, *backtest_assets(registry.load(cfg))], resources={"lake": LakeResource(), "critic": CriticResource()})
     states = {s.asset.path[0]: s.state for s in sync.plan(lake, instance, slices, definitions=tuned)}
     assert states == {"ticks": "materialized", "backtest_ema_cross": "materialized",
                       "backtest_market_maker": "materialized", "backtest_mean_reversion": "stale"}

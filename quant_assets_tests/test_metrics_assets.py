@@ -19,7 +19,7 @@ from quant_assets.definitions import ASSETS
 from quant_assets.ingest.synthetic import SyntheticSpec, write_landing
 from quant_assets.lake import duck
 from quant_assets.strategies import registry
-from resources import LakeResource
+from resources import CriticResource, LakeResource
 
 MONTHS = ("2024-01", "2024-02")
 STRATEGIES = ("ema_cross", "mean_reversion")
@@ -28,7 +28,7 @@ SLICE_ASSETS = ["ticks", *(f"{stage}_{s}" for s in STRATEGIES for stage in ("bac
 
 def _run(instance, selection, partition_key, assets=ASSETS):
     return dg.materialize(assets, selection=selection, partition_key=partition_key, instance=instance,
-                          resources={"lake": LakeResource()}, raise_on_error=False)
+                          resources={"lake": LakeResource(), "critic": CriticResource()}, raise_on_error=False)
 
 
 @pytest.fixture
@@ -103,7 +103,7 @@ def test_a_changed_backtest_slice_makes_exactly_its_metric_slice_and_its_roll_up
     tuned = [ticks, *backtest_assets(specs), *(metrics_asset(s) for s in specs.values()), *(report_asset(s) for s in specs.values())]
     assert _run(instance, ["backtest_ema_cross"], "2024-01|BTCUSDT", assets=tuned).success
     after = {(s.month, s.asset.path[0]): s.state
-             for s in sync.plan(lake, instance, slices, definitions=dg.Definitions(assets=tuned, resources={"lake": LakeResource()}))
+             for s in sync.plan(lake, instance, slices, definitions=dg.Definitions(assets=tuned, resources={"lake": LakeResource(), "critic": CriticResource()}))
              if s.asset.path[0].endswith(STRATEGIES) and s.asset.path[0].startswith(ours)}
     changed = {k: v for k, v in after.items() if v != "materialized"}
     assert changed == {

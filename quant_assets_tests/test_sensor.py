@@ -10,12 +10,12 @@ import dagster as dg
 from quant_assets.definitions import defs
 from quant_assets.sensors import landing_sensor
 from quant_assets_tests import builders as b
-from resources import LakeResource
+from resources import CriticResource, LakeResource
 
 
 def _evaluate(instance, cursor=None):
     with dg.build_sensor_context(
-        instance_ref=instance.get_ref(), definitions=defs, cursor=cursor, resources={"lake": LakeResource()}
+        instance_ref=instance.get_ref(), definitions=defs, cursor=cursor, resources={"lake": LakeResource(), "critic": CriticResource()}
     ) as ctx:
         return landing_sensor(ctx)
 

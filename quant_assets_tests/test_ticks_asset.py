@@ -9,14 +9,14 @@ import dagster as dg
 from quant_assets.definitions import ASSETS
 from quant_assets.lake import instruments
 from quant_assets_tests import builders as b
-from resources import LakeResource
+from resources import CriticResource, LakeResource
 
 PK = "2024-01|BTCUSDT"
 
 
 def _materialize(instance):
     instance.add_dynamic_partitions("symbols", ["BTCUSDT"])
-    return dg.materialize(ASSETS, selection=["ticks"], partition_key=PK, instance=instance, resources={"lake": LakeResource()}, raise_on_error=False)
+    return dg.materialize(ASSETS, selection=["ticks"], partition_key=PK, instance=instance, resources={"lake": LakeResource(), "critic": CriticResource()}, raise_on_error=False)
 
 
 def test_metadata_data_version_and_checks(lake, instance):
