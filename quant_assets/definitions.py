@@ -16,7 +16,9 @@ from quant_assets.assets.metrics import metrics_asset
 from quant_assets.assets.reports import report_asset
 from quant_assets.assets.ticks import ticks
 from quant_assets.strategies import registry
+from quant_assets.schedules import nightly_job, nightly_rebacktest
 from quant_assets.sensors import ingest_job, landing_sensor
+from quant_assets.settings import sensor_interval_s
 from resources import CriticResource, DuckDBResource, LakeResource
 
 SPECS = registry.load()
@@ -33,9 +35,20 @@ ASSETS = [
 #: key's value out of run configs, the UI and the event log (they show the variable's name).
 CRITIC = CriticResource(api_key=dg.EnvVar("ANTHROPIC_API_KEY")) if os.environ.get("ANTHROPIC_API_KEY") else CriticResource()
 
+#: Evaluates every asset's automation condition (quant_assets/automation.py) and launches the
+#: slices they request; starts RUNNING like the landing sensor and the nightly schedule.
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "automation_sensor",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=sensor_interval_s(),
+    description="Rebuilds the slices whose inputs or code changed, for every month.",
+)
+
 defs = dg.Definitions(
     assets=ASSETS,
-    jobs=[ingest_job],
-    sensors=[landing_sensor],
+    jobs=[ingest_job, nightly_job],
+    sensors=[landing_sensor, automation_sensor],
+    schedules=[nightly_rebacktest],
     resources={"lake": LakeResource(), "duckdb": DuckDBResource(), "critic": CRITIC},
 )

@@ -17,6 +17,7 @@ import dagster as dg
 from quant_assets.ingest.landing import survey
 from quant_assets.lake.symbols import InvalidSymbolError, normalise_symbol
 from quant_assets.partitions import month_partitions, partition_key, symbol_partitions
+from quant_assets.settings import sensor_interval_s
 from resources import LakeResource
 
 #: A file modified more recently than this may still be being written: wait a tick.
@@ -33,7 +34,7 @@ ingest_job = dg.define_asset_job(
 @dg.sensor(
     job=ingest_job,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=sensor_interval_s(),
     description="Requests ticks runs for exactly the partitions that new or changed landing files touch.",
 )
 def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult:

@@ -22,6 +22,15 @@ _DAGSTER_YAML = """\
 # Written by quant-assets on first use; safe to edit.
 telemetry:
   enabled: false
+# Runs launched by sensors, schedules, automation and backfills wait in a queue; two at a time
+# fit a 2-core, 16 GB workstation. Raise both limits on a bigger machine.
+run_queue:
+  max_concurrent_runs: 2
+# Steps in the "engines" pool (backtests, out-of-sample re-tests) hold a month of ticks in an
+# engine: at most this many at once across all runs.
+concurrency:
+  pools:
+    default_limit: 2
 """
 
 
@@ -36,6 +45,17 @@ def start_month() -> str:
     if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value):
         raise ValueError(f"{START_MONTH_ENV}={value!r}: expected a month like 2020-01")
     return value
+
+
+SENSOR_INTERVAL_ENV = "QUANT_SENSOR_INTERVAL_S"
+
+
+def sensor_interval_s() -> int:
+    """Seconds between ticks of the landing and automation sensors: ``$QUANT_SENSOR_INTERVAL_S`` or 30."""
+    value = os.environ.get(SENSOR_INTERVAL_ENV) or "30"
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{SENSOR_INTERVAL_ENV}={value!r}: expected a whole number of seconds >= 1")
+    return int(value)
 
 
 def ensure_dagster_home() -> Path:

@@ -95,7 +95,7 @@ def test_webserver_shows_assets_partitions_and_running_sensor(lake, instance, tm
         assert report["assetMaterializations"][0]["partition"] == "BTCUSDT"  # one roll-up per symbol
         assert {"tearsheet", "deflated_sharpe", "months"} <= {e["label"] for e in report["assetMaterializations"][0]["metadataEntries"]}
         sensors = {s["name"]: s["sensorState"]["status"] for s in data["sensorsOrError"]["results"]}
-        assert sensors == {"landing_sensor": "RUNNING"}
+        assert sensors == {"landing_sensor": "RUNNING", "automation_sensor": "RUNNING"}
         # the UI's HTML is served too
         assert b"<html" in urllib.request.urlopen(f"http://127.0.0.1:{port}/assets/ticks", timeout=10).read().lower()
     finally:

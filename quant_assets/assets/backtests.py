@@ -8,6 +8,7 @@ parameter values), so tuning one strategy makes only that strategy's slices stal
 import dagster as dg
 
 from quant_assets.analytics.plots import equity_png, markdown_image
+from quant_assets.automation import ENGINE_POOL, rebuild_stale_slices
 from quant_assets.engines import ADAPTER_VERSIONS
 from quant_assets.engines.inputs import BacktestInputError
 from quant_assets.engines.runner import run_backtest
@@ -53,6 +54,8 @@ def backtest_asset(spec: StrategySpec) -> dg.AssetsDefinition:
         description=_description(spec),
         metadata={"strategy": spec.name, "engine": spec.engine, "params": dg.MetadataValue.json(spec.resolved())},
         tags={"quant_assets/engine": spec.engine},
+        automation_condition=rebuild_stale_slices(),
+        pool=ENGINE_POOL,
     )
     def _backtest(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
         month, symbol = split_key(context.partition_key)

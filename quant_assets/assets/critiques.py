@@ -12,6 +12,7 @@ import warnings
 import dagster as dg
 
 from quant_assets.analytics.slice_metrics import BacktestSliceError
+from quant_assets.automation import ENGINE_POOL, rebuild_stale_slices
 from quant_assets.critique.critics import CritiqueFailed
 from quant_assets.critique.oos import OOS_VERSION, WaitingForNextMonth, run_oos
 from quant_assets.critique.run import CRITIQUE_VERSION, run_critique
@@ -68,6 +69,7 @@ def critique_asset(spec: StrategySpec) -> dg.AssetsDefinition:
             f"`critiques/strategy={spec.name}/symbol=S/month=M/` (prompt.json, critique.json)."
         ),
         metadata={"strategy": spec.name},
+        automation_condition=rebuild_stale_slices(),
     )
     def _critique(context: dg.AssetExecutionContext, lake: LakeResource, critic: CriticResource) -> dg.MaterializeResult:
         month, symbol = split_key(context.partition_key)
@@ -123,6 +125,8 @@ def oos_asset(spec: StrategySpec) -> dg.AssetsDefinition:
             f"`oos/strategy={spec.name}/symbol=S/month=M/validation.parquet`; DuckDB view `suggestions`."
         ),
         metadata={"strategy": spec.name},
+        automation_condition=rebuild_stale_slices(),
+        pool=ENGINE_POOL,
     )
     def _oos(context: dg.AssetExecutionContext, lake: LakeResource):
         month, symbol = split_key(context.partition_key)

@@ -12,6 +12,7 @@ import math
 import dagster as dg
 
 from quant_assets.analytics.plots import equity_png, markdown_image
+from quant_assets.automation import rebuild_stale_slices
 from quant_assets.analytics.slice_metrics import ANALYTICS_VERSION, BacktestSliceError, run_metrics
 from quant_assets.lake import instruments as inst_mod
 from quant_assets.partitions import month_symbol_partitions, split_key
@@ -75,6 +76,7 @@ def metrics_asset(spec: StrategySpec) -> dg.AssetsDefinition:
             f"`metrics/strategy={spec.name}/symbol=S/month=M/` (metrics.parquet, trades.parquet, regimes.parquet, manifest.json)."
         ),
         metadata={"strategy": spec.name},
+        automation_condition=rebuild_stale_slices(),
     )
     def _metrics(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
         month, symbol = split_key(context.partition_key)

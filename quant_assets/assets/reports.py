@@ -14,6 +14,7 @@ from pydantic import Field
 
 from quant_assets.analytics import trials
 from quant_assets.analytics.plots import equity_png, markdown_image
+from quant_assets.automation import rebuild_rollups
 from quant_assets.analytics.rollup import ROLLUP_VERSION, RollupError, RollupSettings, run_report
 from quant_assets.analytics.slice_metrics import ANALYTICS_VERSION, BacktestSliceError
 from quant_assets.lake import instruments as inst_mod
@@ -61,6 +62,7 @@ def report_asset(spec: StrategySpec) -> dg.AssetsDefinition:
             f"windows. Output: `reports/strategy={spec.name}/symbol=S/`."
         ),
         metadata={"strategy": spec.name},
+        automation_condition=rebuild_rollups(),
     )
     def _report(context: dg.AssetExecutionContext, config: ReportConfig, lake: LakeResource) -> dg.MaterializeResult:
         symbol = str(context.partition_key)

@@ -1,0 +1,193 @@
+"""Which slices automation rebuilds, on a real instance: ``evaluate_automation_conditions`` over
+a lake of 2 symbols × 2 months whose assets are all materialised, after each kind of change.
+
+The materialised state is recorded with Dagster's own events (``report_runless_asset_event``,
+one per asset and partition, with data versions), as running every engine for every slice would
+make this test minutes long; the end-to-end test runs the real chain through the daemon.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import pytest
+
+from quant_assets import automation
+from quant_assets.assets import metrics as metrics_mod
+from quant_assets.assets.backtests import backtest_assets
+from quant_assets.assets.critiques import critique_asset, oos_asset
+from quant_assets.assets.metrics import metrics_asset
+from quant_assets.assets.reports import report_asset
+from quant_assets.assets.ticks import ticks
+from quant_assets.definitions import defs as project_defs
+from quant_assets.schedules import nightly_partitions, nightly_rebacktest
+from quant_assets.strategies import registry
+from resources import CriticResource, LakeResource
+
+SYMBOLS = ("BTCUSDT", "ETHUSDT")
+MONTHS = ("2024-01", "2024-02")
+STRATEGIES = ("ema_cross", "mean_reversion", "market_maker")
+SLICE_STAGES = ("backtest", "metrics", "critique")
+
+
+def _defs(specs=None) -> dg.Definitions:
+    specs = specs or registry.load()
+    assets = [ticks, *backtest_assets(specs), *(metrics_asset(s) for s in specs.values()),
+              *(report_asset(s) for s in specs.values()), *(critique_asset(s) for s in specs.values()),
+              *(oos_asset(s) for s in specs.values())]
+    return dg.Definitions(assets=assets, resources={"lake": LakeResource(), "critic": CriticResource()})
+
+
+TICKS_CHECKS = [k.name for k in ticks.check_keys]
+
+
+def _report(instance, key: str, pk: str, version: str = "v1", checks_pass: bool = True) -> None:
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(asset_key=key, partition=pk, tags={"dagster/data_version": f"{key}-{pk}-{version}"}))
+    checked = instance.__dict__.setdefault("_test_checked_partitions", set())
+    if key == "ticks" and (pk not in checked or not checks_pass):
+        # the ticks step evaluates its blocking checks on every partition it writes (runless
+        # check events can be stored once per partition, which is all these tests need)
+        checked.add(pk)
+        for i, name in enumerate(TICKS_CHECKS):
+            instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+                asset_key=dg.AssetKey("ticks"), check_name=name, passed=checks_pass or i > 0,
+                severity=dg.AssetCheckSeverity.ERROR, partition=pk))
+
+
+def _materialise_slice(instance, month: str, symbol: str, version: str = "v1", stages=("ticks", *SLICE_STAGES)) -> None:
+    pk = f"{month}|{symbol}"
+    for stage in stages:
+        for name in (["ticks"] if stage == "ticks" else [f"{stage}_{s}" for s in STRATEGIES]):
+            _report(instance, name, pk, version)
+
+
+@pytest.fixture
+def lake_state(lake, instance):
+    instance.add_dynamic_partitions("symbols", list(SYMBOLS))
+    for month in MONTHS:
+        for symbol in SYMBOLS:
+            _materialise_slice(instance, month, symbol)
+    for symbol in SYMBOLS:
+        for s in STRATEGIES:
+            _report(instance, f"oos_validation_{s}", f"2024-01|{symbol}")
+            _report(instance, f"report_{s}", symbol)
+    first = dg.evaluate_automation_conditions(defs=_defs(), instance=instance)
+    assert first.total_requested == 0, _requested(first)  # an up-to-date lake: nothing to do
+    return first.cursor
+
+
+def _requested(result) -> dict[str, set[str]]:
+    return {k.to_user_string(): {str(pk) for pk in pks}
+            for k, pks in result._requested_partitions_by_asset_key.items() if pks}
+
+
+def _until_quiet(instance, defs: dg.Definitions, cursor, max_ticks: int = 5) -> tuple[dict[str, set[str]], int]:
+    """Evaluate tick after tick, completing every requested run (a new data version for each
+    requested partition), until a tick requests nothing. Returns everything requested, and
+    asserts no asset partition was requested twice."""
+    seen: dict[str, set[str]] = {}
+    for tick in range(1, max_ticks + 1):
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+        requested = _requested(result)
+        if not requested:
+            return seen, tick - 1
+        for key, pks in requested.items():
+            assert not (seen.get(key, set()) & pks), f"{key} {pks} requested twice"
+            seen.setdefault(key, set()).update(pks)
+            for pk in pks:
+                _report(instance, key, pk, version=f"tick{tick}")
+        cursor = result.cursor
+    raise AssertionError(f"still requesting after {max_ticks} ticks: {requested}")
+
+
+def _expect(pk_by_stage: dict[str, set[str]], strategies=STRATEGIES) -> dict[str, set[str]]:
+    return {f"{stage}_{s}": pks for stage, pks in pk_by_stage.items() for s in strategies if pks}
+
+
+def test_a_new_month_for_one_symbol_rebuilds_that_slice_its_predecessor_validation_and_roll_ups(lake, instance, lake_state):
+    _report(instance, "ticks", "2024-03|BTCUSDT")  # the landing sensor's ticks run for a new month
+    first = dg.evaluate_automation_conditions(defs=_defs(), instance=instance, cursor=lake_state)
+    # the first tick requests the new slice's whole chain (one run for the partition)
+    assert _requested(first) == _expect({s: {"2024-03|BTCUSDT"} for s in SLICE_STAGES})
+    requested, ticks_used = _until_quiet(instance, _defs(), lake_state)
+    assert requested == _expect({
+        "backtest": {"2024-03|BTCUSDT"}, "metrics": {"2024-03|BTCUSDT"}, "critique": {"2024-03|BTCUSDT"},
+        "oos_validation": {"2024-02|BTCUSDT"},  # February's suggestions can now be tested on March
+        "report": {"BTCUSDT"},  # once the month's slices are done
+    })
+    assert sum(len(p) for p in requested.values()) == 3 * 5 and ticks_used == 2
+
+
+def test_a_changed_file_for_an_old_month_rebuilds_only_that_month(lake, instance, lake_state):
+    _report(instance, "ticks", "2024-01|ETHUSDT", version="v2")
+    requested, _ = _until_quiet(instance, _defs(), lake_state)
+    assert requested == _expect({
+        "backtest": {"2024-01|ETHUSDT"}, "metrics": {"2024-01|ETHUSDT"}, "critique": {"2024-01|ETHUSDT"},
+        "oos_validation": {"2024-01|ETHUSDT"}, "report": {"ETHUSDT"},
+    })
+
+
+def test_a_parameter_change_rebuilds_only_that_strategy(lake, instance, lake_state, tmp_path):
+    cfg = tmp_path / "strategies.toml"
+    cfg.write_text("[mean_reversion]\nentry_z = 3.0\n")
+    requested, _ = _until_quiet(instance, _defs(registry.load(cfg)), lake_state)
+    every = {f"{m}|{s}" for m in MONTHS for s in SYMBOLS}
+    assert requested == _expect({
+        "backtest": every, "metrics": every, "critique": every,
+        "oos_validation": {f"2024-01|{s}" for s in SYMBOLS},  # February's waits for March
+        "report": set(SYMBOLS),
+    }, strategies=("mean_reversion",))
+
+
+def test_a_change_in_analytics_code_rebuilds_metrics_and_what_follows_only(lake, instance, lake_state, monkeypatch):
+    monkeypatch.setattr(metrics_mod, "METRICS_CODE_VERSION", "metrics-v999")
+    requested, _ = _until_quiet(instance, _defs(), lake_state)
+    every = {f"{m}|{s}" for m in MONTHS for s in SYMBOLS}
+    assert not any(k.startswith("backtest_") for k in requested)
+    assert requested == _expect({"metrics": every, "critique": every,
+                                 "oos_validation": {f"2024-01|{s}" for s in SYMBOLS}, "report": set(SYMBOLS)})
+
+
+def test_nothing_runs_while_an_upstream_slice_failed_its_blocking_checks(lake, instance, lake_state):
+    # a ticks materialisation whose blocking check failed: its slice must not be rebuilt on it
+    _report(instance, "ticks", "2024-03|ETHUSDT", checks_pass=False)
+    requested, _ = _until_quiet(instance, _defs(), lake_state)
+    assert not any("2024-03|ETHUSDT" in pks for pks in requested.values())
+    # nothing else either: the failed check blocks the slice, and the roll-up has no new month
+    assert requested == {}
+
+
+def test_every_downstream_asset_carries_a_named_condition_and_the_automation_runs_by_default():
+    graph = project_defs.resolve_asset_graph()
+    labels = {k.to_user_string(): graph.get(k).automation_condition.get_label() if graph.get(k).automation_condition else None
+              for k in graph.get_all_asset_keys()}
+    assert labels.pop("ticks") is None  # the landing sensor drives ticks
+    assert set(labels.values()) == {"rebuild_stale_slices", "rebuild_rollups"}
+    assert all(v == "rebuild_rollups" for k, v in labels.items() if k.startswith("report_"))
+    states = {s.name: s.default_status for s in project_defs.sensors}
+    assert states == {"landing_sensor": dg.DefaultSensorStatus.RUNNING, "automation_sensor": dg.DefaultSensorStatus.RUNNING}
+    (schedule,) = project_defs.schedules
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING and schedule.cron_schedule == "0 2 * * *"
+    pools = {k.to_user_string(): graph.get(k).pools for k in graph.get_all_asset_keys()}
+    assert all(pools[k] == {automation.ENGINE_POOL} for k in pools if k.startswith(("backtest_", "oos_validation_")))
+
+
+def test_the_nightly_schedule_requests_recent_months_and_stale_or_failed_slices(lake, instance):
+    instance.add_dynamic_partitions("symbols", list(SYMBOLS))
+    for month in ("2024-01", "2024-02", "2024-03"):
+        for symbol in SYMBOLS:
+            _materialise_slice(instance, month, symbol)
+    # January of ETHUSDT: its mean_reversion backtest failed, so the slice has no backtest since its ticks changed
+    _report(instance, "ticks", "2024-01|ETHUSDT", version="v2")
+    at = datetime(2024, 3, 12, 2, 0, tzinfo=UTC)
+    expected = ["2024-01|ETHUSDT", "2024-02|BTCUSDT", "2024-02|ETHUSDT", "2024-03|BTCUSDT", "2024-03|ETHUSDT"]
+    assert nightly_partitions(instance, lake, at) == expected
+    context = dg.build_schedule_context(instance=instance, scheduled_execution_time=at,
+                                        resources={"lake": LakeResource()})
+    requests = list(nightly_rebacktest(context))
+    assert [r.partition_key for r in requests] == expected
+    assert [r.run_key for r in requests] == [f"nightly:2024-03-12:{pk}" for pk in expected]
+    # the same night evaluated again asks for the same run keys (Dagster skips them)
+    assert [r.run_key for r in nightly_rebacktest(context)] == [r.run_key for r in requests]
