@@ -3,6 +3,7 @@
     quant-assets demo      synthetic ticks for 2 symbols x 2 months, ingested, then a status table
     quant-assets sync      register landing symbols, materialise every missing or stale slice
     quant-assets status    slices x assets with their state
+    quant-assets lineage   critique -> metrics -> backtest -> ticks -> landed files, with versions
     quant-assets ui        the Dagster UI (dagster dev on 127.0.0.1) with the project's DAGSTER_HOME
 
 Runs go through the real Dagster instance in ``$DAGSTER_HOME`` (default ``.dagster_home/``),
@@ -168,6 +169,49 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
+def _lineage_label(n) -> str:
+    import datetime as dt
+
+    if not n.materialized:
+        return f"[red]{n.asset}[/] {n.partition or ''}: never materialised"
+    when = dt.datetime.fromtimestamp(n.timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if n.timestamp else "?"
+    flag = "" if n.current is None else (" [green]inputs current[/]" if n.current else " [yellow]inputs changed since (stale)[/]")
+    text = (f"[bold]{n.asset}[/] {n.partition or ''}  data [cyan]{n.data_version}[/]  code [cyan]{n.code_version}[/]  "
+            f"run {str(n.run_id)[:8]} at {when}{flag}")
+    if n.path:
+        text += f"\n  {n.path}"
+    for src in n.sources:
+        text += f"\n  landed: {src.get('path')} (sha256 {src.get('sha256')}…, {src.get('format')})"
+    return text
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.tree import Tree
+
+    from quant_assets import lineage
+
+    with _instance() as instance:
+        try:
+            root = lineage.trace(instance, args.asset, args.partition)
+        except KeyError as exc:
+            console.print(f"[red]{exc.args[0]}[/]")
+            return 2
+    if args.json:
+        print(json.dumps(root.as_dict(), indent=2, default=str))
+        return 0 if root.materialized else 1
+    tree = Tree(_lineage_label(root))
+
+    def add(branch, node) -> None:
+        for parent in node.parents:
+            add(branch.add(_lineage_label(parent)), parent)
+
+    add(tree, root)
+    console.print(tree)
+    return 0 if root.materialized else 1
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     ensure_dagster_home()
     cmd = ["dagster", "dev", "-h", "127.0.0.1", "-p", str(args.port), "-w", str(REPO_ROOT / "workspace.yaml")]
@@ -188,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     demo.set_defaults(fn=cmd_demo)
     sub.add_parser("sync", help="materialise every missing or stale slice").set_defaults(fn=cmd_sync)
     sub.add_parser("status", help="slices x assets with their state").set_defaults(fn=cmd_status)
+    lin = sub.add_parser("lineage", help="walk an asset partition back to the landed files")
+    lin.add_argument("asset", help="e.g. critique_ema_cross")
+    lin.add_argument("partition", nargs="?", help="e.g. 2024-01|BTCUSDT (a symbol for report_*)")
+    lin.add_argument("--json", action="store_true", help="print the tree as JSON")
+    lin.set_defaults(fn=cmd_lineage)
     ui = sub.add_parser("ui", help="the Dagster UI on 127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(fn=cmd_ui)

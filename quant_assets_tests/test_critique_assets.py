@@ -74,6 +74,25 @@ def test_offline_critique_then_out_of_sample_validation_on_the_next_month_only(l
         assert row["p_better"] is None or 0.0 <= row["p_better"] <= 1.0
     assert duck.connect(lake).sql("SELECT count(*) FROM suggestions").fetchall() == [(len(table),)]
 
+    # lineage: from the validation back to the landed files, every step current
+    from quant_assets.lineage import trace
+
+    root = trace(instance, "oos_validation_ema_cross", "2024-01|BTCUSDT")
+    chain, node = [], root
+    while node.parents:
+        chain.append((node.asset, node.partition))
+        node = next(p for p in node.parents if p.asset != "ticks") if any(p.asset != "ticks" for p in node.parents) else node.parents[0]
+    chain.append((node.asset, node.partition))
+    assert chain == [("oos_validation_ema_cross", "2024-01|BTCUSDT"), ("critique_ema_cross", "2024-01|BTCUSDT"),
+                     ("metrics_ema_cross", "2024-01|BTCUSDT"), ("backtest_ema_cross", "2024-01|BTCUSDT"),
+                     ("ticks", "2024-01|BTCUSDT")]
+    assert node.sources and node.sources[0]["path"].startswith("landing/BTCUSDT/")
+    assert {(p.asset, p.partition) for p in root.parents} == {
+        ("critique_ema_cross", "2024-01|BTCUSDT"), ("metrics_ema_cross", "2024-02|BTCUSDT"), ("ticks", "2024-02|BTCUSDT")}
+    assert root.current is True and all(p.data_version and p.code_version for p in root.parents)
+    assert _run(instance, ["critique_ema_cross"], "2024-01|BTCUSDT").success  # a newer critique of January
+    assert trace(instance, "oos_validation_ema_cross", "2024-01|BTCUSDT").current is False
+
     # the last month has no next month yet: the step succeeds and materialises nothing
     waiting = _run(instance, ["oos_validation_ema_cross"], "2024-02|BTCUSDT")
     assert waiting.success and not waiting.asset_materializations_for_node("oos_validation_ema_cross")
