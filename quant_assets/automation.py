@@ -28,8 +28,19 @@ AC = dg.AutomationCondition
 ENGINE_POOL = "engines"
 
 
+def any_dep_new_data_version() -> dg.AutomationCondition:
+    """An upstream partition has a new *data version* since the last tick (not merely a new
+    materialization: a nightly re-run or a re-ingest that reproduces the same bytes triggers
+    nothing downstream), or will be requested on this tick. Updates made by a run that also
+    materialised this asset are ignored, as in ``any_deps_updated``."""
+    return AC.any_deps_match(
+        (AC.data_version_changed() & ~AC.executed_with_root_target()).with_label("new_data_version_without_root")
+        | AC.will_be_requested()
+    ).with_label("any_dep_new_data_version")
+
+
 def _triggers() -> dg.AutomationCondition:
-    return (AC.newly_missing() | AC.any_deps_updated() | AC.code_version_changed()).since_last_handled()
+    return (AC.newly_missing() | any_dep_new_data_version() | AC.code_version_changed()).since_last_handled()
 
 
 def rebuild_stale_slices() -> dg.AutomationCondition:

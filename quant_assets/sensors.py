@@ -5,7 +5,9 @@ probed for the months they touch; unchanged files cost a ``stat``), unseen symbo
 registered as dynamic partitions, and one run is requested per touched partition. The run
 key is the partition plus the content hashes of the files that triggered it, so the same
 content never triggers a second run. The cursor maps each landing path to the hash already
-requested.
+requested. A partition whose latest ``ticks`` materialization was already built from exactly
+these files (its ``source_fingerprint``) is not requested again: a sensor started on a lake
+that ``quant-assets sync`` or ``demo`` built re-ingests nothing.
 """
 
 
@@ -14,6 +16,7 @@ import json
 
 import dagster as dg
 
+from quant_assets.ingest.build import expected_fingerprint
 from quant_assets.ingest.landing import survey
 from quant_assets.lake.symbols import InvalidSymbolError, normalise_symbol
 from quant_assets.partitions import month_partitions, partition_key, symbol_partitions
@@ -67,6 +70,13 @@ def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> d
                 triggers.setdefault((month, symbol), []).append(rec.sha256)
             if rec.months and symbol not in known_symbols and symbol not in new_symbols:
                 new_symbols.append(symbol)
+    for (month, symbol) in list(triggers):
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("ticks"), asset_partitions=[str(partition_key(month, symbol))]), limit=1
+        ).records
+        built = records[0].asset_materialization.metadata.get("source_fingerprint") if records else None
+        if built is not None and built.value == expected_fingerprint(lk, symbol, month):
+            del triggers[(month, symbol)]
     run_requests = [
         dg.RunRequest(
             run_key=f"ticks:{month}|{symbol}:" + hashlib.sha256(",".join(sorted(hashes)).encode()).hexdigest()[:16],

@@ -23,12 +23,12 @@ _DAGSTER_YAML = """\
 telemetry:
   enabled: false
 # Runs launched by sensors, schedules, automation and backfills wait in a queue; two at a time
-# fit a 2-core, 16 GB workstation. Raise both limits on a bigger machine.
-run_queue:
-  max_concurrent_runs: 2
-# Steps in the "engines" pool (backtests, out-of-sample re-tests) hold a month of ticks in an
-# engine: at most this many at once across all runs.
+# fit a 2-core, 16 GB workstation. Steps in the "engines" pool (backtests, out-of-sample
+# re-tests) hold a month of ticks in an engine: at most default_limit at once across all runs.
+# Raise both on a bigger machine.
 concurrency:
+  runs:
+    max_concurrent_runs: 2
   pools:
     default_limit: 2
 """

@@ -191,3 +191,9 @@ def test_the_nightly_schedule_requests_recent_months_and_stale_or_failed_slices(
     assert [r.run_key for r in requests] == [f"nightly:2024-03-12:{pk}" for pk in expected]
     # the same night evaluated again asks for the same run keys (Dagster skips them)
     assert [r.run_key for r in nightly_rebacktest(context)] == [r.run_key for r in requests]
+
+
+def test_a_re_ingest_that_reproduces_the_same_data_version_rebuilds_nothing(lake, instance, lake_state):
+    _report(instance, "ticks", "2024-01|BTCUSDT", version="v1")  # same bytes, same data version
+    requested, ticks_used = _until_quiet(instance, _defs(), lake_state)
+    assert requested == {} and ticks_used == 0

@@ -269,6 +269,29 @@ def test_same_input_same_fills_and_one_compile(tmp_path):
     assert len(hft_events._kernel().signatures) == 1
 
 
+def test_skipping_idle_decision_points_changes_nothing(tmp_path):
+    # A random walk of quotes at irregular times with trades on both sides, 20 minutes; a
+    # decision grid (37 ms) that neither the equity timer (7 s) nor the latency (20 ms) divides.
+    rng = np.random.default_rng(4)
+    rows, t, mid = [], 0.0, 100.0
+    while t < 1_200:
+        t += float(rng.exponential(0.8))
+        mid += float(rng.choice([-1.0, 0.0, 1.0], p=[0.3, 0.4, 0.3]))
+        if rng.random() < 0.7:
+            rows.append(quote(t, mid - 1, float(rng.integers(1, 50)), mid + 1, float(rng.integers(1, 50))))
+        else:
+            side = 1 if rng.random() < 0.5 else -1
+            rows.append(trade(t, mid + side, float(rng.integers(1, 30)), side))
+    path = write(tmp_path, ticks(*rows))
+    params = {**TOY_PARAMS, "interval_ms": 37.0, "equity_interval_s": 7.0, "order_latency_ms": 20.0, "skew_ticks": 0.5}
+    fast, fast_state = run_hftbacktest_with_state(path, TOY, params)
+    ref, ref_state = run_hftbacktest_with_state(path, TOY, params, skip_idle=False)
+    assert len(ref.fills) > 20
+    assert fast.fills.equals(ref.fills) and fast.samples.equals(ref.samples)
+    assert fast_state.orders_sent == ref_state.orders_sent
+    assert fast_state.steps < ref_state.steps / 5  # 1,200 s / 37 ms = 32k points; far fewer events
+
+
 # --- bad inputs -------------------------------------------------------------------------------
 
 

@@ -80,3 +80,14 @@ def test_sensor_runs_materialise_the_requested_partitions(lake, instance):
     mat = instance.fetch_materializations(dg.AssetKey("ticks"), limit=1).records[0].asset_materialization
     assert mat.partition == "2024-01|BTCUSDT" and mat.metadata["dagster/row_count"].value == 4
     assert landing_sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_partitions_already_built_from_the_same_files_are_not_requested_again(lake, instance):
+    from quant_assets.cli import main
+
+    b.write(lake.landing_dir("BTCUSDT") / "BTCUSDT-bookTicker-2024-01.csv", b.binance_bookticker_csv(4))
+    assert main(["sync"]) == 0  # built headless, before any sensor tick
+    assert _evaluate(instance).run_requests == []  # the sensor's first tick: nothing new
+    b.write(lake.landing_dir("BTCUSDT") / "BTCUSDT-trades-2024-01.csv", b.binance_trades_csv(5))
+    time.sleep(2.5)  # let the new file settle
+    assert [str(r.partition_key) for r in _evaluate(instance).run_requests] == ["2024-01|BTCUSDT"]

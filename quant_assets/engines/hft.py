@@ -129,7 +129,8 @@ def end_marker_pad_ns(p: dict[str, Any]) -> int:
     return max(3600 * NS_PER_S, 1000 * 2 * int(round(p["order_latency_ms"] * NS_PER_MS)))
 
 
-def run_loop(hbt, events: np.ndarray, end_ts: int, instrument: Instrument, p: dict[str, Any], order_qty: float):
+def run_loop(hbt, events: np.ndarray, end_ts: int, instrument: Instrument, p: dict[str, Any], order_qty: float,
+             skip_idle: bool = True):
     """Run :func:`market_maker_loop` on ``hbt`` with the resolved params ``p``; returns its raw
     output (see the loop). ``end_ts`` is the last real event's ``local_ts`` (ns)."""
     from quant_assets.strategies.market_maker import market_maker_loop
@@ -142,7 +143,7 @@ def run_loop(hbt, events: np.ndarray, end_ts: int, instrument: Instrument, p: di
     return market_maker_loop(
         hbt, instrument.tick_size, instrument.lot_size, int(round(order_qty / instrument.lot_size)),
         float(p["half_spread_ticks"]), float(p["skew_ticks"]), int(p["max_position_orders"]),
-        interval_ns, equity_ns, int(end_ts), FILL_CAPACITY, int(sample_capacity),
+        interval_ns, equity_ns, int(end_ts), FILL_CAPACITY, int(sample_capacity), skip_idle,
     )
 
 
@@ -179,8 +180,10 @@ def _fills_frame(raw: np.ndarray, instrument: Instrument) -> pl.DataFrame:
 
 def run_hftbacktest_with_state(
     ticks_path: Path, instrument: Instrument, params: dict[str, Any], starting_cash: float = 100_000.0,
+    skip_idle: bool = True,
 ) -> tuple[EngineRun, EngineState]:
-    """:func:`run_hftbacktest`, plus hftbacktest's own end-of-run state (for reconciliation)."""
+    """:func:`run_hftbacktest`, plus hftbacktest's own end-of-run state (for reconciliation).
+    ``skip_idle=False`` steps the loop through every decision point (the reference behaviour)."""
     import hftbacktest
 
     from quant_assets.engines.hft_events import read_ticks, to_events
@@ -206,7 +209,7 @@ def run_hftbacktest_with_state(
     event_rows = len(events)
     hbt = build_backtest(events, instrument, p)
     try:
-        raw, sample_ts, sample_mid, info_arr = run_loop(hbt, events, end_ts, instrument, p, order_qty)
+        raw, sample_ts, sample_mid, info_arr = run_loop(hbt, events, end_ts, instrument, p, order_qty, skip_idle)
     finally:
         hbt.close()
     info = dict(zip(INFO_FIELDS, info_arr.tolist()))

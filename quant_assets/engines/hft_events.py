@@ -153,6 +153,11 @@ def _prev_quote(is_quote: np.ndarray, order: np.ndarray) -> np.ndarray:
     return np.where(prev_pos >= 0, order[np.maximum(prev_pos, 0)], -1)
 
 
+#: ``range`` for plain Python; :func:`_kernel` swaps in ``numba.prange`` before compiling, so
+#: the passes run on every core (each tick owns its rows: no two iterations write the same row).
+prange = range
+
+
 def _rows_kernel(
     write, counts, start, idx, prevq, tick_flags, t_exch, t_recv, is_quote,
     bid_px, bid_sz, ask_px, ask_sz, price, size, side, ev, exch_ts, local_ts, px, qty,
@@ -169,7 +174,7 @@ def _rows_kernel(
     over the 64-byte rows per field and per event kind (5x slower on a month).
     """
     one_flag = tick_flags.shape[0] == 1
-    for k in range(idx.shape[0]):
+    for k in prange(idx.shape[0]):
         i = idx[k]
         f = tick_flags[0] if one_flag else tick_flags[k]
         r = start[k]
@@ -221,13 +226,16 @@ _compiled = None
 
 def _kernel():
     """:func:`_rows_kernel`, compiled on first use (numba is imported only then). It uses no
-    hftbacktest objects, so numba can cache it on disk (``__pycache__``): ~1.4 s to compile
-    the first time, ~0.8 s to load in a later process, once per process either way."""
-    global _compiled
+    hftbacktest objects, so numba can cache it on disk (``__pycache__``); loading it costs
+    ~1 s in a new process, once per process."""
+    global _compiled, prange
     if _compiled is None:
-        from numba import njit
+        import numba
 
-        _compiled = njit(nogil=True, cache=True)(_rows_kernel)
+        prange = numba.prange
+        # parallel: the write pass is mostly the first touch of hundreds of MB of fresh memory
+        # (page faults), which every core can take its share of.
+        _compiled = numba.njit(nogil=True, cache=True, parallel=True)(_rows_kernel)
     return _compiled
 
 
@@ -246,6 +254,21 @@ def _write_rows(t: _Ticks, out: np.ndarray, idx: np.ndarray, prevq: np.ndarray, 
     _kernel()(True, np.empty(0, np.int64), start, idx, prevq, flags, t.exch, t.recv, t.is_quote,
               t.bid_px, t.bid_sz, t.ask_px, t.ask_sz, t.price, t.size, t.side,
               out["ev"], out["exch_ts"], out["local_ts"], out["px"], out["qty"])
+
+
+def _zeroed_events(n: int) -> np.ndarray:
+    """A zero-filled event array of ``n`` rows. On Linux the pages are mapped up front
+    (``MAP_POPULATE``): one pass in the kernel instead of a page fault per 4 KiB on first write,
+    which in a VM costs more than the conversion itself for a month of events. The array keeps
+    its mapping alive and unmaps it when garbage-collected."""
+    import mmap
+
+    nbytes = n * EVENT_DTYPE.itemsize
+    populate = getattr(mmap, "MAP_POPULATE", 0)
+    if nbytes < (64 << 20) or not populate:
+        return np.zeros(n, EVENT_DTYPE)
+    mm = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate)
+    return np.frombuffer(mm, dtype=EVENT_DTYPE)
 
 
 def _exclusive_cumsum(counts: np.ndarray) -> np.ndarray:
@@ -282,7 +305,7 @@ def to_events(
     local_start = _exclusive_cumsum(_stream_rows(t, local_order, prevq_local))
 
     if not np.any(t.exch[1:] < t.exch[:-1]):
-        out = np.zeros(local_start[-1] + extra, EVENT_DTYPE)
+        out = _zeroed_events(local_start[-1] + extra)
         _write_rows(t, out, local_order, prevq_local, local_start, np.full(1, EXCH_EVENT | LOCAL_EVENT, np.uint64))
     else:
         exch_order = np.argsort(t.exch, kind="stable")
@@ -300,7 +323,7 @@ def to_events(
         exch_key = exch_rank[exch_only]  # increasing
         local_at = local_start[:-1] + exch_start[np.searchsorted(exch_key, local_order, side="left")]
         exch_at = exch_start[:-1] + local_start[exch_key + 1]
-        out = np.zeros(local_start[-1] + exch_start[-1] + extra, EVENT_DTYPE)
+        out = _zeroed_events(local_start[-1] + exch_start[-1] + extra)
         _write_rows(t, out, local_order, prevq_local, local_at,
                     np.where(shared, EXCH_EVENT | LOCAL_EVENT, LOCAL_EVENT).astype(np.uint64))
         _write_rows(t, out, exch_only, exch_prevq, exch_at, np.full(1, EXCH_EVENT, np.uint64))

@@ -1,7 +1,13 @@
 """The ``market_maker`` strategy: a numba loop over an hftbacktest 2.4.4 backtest.
 
-Every ``interval_ns`` the loop (1) records the fills it has been told about, (2) samples the mid
-for the equity curve, (3) re-quotes one bid and one ask:
+On the decision grid (every ``interval_ns`` from the first event) the loop (1) records the fills
+it has been told about, (2) samples the mid for the equity curve, (3) re-quotes one bid and one
+ask. Between two grid points where no market feed and no order response arrives the decision
+cannot change, so by default (``skip_idle``) the loop waits for the next event or timed duty
+(``wait_next_feed``) and resumes on the first grid point after it: the same decisions at the
+same times as stepping through every point (``skip_idle=False``, kept as the reference and
+tested against), at a cost proportional to the events instead of the month's length (a month
+of 100 ms decisions is 26.8M points):
 
 * reservation price ``r = mid - skew_ticks * tick * (position / order_qty)`` (shifted against
   the inventory, a linear GLFT-style skew);
@@ -74,6 +80,14 @@ def _grow(a, n):
     for i in range(a.shape[0]):  # an explicit loop: slice assignment costs seconds of compile time
         b[i] = a[i]
     return b
+
+
+@njit(cache=False)
+def _grid_ceil(t, grid0, step):
+    """The first point of the grid ``grid0 + k * step`` at or after ``t`` (ns)."""
+    if t <= grid0:
+        return grid0
+    return grid0 + ((t - grid0 + step - 1) // step) * step
 
 
 @njit(cache=False)
@@ -173,6 +187,7 @@ def market_maker_loop(
     end_ts: int,
     fill_capacity: int,
     sample_capacity: int,
+    skip_idle: bool = True,
 ):
     """Run the market maker on asset 0 of ``hbt`` (a ``HashMapMarketDepthBacktest``) until
     ``end_ts`` (ns, the last real event's ``local_ts``), then close out.
@@ -181,6 +196,8 @@ def market_maker_loop(
     in lots (≥ 1), ``half_spread_ticks`` ticks, ``skew_ticks`` ticks per ``order_lots`` of
     inventory, ``max_position_orders`` orders, ``interval_ns``/``equity_interval_ns``/``end_ts``
     ns. ``fill_capacity``/``sample_capacity`` are initial buffer sizes (they double as needed).
+    ``skip_idle`` (default True) jumps over grid points where nothing can change (see the
+    module docstring); False steps through every one.
 
     Returns ``(fills, sample_ts, sample_mid, info)``: ``fills`` an int64 array with the columns
     of :data:`FILL_COLUMNS` (order id 0 is the synthetic close), the mid samples (ns, quote
@@ -211,9 +228,10 @@ def market_maker_loop(
     synthetic_lots = 0
     phase = _QUOTING
 
-    # The first elapse only sets the clock to the first event.
+    # The first elapse only sets the clock to the first event, the origin of the decision grid.
     if hbt.elapse(0) != 0:
         phase = _DONE
+    grid0 = hbt.current_timestamp
     while True:
         # 1. fills since the last step, before clear_inactive_orders drops completed orders
         fills, n_fills, moved, lost, n_live = _scan_orders(hbt, fills, n_fills, tr_id, tr_cum, tr_used, lot_size, live)
@@ -312,8 +330,30 @@ def market_maker_loop(
         # 4. advance: one interval while quoting (the last step lands exactly on end_ts), until
         # the next order response while closing out
         steps += 1
-        if phase == _QUOTING:
+        if phase == _QUOTING and not skip_idle:
+            # The reference behaviour: a step on every point of the decision grid.
             ended = hbt.elapse(min(interval_ns, end_ts - now)) != 0
+        elif phase == _QUOTING:
+            # Decisions fall on the grid grid0 + k * interval_ns. Between two grid points where
+            # nothing arrives (no market feed, no order response) the decision cannot change,
+            # so instead of stepping through them we wait for the next event or the next
+            # timed duty (an equity sample, end_ts) and resume at the first grid point at or
+            # after it: the same decisions at the same times as stepping every interval, at
+            # the cost of the events rather than of the month's length.
+            duty = end_ts if next_sample < 0 else min(end_ts, _grid_ceil(next_sample, grid0, interval_ns))
+            if duty <= now:
+                duty = min(now + interval_ns, end_ts)
+            code = hbt.wait_next_feed(True, duty - now)
+            if code == 1:
+                ended = True
+            elif code == 0:
+                ended = False
+            elif code == 2 or code == 3:
+                at = hbt.current_timestamp
+                resume = min(end_ts, _grid_ceil(at, grid0, interval_ns))
+                ended = resume > at and hbt.elapse(resume - at) != 0
+            else:
+                ended = True  # an engine error: stop with what was recorded
         elif pending >= 0:
             ended = hbt.wait_order_response(0, pending, 3600 * 1_000_000_000) != 0
         else:
