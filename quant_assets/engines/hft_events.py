@@ -153,11 +153,6 @@ def _prev_quote(is_quote: np.ndarray, order: np.ndarray) -> np.ndarray:
     return np.where(prev_pos >= 0, order[np.maximum(prev_pos, 0)], -1)
 
 
-#: ``range`` for plain Python; :func:`_kernel` swaps in ``numba.prange`` before compiling, so
-#: the passes run on every core (each tick owns its rows: no two iterations write the same row).
-prange = range
-
-
 def _rows_kernel(
     write, counts, start, idx, prevq, tick_flags, t_exch, t_recv, is_quote,
     bid_px, bid_sz, ask_px, ask_sz, price, size, side, ev, exch_ts, local_ts, px, qty,
@@ -174,7 +169,7 @@ def _rows_kernel(
     over the 64-byte rows per field and per event kind (5x slower on a month).
     """
     one_flag = tick_flags.shape[0] == 1
-    for k in prange(idx.shape[0]):
+    for k in range(idx.shape[0]):
         i = idx[k]
         f = tick_flags[0] if one_flag else tick_flags[k]
         r = start[k]
@@ -228,14 +223,15 @@ def _kernel():
     """:func:`_rows_kernel`, compiled on first use (numba is imported only then). It uses no
     hftbacktest objects, so numba can cache it on disk (``__pycache__``); loading it costs
     ~1 s in a new process, once per process."""
-    global _compiled, prange
+    global _compiled
     if _compiled is None:
-        import numba
+        from numba import njit
 
-        prange = numba.prange
-        # parallel: the write pass is mostly the first touch of hundreds of MB of fresh memory
-        # (page faults), which every core can take its share of.
-        _compiled = numba.njit(nogil=True, cache=True, parallel=True)(_rows_kernel)
+        # Serial on purpose: a parallel=True build was ~0.2 s faster on a month, but one
+        # benchmark process died of a segfault while it was in use (not reproduced; numba's
+        # disk-cached parallel kernels are a known suspect). The first-touch cost it hid is
+        # now avoided by pre-populated memory (_zeroed_events).
+        _compiled = njit(nogil=True, cache=True)(_rows_kernel)
     return _compiled
 
 
