@@ -266,8 +266,10 @@ def render(args, mach, gen, ours, bare, hft, big, one, many) -> tuple[str, dict[
         f"{b['events'] / b['seconds']:,.0f} (engine alone {b['events'] / b['engine_s']:,.0f}) | {b['maxrss_kib'] / 1024:.0f} |",
         f"| Nautilus ours: `run_backtest` ema_cross, chunked + streaming, results written (best of {len(ours)}: {all_s(ours)}) | "
         f"{o['seconds']:.2f} | {o['events'] / o['seconds']:,.0f} | {o['maxrss_kib'] / 1024:.0f} |",
-        f"| hftbacktest bare loop on a prebuilt event array (best of {len(hft['runs_bare_s'])}: {', '.join(f'{x:.2f}' for x in hft['runs_bare_s'])}) | "
+        f"| hftbacktest bare: its own `.npz` of the month + the same loop (best of {len(hft['runs_bare_s'])}: {', '.join(f'{x:.2f}' for x in hft['runs_bare_s'])}) | "
         f"{hft['bare_s']:.2f} | {hft['bare_ticks_per_s']:,.0f} ticks/s ({hft['event_rows'] / hft['bare_s']:,.0f} event rows/s) | |",
+        f"| hftbacktest loop alone on an event array in memory (best of {len(hft['runs_loop_s'])}: {', '.join(f'{x:.2f}' for x in hft['runs_loop_s'])}) | "
+        f"{hft['loop_s']:.2f} | {hft['loop_ticks_per_s']:,.0f} ticks/s ({hft['event_rows'] / hft['loop_s']:,.0f} event rows/s) | |",
         f"| hftbacktest ours: `run_hftbacktest` (read + convert + run + fills) (best of {len(hft['runs_ours_s'])}: {', '.join(f'{x:.2f}' for x in hft['runs_ours_s'])}) | "
         f"{hft['ours_s']:.2f} | {hft['ours_ticks_per_s']:,.0f} ticks/s ({hft['event_rows'] / hft['ours_s']:,.0f} event rows/s) | |",
         f"| Nautilus ours on {args.big_events:,} events | {big['seconds']:.1f} | {big['events'] / big['seconds']:,.0f} | {big_mib:.0f} |",
@@ -275,7 +277,7 @@ def render(args, mach, gen, ours, bare, hft, big, one, many) -> tuple[str, dict[
         "| target | value | result |",
         "|---|---:|---|",
         f"| Nautilus ours / bare <= {TARGET_RATIO} | {nt_ratio:.3f} | {ok(verdict['nautilus'])} |",
-        f"| hftbacktest ours / bare <= {TARGET_RATIO} | {hft_ratio:.3f} | {ok(verdict['hftbacktest'])} |",
+        f"| hftbacktest ours / bare <= {TARGET_RATIO} (ours / loop alone: {hft['ratio_to_loop']:.3f}) | {hft_ratio:.3f} | {ok(verdict['hftbacktest'])} |",
         f"| peak RSS of {args.big_events:,} events (Nautilus path) < 1.5 GiB | {big_mib:.0f} MiB | {ok(verdict['rss'])} |",
         f"| seconds per slice, {len(many['per_slice_s'])} slices in one process < 1 slice in a fresh process | "
         f"{per_many:.2f} vs {per_one:.2f} | {ok(verdict['batching'])} |",
@@ -290,8 +292,11 @@ def render(args, mach, gen, ours, bare, hft, big, one, many) -> tuple[str, dict[
         f"hftbacktest numba compile on first call (excluded above): {hft.get('compile_s', float('nan')):.1f} s; "
         f"{hft['ticks']:,} ticks ({hft['quotes']:,} quotes) became {hft['event_rows']:,} hftbacktest event rows; "
         f"{hft['loop_steps']:,} strategy steps, {hft['fills']:,} fills; read + convert {hft['read_convert_s']:.2f} s of ours. "
-        "The loop decides every 100 ms of market time, so a month costs ~26.8M steps whatever its tick count: "
-        "that, not the event rows, sets the replay's speed here (STACK.md's ~2M events/s is on denser data).",
+        "The market maker decides on a 100 ms grid but skips the grid points where no event arrives (same fills, "
+        "tested against stepping through all 26.8M points of a month): the loop now costs ~3.3 s here, down from "
+        "~11 s when it stepped through every point (2026-11-25, same data: ours 11.56 s vs 4.05 s now). Our fixed "
+        "cost (Parquet read, conversion to 4.4M event rows, building the result: ~0.8 s) did not shrink with it, "
+        "so the ratio target, met at 1.045 against the stepping loop, is now missed; the absolute time is 2.9x lower.",
         "",
     ]
     return "\n".join(lines), verdict
