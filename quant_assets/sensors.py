@@ -8,11 +8,18 @@ content never triggers a second run. The cursor maps each landing path to the ha
 requested. A partition whose latest ``ticks`` materialization was already built from exactly
 these files (its ``source_fingerprint``) is not requested again: a sensor started on a lake
 that ``quant-assets sync`` or ``demo`` built re-ingests nothing.
+
+A file still being written is never ingested half-way: a file is only read once a tick finds
+it with the same size and mtime as the previous tick did, and at least ``SETTLE_SECONDS``
+old (a file untouched for ``QUIET_SECONDS`` is taken at first sight, e.g. on a first start).
 """
 
 
 import hashlib
 import json
+import os
+import time
+from pathlib import Path
 
 import dagster as dg
 
@@ -25,6 +32,34 @@ from resources import LakeResource
 
 #: A file modified more recently than this may still be being written: wait a tick.
 SETTLE_SECONDS = 2.0
+#: A file untouched this long is complete even if no earlier tick saw it.
+QUIET_SECONDS = 30.0
+
+
+class _Readiness:
+    """Decides which landing files are complete: unchanged (size, mtime) since the previous
+    tick, or quiet for ``QUIET_SECONDS``. Remembers what it saw of the files it held back."""
+
+    def __init__(self, previous: dict[str, list[int]]) -> None:
+        self.previous = previous
+        self.pending: dict[str, list[int]] = {}
+        self.now_ns = time.time_ns()
+
+    def __call__(self, path: Path, st: os.stat_result) -> bool:
+        seen = [st.st_size, st.st_mtime_ns]
+        age_s = (self.now_ns - st.st_mtime_ns) / 1e9
+        if age_s >= QUIET_SECONDS or (age_s >= SETTLE_SECONDS and self.previous.get(str(path)) == seen):
+            return True
+        self.pending[str(path)] = seen
+        return False
+
+
+def _read_cursor(cursor: str | None) -> tuple[dict[str, str], dict[str, list[int]]]:
+    """(landing path -> content hash already requested, held-back path -> [size, mtime_ns])."""
+    data = json.loads(cursor) if cursor else {}
+    if "requested" not in data:  # the cursor of earlier versions: the requested map alone
+        return data, {}
+    return data["requested"], data.get("pending", {})
 
 ingest_job = dg.define_asset_job(
     "ingest_ticks",
@@ -42,7 +77,8 @@ ingest_job = dg.define_asset_job(
 )
 def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult:
     lk = lake.lake()
-    seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    seen, previous = _read_cursor(context.cursor)
+    ready = _Readiness(previous)
     valid_months = set(month_partitions.get_partition_keys())
     known_symbols = set(context.instance.get_dynamic_partitions(symbol_partitions.name))
     new_symbols: list[str] = []
@@ -56,7 +92,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> d
         if symbol != folder:
             context.log.warning(f"landing/{folder}: symbol folders must be upper case ({symbol!r}); folder ignored")
             continue
-        for rec in survey(lk, symbol, settle_s=SETTLE_SECONDS):
+        for rec in survey(lk, symbol, ready=ready):
             if seen.get(rec.path) == rec.sha256:
                 continue
             seen[rec.path] = rec.sha256
@@ -88,5 +124,5 @@ def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> d
     return dg.SensorResult(
         run_requests=run_requests,
         dynamic_partitions_requests=[symbol_partitions.build_add_request(new_symbols)] if new_symbols else [],
-        cursor=json.dumps(seen, sort_keys=True),
+        cursor=json.dumps({"requested": seen, "pending": ready.pending}, sort_keys=True),
     )

@@ -50,11 +50,26 @@ def test_new_files_request_exactly_the_partitions_they_touch(lake, instance):
     assert changed.run_requests[0].run_key not in {r.run_key for r in res.run_requests}
 
 
+def _aged(path, seconds):
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - int(seconds * 1e9)))
+
+
 def test_a_file_still_being_written_waits(lake, instance):
     path = b.write(lake.landing_dir("BTCUSDT") / "BTCUSDT-trades-2024-01.csv", b.binance_trades_csv(3))
-    assert _evaluate(instance).run_requests == []  # just modified: may be half written
-    _settled(path)
-    assert _keys(_evaluate(instance)) == ["2024-01|BTCUSDT"]
+    res = _evaluate(instance)
+    assert res.run_requests == []  # just modified: may be half written
+    _aged(path, 5)  # a stalled writer: old enough, but no earlier tick saw this size
+    res = _evaluate(instance, cursor=res.cursor)
+    assert res.run_requests == []
+    with open(path, "a") as f:  # the writer goes on between two ticks
+        f.write(b.binance_trades_csv(6).splitlines()[-1] + "\n")
+    _aged(path, 5)
+    res = _evaluate(instance, cursor=res.cursor)
+    assert res.run_requests == []  # the size changed since the last tick: wait again
+    res = _evaluate(instance, cursor=res.cursor)  # unchanged across two ticks: complete
+    assert _keys(res) == ["2024-01|BTCUSDT"]
+    assert _evaluate(instance, cursor=res.cursor).run_requests == []
 
 
 def test_bad_files_and_folders_request_nothing(lake, instance):
@@ -90,4 +105,6 @@ def test_partitions_already_built_from_the_same_files_are_not_requested_again(la
     assert _evaluate(instance).run_requests == []  # the sensor's first tick: nothing new
     b.write(lake.landing_dir("BTCUSDT") / "BTCUSDT-trades-2024-01.csv", b.binance_trades_csv(5))
     time.sleep(2.5)  # let the new file settle
-    assert [str(r.partition_key) for r in _evaluate(instance).run_requests] == ["2024-01|BTCUSDT"]
+    first = _evaluate(instance)
+    assert first.run_requests == []  # seen once: wait for a second look at the same size
+    assert [str(r.partition_key) for r in _evaluate(instance, cursor=first.cursor).run_requests] == ["2024-01|BTCUSDT"]

@@ -47,8 +47,9 @@ def _header_is(sample: Sample, names: dict[str, pl.DataType]) -> bool:
 
 
 def _side_from_maker(col: str) -> pl.Expr:
-    """Booleans parse case-insensitively (Binance writes True and true); unparseable -> 0."""
-    return pl.when(pl.col(col)).then(-1).when(pl.col(col).not_()).then(1).otherwise(0)
+    """Booleans parse case-insensitively (Binance writes True and true); unparseable -> null,
+    which validation rejects (Binance always knows the aggressor, so 0 would hide a bad row)."""
+    return pl.when(pl.col(col)).then(-1).when(pl.col(col).not_()).then(1)
 
 
 def _match_trades(s: Sample) -> bool:

@@ -127,7 +127,10 @@ def _build_locked(lake: Lake, symbol: str, month: str, check: Callable[[Path, li
     sources = [r for r in records if r.status == "staged" and month in r.months]
     quarantined = [lake.quarantine_path(symbol, r.sha256) for r in records if r.status == "staged" and r.rows_rejected]
     rejected = month_frame(quarantined, month).select(pl.len()).collect().item() if quarantined else 0
-    if not sources:
+    # A staged file whose every row was rejected still counts as an input (its fingerprint)
+    # but feeds no rows: it has no time span to order by.
+    feeding = [r for r in sources if r.rows_accepted]
+    if not feeding:
         detail = f"; {rejected} rows of that month were rejected (see {lake.root / 'quarantine'})" if rejected else ""
         broken = f"; failed files: {[f'{r.path}: {r.error}' for r in failed]}" if failed else ""
         raise NoDataError(f"no valid ticks for {symbol} {month} in {lake.landing_dir(symbol)}{detail}{broken}")
@@ -135,13 +138,13 @@ def _build_locked(lake: Lake, symbol: str, month: str, check: Callable[[Path, li
     final = lake.ticks_path(symbol, month)
     with atomic_target(final) as tmp:
         lo, hi = month_start_ns(month), month_start_ns(next_month(month))
-        (only,) = sources if len(sources) == 1 else (None,)
+        (only,) = feeding if len(feeding) == 1 else (None,)
         if only is not None and only.ordered and lo <= only.event_min < hi and lo <= only.event_max < hi:
             # One ordered file holding exactly this month (the usual monthly exchange file):
             # the staged file already is the partition; link it instead of rewriting it.
             link_or_copy(lake.staging_path(symbol, only.sha256), tmp)
         else:
-            sink(canonical_month(lake, symbol, sources, month), tmp)
+            sink(canonical_month(lake, symbol, feeding, month), tmp)
         stats = (
             pl.scan_parquet(tmp)
             .select(

@@ -27,7 +27,8 @@ MAX_UNPACKED_ENV = "QUANT_MAX_UNPACKED_BYTES"
 DEFAULT_MAX_UNPACKED = 32 << 30
 
 _GZIP_MAGIC = b"\x1f\x8b"
-_ZIP_MAGIC = b"PK\x03\x04"
+#: A local file header, or the end-of-central-directory record that opens an empty archive.
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 
 
 def recognised_formats() -> str:
@@ -61,7 +62,7 @@ def plain_file(source: Path, scratch: Path) -> Iterator[Path]:
         magic = f.read(4)
     if not magic:
         raise IngestError(source, "empty file (0 bytes)")
-    if not (magic[:2] == _GZIP_MAGIC or magic == _ZIP_MAGIC):
+    if not (magic[:2] == _GZIP_MAGIC or magic in _ZIP_MAGICS):
         yield source
         return
     out = scratch / f"{uuid.uuid4().hex}-{source.name}.unpacked"
@@ -77,6 +78,8 @@ def plain_file(source: Path, scratch: Path) -> Iterator[Path]:
             try:
                 with zipfile.ZipFile(source) as zf:
                     members = [m for m in zf.infolist() if not m.is_dir()]
+                    if not members:
+                        raise IngestError(source, "zip holds no file (expected exactly one)")
                     if len(members) != 1:
                         names = [m.filename for m in members][:5]
                         raise IngestError(source, f"zip must hold exactly one file, holds {len(members)} {names}")

@@ -73,6 +73,8 @@ def to_canonical(lf: pl.LazyFrame, kind: str, **exprs: pl.Expr) -> pl.LazyFrame:
 def first_int(sample: Sample, index: int, where: str) -> int:
     """The integer in field ``index`` of the first data row (for epoch-unit inference)."""
     row = sample.data_row
+    if not row:
+        raise ValueError(f"{where}: no data rows (only a header)")
     try:
         return int(float(row[index]))
     except (IndexError, ValueError) as exc:

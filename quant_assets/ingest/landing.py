@@ -14,9 +14,9 @@ The landing file itself is only ever opened for reading.
 from __future__ import annotations
 
 import contextlib
-import time
+import os
 from datetime import datetime, timezone
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import polars as pl
@@ -66,13 +66,15 @@ def probe(lake: Lake, symbol: str, path: Path, rec: FileRecord) -> FileRecord:
     return rec
 
 
-def survey(lake: Lake, symbol: str, settle_s: float = 0.0, probe_new: bool = True) -> list[FileRecord]:
+def survey(
+    lake: Lake, symbol: str, probe_new: bool = True, ready: Callable[[Path, os.stat_result], bool] | None = None
+) -> list[FileRecord]:
     """Fingerprint every landing file of ``symbol``; probe new or changed ones; record them.
 
     With ``probe_new=False`` new files come back as ``seen`` records, unprobed (a caller
     that stages them anyway learns their months from staging, and saves a parse).
 
-    Files modified less than ``settle_s`` seconds ago are skipped: they may still be being
+    Files for which ``ready(path, stat)`` is False are skipped: they may still be being
     written (the sensor looks again on its next tick). Returns the current record of each
     file (a failed file is recorded and returned, never raised: one bad file must not hide
     the others).
@@ -80,9 +82,8 @@ def survey(lake: Lake, symbol: str, settle_s: float = 0.0, probe_new: bool = Tru
     symbol = normalise_symbol(symbol)
     known = read_manifest(lake)
     out, changed = [], []
-    now = time.time_ns()
     for path in lake.landing_files(symbol):
-        if settle_s and now - path.stat().st_mtime_ns < settle_s * 1e9:
+        if ready is not None and not ready(path, path.stat()):
             continue
         rec = fingerprint(lake, path, known, symbol)
         if rec.status == "seen" and probe_new:

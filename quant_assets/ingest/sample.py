@@ -45,7 +45,11 @@ class Sample:
         except UnicodeDecodeError as exc:
             # A multi-byte character cut by max_bytes is fine; anything earlier is not UTF-8.
             if exc.start < len(head) - 4:
-                raise ValueError(f"not UTF-8 text (byte {exc.start} is 0x{head[exc.start]:02x})") from exc
+                line = head.count(b"\n", 0, exc.start) + 1
+                raise ValueError(
+                    f"not UTF-8 text: line {line}, byte {exc.start} is 0x{head[exc.start]:02x} "
+                    "(re-encode the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`)"
+                ) from exc
             text = head[: exc.start].decode("utf-8")
         lines = [ln.rstrip("\r") for ln in text.split("\n")]
         if len(head) == max_bytes:

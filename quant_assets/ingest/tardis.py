@@ -32,7 +32,7 @@ def _scan_trades(s: Sample) -> pl.LazyFrame:
         lf, "trade",
         ts_event=epoch_to_ns("timestamp", "us"), ts_recv=epoch_to_ns("local_timestamp", "us"),
         seq=pl.col("src_line"), price=pl.col("price"), size=pl.col("amount"),
-        side=pl.when(side == "buy").then(1).when(side == "sell").then(-1).otherwise(0),
+        side=pl.when(side == "buy").then(1).when(side == "sell").then(-1).when(side == "unknown").then(0),
         trade_id=pl.col("id"),
     )
 

@@ -57,6 +57,8 @@ def reject_reason(start_month: str, now: int | None = None) -> pl.Expr:
         .when(trade & _bad("price")).then(pl.lit("missing, unparseable or NaN price"))
         .when(trade & (px <= 0)).then(pl.lit("non-positive price"))
         .when(trade & (_bad("size") | (sz <= 0))).then(pl.lit("missing, zero, negative or NaN size"))
+        .when(trade & pl.col("side").is_in([-1, 0, 1]).not_().fill_null(True))
+        .then(pl.lit("missing or unparseable aggressor side (expected buy/sell, or 0 for unknown)"))
         .otherwise(pl.lit(None, dtype=pl.String))
         .alias("reject_reason")
     )
