@@ -38,7 +38,7 @@ from quant_assets.analytics.periods import period_metrics
 from quant_assets.analytics.returns import SECONDS_PER_DAY, ReturnSeries, daily, sample_returns, stitch
 from quant_assets.analytics.slice_metrics import ANALYTICS_VERSION, read_backtest
 from quant_assets.analytics.trades import table_trade_stats
-from quant_assets.lake.store import Lake, atomic_target, file_sha256
+from quant_assets.lake.store import Lake, atomic_dir, file_sha256
 
 #: Bump when the roll-up or a robustness method changes (reports become stale, slices do not).
 ROLLUP_VERSION = "1"
@@ -146,20 +146,17 @@ def run_report(
         "daily.parquet": daily_df,
         "walk_forward.parquet": wf_table,
     }
-    with lake.lock(f"report-{strategy}-{symbol}"):
+    with lake.lock(f"report-{strategy}-{symbol}"), atomic_dir(out, "report") as new:
         for name, df in files.items():
-            lake.write_parquet(df, out / name)
-        lake.write_json(report, out / "report.json")
-        hashes = {name: file_sha256(out / name) for name in (*files, "report.json")}
+            lake.write_parquet(df, new / name)
+        lake.write_json(report, new / "report.json")
+        hashes = {name: file_sha256(new / name) for name in (*files, "report.json")}
         if len(day):
             from quant_assets.analytics.tearsheet import write_tearsheet
 
-            with atomic_target(out / "tearsheet.html") as tmp:
-                write_tearsheet(day, tmp, f"{strategy} on {symbol}, {months[0]} to {months[-1]}", trading_days)
-        else:
-            # No daily return to report: an older tearsheet would describe other data.
-            (out / "tearsheet.html").unlink(missing_ok=True)
+            # No daily return, no tearsheet: the folder is new, so no older one lingers.
+            write_tearsheet(day, new / "tearsheet.html", f"{strategy} on {symbol}, {months[0]} to {months[-1]}", trading_days)
         lake.write_json({"strategy": strategy, "symbol": symbol, "inputs": inputs, "files": hashes,
-                         "tearsheet": "tearsheet.html" if len(day) else None}, out / "manifest.json")
+                         "tearsheet": "tearsheet.html" if len(day) else None}, new / "manifest.json")
     version = hashlib.sha256("|".join(hashes[k] for k in sorted(hashes)).encode()).hexdigest()[:24]
     return ReportOutput(out, report, daily_df, version)

@@ -32,7 +32,7 @@ from quant_assets.analytics.returns import ReturnSeries, sample_returns
 from quant_assets.analytics.trades import (
     TRADE_SCHEMA, TRADE_STATS, market_context, portfolio, regime_summary, sample_regimes, trade_table, vectorbt_trade_stats,
 )
-from quant_assets.lake.store import Lake, file_sha256
+from quant_assets.lake.store import Lake, atomic_dir, file_sha256
 
 #: Bump when the definition of a stored metric changes: every metrics slice and every roll-up
 #: becomes stale, backtests do not.
@@ -186,15 +186,15 @@ def run_metrics(lake: Lake, strategy: str, symbol: str, month: str, trading_days
     quotes = pl.scan_parquet(ticks).select("ts_recv", "kind", "bid_px", "ask_px") if ticks.exists() else None
     sm = compute(bt, trading_days, quotes, strategy, symbol, month)
     out = lake.metrics_dir(strategy, symbol, month)
-    with lake.lock(f"metrics-{strategy}-{symbol}-{month}"):
+    with lake.lock(f"metrics-{strategy}-{symbol}-{month}"), atomic_dir(out, "metrics") as new:
         files = {
             "metrics.parquet": metrics_frame(sm.row),
             "trades.parquet": sm.trades,
             "regimes.parquet": sm.regimes,
         }
         for name, df in files.items():
-            lake.write_parquet(df, out / name)
-        hashes = {name: file_sha256(out / name) for name in files}
+            lake.write_parquet(df, new / name)
+        hashes = {name: file_sha256(new / name) for name in files}
         manifest = {
             "strategy": strategy, "symbol": symbol, "month": month,
             "analytics_version": ANALYTICS_VERSION,
@@ -207,6 +207,6 @@ def run_metrics(lake: Lake, strategy: str, symbol: str, month: str, trading_days
             "null_reasons": sm.metrics.reasons,
             "notes": sm.returns.notes,
         }
-        lake.write_json(manifest, out / "manifest.json")
+        lake.write_json(manifest, new / "manifest.json")
     version = hashlib.sha256("|".join(hashes[k] for k in sorted(hashes)).encode()).hexdigest()[:24]
     return MetricsOutput(out, sm, manifest, version)

@@ -25,7 +25,7 @@ from quant_assets.analytics.slice_metrics import BacktestSliceError
 from quant_assets.critique.critics import Critic, CriticAnswer
 from quant_assets.critique.prompt import Prompt, build_prompt
 from quant_assets.critique.schema import Critique, check_suggestions
-from quant_assets.lake.store import Lake, file_sha256
+from quant_assets.lake.store import Lake, atomic_dir, file_sha256
 from quant_assets.strategies.spec import StrategySpec
 
 #: Bump when prompts, rules or the stored format change: every critique becomes stale.
@@ -88,12 +88,12 @@ def run_critique(lake: Lake, spec: StrategySpec, symbol: str, month: str, critic
         "prompt_sha256": prompt.digest,
     }
     out = lake.critique_dir(spec.name, symbol, month)
-    with lake.lock(f"critique-{spec.name}-{symbol}-{month}"):
-        lake.write_json(prompt.as_json(), out / "prompt.json")
-        lake.write_json(record, out / "critique.json")
-        hashes = {n: file_sha256(out / n) for n in ("prompt.json", "critique.json")}
+    with lake.lock(f"critique-{spec.name}-{symbol}-{month}"), atomic_dir(out, "critique") as new:
+        lake.write_json(prompt.as_json(), new / "prompt.json")
+        lake.write_json(record, new / "critique.json")
+        hashes = {n: file_sha256(new / n) for n in ("prompt.json", "critique.json")}
         lake.write_json({"strategy": spec.name, "symbol": symbol, "month": month, "critique_version": CRITIQUE_VERSION,
-                         "metrics_files": metrics_manifest.get("files", {}), "files": hashes}, out / "manifest.json")
+                         "metrics_files": metrics_manifest.get("files", {}), "files": hashes}, new / "manifest.json")
     # The data version ignores whether the answer came from the cache (same answer, same data).
     stable = {k: v for k, v in record.items() if k not in ("cached",)}
     version = hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:24]

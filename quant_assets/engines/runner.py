@@ -22,7 +22,7 @@ from quant_assets.engines import ADAPTER_VERSIONS
 from quant_assets.engines.inputs import BacktestInputError
 from quant_assets.engines.result import EngineRun, finalize, summary
 from quant_assets.lake import instruments as inst_mod
-from quant_assets.lake.store import Lake, file_sha256
+from quant_assets.lake.store import Lake, atomic_dir, file_sha256
 from quant_assets.strategies.spec import StrategySpec
 
 #: Cash each month starts with, in the instrument's quote currency; every month starts flat.
@@ -74,10 +74,11 @@ def run_backtest(
     run = run_engine(spec, ticks_path, instrument, params, starting_cash)
     fills, equity = finalize(run)
     out = out_dir or lake.backtest_dir(spec.name, symbol, month)
-    with lake.lock(f"backtest-{spec.name}-{symbol}-{month}" if out_dir is None else "run-" + hashlib.sha256(str(out).encode()).hexdigest()[:16]):
-        lake.write_parquet(fills, out / "fills.parquet")
-        lake.write_parquet(equity, out / "equity.parquet")
-        hashes = {name: file_sha256(out / name) for name in ("fills.parquet", "equity.parquet")}
+    lock = lake.lock(f"backtest-{spec.name}-{symbol}-{month}" if out_dir is None else "run-" + hashlib.sha256(str(out).encode()).hexdigest()[:16])
+    with lock, atomic_dir(out, "backtest") as new:
+        lake.write_parquet(fills, new / "fills.parquet")
+        lake.write_parquet(equity, new / "equity.parquet")
+        hashes = {name: file_sha256(new / name) for name in ("fills.parquet", "equity.parquet")}
         wall = time.perf_counter() - t0
         head = summary(fills, equity, starting_cash)
         manifest = {
@@ -104,7 +105,7 @@ def run_backtest(
             "summary": head,
             "notes": run.notes,
         }
-        lake.write_json(manifest, out / "manifest.json")
+        lake.write_json(manifest, new / "manifest.json")
     # The deflated Sharpe of the roll-ups needs every parameter set this implementation was run with.
     trials.record(lake, spec.impl, spec.name, params)
     version = hashlib.sha256("|".join(hashes[k] for k in sorted(hashes)).encode()).hexdigest()[:24]

@@ -30,7 +30,7 @@ from quant_assets.ingest.landing import stage, survey
 from quant_assets.ingest.validate import month_start_ns, next_month
 from quant_assets.lake.manifest import FileRecord
 from quant_assets.lake.schema import DEDUPE_COLUMNS, TICK_COLUMNS
-from quant_assets.lake.store import Lake, atomic_target, file_sha256, link_or_copy, sink
+from quant_assets.lake.store import Lake, atomic_target, file_sha256, link_or_copy, sink, sweep_debris
 from quant_assets.lake.symbols import normalise_symbol
 
 
@@ -136,6 +136,7 @@ def _build_locked(lake: Lake, symbol: str, month: str, check: Callable[[Path, li
         raise NoDataError(f"no valid ticks for {symbol} {month} in {lake.landing_dir(symbol)}{detail}{broken}")
 
     final = lake.ticks_path(symbol, month)
+    sweep_debris(final.parent, final.name)  # what a killed earlier build left (we hold its lock)
     with atomic_target(final) as tmp:
         lo, hi = month_start_ns(month), month_start_ns(next_month(month))
         (only,) = feeding if len(feeding) == 1 else (None,)

@@ -26,7 +26,7 @@ from quant_assets.ingest.errors import IngestError
 from quant_assets.ingest.validate import ts_in_range, with_reasons
 from quant_assets.lake.manifest import FileRecord, fingerprint, read_manifest, upsert
 from quant_assets.lake.schema import DEDUPE_COLUMNS, TICK_COLUMNS
-from quant_assets.lake.store import Lake
+from quant_assets.lake.store import Lake, sweep_debris
 from quant_assets.lake.symbols import normalise_symbol
 from quant_assets.settings import start_month
 
@@ -106,6 +106,8 @@ def stage(lake: Lake, symbol: str, rec: FileRecord) -> FileRecord:
         current = read_manifest(lake).get(rec.path)
         if current is not None and current.sha256 == rec.sha256 and current.status == "staged" and staged.exists():
             return current
+        for done in (staged, quarantine):  # what a killed earlier staging left (we hold its lock)
+            sweep_debris(done.parent, done.name)
         try:
             with open_checked(lake, symbol, path) as (detected, lf):
                 checked = with_reasons(lf, start_month())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from quant_assets.lake.store import Lake, file_sha256
+from quant_assets.lake.store import Lake, file_sha256, sweep_debris
 
 MANIFEST_SCHEMA: dict[str, pl.DataType] = {
     "path": pl.String(),
@@ -77,6 +77,7 @@ def upsert(lake: Lake, records: list[FileRecord]) -> None:
     if not records:
         return
     with lake.lock("manifest"):
+        sweep_debris(lake.manifest_path.parent, lake.manifest_path.name)  # a killed update's temp file
         current = read_manifest(lake)
         now = time.time_ns()
         for rec in records:

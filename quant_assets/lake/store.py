@@ -19,15 +19,23 @@ Layout (hive-style, readable by DuckDB, Polars and pyarrow without our code)::
 Writes go to a hidden temporary file in the destination folder, are fsynced, then renamed
 over the destination (``os.replace`` is atomic on POSIX): a reader sees the old file or the
 new one, never a half-written one, and a crash leaves at most a hidden ``.tmp`` file.
+
+A result made of several files (a backtest slice, a metric set, a critique, a report) is
+published as a whole folder: it is written into a hidden sibling folder and swapped with the
+published one in one ``renameat2(RENAME_EXCHANGE)`` call, so a reader sees all old files or all
+new ones, never a mix, even if the writer is killed between two files.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import json
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +44,7 @@ from pathlib import Path
 import polars as pl
 from filelock import FileLock
 
+from quant_assets.lake.faults import crash_point
 from quant_assets.lake.symbols import normalise_symbol
 
 #: Rows per Parquet row group: small enough to stream a month in bounded memory,
@@ -79,11 +88,85 @@ def atomic_target(final: Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        crash_point(f"replace:{final.name}")
         os.replace(tmp, final)
         _fsync_dir(final.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def sweep_debris(folder: Path, name: str, min_age_s: float = 0.0) -> int:
+    """Remove the hidden leftovers (``.tmp-<id>-<name>...``) that a killed writer of ``name``
+    in ``folder`` left behind; returns how many. Call it holding the lock of ``name``'s writer
+    (or with ``min_age_s`` longer than any write takes), so no live write is swept."""
+    if not folder.is_dir():
+        return 0
+    now, n = time.time(), 0
+    for p in folder.glob(f"{TMP_PREFIX}*-{name}*"):
+        try:
+            if now - p.lstat().st_mtime < min_age_s:
+                continue
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            n += 1
+        except FileNotFoundError:
+            pass
+    return n
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux ``renameat2(RENAME_EXCHANGE)``: Python has no binding).
+    False where the platform or filesystem does not support it."""
+    fn = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if fn is None:
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(a))
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path, kind: str) -> Iterator[Path]:
+    """Yield a hidden folder beside ``final`` to write a whole result into; on success it
+    replaces ``final`` in one atomic swap (the old folder is then deleted).
+
+    On an exception the new folder is removed and ``final`` is untouched; after a SIGKILL the
+    hidden folder remains (invisible to the lake's globs) until the next writer of ``final``
+    sweeps it. Callers hold the writer lock of ``final``. Where the swap is unsupported, the
+    old folder is renamed away first: a reader may then briefly find no folder, never a mix.
+    ``kind`` names the crash points (``publish:<kind>``, ``published:<kind>``).
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    sweep_debris(final.parent, final.name)
+    tmp = final.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}-{final.name}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+        crash_point(f"publish:{kind}")
+        if not final.exists():
+            os.rename(tmp, final)
+        elif not _exchange(tmp, final):
+            old = final.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}-{final.name}"
+            os.rename(final, old)
+            os.rename(tmp, final)
+            tmp = old
+        _fsync_dir(final.parent)
+        crash_point(f"published:{kind}")
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def sink(lf: pl.LazyFrame, path: Path) -> None:
