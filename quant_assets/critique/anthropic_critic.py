@@ -6,6 +6,8 @@
   slice's data as the user message.
 * Transport faults: the SDK's own retries (408, 409, 429, 5xx, overloaded, connection errors,
   timeouts) with backoff, ``max_retries`` times, each attempt bounded by ``timeout_s``.
+* Unreadable replies (a body that is not JSON, or not a message): :class:`CritiqueFailed` at
+  once (not re-asked: the fault is in transport, not in the model's answer).
 * Invalid answers (no tool call, or input that fails the schema): re-asked with the validation
   error as the tool result, at most ``max_reasks`` times, then :class:`CritiqueFailed`.
 * Usage (input, output, cache write, cache read tokens) summed over the calls, with the cost
@@ -92,8 +94,13 @@ class AnthropicCritic:
                 raise CritiqueFailed(redact(f"{self.model}: HTTP {exc.status_code} after retries: {exc.message}", self._secret)) from None
             except anthropic.APIConnectionError as exc:
                 raise CritiqueFailed(redact(f"{self.model}: connection failed after retries: {exc}", self._secret)) from None
+            except (anthropic.APIResponseValidationError, ValueError) as exc:  # ValueError: a body that is not JSON
+                raise CritiqueFailed(redact(f"{self.model}: unreadable reply ({type(exc).__name__}: {str(exc)[:200]})", self._secret)) from None
+            if not isinstance(getattr(reply, "content", None), list):
+                # The SDK builds models leniently: a 200 of another shape arrives with no content.
+                raise CritiqueFailed(redact(f"{self.model}: unreadable reply (no message content in a {type(reply).__name__})", self._secret))
             for k in USAGE_FIELDS:
-                usage[k] += int(getattr(reply.usage, k, 0) or 0)
+                usage[k] += int(getattr(reply.usage, k, 0) or 0) if reply.usage is not None else 0
             block = next((b for b in reply.content if getattr(b, "type", None) == "tool_use" and b.name == TOOL_NAME), None)
             if block is None:
                 error, tool_id = f"no call of the tool {TOOL_NAME} (stop_reason {reply.stop_reason})", None
