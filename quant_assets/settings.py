@@ -47,6 +47,35 @@ def start_month() -> str:
     return value
 
 
+MAX_LANDING_ENV = "QUANT_MAX_LANDING_BYTES"
+DEFAULT_MAX_LANDING = 64 << 30
+MEMORY_BUDGET_ENV = "QUANT_MEMORY_BUDGET_MB"
+
+
+def _positive_int(env: str, value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{env}={value!r}: expected a whole number >= 1")
+    return int(value)
+
+
+def max_landing_bytes() -> int:
+    """Largest landing file ingested (bytes): ``$QUANT_MAX_LANDING_BYTES`` or 64 GiB. Ingest
+    streams, so this guards against a wrong drop (a disk image, a whole archive), not memory."""
+    value = os.environ.get(MAX_LANDING_ENV)
+    return _positive_int(MAX_LANDING_ENV, value) if value else DEFAULT_MAX_LANDING
+
+
+def memory_budget_bytes() -> int:
+    """Memory a step that must hold a whole month may plan to use (bytes):
+    ``$QUANT_MEMORY_BUDGET_MB``, or 75% of the memory available when asked."""
+    value = os.environ.get(MEMORY_BUDGET_ENV)
+    if value:
+        return _positive_int(MEMORY_BUDGET_ENV, value) << 20
+    import psutil
+
+    return int(psutil.virtual_memory().available * 0.75)
+
+
 SENSOR_INTERVAL_ENV = "QUANT_SENSOR_INTERVAL_S"
 
 

@@ -81,6 +81,7 @@ def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
             "quotes": result.quotes,
             "trades": result.trades,
             "rejected_rows": result.rejected,
+            "sort_slices": result.sort_slices,
             "first_event": dg.MetadataValue.timestamp(result.ts_min / 1e9),
             "last_event": dg.MetadataValue.timestamp(result.ts_max / 1e9),
             "path": dg.MetadataValue.path(str(result.path)),

@@ -45,12 +45,17 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from quant_assets.engines.inputs import BacktestInputError, inspect_ticks
+from quant_assets.engines.inputs import BacktestInputError, check_memory, inspect_ticks
 from quant_assets.engines.result import RAW_FILL_SCHEMA, SAMPLE_SCHEMA, EngineRun
 from quant_assets.lake.instruments import Instrument
 
 ENGINE = "hftbacktest"
 ENGINE_VERSION = "2.4.4"
+#: Peak memory of a run per tick of the month (its columns, the local and exchange event
+#: arrays, hftbacktest's copies) and fixed (numba code, the engine): measured with
+#: bench/hardening_bench.py at about 370 B/tick over ~250 MiB; rounded up for margin.
+HFT_BYTES_PER_TICK = 450
+HFT_FIXED_BYTES = 300 << 20
 #: Order id of the synthetic closing fill in the result.
 FLATTEN_ORDER_ID = "flatten-eod"
 NS_PER_MS = 1_000_000
@@ -191,7 +196,8 @@ def run_hftbacktest_with_state(
 
     ticks_path = Path(ticks_path)
     p = _resolve(params)
-    inspect_ticks(ticks_path, instrument)
+    stats = inspect_ticks(ticks_path, instrument)
+    check_memory(ticks_path, "hftbacktest", stats.quotes + stats.trades, HFT_BYTES_PER_TICK, HFT_FIXED_BYTES)
     if hftbacktest.__version__ != ENGINE_VERSION:
         raise RuntimeError(f"hftbacktest {hftbacktest.__version__} installed; this adapter is written for {ENGINE_VERSION}")
 

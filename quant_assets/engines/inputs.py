@@ -15,6 +15,28 @@ class BacktestInputError(ValueError):
     """The partition cannot be backtested as it is; the message names the file and why."""
 
 
+class MemoryBudgetError(BacktestInputError):
+    """The run would need more memory than the budget allows: refused before it starts."""
+
+
+def check_memory(path: Path, engine: str, rows: int, bytes_per_row: int, fixed_bytes: int = 0, budget_bytes: int | None = None) -> int:
+    """Refuse a run whose estimated memory (``rows`` × ``bytes_per_row`` + ``fixed_bytes``)
+    exceeds the budget (``$QUANT_MEMORY_BUDGET_MB``, default 75% of available memory), so a
+    month too large for the machine fails with a message instead of an OOM kill. Returns the
+    estimate in bytes."""
+    from quant_assets.settings import MEMORY_BUDGET_ENV, memory_budget_bytes
+
+    need = rows * bytes_per_row + fixed_bytes
+    budget = memory_budget_bytes() if budget_bytes is None else budget_bytes
+    if need > budget:
+        raise MemoryBudgetError(
+            f"{path}: {engine} holds the whole month in memory: {rows:,} ticks need about {need / 2**30:.2f} GiB "
+            f"({bytes_per_row} B/tick), over the {budget / 2**30:.2f} GiB budget ({MEMORY_BUDGET_ENV}). "
+            "Raise the budget on a larger machine, or backtest this month on the nautilus engine, which streams"
+        )
+    return need
+
+
 @dataclass(frozen=True)
 class TickStats:
     """Counts and bounds of one partition. Times int64 ns (``ts_recv``, the engines' clock)."""

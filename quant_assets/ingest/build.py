@@ -10,7 +10,9 @@ Two paths give that same result. Most exchange files are already in time order w
 duplicates (staging records this as ``ordered``); when every source of the month is ordered
 and their time ranges do not overlap, the rows are streamed straight into the partition in
 bounded memory. Otherwise (overlapping or unordered files) the month is sorted and
-de-duplicated in memory.
+de-duplicated: in memory when it fits the memory budget (``QUANT_MEMORY_BUDGET_MB``), else
+slice by slice of ``ts_recv``; a month that would need more than ``MAX_SORT_SLICES`` slices is
+refused with a message rather than left to the OOM killer.
 
 The new partition is written to a temporary file, checked, and only then renamed over the
 old one: a failure at any point (a crash, a failed blocking check) leaves the previous
@@ -20,6 +22,7 @@ partition untouched.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +35,7 @@ from quant_assets.lake.manifest import FileRecord
 from quant_assets.lake.schema import DEDUPE_COLUMNS, TICK_COLUMNS
 from quant_assets.lake.store import Lake, atomic_target, file_sha256, link_or_copy, sink, sweep_debris
 from quant_assets.lake.symbols import normalise_symbol
+from quant_assets.settings import MEMORY_BUDGET_ENV, memory_budget_bytes
 
 
 
@@ -55,6 +59,7 @@ class BuildResult:
     sha256: str  # of the published file: the partition's data version
     sources: list[FileRecord] = field(default_factory=list)
     failed: list[FileRecord] = field(default_factory=list)
+    sort_slices: int = 1  # time slices the sorting build used to stay in the memory budget
 
     @property
     def source_fingerprint(self) -> str:
@@ -82,21 +87,82 @@ def streamable(sources: list[FileRecord]) -> bool:
     return all(prev[1] < nxt[0] for prev, nxt in zip(spans, spans[1:]))
 
 
-def canonical_month(lake: Lake, symbol: str, sources: list[FileRecord], month: str) -> pl.LazyFrame:
-    """The sorted, de-duplicated canonical ticks of ``month`` from staged ``sources``."""
-    if streamable(sources):
-        ordered = sorted(sources, key=lambda r: r.recv_min)  # type: ignore[arg-type, return-value]
-        return month_frame([lake.staging_path(symbol, r.sha256) for r in ordered], month).select(TICK_COLUMNS)
-    staged = [lake.staging_path(symbol, r.sha256) for r in sources]
+#: Memory the sorting month build needs per row (polars sort + de-duplication of the month),
+#: measured with bench/hardening_bench.py (about 180 B/row at 8M rows); rounded up for margin.
+SORT_BYTES_PER_ROW = 250
+#: More time slices than this means a month far beyond the machine: refused, not attempted.
+MAX_SORT_SLICES = 256
+
+
+class MemoryBudgetError(ValueError):
+    """A month that cannot be built within the memory budget, even in slices."""
+
+
+def _sorted_unique(lf: pl.LazyFrame) -> pl.LazyFrame:
     # Tie-break equal (ts_recv, seq) by a hash of the values so the order does not depend
     # on which file came first; equal hashes are then exact duplicates (or dropped below).
     return (
-        month_frame(staged, month).select(TICK_COLUMNS)
-        .with_columns(pl.struct(DEDUPE_COLUMNS).hash(seed=0).alias("_h"))
+        lf.with_columns(pl.struct(DEDUPE_COLUMNS).hash(seed=0).alias("_h"))
         .sort("ts_recv", "seq", "_h")
         .unique(subset=DEDUPE_COLUMNS, keep="first", maintain_order=True)
         .drop("_h")
     )
+
+
+def canonical_month(lake: Lake, symbol: str, sources: list[FileRecord], month: str) -> pl.LazyFrame:
+    """The sorted, de-duplicated canonical ticks of ``month`` from staged ``sources``, in one
+    plan (the sorting case holds the month in memory: see :func:`write_month`)."""
+    if streamable(sources):
+        ordered = sorted(sources, key=lambda r: r.recv_min)  # type: ignore[arg-type, return-value]
+        return month_frame([lake.staging_path(symbol, r.sha256) for r in ordered], month).select(TICK_COLUMNS)
+    staged = [lake.staging_path(symbol, r.sha256) for r in sources]
+    return _sorted_unique(month_frame(staged, month).select(TICK_COLUMNS))
+
+
+def sort_slices(sources: list[FileRecord], budget_bytes: int) -> int:
+    """How many ``ts_recv`` slices the sorting build needs to stay within ``budget_bytes``
+    (1: the whole month at once). Raises :class:`MemoryBudgetError` past ``MAX_SORT_SLICES``."""
+    need = sum(r.rows_accepted or 0 for r in sources) * SORT_BYTES_PER_ROW
+    # Twice the even share: ticks bunch in time, so equal time slices are not equal in rows.
+    slices = max(1, -(-2 * need // budget_bytes)) if need > budget_bytes // 2 else 1
+    if slices > MAX_SORT_SLICES:
+        raise MemoryBudgetError(
+            f"sorting {need / 2**30:.1f} GiB of ticks ({SORT_BYTES_PER_ROW} B/row) would take {slices} slices of a "
+            f"{budget_bytes / 2**30:.1f} GiB budget ({MEMORY_BUDGET_ENV}); raise the budget or land fewer overlapping files"
+        )
+    return slices
+
+
+def write_month(lake: Lake, symbol: str, sources: list[FileRecord], month: str, out: Path) -> int:
+    """Write the canonical month to ``out``; returns the number of time slices used.
+
+    Ordered, non-overlapping sources stream. Otherwise the month is sorted, in memory when it
+    fits the budget, else in ``ts_recv`` slices: each slice is sorted and de-duplicated alone
+    (duplicates share ``ts_recv``, so they fall in one slice) and the sorted slices are then
+    concatenated by a streaming copy. Peak memory is about one slice.
+    """
+    if streamable(sources):
+        sink(canonical_month(lake, symbol, sources, month), out)
+        return 1
+    slices = sort_slices(sources, memory_budget_bytes())
+    if slices == 1:
+        sink(canonical_month(lake, symbol, sources, month), out)
+        return 1
+    staged = month_frame([lake.staging_path(symbol, r.sha256) for r in sources], month).select(TICK_COLUMNS)
+    lo = min(r.recv_min for r in sources if r.recv_min is not None)
+    hi = max(r.recv_max for r in sources if r.recv_max is not None) + 1
+    edges = [lo + (hi - lo) * i // slices for i in range(slices)] + [hi]
+    parts: list[Path] = []
+    try:
+        for a, b in zip(edges, edges[1:]):
+            part = lake.scratch_dir() / f"{uuid.uuid4().hex}-{symbol}-{month}-{len(parts):04d}.parquet"
+            parts.append(part)
+            sink(_sorted_unique(staged.filter((pl.col("ts_recv") >= a) & (pl.col("ts_recv") < b))), part)
+        sink(pl.scan_parquet(parts), out)
+    finally:
+        for part in parts:
+            part.unlink(missing_ok=True)
+    return slices
 
 
 def build_partition(
@@ -137,6 +203,7 @@ def _build_locked(lake: Lake, symbol: str, month: str, check: Callable[[Path, li
 
     final = lake.ticks_path(symbol, month)
     sweep_debris(final.parent, final.name)  # what a killed earlier build left (we hold its lock)
+    slices = 1
     with atomic_target(final) as tmp:
         lo, hi = month_start_ns(month), month_start_ns(next_month(month))
         (only,) = feeding if len(feeding) == 1 else (None,)
@@ -145,7 +212,7 @@ def _build_locked(lake: Lake, symbol: str, month: str, check: Callable[[Path, li
             # the staged file already is the partition; link it instead of rewriting it.
             link_or_copy(lake.staging_path(symbol, only.sha256), tmp)
         else:
-            sink(canonical_month(lake, symbol, feeding, month), tmp)
+            slices = write_month(lake, symbol, feeding, month, tmp)
         stats = (
             pl.scan_parquet(tmp)
             .select(
@@ -165,7 +232,7 @@ def _build_locked(lake: Lake, symbol: str, month: str, check: Callable[[Path, li
         sha = file_sha256(tmp)
     return BuildResult(
         symbol=symbol, month=month, path=final, rejected=rejected, sha256=sha,
-        sources=sources, failed=failed, **{k: int(v) for k, v in stats.items()},
+        sources=sources, failed=failed, sort_slices=slices, **{k: int(v) for k, v in stats.items()},
     )
 
 

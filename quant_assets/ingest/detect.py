@@ -18,6 +18,7 @@ from quant_assets.ingest import binance, canonical, fx, tardis
 from quant_assets.ingest.errors import IngestError, UnknownFormatError
 from quant_assets.ingest.formats import SourceFormat
 from quant_assets.ingest.sample import Sample
+from quant_assets.settings import MAX_LANDING_ENV, max_landing_bytes
 
 #: CSV formats, tried in this order; the first whose ``matches`` holds wins.
 CSV_FORMATS: tuple[SourceFormat, ...] = (*tardis.FORMATS, *binance.FORMATS, *fx.FORMATS)
@@ -58,6 +59,10 @@ def plain_file(source: Path, scratch: Path) -> Iterator[Path]:
     Decompression streams with a size cap, so memory stays bounded and an archive that
     expands without limit is refused before it fills the disk. The source is only read.
     """
+    size, limit = source.stat().st_size, max_landing_bytes()
+    if size > limit:
+        raise IngestError(source, f"{size:,} bytes, over the {limit:,}-byte limit ({MAX_LANDING_ENV}); "
+                                  "split the file (e.g. by month) or raise the limit")
     with open(source, "rb") as f:
         magic = f.read(4)
     if not magic:
