@@ -258,8 +258,8 @@ def render(args, mach: dict, gen: dict, bare: dict, ingest: dict, probe: dict, p
         f"- the probe (fingerprint SHA-256 + timestamp-only scan; months found: {probe['months']}) is what the landing "
         f"sensor runs before requesting a partition; `build_partition` stages unprobed files directly instead.",
         "- this is the common case: one time-ordered exchange file per month, streamed and linked into place. "
-        "Overlapping or unordered sources take the sort path (`canonical_month`), which holds the month in memory; "
-        "it is not measured here.",
+        "Overlapping or unordered sources take the sort path (`write_month`): in memory within "
+        "`QUANT_MEMORY_BUDGET_MB`, else in time slices; measured by bench/hardening_bench.py, not here.",
         "- rates are input rows / wall seconds, timed inside each child (interpreter start-up and imports excluded); "
         "peak RSS is the child's `ru_maxrss` from `os.wait4` (includes the interpreter and imports, shown as \"RSS before work\").",
     ]
