@@ -35,7 +35,7 @@ import polars as pl
 from quant_assets.analytics import trials
 from quant_assets.analytics.returns import ReturnSeries, sample_returns
 from quant_assets.analytics.slice_metrics import compute, read_backtest
-from quant_assets.lake.store import Lake, file_sha256
+from quant_assets.lake.store import Lake, atomic_dir, file_sha256
 from quant_assets.strategies.spec import StrategySpec
 
 #: Bump when the validation procedure changes: every OOS slice becomes stale.
@@ -133,57 +133,64 @@ def run_oos(lake: Lake, spec: StrategySpec, symbol: str, month: str, trading_day
         raise WaitingForNextMonth(f"{spec.name} {symbol}: {oos_month} has no ticks or no metric set yet; the validation of {month} waits for it")
     baseline_params = critique["params"]
     base_spec = spec.with_values(baseline_params)
-    out = lake.oos_dir(spec.name, symbol, month)
-    suggestions = critique["accepted_suggestions"]
-    n = len(suggestions)
-    rows = []
+    final = lake.oos_dir(spec.name, symbol, month)
+    # The whole folder (candidate runs, table, manifest) is published at once; the lock keeps
+    # a second run of this slice from building beside it.
+    with lake.lock(f"oos-{spec.name}-{symbol}-{month}"), atomic_dir(final, "oos") as out:
+        suggestions = critique["accepted_suggestions"]
+        n = len(suggestions)
+        rows = []
 
-    is_base = read_backtest(lake, spec.name, symbol, month)
-    is_base_rs = sample_returns(is_base.equity, is_base.interval_s, trading_days)
-    oos_bt = read_backtest(lake, spec.name, symbol, oos_month)
-    if oos_bt.manifest.get("params") != baseline_params:
-        # The published M+1 slice ran other parameters than the critique saw: re-run the baseline.
-        _run_and_measure(lake, base_spec, symbol, oos_month, out / "runs" / "baseline" / oos_month, trading_days)
-        oos_bt = read_backtest_dir(out / "runs" / "baseline" / oos_month)
-    oos_base_rs = sample_returns(oos_bt.equity, oos_bt.interval_s, trading_days)
-    oos_base = period_row(oos_base_rs)
-    for k, s in enumerate(suggestions):
-        cand = base_spec.with_values({s["name"]: s["value"]})
-        tag = f"{k}-{s['name']}"
-        is_sm = _run_and_measure(lake, cand, symbol, month, out / "runs" / tag / month, trading_days)
-        oos_sm = _run_and_measure(lake, cand, symbol, oos_month, out / "runs" / tag / oos_month, trading_days)
-        p = p_better(oos_sm.returns, _sharpe_p(oos_base_rs), n)
-        c_sharpe, b_sharpe = oos_sm.row["sharpe"], oos_base["sharpe"]
-        delta = None if c_sharpe is None or b_sharpe is None else c_sharpe - b_sharpe
-        improved = bool(p is not None and p >= level and delta is not None and delta > 0)
-        rows.append({
-            "strategy": spec.name, "symbol": symbol, "critique_month": month, "oos_month": oos_month,
-            "critic": critique["critic"], "name": s["name"], "value": _fmt(s["value"]),
-            "baseline_value": _fmt(baseline_params.get(s["name"])), "hypothesis": s["hypothesis"],
-            "is_baseline_sharpe": period_row(is_base_rs)["sharpe"], "is_candidate_sharpe": is_sm.row["sharpe"],
-            "oos_baseline_sharpe": b_sharpe, "oos_candidate_sharpe": c_sharpe, "oos_delta_sharpe": delta,
-            "oos_baseline_return": oos_base["total_return"], "oos_candidate_return": oos_sm.row["total_return"],
-            "oos_delta_return": (None if oos_sm.row["total_return"] is None or oos_base["total_return"] is None
-                                 else oos_sm.row["total_return"] - oos_base["total_return"]),
-            "oos_candidate_trades": oos_sm.row["trades"], "oos_candidate_max_drawdown": oos_sm.row["max_drawdown"],
-            "n_tested": n, "p_better": p, "improved": improved,
-            "reason": ("clears the baseline plus the noise bar for "
-                       f"{n} tries (p={p:.3f} >= {level})" if improved else
-                       "undefined: too few returns or no variance" if p is None else
-                       f"does not clear the bar (p={p:.3f} < {level}" + (", Sharpe not higher)" if not (delta or 0) > 0 else ")")),
-        })
-    table = pl.DataFrame(rows, schema=SCHEMA)
-    with lake.lock(f"oos-{spec.name}-{symbol}-{month}"):
+        is_base = read_backtest(lake, spec.name, symbol, month)
+        is_base_rs = sample_returns(is_base.equity, is_base.interval_s, trading_days)
+        oos_bt = read_backtest(lake, spec.name, symbol, oos_month)
+        if oos_bt.manifest.get("params") != baseline_params:
+            # The published M+1 slice ran other parameters than the critique saw: re-run the baseline.
+            _run_and_measure(lake, base_spec, symbol, oos_month, out / "runs" / "baseline" / oos_month, trading_days)
+            oos_bt = read_backtest_dir(out / "runs" / "baseline" / oos_month)
+        oos_base_rs = sample_returns(oos_bt.equity, oos_bt.interval_s, trading_days)
+        oos_base = period_row(oos_base_rs)
+        for k, s in enumerate(suggestions):
+            cand = base_spec.with_values({s["name"]: s["value"]})
+            tag = f"{k}-{s['name']}"
+            is_sm = _run_and_measure(lake, cand, symbol, month, out / "runs" / tag / month, trading_days)
+            oos_sm = _run_and_measure(lake, cand, symbol, oos_month, out / "runs" / tag / oos_month, trading_days)
+            p = p_better(oos_sm.returns, _sharpe_p(oos_base_rs), n)
+            c_sharpe, b_sharpe = oos_sm.row["sharpe"], oos_base["sharpe"]
+            delta = None if c_sharpe is None or b_sharpe is None else c_sharpe - b_sharpe
+            improved = bool(p is not None and p >= level and delta is not None and delta > 0)
+            rows.append({
+                "strategy": spec.name, "symbol": symbol, "critique_month": month, "oos_month": oos_month,
+                "critic": critique["critic"], "name": s["name"], "value": _fmt(s["value"]),
+                "baseline_value": _fmt(baseline_params.get(s["name"])), "hypothesis": s["hypothesis"],
+                "is_baseline_sharpe": period_row(is_base_rs)["sharpe"], "is_candidate_sharpe": is_sm.row["sharpe"],
+                "oos_baseline_sharpe": b_sharpe, "oos_candidate_sharpe": c_sharpe, "oos_delta_sharpe": delta,
+                "oos_baseline_return": oos_base["total_return"], "oos_candidate_return": oos_sm.row["total_return"],
+                "oos_delta_return": (None if oos_sm.row["total_return"] is None or oos_base["total_return"] is None
+                                     else oos_sm.row["total_return"] - oos_base["total_return"]),
+                "oos_candidate_trades": oos_sm.row["trades"], "oos_candidate_max_drawdown": oos_sm.row["max_drawdown"],
+                "n_tested": n, "p_better": p, "improved": improved,
+                "reason": ("clears the baseline plus the noise bar for "
+                           f"{n} tries (p={p:.3f} >= {level})" if improved else
+                           "undefined: too few returns or no variance" if p is None else
+                           f"does not clear the bar (p={p:.3f} < {level}" + (", Sharpe not higher)" if not (delta or 0) > 0 else ")")),
+            })
+        table = pl.DataFrame(rows, schema=SCHEMA)
         lake.write_parquet(table, out / "validation.parquet")
         digest = file_sha256(out / "validation.parquet")
         manifest = {"strategy": spec.name, "symbol": symbol, "critique_month": month, "oos_month": oos_month,
                     "oos_version": OOS_VERSION, "level": level, "suggestions": n,
-                    "critique_sha256": file_sha256(crit_path), "baseline_backtest": str(oos_bt.directory),
+                    "critique_sha256": file_sha256(crit_path), "baseline_backtest": str(_published(oos_bt.directory, out, final)),
                     "oos_ticks": lake.relative(lake.ticks_path(symbol, oos_month)),
                     "files": {"validation.parquet": digest}}
         lake.write_json(manifest, out / "manifest.json")
     version = hashlib.sha256(digest.encode()).hexdigest()[:24]
-    return OosOutput(out, table, manifest, version)
+    return OosOutput(final, table, manifest, version)
+
+
+def _published(path: Path, building: Path, final: Path) -> Path:
+    """Where ``path``, inside the folder being built, will be once it is published."""
+    return final / path.relative_to(building) if path.is_relative_to(building) else path
 
 
 def period_row(rs: ReturnSeries) -> dict[str, Any]:

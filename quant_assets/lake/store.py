@@ -20,7 +20,8 @@ Writes go to a hidden temporary file in the destination folder, are fsynced, the
 over the destination (``os.replace`` is atomic on POSIX): a reader sees the old file or the
 new one, never a half-written one, and a crash leaves at most a hidden ``.tmp`` file.
 
-A result made of several files (a backtest slice, a metric set, a critique, a report) is
+A result made of several files (a backtest slice, a metric set, a critique, a report, an
+out-of-sample validation) is
 published as a whole folder: it is written into a hidden sibling folder and swapped with the
 published one in one ``renameat2(RENAME_EXCHANGE)`` call, so a reader sees all old files or all
 new ones, never a mix, even if the writer is killed between two files.
