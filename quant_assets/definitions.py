@@ -14,6 +14,7 @@ from quant_assets.assets.backtests import backtest_assets
 from quant_assets.assets.critiques import critique_asset, oos_asset
 from quant_assets.assets.metrics import metrics_asset
 from quant_assets.assets.reports import report_asset
+from quant_assets.assets.research import research_assets
 from quant_assets.assets.ticks import ticks
 from quant_assets.strategies import registry
 from quant_assets.schedules import nightly_job, nightly_rebacktest
@@ -29,6 +30,7 @@ ASSETS = [
     *(report_asset(s) for s in SPECS.values()),
     *(critique_asset(s) for s in SPECS.values()),
     *(oos_asset(s) for s in SPECS.values()),
+    *research_assets(SPECS),
 ]
 
 #: Anthropic when ANTHROPIC_API_KEY is set, the offline rule critic otherwise. EnvVar keeps the

@@ -47,3 +47,32 @@ def equity_png(equity: pl.DataFrame, title: str) -> bytes:
 def markdown_image(png: bytes, alt: str) -> str:
     """Dagster has no image metadata type: embed the PNG as a data URI in markdown."""
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})"
+
+
+def heatmap_png(table: pl.DataFrame, x: str, y: str, value: str, title: str) -> bytes:
+    """``value`` over the grid of ``x`` (columns) × ``y`` (rows) as a PNG heat map; missing
+    combinations are blank."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs, ys = sorted(table[x].unique().to_list()), sorted(table[y].unique().to_list())
+    grid = np.full((len(ys), len(xs)), np.nan)
+    xi, yi = {v: i for i, v in enumerate(xs)}, {v: i for i, v in enumerate(ys)}
+    for a, b_, v in table.select(x, y, value).iter_rows():
+        grid[yi[b_], xi[a]] = np.nan if v is None else v
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=80)
+    try:
+        im = ax.imshow(grid, aspect="auto", origin="lower", cmap="RdYlGn",
+                       extent=(xs[0], xs[-1], ys[0], ys[-1]) if len(xs) > 1 and len(ys) > 1 else None)
+        fig.colorbar(im, ax=ax, label=value)
+        ax.set_xlabel(x)
+        ax.set_ylabel(y)
+        ax.set_title(title, fontsize=10)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        return buf.getvalue()
+    finally:
+        plt.close(fig)

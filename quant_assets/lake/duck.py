@@ -28,6 +28,8 @@ VIEWS: dict[str, tuple[str, tuple[str, ...]]] = {
     "walk_forward": ("reports/strategy=*/symbol=*/walk_forward.parquet", ("strategy", "symbol")),
     "trials": ("trials/trials.parquet", ()),
     "suggestions": ("oos/strategy=*/symbol=*/month=*/validation.parquet", ("strategy", "symbol", "month")),
+    "bars": ("bars/interval=*/symbol=*/month=*/*.parquet", ("interval", "symbol", "month")),
+    "sweeps": ("sweeps/strategy=*/symbol=*/month=*/grid.parquet", ("strategy", "symbol", "month")),
 }
 
 

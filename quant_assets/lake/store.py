@@ -11,6 +11,8 @@ Layout (hive-style, readable by DuckDB, Polars and pyarrow without our code)::
     <root>/metrics/strategy=X/symbol=S/month=M/          metrics.parquet, trades.parquet, regimes.parquet, manifest.json
     <root>/reports/strategy=X/symbol=S/                  report.json, equity.parquet, walk_forward.parquet, tearsheet.html
     <root>/trials/trials.parquet                         every parameter set a strategy has been run with
+    <root>/bars/interval=I/symbol=S/month=M/part-0.parquet  time bars (OHLCV, spread) from ticks
+    <root>/sweeps/strategy=X/symbol=S/month=M/           grid.parquet, summary.json, heatmap.png, manifest.json
     <root>/critiques/strategy=X/symbol=S/month=M/        prompt.json, critique.json, manifest.json
     <root>/critiques/_cache/<model>/<prompt sha>.json    answers by prompt and model (never pay twice)
     <root>/oos/strategy=X/symbol=S/month=M/              validation.parquet, manifest.json, runs/ (candidate backtests)
@@ -261,6 +263,13 @@ class Lake:
     def oos_dir(self, strategy: str, symbol: str, month: str) -> Path:
         """Out-of-sample validation of the critique of ``month`` (its runs use the next month)."""
         return self.root / "oos" / f"strategy={strategy}" / f"symbol={normalise_symbol(symbol)}" / f"month={month}"
+
+    def bars_path(self, interval: str, symbol: str, month: str) -> Path:
+        return self.root / "bars" / f"interval={interval}" / f"symbol={normalise_symbol(symbol)}" / f"month={month}" / "part-0.parquet"
+
+    def sweep_dir(self, strategy: str, symbol: str, month: str) -> Path:
+        """A vectorised parameter sweep of one slice of bars; ``manifest.json`` is written last."""
+        return self.root / "sweeps" / f"strategy={strategy}" / f"symbol={normalise_symbol(symbol)}" / f"month={month}"
 
     @property
     def trials_path(self) -> Path:

@@ -31,7 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from quant_assets.settings import REPO_ROOT
-from quant_assets.strategies.spec import Param, ParamError, StrategySpec
+from quant_assets.strategies.spec import Axis, Param, ParamError, StrategySpec
 
 CONFIG_ENV = "QUANT_STRATEGIES"
 
@@ -58,6 +58,13 @@ EMA_CROSS = StrategySpec(
     ),
     constraints=((lambda v: v["fast_period"] < v["slow_period"], "fast_period must be below slow_period"),),
 )
+
+#: Sweep grids of the strategies with a vectorised form (``sweep_<strategy>`` assets). The
+#: vectorised ``ema_cross`` reads its EMA lengths in bars of ``bars_1m`` (not quote updates):
+#: 10 × 10 = 100 combinations per slice; ``bench/sweep_bench.py`` sweeps a 1,000-point grid.
+SWEEP_GRIDS: dict[str, tuple[Axis, ...]] = {
+    "ema_cross": (Axis("fast_period", 10, 100, 10), Axis("slow_period", 150, 2400, 250)),
+}
 
 MEAN_REVERSION = StrategySpec(
     name="mean_reversion",

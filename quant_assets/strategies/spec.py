@@ -21,6 +21,21 @@ class ParamError(ValueError):
 
 
 @dataclass(frozen=True)
+class Axis:
+    """One axis of a parameter sweep grid: ``start`` to ``stop`` inclusive by ``step``, in the
+    unit of the strategy's vectorised form (see ``quant_assets.research.sweep``)."""
+
+    name: str
+    start: float
+    stop: float
+    step: float
+
+    def values(self) -> list[float]:
+        n = int((self.stop - self.start) / self.step + 1e-9) + 1
+        return [self.start + i * self.step for i in range(n)]
+
+
+@dataclass(frozen=True)
 class Param:
     """One tunable parameter. ``lo``/``hi`` are inclusive bounds in ``unit``."""
 

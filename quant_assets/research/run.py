@@ -1,0 +1,86 @@
+"""Entry points of the research layer: build a bars slice, sweep a strategy on it, publish both.
+
+Bars: ``bars/interval=I/symbol=S/month=M/part-0.parquet`` (one atomic file). Sweeps:
+``sweeps/strategy=X/symbol=S/month=M/`` with ``grid.parquet`` (every combination, ranked),
+``summary.json`` (top candidates, deflated Sharpe, SPA p-value), ``heatmap.png`` and
+``manifest.json``, published as one folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from quant_assets.lake.store import Lake, atomic_dir, file_sha256
+from quant_assets.research.bars import build_bars, parse_interval
+from quant_assets.research.sweep import GRIDS, SweepSettings, run_sweep
+from quant_assets.strategies.spec import StrategySpec
+
+RESEARCH_VERSION = "1"
+
+
+class ResearchInputError(ValueError):
+    """A research step's input is missing or unusable; the message names it."""
+
+
+@dataclass(frozen=True)
+class BarsOutput:
+    path: Path
+    bars: pl.DataFrame
+    data_version: str
+
+
+@dataclass(frozen=True)
+class SweepOutput:
+    directory: Path
+    table: pl.DataFrame
+    summary: dict[str, Any]
+    heatmap: bytes | None
+    data_version: str
+
+
+def run_bars(lake: Lake, symbol: str, month: str, interval: str = "1m") -> BarsOutput:
+    """Bars of the ``ticks`` partition (month, symbol), written to the lake."""
+    ticks = lake.ticks_path(symbol, month)
+    if not ticks.exists():
+        raise ResearchInputError(f"{ticks}: no ticks partition (materialise `ticks` for {month}|{symbol} first)")
+    out = lake.bars_path(interval, symbol, month)
+    with lake.lock(f"bars-{interval}-{symbol}-{month}"):
+        frame = build_bars(ticks, out, parse_interval(interval), lake.write_parquet)
+        digest = file_sha256(out)
+    return BarsOutput(out, frame, digest[:24])
+
+
+def run_sweep_slice(lake: Lake, spec: StrategySpec, symbol: str, month: str, fee: float, trading_days: int,
+                    starting_cash: float, interval: str = "1m", settings: SweepSettings = SweepSettings()) -> SweepOutput:
+    """Sweep ``spec``'s grid on the bars slice and publish the ranked grid and its tests."""
+    from quant_assets.analytics.plots import heatmap_png
+
+    if spec.name not in GRIDS:
+        raise ResearchInputError(f"{spec.name}: no vectorised form (strategies with a sweep grid: {', '.join(GRIDS)})")
+    path = lake.bars_path(interval, symbol, month)
+    if not path.exists():
+        raise ResearchInputError(f"{path}: no bars (materialise `bars_{interval}` for {month}|{symbol} first)")
+    bars = pl.read_parquet(path)
+    result = run_sweep(bars, spec, fee, trading_days, starting_cash, parse_interval(interval) / 1e9, settings)
+    axes = [a["name"] for a in result.summary["axes"]]
+    png = (heatmap_png(result.table, axes[0], axes[1], "sharpe", f"{spec.name} {symbol} {month}: Sharpe over the grid")
+           if len(axes) == 2 and result.table.height else None)
+    summary = {**result.summary, "strategy": spec.name, "symbol": symbol, "month": month,
+               "bars_sha256": file_sha256(path), "research_version": RESEARCH_VERSION}
+    out = lake.sweep_dir(spec.name, symbol, month)
+    with lake.lock(f"sweep-{spec.name}-{symbol}-{month}"), atomic_dir(out, "sweep") as new:
+        lake.write_parquet(result.table, new / "grid.parquet")
+        lake.write_json(summary, new / "summary.json")
+        if png:
+            (new / "heatmap.png").write_bytes(png)
+        hashes = {n: file_sha256(new / n) for n in ("grid.parquet", "summary.json")}
+        lake.write_json({"strategy": spec.name, "symbol": symbol, "month": month, "files": hashes,
+                         "bars_path": lake.relative(path)}, new / "manifest.json")
+    version = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:24]
+    return SweepOutput(out, result.table, summary, png, version)
