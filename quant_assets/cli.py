@@ -88,6 +88,7 @@ def _print_status(lake, instance, slices) -> None:
     strategies = sorted({a.split("_", 1)[1] for (_, _, a) in by_key if a.startswith("backtest_")})
     stages = ("backtest", "metrics", "critique", "oos_validation")
     table = Table(title=f"slices of lake {lake.root}  (per strategy: backtest / metrics / critique / out-of-sample validation)")
+    research = sorted({a for (_, _, a) in by_key if a.startswith(("bars_", "sweep_"))})
     table.add_column("partition", no_wrap=True)
     table.add_column("ticks", no_wrap=True)
     for strategy in strategies:
@@ -99,6 +100,14 @@ def _print_status(lake, instance, slices) -> None:
             row.append(" / ".join(_cell(p) for p in parts if p is not None))
         table.add_row(f"{month}|{symbol}", *row)
     console.print(table)
+    if research:
+        extra = Table(title="research slices (bars and vectorised sweeps)")
+        extra.add_column("partition", no_wrap=True)
+        for a in research:
+            extra.add_column(a, no_wrap=True)
+        for month, symbol in sorted({(s.month, s.symbol) for s in states if not s.is_rollup}):
+            extra.add_row(f"{month}|{symbol}", *[_cell(by_key[(month, symbol, a)]) if (month, symbol, a) in by_key else "" for a in research])
+        console.print(extra)
     rollups = [s for s in states if s.is_rollup]
     if rollups:
         report = Table(title="roll-ups (all months of a symbol)")
@@ -142,6 +151,31 @@ def _print_results(lake) -> None:
     console.print(table)
 
 
+def _print_sweeps(lake) -> None:
+    """The best combination of every sweep slice, with the tests that discount it."""
+    import json
+
+    summaries = sorted(lake.root.glob("sweeps/strategy=*/symbol=*/month=*/summary.json"))
+    if not summaries:
+        return
+    table = Table(title="sweeps on 1-minute bars (best of the grid by Sharpe; deflated Sharpe counts every combination "
+                        "tried; SPA p-value: is the best better than staying flat, given the search)")
+    for col in ("strategy", "partition", "combinations", "best parameters (bars)", "Sharpe", "return", "deflated Sharpe", "SPA p"):
+        table.add_column(col, no_wrap=True)
+    for path in summaries:
+        s = json.loads(path.read_text())
+        best = s["top"][0] if s["top"] else None
+        names = [a["name"] for a in s["axes"]]
+        f = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
+        table.add_row(
+            s["strategy"], f"{s['month']}|{s['symbol']}", str(s["combinations"]),
+            ", ".join(f"{n}={best[n]}" for n in names) if best else s.get("reason", "-"),
+            f(best and best["sharpe"], ".2f"), _pct(best and best["total_return"]),
+            f(best and best["deflated_sharpe"], ".2f"), f(s["spa_pvalue"], ".2f"),
+        )
+    console.print(table)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from quant_assets.lake.store import Lake
     from quant_assets import sync
@@ -165,6 +199,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             console.print(f"landing: {lake.relative(path)}")
     code = cmd_sync(args)
     _print_results(lake)
+    _print_sweeps(lake)
     console.print(f"demo finished in {time.perf_counter() - t0:.1f} s; open the UI with `uv run quant-assets ui`")
     return code
 

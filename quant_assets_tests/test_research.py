@@ -142,3 +142,20 @@ def test_bars_and_sweep_assets_publish_a_ranked_grid_with_a_heat_map(lake, insta
 def test_a_slice_too_short_to_rank_gives_an_explained_empty_grid():
     res = run_sweep(_bars(n=100), EMA_CROSS, fee=0.0004, trading_days=365, starting_cash=100_000.0)
     assert res.table.height == 0 and res.summary["top"] == [] and "at least 1440" in res.summary["reason"]
+
+
+def test_the_fused_metrics_equal_vectorbts_kernels():
+    import vectorbt as vbt
+
+    from quant_assets.research.sweep import value_metrics
+
+    rng = np.random.default_rng(11)
+    value = 1e5 * np.cumprod(1 + rng.normal(0, 1e-3, (5_000, 7)), axis=0)
+    value[:, 3] = 1e5  # never traded: no Sharpe
+    rets = vbt.returns.nb.returns_nb(value, np.full(7, 1e5))
+    sharpe, mdd = value_metrics(value, 1e5, 525_600.0)
+    expected = vbt.returns.nb.sharpe_ratio_nb(rets, 525_600.0)
+    ok = np.arange(7) != 3
+    np.testing.assert_allclose(sharpe[ok], expected[ok], rtol=1e-9)
+    assert np.isnan(sharpe[3]) and np.isinf(expected[3])  # vectorbt says infinity; we say undefined
+    np.testing.assert_allclose(mdd, vbt.returns.nb.max_drawdown_nb(rets), rtol=1e-12, atol=1e-15)

@@ -36,16 +36,20 @@ from quant_assets.strategies.registry import SWEEP_GRIDS as GRIDS
 from quant_assets.strategies.spec import Axis, ParamError, StrategySpec
 
 
+#: Most periods the SPA test bootstraps (about a month of hours).
+MAX_SPA_PERIODS = 1_000
 #: Fewer bars than this (a day of minutes) and a slice is not swept: nothing could be ranked.
 MIN_BARS = 1_440
 
 
 @dataclass(frozen=True)
 class SweepSettings:
-    """``chunk`` combinations per vectorbt call; ``top_k`` candidates kept; SPA bootstrap
-    ``spa_reps`` and ``seed``."""
+    """Combinations per vectorbt call: as many as fit ``chunk_cells`` bars × combinations (about
+    8 bytes × a few arrays each: 5M cells keep a chunk near 200 MB whatever the slice's length),
+    at most ``chunk``; ``top_k`` candidates kept; SPA bootstrap ``spa_reps`` and ``seed``."""
 
     chunk: int = 100
+    chunk_cells: int = 5_000_000
     top_k: int = 3
     spa_reps: int = 500
     seed: int = 0
@@ -78,23 +82,113 @@ def bar_inputs(bars: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return df["ts"].to_numpy(), df["mid_close"].to_numpy(), df["half"].to_numpy()
 
 
-def ema_cross_orders(close: np.ndarray, half: np.ndarray, fast: np.ndarray, slow: np.ndarray, notional: float
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Target amounts and fill prices (bars × combinations) of EMA crosses: +1 when the fast EMA
-    is above the slow one, -1 below, unchanged when equal; no position until the slow EMA has
-    ``slow_period`` bars. Amounts are NaN (no order) except where the target changes."""
-    diff = fast - slow
-    target = np.sign(diff)
-    target[(diff == 0) | np.isnan(diff)] = np.nan
-    # Equal EMAs keep the previous side: carry the last side forward.
-    idx = np.where(np.isnan(target), 0, np.arange(len(target))[:, None])
-    np.maximum.accumulate(idx, axis=0, out=idx)
-    target = np.take_along_axis(target, idx, axis=0)
-    prev = np.vstack([np.full((1, target.shape[1]), np.nan), target[:-1]])
-    change = ~np.isnan(target) & ((target != prev) | np.isnan(prev))
-    amount = np.where(change, target * notional / close[:, None], np.nan)
-    price = close[:, None] + np.nan_to_num(target) * half[:, None]
-    return amount, price
+def ema_cross_orders(close: np.ndarray, fast: np.ndarray, slow: np.ndarray, notional: float) -> tuple[np.ndarray, np.ndarray]:
+    """Target amounts (bars × combinations, base units) of EMA crosses: +1 × notional / mid when
+    the fast EMA is above the slow one, -1 × when below, unchanged when equal; no position until
+    the slow EMA has ``slow_period`` bars (it is NaN before). NaN (no order) except where the
+    target changes. The fill price of an order is the mid plus half the spread in the order's
+    direction, the sign of its amount (see :func:`order_prices`). Also returns the indices of
+    the bars where any column has an order."""
+    # Column-major (Fortran) arrays: every kernel here and in vectorbt walks one column at a
+    # time, so a column must be contiguous in memory.
+    amount = np.full(fast.shape, np.nan, order="F")
+    has_order = np.zeros(len(close), dtype=np.bool_)
+    _orders_kernel()(close, np.asfortranarray(fast), np.asfortranarray(slow), notional, amount, has_order)
+    return amount, np.flatnonzero(has_order)
+
+
+def order_prices(amount: np.ndarray, close: np.ndarray, half: np.ndarray) -> np.ndarray:
+    """Taker fill prices of ``amount``'s orders: mid ± half spread (NaN where there is no order)."""
+    return close[:, None] + np.sign(amount) * half[:, None]
+
+
+_KERNEL = None
+
+
+def _orders_kernel():
+    """The per-bar rule as a numba loop (compiled once per process): a plain loop over bars is
+    what the rule is, and numpy's vectorised form of "keep the previous side" costs more than
+    the simulation."""
+    global _KERNEL
+    if _KERNEL is None:
+        from numba import njit
+
+        @njit(cache=True, nogil=True)
+        def kernel(close, fast, slow, notional, amount, has_order):  # pragma: no cover - numba
+            n, m = fast.shape
+            for j in range(m):
+                side = 0.0
+                for i in range(n):
+                    d = fast[i, j] - slow[i, j]
+                    if d != d:  # NaN: the slow EMA is not ready yet
+                        continue
+                    want = 1.0 if d > 0 else (-1.0 if d < 0 else side)
+                    if want != side and want != 0.0:
+                        amount[i, j] = want * notional / close[i]
+                        has_order[i] = True
+                        side = want
+
+        _KERNEL = kernel
+    return _KERNEL
+
+
+_METRICS = None
+
+
+def value_metrics(value: np.ndarray, cash0: float, ann_factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """(Sharpe, max drawdown) per column of a value array (bars × combinations, quote currency),
+    the definitions of vectorbt's ``returns_nb`` + ``sharpe_ratio_nb`` (ddof 1, annualised by
+    ``ann_factor``) and ``max_drawdown_nb``, fused into one pass per column: the three library
+    kernels each walk the whole array, which costs more than the simulation. The tests pin the
+    results to vectorbt's. A column whose returns have no variance has no Sharpe (NaN, where
+    vectorbt returns infinity)."""
+    global _METRICS
+    if _METRICS is None:
+        from numba import njit
+
+        @njit(cache=True, nogil=True)
+        def kernel(value, cash0, ann_factor, sharpe, mdd):  # pragma: no cover - numba
+            n, m = value.shape
+            for j in range(m):
+                prev, s1, s2, peak, worst = cash0, 0.0, 0.0, value[0, j], 0.0
+                for i in range(n):
+                    v = value[i, j]
+                    r = v / prev - 1.0
+                    prev = v
+                    s1 += r
+                    s2 += r * r
+                    if v > peak:
+                        peak = v
+                    dd = v / peak - 1.0
+                    if dd < worst:
+                        worst = dd
+                mean = s1 / n
+                var = (s2 - n * mean * mean) / (n - 1) if n > 1 else 0.0
+                sharpe[j] = mean / np.sqrt(var) * np.sqrt(ann_factor) if var > 1e-30 else np.nan
+                mdd[j] = worst
+
+        _METRICS = kernel
+    sharpe = np.empty(value.shape[1])
+    mdd = np.empty(value.shape[1])
+    _METRICS(np.asfortranarray(value), cash0, ann_factor, sharpe, mdd)
+    return sharpe, mdd
+
+
+def _value_from_orders(records: np.ndarray, close: np.ndarray, n_cols: int, cash0: float) -> np.ndarray:
+    """Portfolio value (bars × columns) from vectorbt's order records: cash and position change
+    only at orders, so a cumulative sum of the changes, marked at ``close``, is the value
+    vectorbt's ``Portfolio.value()`` computes (at a fraction of its cost for wide sweeps)."""
+    d_pos = np.zeros((len(close), n_cols), order="F")
+    d_cash = np.zeros((len(close), n_cols), order="F")
+    sign = np.where(records["side"] == 0, 1.0, -1.0)  # OrderSide.Buy = 0
+    np.add.at(d_pos, (records["idx"], records["col"]), sign * records["size"])
+    np.add.at(d_cash, (records["idx"], records["col"]), -sign * records["size"] * records["price"] - records["fees"])
+    np.cumsum(d_cash, axis=0, out=d_cash)
+    np.cumsum(d_pos, axis=0, out=d_pos)
+    d_pos *= close[:, None]
+    d_pos += d_cash
+    d_pos += cash0
+    return d_pos
 
 
 def _chunks(n: int, size: int) -> Iterator[slice]:
@@ -128,37 +222,23 @@ def run_sweep(bars: pl.DataFrame, spec: StrategySpec, fee: float, trading_days: 
     close_s = pd.Series(close, index=index)
     fasts = sorted({c["fast_period"] for c in combos})
     slows = sorted({c["slow_period"] for c in combos})
-    ema_f = vbt.MA.run(close_s, window=fasts, ewm=True).ma.to_numpy()
-    ema_s = vbt.MA.run(close_s, window=slows, ewm=True).ma.to_numpy()
+    # Stored one EMA per row: taking a chunk's rows and transposing gives column-major
+    # (bars × combinations) arrays without a copy.
+    ema_f = np.ascontiguousarray(vbt.MA.run(close_s, window=fasts, ewm=True).ma.to_numpy().T)
+    ema_s = np.ascontiguousarray(vbt.MA.run(close_s, window=slows, ewm=True).ma.to_numpy().T)
     fi = np.array([fasts.index(c["fast_period"]) for c in combos])
     si = np.array([slows.index(c["slow_period"]) for c in combos])
     freq = pd.Timedelta(seconds=interval_s)
     cols: dict[str, list] = {k: [] for k in ("total_return", "sharpe", "max_drawdown", "trades", "orders", "fees")}
-    hourly_parts = []
     ann_factor = trading_days * 86_400.0 / interval_s
-    for part in _chunks(len(combos), settings.chunk):
-        amount, price = ema_cross_orders(close, half, ema_f[:, fi[part]], ema_s[:, si[part]], float(combos[0]["notional"]))
-        n_cols = amount.shape[1]
-        pf = vbt.Portfolio.from_orders(
-            close=close_s, size=pd.DataFrame(amount, index=index), size_type="targetamount", price=price, fees=fee,
-            init_cash=starting_cash, freq=freq,
-            # Order records sized to the orders there are (the default is one per cell: GBs).
-            max_orders=max(1, int(np.isfinite(amount).sum())), max_logs=0,
-        )
-        # Metrics from vectorbt's numba kernels on the value array: its pandas wrappers
-        # (pf.returns(), .sharpe_ratio()) cost more than the simulation itself.
-        value = pf.value().to_numpy()
-        rets = vbt.returns.nb.returns_nb(value, np.full(n_cols, starting_cash))
-        cols["total_return"] += list(value[-1] / starting_cash - 1.0)
-        cols["sharpe"] += list(vbt.returns.nb.sharpe_ratio_nb(rets, ann_factor))
-        cols["max_drawdown"] += list(vbt.returns.nb.max_drawdown_nb(rets))
-        cols["trades"] += list(pf.trades.count().to_numpy())
-        cols["orders"] += list(pf.orders.count().to_numpy())
-        cols["fees"] += list(pf.orders.fees.sum().to_numpy())
-        hours = pd.DataFrame(rets, index=index)
-        hourly_parts.append((1.0 + hours).resample("1h").prod().to_numpy() - 1.0)
-        del pf, value, rets, hours, amount, price
-        gc.collect()  # vectorbt's objects form cycles: without this a long sweep keeps every chunk
+    # Everything alive now (libraries, the bars) is moved out of the collector's sight, so the
+    # collection after each chunk scans only that chunk's objects.
+    gc.freeze()
+    try:
+        hourly_parts = _sweep_chunks(combos, fi, si, ema_f, ema_s, close, half, index, close_s, freq, fee, starting_cash,
+                                     ann_factor, settings, cols)
+    finally:
+        gc.unfreeze()
     hourly = np.hstack(hourly_parts)
     table = pl.DataFrame({"combo": np.arange(len(combos)), **{a.name: [c[a.name] for c in combos] for a in axes}, **cols})
     table = table.with_columns(pl.col("sharpe").fill_nan(None)).with_columns(
@@ -169,6 +249,51 @@ def run_sweep(bars: pl.DataFrame, spec: StrategySpec, fee: float, trading_days: 
                     "axes": [a.__dict__ for a in axes], "notional": float(combos[0]["notional"]),
                     "starting_cash": starting_cash})
     return SweepResult(table, summary, hourly)
+
+
+def _sweep_chunks(combos, fi, si, ema_f, ema_s, close, half, index, close_s, freq, fee, starting_cash, ann_factor,
+                  settings, cols) -> list[np.ndarray]:
+    """Simulate the combinations chunk by chunk; fills ``cols``; returns hourly returns per chunk."""
+    import vectorbt as vbt
+
+    hour = index.to_numpy().astype("datetime64[h]")
+    hour_ends = np.flatnonzero(np.append(hour[1:] != hour[:-1], True))
+    hourly_parts = []
+    per_chunk = max(1, min(settings.chunk, settings.chunk_cells // max(1, len(close))))
+    for part in _chunks(len(combos), per_chunk):
+        amount, rows = ema_cross_orders(close, ema_f[fi[part]].T, ema_s[si[part]].T, float(combos[0]["notional"]))
+        n_cols = amount.shape[1]
+        # vectorbt simulates only the bars where some column of the chunk trades: with target
+        # amounts, an order depends on the cash and position left by the previous orders, never
+        # on the bars between them, so the fills are the same as on every bar (the tests check
+        # this against a plain loop) at a fraction of the cells.
+        sub = amount[rows]
+        pf = vbt.Portfolio.from_orders(
+            close=close[rows][:, None], size=sub, size_type="targetamount", price=order_prices(sub, close[rows], half[rows]),
+            fees=fee, init_cash=starting_cash, freq=freq,
+            # Order records sized to the orders there are (the default is one per cell: GBs).
+            max_orders=max(1, int(np.count_nonzero(sub == sub))), max_logs=0,
+        )
+        # The value array from the order records, and the metrics in one pass over it: vectorbt's
+        # pandas wrappers (pf.value(), pf.returns(), .sharpe_ratio()) cost more than the simulation.
+        records = pf.orders.values.copy()
+        records["idx"] = rows[records["idx"]]
+        value = _value_from_orders(records, close, n_cols, starting_cash)
+        sharpe, mdd = value_metrics(value, starting_cash, ann_factor)
+        cols["total_return"] += list(value[-1] / starting_cash - 1.0)
+        cols["sharpe"] += list(sharpe)
+        cols["max_drawdown"] += list(mdd)
+        orders = np.bincount(records["col"], minlength=n_cols)
+        # Each order after the first closes the open trade and opens the next (always in the market).
+        cols["trades"] += list(orders)
+        cols["orders"] += list(orders)
+        cols["fees"] += list(np.bincount(records["col"], weights=records["fees"], minlength=n_cols))
+        # Hourly returns compounded from the bars' = value at each hour's last bar over the previous one.
+        marks = value[hour_ends]
+        hourly_parts.append(np.vstack([marks[:1] / starting_cash, marks[1:] / marks[:-1]]) - 1.0)
+        del pf, records, value, amount, sub
+        gc.collect()  # vectorbt's objects form cycles: without this a long sweep keeps every chunk
+    return hourly_parts
 
 
 def _ranking_tests(table: pl.DataFrame, hourly: np.ndarray, trading_days: int, settings: SweepSettings,
@@ -198,11 +323,17 @@ def _ranking_tests(table: pl.DataFrame, hourly: np.ndarray, trading_days: int, s
                     "total_return": row["total_return"], "trades": row["trades"], "deflated_sharpe": dsr,
                     "hourly_sharpe": float(sharpe_h[col]) if math.isfinite(sharpe_h[col]) else None})
     spa_p = None
-    valid = ~np.isnan(hourly).any(axis=1)
-    if valid.sum() > 10:
-        spa = SPA(np.zeros(int(valid.sum())), -hourly[valid], reps=settings.spa_reps, block_size=24, seed=settings.seed)
+    valid = hourly[~np.isnan(hourly).any(axis=1)]
+    # The SPA bootstrap costs periods × combinations × reps: past MAX_SPA_PERIODS hours the
+    # hourly returns are compounded into periods of several hours (12 months: 9 h periods).
+    hours_per = max(1, math.ceil(len(valid) / MAX_SPA_PERIODS))
+    if hours_per > 1:
+        cut = len(valid) // hours_per * hours_per
+        valid = np.prod(1.0 + valid[:cut].reshape(-1, hours_per, valid.shape[1]), axis=1) - 1.0
+    if len(valid) > 10:
+        spa = SPA(np.zeros(len(valid)), -valid, reps=settings.spa_reps, block_size=max(1, 24 // hours_per), seed=settings.seed)
         spa.compute()
         spa_p = float(spa.pvalues["consistent"])
-    return {"top": top, "n_trials": n, "var_sharpe_annual": var_sharpe, "spa_pvalue": spa_p,
+    return {"top": top, "n_trials": n, "var_sharpe_annual": var_sharpe, "spa_pvalue": spa_p, "spa_period_hours": hours_per,
             "spa_benchmark": "flat (zero returns)", "ranking_returns": "hourly, compounded from bar returns"}
 
