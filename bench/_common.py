@@ -98,3 +98,12 @@ def write_results(path: Path, title: str, section: str) -> None:
         after = "".join(lines[end:])
         new = "".join(lines[:start]) + section + ("\n" + after if after else "")
     path.write_text(new)
+
+
+def emit(section: str, lines: list[str], write: bool = True, path: Path = RESULTS) -> None:
+    """Print a results section and (unless ``write`` is False) replace it in ``bench/RESULTS.md``."""
+    text = "\n".join(lines)
+    print(text)
+    if write:
+        write_results(path, section, text)
+        print(f"written to {path}")

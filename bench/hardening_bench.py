@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, child_main, machine, machine_line, run_child, write_results  # noqa: E402
+from _common import child_main, emit, machine, machine_line, run_child  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -252,11 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         "The slopes are what the budget checks multiply by a month's row count before they start.",
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if not args.no_results:
-        write_results(RESULTS, SECTION, text)
-        print(f"written to {RESULTS}")
+    emit(SECTION, lines, write=not args.no_results)
     return 0 if rss_ok and sliced["maxrss_kib"] < TARGET_RSS_KIB else 1
 
 

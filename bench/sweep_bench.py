@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, child_main, machine, machine_line, run_child, write_results  # noqa: E402
+from _common import child_main, emit, machine, machine_line, run_child  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "_work" / "sweep_bench"
@@ -120,11 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         "built from its order records (a test pins them to vectorbt's kernels). Peak RSS includes the interpreter, polars, pandas, vectorbt and numba.",
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if not args.no_results:
-        write_results(RESULTS, SECTION, text)
-        print(f"written to {RESULTS}")
+    emit(SECTION, lines, write=not args.no_results)
     return 0 if rate_ok and rss_ok else 1
 
 
