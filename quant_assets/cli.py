@@ -174,6 +174,22 @@ def _print_sweeps(lake) -> None:
             f(best and best["deflated_sharpe"], ".2f"), f(s["spa_pvalue"], ".2f"),
         )
     console.print(table)
+    handoffs = sorted(lake.root.glob("handoffs/strategy=*/symbol=*/month=*/handoff.parquet"))
+    if handoffs:
+        import polars as pl
+
+        ho = Table(title="sweep candidates re-tested event-driven on the next month (in-sample sweep rank next to "
+                         "the out-of-sample result; improved = beats the current parameters plus the noise bar)")
+        for col in ("strategy", "partition", "rank", "params (bars)", "event-driven params", "sweep Sharpe", "OOS Sharpe",
+                    "baseline OOS Sharpe", "improved"):
+            ho.add_column(col, no_wrap=True)
+        f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+        for path in handoffs:
+            for r in pl.read_parquet(path).iter_rows(named=True):
+                ho.add_row(r["strategy"], f"{r['sweep_month']}|{r['symbol']}", str(r["sweep_rank"]), r["sweep_params_bars"],
+                           r["event_params"], f(r["sweep_sharpe"]), f(r["oos_candidate_sharpe"]),
+                           f(r["oos_baseline_sharpe"]), str(r["improved"]))
+        console.print(ho)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

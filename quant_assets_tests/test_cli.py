@@ -57,7 +57,7 @@ def test_status_shows_states(lake, instance, capsys):
     # per slice: ticks, then backtest / metrics / critique of three strategies (their out-of-sample
     # validations wait for a next month), bars and a sweep; per symbol: three roll-ups
     assert out.count(" ok") == 3 * (1 + 3 * 3 + 2) + 3 * 3 and "missing" not in out
-    assert out.count("waiting") == 3 * 3
+    assert out.count("waiting") == 3 * 3 + 3  # and the sweeps' hand-offs wait too
 
 
 def test_sync_reports_a_bad_file_and_still_ingests_the_rest(lake, instance, capsys):
@@ -80,9 +80,10 @@ def test_demo_end_to_end_in_a_subprocess(tmp_path):
     assert table.count("ok 5,000") == 4  # ticks, with row counts
     # and per slice backtest / metrics / critique of three strategies, the out-of-sample validations
     # of January (February has no next month: they wait), bars and a sweep, then three roll-ups per symbol
-    assert table.count(" ok") == 4 * (1 + 3 * 3 + 2) + 2 * 3 + 2 * 3 and "FAILED" not in out.stdout
-    assert "sweeps on 1-minute bars" in out.stdout
-    assert table.count("waiting") == 2 * 3
+    # (and January's sweep hand-offs; February's wait)
+    assert table.count(" ok") == 4 * (1 + 3 * 3 + 2) + 2 * 3 + 2 + 2 * 3 and "FAILED" not in out.stdout
+    assert "sweeps on 1-minute bars" in out.stdout and "re-tested event-driven on the next month" in out.stdout
+    assert table.count("waiting") == 2 * 3 + 2
     assert (tmp_path / "home" / "dagster.yaml").read_text().count("enabled: false") == 1
 
 

@@ -159,3 +159,36 @@ def test_the_fused_metrics_equal_vectorbts_kernels():
     np.testing.assert_allclose(sharpe[ok], expected[ok], rtol=1e-9)
     assert np.isnan(sharpe[3]) and np.isinf(expected[3])  # vectorbt says infinity; we say undefined
     np.testing.assert_allclose(mdd, vbt.returns.nb.max_drawdown_nb(rets), rtol=1e-12, atol=1e-15)
+
+
+def test_the_top_sweep_candidates_are_re_tested_event_driven_on_the_next_month(lake, instance):
+    import dagster as dg
+
+    from quant_assets.definitions import ASSETS
+    from quant_assets.ingest.synthetic import SyntheticSpec, write_landing
+    from quant_assets.lake import duck
+    from resources import CriticResource, LakeResource
+
+    for month in ("2024-01", "2024-02"):
+        write_landing(lake, SyntheticSpec("BTCUSDT", month, seed=5, events=20_000))
+    instance.add_dynamic_partitions("symbols", ["BTCUSDT"])
+    run = lambda sel, pk: dg.materialize(ASSETS, selection=sel, partition_key=pk, instance=instance,  # noqa: E731
+                                         resources={"lake": LakeResource(), "critic": CriticResource()}, raise_on_error=False)
+    for month in ("2024-01", "2024-02"):
+        assert run(["ticks", "bars_1m", "sweep_ema_cross", "backtest_ema_cross", "metrics_ema_cross"], f"{month}|BTCUSDT").success
+    feb = run(["sweep_oos_ema_cross"], "2024-02|BTCUSDT")
+    assert feb.success and not feb.asset_materializations_for_node("sweep_oos_ema_cross")  # March is missing: it waits
+    jan = run(["sweep_oos_ema_cross"], "2024-01|BTCUSDT")
+    assert jan.success
+    (mat,) = jan.asset_materializations_for_node("sweep_oos_ema_cross")
+    assert mat.metadata["candidates"].value == 3 and mat.metadata["oos_month"].value == "2024-02"
+    t = pl.read_parquet(lake.handoff_dir("ema_cross", "BTCUSDT", "2024-01") / "handoff.parquet")
+    summary = json.loads((lake.sweep_dir("ema_cross", "BTCUSDT", "2024-01") / "summary.json").read_text())
+    assert t["sweep_rank"].to_list() == [c["rank"] for c in summary["top"]] == [1, 2, 3]
+    qpb = mat.metadata["quotes_per_bar"].value
+    for row, cand in zip(t.iter_rows(named=True), summary["top"], strict=True):
+        event = json.loads(row["event_params"])
+        assert event["fast_period"] == max(2, round(cand["fast_period"] * qpb))  # bars -> quote updates
+        assert row["oos_candidate_sharpe"] is not None and row["oos_baseline_sharpe"] is not None and row["n_tested"] == 3
+        assert (lake.handoff_dir("ema_cross", "BTCUSDT", "2024-01") / "runs" / f"rank{cand['rank']}" / "2024-02" / "fills.parquet").exists()
+    assert duck.connect(lake).execute("SELECT count(*) FROM handoffs").fetchone()[0] == 3

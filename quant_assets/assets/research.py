@@ -7,10 +7,14 @@ automation, metadata with the sweep's heat map and its top candidates).
 import dagster as dg
 
 from quant_assets.analytics.plots import markdown_image
+from quant_assets.analytics.slice_metrics import BacktestSliceError
+from quant_assets.assets.critiques import NEXT_MONTH
+from quant_assets.critique.oos import WaitingForNextMonth
 from quant_assets.automation import ENGINE_POOL, rebuild_stale_slices
 from quant_assets.engines.runner import STARTING_CASH
 from quant_assets.lake import instruments as inst_mod
 from quant_assets.partitions import month_symbol_partitions, split_key
+from quant_assets.research.handoff import HANDOFF_VERSION, run_handoff
 from quant_assets.research.run import RESEARCH_VERSION, ResearchInputError, run_bars, run_sweep_slice
 from quant_assets.research.sweep import GRIDS
 from quant_assets.strategies.spec import StrategySpec
@@ -107,6 +111,71 @@ def sweep_asset(spec: StrategySpec) -> dg.AssetsDefinition:
     return _sweep
 
 
+def _handoff_md(t) -> str:
+    lines = ["| sweep rank | params (bars) | event-driven params | sweep Sharpe | OOS Sharpe | baseline OOS Sharpe | p | improved |",
+             "|---:|---|---|---:|---:|---:|---:|---|"]
+    f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    for r in t.iter_rows(named=True):
+        lines.append(f"| {r['sweep_rank']} | `{r['sweep_params_bars']}` | `{r['event_params']}` | {f(r['sweep_sharpe'])} | "
+                     f"{f(r['oos_candidate_sharpe'])} | {f(r['oos_baseline_sharpe'])} | {f(r['p_better'])} | {r['improved']} |")
+    return "\n".join(lines)
+
+
+def handoff_asset(spec: StrategySpec) -> dg.AssetsDefinition:
+    name = f"sweep_oos_{spec.name}"
+
+    @dg.asset(
+        name=name,
+        partitions_def=month_symbol_partitions,
+        deps=[
+            dg.AssetKey(f"sweep_{spec.name}"),
+            dg.AssetDep(f"metrics_{spec.name}", partition_mapping=NEXT_MONTH),
+            dg.AssetDep("ticks", partition_mapping=NEXT_MONTH),
+        ],
+        code_version=f"handoff-v{HANDOFF_VERSION}",
+        group_name="research",
+        kinds={spec.engine, "parquet"},
+        output_required=False,
+        description=(
+            f"The top combinations of `sweep_{spec.name}` for month M, re-tested event-driven on M+1 (and on M for "
+            "reference) against the current parameters on M+1, with the same noise bar as the critiques' "
+            "out-of-sample test; lengths in bars become quote updates by month M's quotes per bar. Waits "
+            f"(materialises nothing) until M+1 exists. Output: `handoffs/strategy={spec.name}/symbol=S/month=M/`; "
+            "DuckDB view `handoffs`."
+        ),
+        metadata={"strategy": spec.name},
+        automation_condition=rebuild_stale_slices(),
+        pool=ENGINE_POOL,
+    )
+    def _handoff(context: dg.AssetExecutionContext, lake: LakeResource):
+        month, symbol = split_key(context.partition_key)
+        the_lake = lake.lake()
+        instrument = inst_mod.resolve(the_lake, symbol)
+        trading_days = instrument.trading_days if instrument else inst_mod.DEFAULT_TRADING_DAYS
+        try:
+            out = run_handoff(the_lake, spec, symbol, month, trading_days)
+        except WaitingForNextMonth as exc:
+            context.log.info(str(exc))
+            return
+        except (ResearchInputError, BacktestSliceError) as exc:
+            raise dg.Failure(description=f"{name} {context.partition_key}: {exc}", allow_retries=False) from None
+        t = out.table
+        yield dg.MaterializeResult(
+            metadata={
+                "oos_month": out.manifest["oos_month"],
+                "candidates": dg.MetadataValue.int(len(t)),
+                "improved_out_of_sample": dg.MetadataValue.int(int(t["improved"].sum()) if len(t) else 0),
+                "quotes_per_bar": dg.MetadataValue.float(out.manifest["quotes_per_bar"]),
+                "results": dg.MetadataValue.md(_handoff_md(t)),
+                "path": dg.MetadataValue.path(str(out.directory)),
+            },
+            data_version=dg.DataVersion(out.data_version),
+        )
+
+    return _handoff
+
+
 def research_assets(specs: dict[str, StrategySpec]) -> list[dg.AssetsDefinition]:
-    """``bars_1m`` and one sweep per registered strategy that has a sweep grid."""
-    return [bars_1m, *(sweep_asset(s) for name, s in specs.items() if name in GRIDS)]
+    """``bars_1m``, and per registered strategy with a sweep grid its sweep and hand-off."""
+    swept = [s for name, s in specs.items() if name in GRIDS]
+    return [bars_1m, *(sweep_asset(s) for s in swept), *(handoff_asset(s) for s in swept)]

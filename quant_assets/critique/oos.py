@@ -78,7 +78,7 @@ def p_better(candidate: ReturnSeries, baseline_sharpe_p: float, n_tested: int) -
     return float(norm.cdf((sr - bar) * math.sqrt(len(r) - 1) / math.sqrt(denom)))
 
 
-def _sharpe_p(rs: ReturnSeries) -> float:
+def sharpe_p(rs: ReturnSeries) -> float:
     r = rs.returns.to_numpy()
     return float(r.mean() / r.std(ddof=1)) if len(r) > 2 and r.std(ddof=1) > 0 else float("nan")
 
@@ -99,7 +99,7 @@ class WaitingForNextMonth(Exception):
     """M+1 has no ticks or no baseline metric set yet: the validation waits (it is not a failure)."""
 
 
-def _run_and_measure(lake: Lake, spec: StrategySpec, symbol: str, month: str, out: Path, trading_days: int):
+def run_and_measure(lake: Lake, spec: StrategySpec, symbol: str, month: str, out: Path, trading_days: int):
     from quant_assets.engines.runner import run_backtest
 
     run_backtest(lake, spec, symbol, month, out_dir=out)
@@ -146,16 +146,16 @@ def run_oos(lake: Lake, spec: StrategySpec, symbol: str, month: str, trading_day
         oos_bt = read_backtest(lake, spec.name, symbol, oos_month)
         if oos_bt.manifest.get("params") != baseline_params:
             # The published M+1 slice ran other parameters than the critique saw: re-run the baseline.
-            _run_and_measure(lake, base_spec, symbol, oos_month, out / "runs" / "baseline" / oos_month, trading_days)
+            run_and_measure(lake, base_spec, symbol, oos_month, out / "runs" / "baseline" / oos_month, trading_days)
             oos_bt = read_backtest_dir(out / "runs" / "baseline" / oos_month)
         oos_base_rs = sample_returns(oos_bt.equity, oos_bt.interval_s, trading_days)
         oos_base = period_row(oos_base_rs)
         for k, s in enumerate(suggestions):
             cand = base_spec.with_values({s["name"]: s["value"]})
             tag = f"{k}-{s['name']}"
-            is_sm = _run_and_measure(lake, cand, symbol, month, out / "runs" / tag / month, trading_days)
-            oos_sm = _run_and_measure(lake, cand, symbol, oos_month, out / "runs" / tag / oos_month, trading_days)
-            p = p_better(oos_sm.returns, _sharpe_p(oos_base_rs), n)
+            is_sm = run_and_measure(lake, cand, symbol, month, out / "runs" / tag / month, trading_days)
+            oos_sm = run_and_measure(lake, cand, symbol, oos_month, out / "runs" / tag / oos_month, trading_days)
+            p = p_better(oos_sm.returns, sharpe_p(oos_base_rs), n)
             c_sharpe, b_sharpe = oos_sm.row["sharpe"], oos_base["sharpe"]
             delta = None if c_sharpe is None or b_sharpe is None else c_sharpe - b_sharpe
             improved = bool(p is not None and p >= level and delta is not None and delta > 0)

@@ -13,6 +13,7 @@ Layout (hive-style, readable by DuckDB, Polars and pyarrow without our code)::
     <root>/trials/trials.parquet                         every parameter set a strategy has been run with
     <root>/bars/interval=I/symbol=S/month=M/part-0.parquet  time bars (OHLCV, spread) from ticks
     <root>/sweeps/strategy=X/symbol=S/month=M/           grid.parquet, summary.json, heatmap.png, manifest.json
+    <root>/handoffs/strategy=X/symbol=S/month=M/         handoff.parquet, manifest.json, runs/ (event-driven re-tests)
     <root>/critiques/strategy=X/symbol=S/month=M/        prompt.json, critique.json, manifest.json
     <root>/critiques/_cache/<model>/<prompt sha>.json    answers by prompt and model (never pay twice)
     <root>/oos/strategy=X/symbol=S/month=M/              validation.parquet, manifest.json, runs/ (candidate backtests)
@@ -270,6 +271,10 @@ class Lake:
     def sweep_dir(self, strategy: str, symbol: str, month: str) -> Path:
         """A vectorised parameter sweep of one slice of bars; ``manifest.json`` is written last."""
         return self.root / "sweeps" / f"strategy={strategy}" / f"symbol={normalise_symbol(symbol)}" / f"month={month}"
+
+    def handoff_dir(self, strategy: str, symbol: str, month: str) -> Path:
+        """The event-driven out-of-sample re-test of the sweep of ``month`` (its runs use M+1)."""
+        return self.root / "handoffs" / f"strategy={strategy}" / f"symbol={normalise_symbol(symbol)}" / f"month={month}"
 
     @property
     def trials_path(self) -> Path:

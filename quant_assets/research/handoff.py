@@ -1,0 +1,121 @@
+"""Hand-off: the sweep's top combinations, re-tested event-driven on the next month.
+
+The sweep of month M ranks its grid on bars; its top K combinations become parameter sets of
+the event-driven strategy and are backtested on M+1 (out of sample) with the real engine, and
+on M for reference, next to the strategy's current parameters on M+1 (the baseline). The
+same bar as the critiques' out-of-sample test decides "improved": the candidate's per-period
+Sharpe must beat the baseline's plus the expected best of K noise tries
+(:func:`quant_assets.critique.oos.p_better`).
+
+Units: the vectorised form counts EMA lengths in bars; the event-driven strategy in quote
+updates. A length of L bars becomes round(L × q) quote updates, q = the mean quotes per bar of
+month M's bars (clipped to the parameter's range). The table shows both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from quant_assets.analytics.returns import sample_returns
+from quant_assets.analytics.slice_metrics import read_backtest
+from quant_assets.critique.oos import WaitingForNextMonth, next_month, p_better, period_row, run_and_measure, sharpe_p
+from quant_assets.lake.store import Lake, atomic_dir, file_sha256
+from quant_assets.research.run import ResearchInputError
+from quant_assets.strategies.spec import ParamError, StrategySpec
+
+HANDOFF_VERSION = "1"
+#: Parameters the vectorised form counts in bars and the event-driven strategy in quote updates.
+BAR_LENGTH_PARAMS = ("fast_period", "slow_period")
+
+SCHEMA: dict[str, pl.DataType] = {
+    "strategy": pl.String(), "symbol": pl.String(), "sweep_month": pl.String(), "oos_month": pl.String(),
+    "sweep_rank": pl.Int64(), "sweep_params_bars": pl.String(), "event_params": pl.String(),
+    "sweep_sharpe": pl.Float64(), "sweep_deflated_sharpe": pl.Float64(), "is_event_sharpe": pl.Float64(),
+    "oos_baseline_sharpe": pl.Float64(), "oos_candidate_sharpe": pl.Float64(), "oos_candidate_return": pl.Float64(),
+    "oos_candidate_trades": pl.Int64(), "n_tested": pl.Int64(), "p_better": pl.Float64(), "improved": pl.Boolean(),
+    "reason": pl.String(),
+}
+
+
+@dataclass(frozen=True)
+class HandoffOutput:
+    directory: Path
+    table: pl.DataFrame
+    manifest: dict[str, Any]
+    data_version: str
+
+
+def to_event_params(spec: StrategySpec, bar_params: dict[str, Any], quotes_per_bar: float) -> dict[str, Any]:
+    """Event-driven parameters for a sweep combination (lengths in bars -> quote updates)."""
+    out = {}
+    for name, value in bar_params.items():
+        if name in BAR_LENGTH_PARAMS:
+            p = spec.param(name)
+            value = int(round(value * quotes_per_bar))
+            value = int(min(max(value, p.lo if p.lo is not None else value), p.hi if p.hi is not None else value))
+        out[name] = value
+    return out
+
+
+def run_handoff(lake: Lake, spec: StrategySpec, symbol: str, month: str, trading_days: int, level: float = 0.95) -> HandoffOutput:
+    """Re-test the top combinations of the sweep of (month, symbol) on the next month."""
+    summary_path = lake.sweep_dir(spec.name, symbol, month) / "summary.json"
+    if not summary_path.exists():
+        raise ResearchInputError(f"{summary_path}: no sweep (materialise sweep_{spec.name} for {month}|{symbol} first)")
+    summary = json.loads(summary_path.read_text())
+    oos_month = next_month(month)
+    if not lake.ticks_path(symbol, oos_month).exists() or not (lake.metrics_dir(spec.name, symbol, oos_month) / "manifest.json").exists():
+        raise WaitingForNextMonth(f"{spec.name} {symbol}: {oos_month} has no ticks or no metric set yet; the hand-off of {month} waits for it")
+    bars = pl.read_parquet(lake.bars_path("1m", symbol, month), columns=["quotes"])
+    quotes_per_bar = float(bars["quotes"].mean() or 1.0)
+    names = [a["name"] for a in summary["axes"]]
+    top = summary["top"]
+    n = len(top)
+    oos_bt = read_backtest(lake, spec.name, symbol, oos_month)
+    base_rs = sample_returns(oos_bt.equity, oos_bt.interval_s, trading_days)
+    base = period_row(base_rs)
+    final = lake.handoff_dir(spec.name, symbol, month)
+    rows = []
+    with lake.lock(f"handoff-{spec.name}-{symbol}-{month}"), atomic_dir(final, "handoff") as out:
+        for cand in top:
+            bar_params = {k: cand[k] for k in names}
+            event = to_event_params(spec, bar_params, quotes_per_bar)
+            row: dict[str, Any] = {
+                "strategy": spec.name, "symbol": symbol, "sweep_month": month, "oos_month": oos_month,
+                "sweep_rank": cand["rank"], "sweep_params_bars": json.dumps(bar_params), "event_params": json.dumps(event),
+                "sweep_sharpe": cand["sharpe"], "sweep_deflated_sharpe": cand["deflated_sharpe"],
+                "oos_baseline_sharpe": base["sharpe"], "n_tested": n,
+            }
+            try:
+                candidate = spec.with_values(event)
+            except ParamError as exc:
+                rows.append({**row, "improved": False, "reason": f"not a valid event-driven parameter set: {exc}"})
+                continue
+            tag = f"rank{cand['rank']}"
+            is_sm = run_and_measure(lake, candidate, symbol, month, out / "runs" / tag / month, trading_days)
+            oos_sm = run_and_measure(lake, candidate, symbol, oos_month, out / "runs" / tag / oos_month, trading_days)
+            p = p_better(oos_sm.returns, sharpe_p(base_rs), n)
+            c, b_ = oos_sm.row["sharpe"], base["sharpe"]
+            improved = bool(p is not None and p >= level and c is not None and b_ is not None and c > b_)
+            rows.append({
+                **row, "is_event_sharpe": is_sm.row["sharpe"], "oos_candidate_sharpe": c,
+                "oos_candidate_return": oos_sm.row["total_return"], "oos_candidate_trades": oos_sm.row["trades"],
+                "p_better": p, "improved": improved,
+                "reason": (f"beats the baseline plus the noise bar for {n} tries (p={p:.3f} >= {level})" if improved
+                           else "undefined: too few returns or no variance" if p is None
+                           else f"does not clear the bar (p={p:.3f} < {level})"),
+            })
+        table = pl.DataFrame(rows, schema=SCHEMA)
+        lake.write_parquet(table, out / "handoff.parquet")
+        digest = file_sha256(out / "handoff.parquet")
+        manifest = {"strategy": spec.name, "symbol": symbol, "sweep_month": month, "oos_month": oos_month,
+                    "handoff_version": HANDOFF_VERSION, "quotes_per_bar": quotes_per_bar, "level": level,
+                    "sweep_summary_sha256": file_sha256(summary_path), "files": {"handoff.parquet": digest}}
+        lake.write_json(manifest, out / "manifest.json")
+    return HandoffOutput(final, table, manifest, hashlib.sha256(digest.encode()).hexdigest()[:24])
