@@ -176,6 +176,8 @@ def _print_sweeps(lake) -> None:
     console.print(table)
     handoffs = sorted(lake.root.glob("handoffs/strategy=*/symbol=*/month=*/handoff.parquet"))
     if handoffs:
+        import json
+
         import polars as pl
 
         ho = Table(title="sweep candidates re-tested event-driven on the next month (in-sample sweep rank next to "
@@ -184,10 +186,11 @@ def _print_sweeps(lake) -> None:
                     "baseline OOS Sharpe", "improved"):
             ho.add_column(col, no_wrap=True)
         f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+        compact = lambda text: " ".join(f"{k.removesuffix('_period')}={v}" for k, v in json.loads(text).items())  # noqa: E731
         for path in handoffs:
             for r in pl.read_parquet(path).iter_rows(named=True):
-                ho.add_row(r["strategy"], f"{r['sweep_month']}|{r['symbol']}", str(r["sweep_rank"]), r["sweep_params_bars"],
-                           r["event_params"], f(r["sweep_sharpe"]), f(r["oos_candidate_sharpe"]),
+                ho.add_row(r["strategy"], f"{r['sweep_month']}|{r['symbol']}", str(r["sweep_rank"]), compact(r["sweep_params_bars"]),
+                           compact(r["event_params"]), f(r["sweep_sharpe"]), f(r["oos_candidate_sharpe"]),
                            f(r["oos_baseline_sharpe"]), str(r["improved"]))
         console.print(ho)
 
