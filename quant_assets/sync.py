@@ -41,14 +41,13 @@ EXTERNAL_SOURCES: dict[dg.AssetKey, Callable[[Lake, str, str], str | None]] = {
 
 def _waits(lake: Lake, key: dg.AssetKey, symbol: str, month: str) -> bool:
     """An out-of-sample test of ``month`` (a critique's or a sweep's) waits until month+1 has its metric set."""
-    from quant_assets.critique.oos import next_month
+    from quant_assets.critique.oos import next_month_ready
 
     name = key.path[-1]
     prefix = next((p for p in ("oos_validation_", "sweep_oos_") if name.startswith(p)), None)
     if prefix is None or month == ALL_MONTHS:
         return False
-    strategy = name.removeprefix(prefix)
-    return not (lake.metrics_dir(strategy, symbol, next_month(month)) / "manifest.json").exists()
+    return not next_month_ready(lake, name.removeprefix(prefix), symbol, month)
 
 
 @dataclass(frozen=True)

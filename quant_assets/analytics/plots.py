@@ -36,12 +36,16 @@ def equity_png(equity: pl.DataFrame, title: str) -> bytes:
         ax2.fill_between(t, dd, 0, color="tab:red", alpha=0.5, lw=0)
         ax2.set_ylabel("drawdown %")
         fig.autofmt_xdate()
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        return buf.getvalue()
+        return _png(fig)
     finally:
         plt.close(fig)
+
+
+def _png(fig) -> bytes:
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
 
 
 def markdown_image(png: bytes, alt: str) -> str:
@@ -70,9 +74,6 @@ def heatmap_png(table: pl.DataFrame, x: str, y: str, value: str, title: str) -> 
         ax.set_xlabel(x)
         ax.set_ylabel(y)
         ax.set_title(title, fontsize=10)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        return buf.getvalue()
+        return _png(fig)
     finally:
         plt.close(fig)

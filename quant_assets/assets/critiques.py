@@ -131,8 +131,7 @@ def oos_asset(spec: StrategySpec) -> dg.AssetsDefinition:
     def _oos(context: dg.AssetExecutionContext, lake: LakeResource):
         month, symbol = split_key(context.partition_key)
         the_lake = lake.lake()
-        instrument = inst_mod.resolve(the_lake, symbol)
-        trading_days = instrument.trading_days if instrument else inst_mod.DEFAULT_TRADING_DAYS
+        trading_days = inst_mod.trading_days_of(the_lake, symbol)
         try:
             out = run_oos(the_lake, spec, symbol, month, trading_days)
         except WaitingForNextMonth as exc:

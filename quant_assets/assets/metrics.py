@@ -81,8 +81,7 @@ def metrics_asset(spec: StrategySpec) -> dg.AssetsDefinition:
     def _metrics(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
         month, symbol = split_key(context.partition_key)
         the_lake = lake.lake()
-        instrument = inst_mod.resolve(the_lake, symbol)
-        trading_days = instrument.trading_days if instrument else inst_mod.DEFAULT_TRADING_DAYS
+        trading_days = inst_mod.trading_days_of(the_lake, symbol)
         try:
             out = run_metrics(the_lake, spec.name, symbol, month, trading_days)
         except BacktestSliceError as exc:

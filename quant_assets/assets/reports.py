@@ -67,8 +67,7 @@ def report_asset(spec: StrategySpec) -> dg.AssetsDefinition:
     def _report(context: dg.AssetExecutionContext, config: ReportConfig, lake: LakeResource) -> dg.MaterializeResult:
         symbol = str(context.partition_key)
         the_lake = lake.lake()
-        instrument = inst_mod.resolve(the_lake, symbol)
-        trading_days = instrument.trading_days if instrument else inst_mod.DEFAULT_TRADING_DAYS
+        trading_days = inst_mod.trading_days_of(the_lake, symbol)
         n_trials = trials.count(the_lake, spec.impl)
         settings = RollupSettings(config.bootstrap_reps, config.monte_carlo_sims, config.in_sample_months, config.seed)
         try:

@@ -57,6 +57,21 @@ def next_month(month: str) -> str:
     return f"{d.year + d.month // 12}-{d.month % 12 + 1:02d}"
 
 
+def next_month_ready(lake: Lake, strategy: str, symbol: str, month: str) -> bool:
+    """Whether month+1 has its ticks and the strategy's metric set: what every out-of-sample
+    test of ``month`` (a critique's, a sweep's) needs before it can run."""
+    oos_month = next_month(month)
+    return lake.ticks_path(symbol, oos_month).exists() and (lake.metrics_dir(strategy, symbol, oos_month) / "manifest.json").exists()
+
+
+def require_next_month(lake: Lake, strategy: str, symbol: str, month: str, what: str) -> str:
+    """month+1, or :class:`WaitingForNextMonth` naming ``what`` waits for it."""
+    oos_month = next_month(month)
+    if not next_month_ready(lake, strategy, symbol, month):
+        raise WaitingForNextMonth(f"{strategy} {symbol}: {oos_month} has no ticks or no metric set yet; {what} of {month} waits for it")
+    return oos_month
+
+
 def p_better(candidate: ReturnSeries, baseline_sharpe_p: float, n_tested: int) -> float | None:
     """Probability that the candidate's per-period Sharpe exceeds the baseline's plus the best of
     ``n_tested`` noise tries (see the module docstring); None when undefined."""
@@ -128,9 +143,7 @@ def run_oos(lake: Lake, spec: StrategySpec, symbol: str, month: str, trading_day
     if not crit_path.exists():
         raise FileNotFoundError(f"{crit_path}: no critique (materialise critique_{spec.name} for {month}|{symbol} first)")
     critique = json.loads(crit_path.read_text())
-    oos_month = next_month(month)
-    if not lake.ticks_path(symbol, oos_month).exists() or not (lake.metrics_dir(spec.name, symbol, oos_month) / "manifest.json").exists():
-        raise WaitingForNextMonth(f"{spec.name} {symbol}: {oos_month} has no ticks or no metric set yet; the validation of {month} waits for it")
+    oos_month = require_next_month(lake, spec.name, symbol, month, "the validation")
     baseline_params = critique["params"]
     base_spec = spec.with_values(baseline_params)
     final = lake.oos_dir(spec.name, symbol, month)

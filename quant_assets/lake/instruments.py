@@ -162,6 +162,13 @@ def resolve(lake: Lake, symbol: str, config: Path | None = None) -> Instrument |
     return apply_overrides(symbol, read_inferred(lake).get(symbol), overrides(config).get(symbol))
 
 
+def trading_days_of(lake: Lake, symbol: str) -> int:
+    """Trading days per year of ``symbol`` (the annualisation of its metrics); the default when
+    it has no instrument record."""
+    inst = resolve(lake, symbol)
+    return inst.trading_days if inst else DEFAULT_TRADING_DAYS
+
+
 def venue_of(formats: list[str | None]) -> str:
     """Venue implied by the source formats of a partition (``binance_trades`` -> BINANCE)."""
     for fmt in sorted(f for f in formats if f):

@@ -24,7 +24,7 @@ import polars as pl
 
 from quant_assets.analytics.returns import sample_returns
 from quant_assets.analytics.slice_metrics import read_backtest
-from quant_assets.critique.oos import WaitingForNextMonth, next_month, p_better, period_row, run_and_measure, sharpe_p
+from quant_assets.critique.oos import p_better, period_row, require_next_month, run_and_measure, sharpe_p
 from quant_assets.lake.store import Lake, atomic_dir, file_sha256
 from quant_assets.research.run import ResearchInputError
 from quant_assets.strategies.spec import ParamError, StrategySpec
@@ -69,9 +69,7 @@ def run_handoff(lake: Lake, spec: StrategySpec, symbol: str, month: str, trading
     if not summary_path.exists():
         raise ResearchInputError(f"{summary_path}: no sweep (materialise sweep_{spec.name} for {month}|{symbol} first)")
     summary = json.loads(summary_path.read_text())
-    oos_month = next_month(month)
-    if not lake.ticks_path(symbol, oos_month).exists() or not (lake.metrics_dir(spec.name, symbol, oos_month) / "manifest.json").exists():
-        raise WaitingForNextMonth(f"{spec.name} {symbol}: {oos_month} has no ticks or no metric set yet; the hand-off of {month} waits for it")
+    oos_month = require_next_month(lake, spec.name, symbol, month, "the hand-off")
     bars = pl.read_parquet(lake.bars_path("1m", symbol, month), columns=["quotes"])
     quotes_per_bar = float(bars["quotes"].mean() or 1.0)
     names = [a["name"] for a in summary["axes"]]

@@ -235,7 +235,7 @@ def run_sweep(bars: pl.DataFrame, spec: StrategySpec, fee: float, trading_days: 
     # collection after each chunk scans only that chunk's objects.
     gc.freeze()
     try:
-        hourly_parts = _sweep_chunks(combos, fi, si, ema_f, ema_s, close, half, index, close_s, freq, fee, starting_cash,
+        hourly_parts = _sweep_chunks(combos, fi, si, ema_f, ema_s, close, half, index, freq, fee, starting_cash,
                                      ann_factor, settings, cols)
     finally:
         gc.unfreeze()
@@ -251,7 +251,7 @@ def run_sweep(bars: pl.DataFrame, spec: StrategySpec, fee: float, trading_days: 
     return SweepResult(table, summary, hourly)
 
 
-def _sweep_chunks(combos, fi, si, ema_f, ema_s, close, half, index, close_s, freq, fee, starting_cash, ann_factor,
+def _sweep_chunks(combos, fi, si, ema_f, ema_s, close, half, index, freq, fee, starting_cash, ann_factor,
                   settings, cols) -> list[np.ndarray]:
     """Simulate the combinations chunk by chunk; fills ``cols``; returns hourly returns per chunk."""
     import vectorbt as vbt
