@@ -76,6 +76,26 @@ def memory_budget_bytes() -> int:
     return int(psutil.virtual_memory().available * 0.75)
 
 
+AGREEMENT_TOLERANCE_ENV = "QUANT_AGREEMENT_TOLERANCE"
+DEFAULT_AGREEMENT_TOLERANCE = 0.25
+
+
+def agreement_tolerance() -> float:
+    """Largest relative gap between the vectorised and the event-driven run of the same
+    parameters (orders, fees, PnL; see :mod:`quant_assets.research.agreement`) before the
+    ``engines_agree`` check fails: ``$QUANT_AGREEMENT_TOLERANCE`` or 0.25 (a fraction)."""
+    value = os.environ.get(AGREEMENT_TOLERANCE_ENV)
+    if not value:
+        return DEFAULT_AGREEMENT_TOLERANCE
+    try:
+        tol = float(value)
+    except ValueError:
+        tol = -1.0
+    if not tol >= 0.0:
+        raise ValueError(f"{AGREEMENT_TOLERANCE_ENV}={value!r}: expected a fraction >= 0 (0.25 = 25%)")
+    return tol
+
+
 SENSOR_INTERVAL_ENV = "QUANT_SENSOR_INTERVAL_S"
 
 

@@ -1,7 +1,9 @@
-"""``bars_1m`` and ``sweep_<strategy>``: the vectorised research layer, month × symbol.
+"""``bars_<interval>``, ``sweep_<strategy>``, ``agreement_<strategy>`` and
+``sweep_oos_<strategy>``: the vectorised research layer, month × symbol.
 
-The work is in :mod:`quant_assets.research.run`; this module wires it to Dagster (partitions,
-automation, metadata with the sweep's heat map and its top candidates).
+The work is in :mod:`quant_assets.research`; this module wires it to Dagster (partitions,
+automation, metadata with the sweep's heat map and its top candidates, the engines' agreement
+as an asset check).
 """
 
 import dagster as dg
@@ -14,9 +16,11 @@ from quant_assets.automation import ENGINE_POOL, rebuild_stale_slices
 from quant_assets.engines.runner import STARTING_CASH
 from quant_assets.lake import instruments as inst_mod
 from quant_assets.partitions import month_symbol_partitions, split_key
+from quant_assets.research.agreement import AGREEMENT_VERSION, run_agreement
 from quant_assets.research.handoff import HANDOFF_VERSION, run_handoff
 from quant_assets.research.run import RESEARCH_VERSION, ResearchInputError, run_bars, run_sweep_slice
 from quant_assets.research.sweep import GRIDS
+from quant_assets.settings import AGREEMENT_TOLERANCE_ENV, agreement_tolerance
 from quant_assets.strategies.spec import StrategySpec
 from resources import LakeResource
 
@@ -174,7 +178,81 @@ def handoff_asset(spec: StrategySpec) -> dg.AssetsDefinition:
     return _handoff
 
 
+def _agreement_md(t) -> str:
+    lines = ["| sweep rank | params (bars) | orders vector / event | fees vector / event | PnL vector / event | worst gap | agree |",
+             "|---:|---|---|---|---|---:|---|"]
+    for r in t.iter_rows(named=True):
+        if r["vector_orders"] is None:
+            lines.append(f"| {r['sweep_rank']} | `{r['params_bars']}` | - | - | - | - | {r['reason']} |")
+            continue
+        worst = max(r["orders_gap"], r["fees_gap"], r["pnl_gap"])
+        lines.append(f"| {r['sweep_rank']} | `{r['params_bars']}` | {r['vector_orders']} / {r['event_orders']} | "
+                     f"{r['vector_fees']:.2f} / {r['event_fees']:.2f} | {r['vector_pnl']:.2f} / {r['event_pnl']:.2f} | "
+                     f"{worst:.1%} | {r['agree']} |")
+    return "\n".join(lines)
+
+
+def agreement_asset(spec: StrategySpec) -> dg.AssetsDefinition:
+    name = f"agreement_{spec.name}"
+
+    @dg.asset(
+        name=name,
+        partitions_def=month_symbol_partitions,
+        deps=[dg.AssetKey(f"sweep_{spec.name}"), TICKS],
+        code_version=f"agreement-v{AGREEMENT_VERSION}",
+        group_name="research",
+        kinds={"vectorbt", spec.engine, "parquet"},
+        description=(
+            f"The best combination of `sweep_{spec.name}`, run both ways on the same slice: vectorised on bars (the "
+            "sweep's own simulation, closed at the last bar) and event-driven on ticks (lengths in bars converted to "
+            "quote updates). Orders, fees and PnL side by side, with their relative gaps; the `engines_agree` check "
+            f"warns when a gap passes the tolerance (`${AGREEMENT_TOLERANCE_ENV}`, default 0.25). Output: "
+            f"`agreements/strategy={spec.name}/symbol=S/month=M/`; DuckDB view `agreements`."
+        ),
+        metadata={"strategy": spec.name},
+        automation_condition=rebuild_stale_slices(),
+        pool=ENGINE_POOL,
+        check_specs=[dg.AssetCheckSpec(
+            "engines_agree", asset=name,
+            description="The vectorised sweep and the event-driven engine agree on orders, fees and PnL within the "
+                        "tolerance: where they do not, the bar approximation misleads and the sweep's ranking needs the "
+                        "event-driven re-test.",
+        )],
+    )
+    def _agreement(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+        month, symbol = split_key(context.partition_key)
+        try:
+            tolerance = agreement_tolerance()
+            out = run_agreement(lake.lake(), spec, symbol, month, tolerance)
+        except (ResearchInputError, BacktestSliceError, ValueError) as exc:
+            raise dg.Failure(description=f"{name} {context.partition_key}: {exc}", allow_retries=False) from None
+        t = out.table
+        compared = t.filter(t["vector_orders"].is_not_null())
+        worst = {g: float(compared[g].max()) for g in ("orders_gap", "fees_gap", "pnl_gap")} if len(compared) else {}
+        check_md: dict[str, object] = {"tolerance": tolerance, **{f"worst_{k}": dg.MetadataValue.float(v) for k, v in worst.items()}}
+        if not len(t):
+            description = f"nothing to compare: {out.manifest['reason']}"
+        elif out.agree:
+            description = f"vectorised and event-driven runs agree within {tolerance:.0%}"
+        else:
+            description = "; ".join(f"rank {r['sweep_rank']}: {r['reason']}" for r in t.iter_rows(named=True) if not r["agree"])
+        return dg.MaterializeResult(
+            metadata={
+                "compared": dg.MetadataValue.int(len(t)),
+                "agree": out.agree,
+                "quotes_per_bar": dg.MetadataValue.float(out.manifest["quotes_per_bar"]),
+                "comparison": dg.MetadataValue.md(_agreement_md(t)) if len(t) else out.manifest["reason"],
+                "path": dg.MetadataValue.path(str(out.directory)),
+            },
+            data_version=dg.DataVersion(out.data_version),
+            check_results=[dg.AssetCheckResult(check_name="engines_agree", passed=out.agree, severity=dg.AssetCheckSeverity.WARN,
+                                               description=description, metadata=check_md)],
+        )
+
+    return _agreement
+
+
 def research_assets(specs: dict[str, StrategySpec]) -> list[dg.AssetsDefinition]:
-    """``bars_1m``, and per registered strategy with a sweep grid its sweep and hand-off."""
+    """``bars_1m``, and per registered strategy with a sweep grid its sweep, agreement and hand-off."""
     swept = [s for name, s in specs.items() if name in GRIDS]
-    return [bars_1m, *(sweep_asset(s) for s in swept), *(handoff_asset(s) for s in swept)]
+    return [bars_1m, *(sweep_asset(s) for s in swept), *(agreement_asset(s) for s in swept), *(handoff_asset(s) for s in swept)]

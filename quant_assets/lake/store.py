@@ -14,6 +14,7 @@ Layout (hive-style, readable by DuckDB, Polars and pyarrow without our code)::
     <root>/bars/interval=I/symbol=S/month=M/part-0.parquet  time bars (OHLCV, spread) from ticks
     <root>/sweeps/strategy=X/symbol=S/month=M/           grid.parquet, summary.json, heatmap.png, manifest.json
     <root>/handoffs/strategy=X/symbol=S/month=M/         handoff.parquet, manifest.json, runs/ (event-driven re-tests)
+    <root>/agreements/strategy=X/symbol=S/month=M/       agreement.parquet, vector_fills.parquet, manifest.json, runs/
     <root>/critiques/strategy=X/symbol=S/month=M/        prompt.json, critique.json, manifest.json
     <root>/critiques/_cache/<model>/<prompt sha>.json    answers by prompt and model (never pay twice)
     <root>/oos/strategy=X/symbol=S/month=M/              validation.parquet, manifest.json, runs/ (candidate backtests)
@@ -281,6 +282,10 @@ class Lake:
     def handoff_dir(self, strategy: str, symbol: str, month: str) -> Path:
         """The event-driven out-of-sample re-test of the sweep of ``month`` (its runs use M+1)."""
         return self.root / "handoffs" / f"strategy={strategy}" / f"symbol={normalise_symbol(symbol)}" / f"month={month}"
+
+    def agreement_dir(self, strategy: str, symbol: str, month: str) -> Path:
+        """The vectorised sweep's best combination against the event-driven engine on the same slice."""
+        return self.root / "agreements" / f"strategy={strategy}" / f"symbol={normalise_symbol(symbol)}" / f"month={month}"
 
     @property
     def trials_path(self) -> Path:

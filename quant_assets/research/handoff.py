@@ -70,7 +70,7 @@ def run_handoff(lake: Lake, spec: StrategySpec, symbol: str, month: str, trading
         raise ResearchInputError(f"{summary_path}: no sweep (materialise sweep_{spec.name} for {month}|{symbol} first)")
     summary = json.loads(summary_path.read_text())
     oos_month = require_next_month(lake, spec.name, symbol, month, "the hand-off")
-    bars = pl.read_parquet(lake.bars_path("1m", symbol, month), columns=["quotes"])
+    bars = pl.read_parquet(lake.bars_path(summary.get("interval", "1m"), symbol, month), columns=["quotes"])
     quotes_per_bar = float(bars["quotes"].mean() or 1.0)
     names = [a["name"] for a in summary["axes"]]
     top = summary["top"]

@@ -71,7 +71,7 @@ def run_sweep_slice(lake: Lake, spec: StrategySpec, symbol: str, month: str, fee
     axes = [a["name"] for a in result.summary["axes"]]
     png = (heatmap_png(result.table, axes[0], axes[1], "sharpe", f"{spec.name} {symbol} {month}: Sharpe over the grid")
            if len(axes) == 2 and result.table.height else None)
-    summary = {**result.summary, "strategy": spec.name, "symbol": symbol, "month": month,
+    summary = {**result.summary, "strategy": spec.name, "symbol": symbol, "month": month, "interval": interval,
                "bars_sha256": file_sha256(path), "research_version": RESEARCH_VERSION}
     out = lake.sweep_dir(spec.name, symbol, month)
     with lake.lock(f"sweep-{spec.name}-{symbol}-{month}"), atomic_dir(out, "sweep") as new:
