@@ -88,7 +88,7 @@ def _print_status(lake, instance, slices) -> None:
     strategies = sorted({a.split("_", 1)[1] for (_, _, a) in by_key if a.startswith("backtest_")})
     stages = ("backtest", "metrics", "critique", "oos_validation")
     table = Table(title=f"slices of lake {lake.root}  (per strategy: backtest / metrics / critique / out-of-sample validation)")
-    research = sorted({a for (_, _, a) in by_key if a.startswith(("bars_", "sweep_"))})
+    research = sorted({a for (_, _, a) in by_key if a.startswith(("bars_", "sweep_", "agreement_"))})
     table.add_column("partition", no_wrap=True)
     table.add_column("ticks", no_wrap=True)
     for strategy in strategies:
@@ -101,7 +101,7 @@ def _print_status(lake, instance, slices) -> None:
         table.add_row(f"{month}|{symbol}", *row)
     console.print(table)
     if research:
-        extra = Table(title="research slices (bars and vectorised sweeps)")
+        extra = Table(title="research slices (bars, vectorised sweeps, engine agreement, hand-offs)")
         extra.add_column("partition", no_wrap=True)
         for a in research:
             extra.add_column(a, no_wrap=True)
@@ -158,7 +158,7 @@ def _print_sweeps(lake) -> None:
     summaries = sorted(lake.root.glob("sweeps/strategy=*/symbol=*/month=*/summary.json"))
     if not summaries:
         return
-    table = Table(title="sweeps on 1-minute bars (best of the grid by Sharpe; deflated Sharpe counts every combination "
+    table = Table(title="sweeps on bars (best of the grid by Sharpe; deflated Sharpe counts every combination "
                         "tried; SPA p-value: is the best better than staying flat, given the search)")
     for col in ("strategy", "partition", "combinations", "best parameters (bars)", "Sharpe", "return", "deflated Sharpe", "SPA p"):
         table.add_column(col, no_wrap=True)
@@ -174,6 +174,24 @@ def _print_sweeps(lake) -> None:
             f(best and best["deflated_sharpe"], ".2f"), f(s["spa_pvalue"], ".2f"),
         )
     console.print(table)
+    agreements = sorted(lake.root.glob("agreements/strategy=*/symbol=*/month=*/agreement.parquet"))
+    if agreements:
+        import polars as pl
+
+        ag = Table(title="engine agreement: the sweep's best, vectorised on bars vs event-driven on ticks (same month; "
+                         "gaps relative, see README)")
+        for col in ("strategy", "partition", "params (bars)", "orders vec/event", "fees vec/event", "PnL vec/event", "agree"):
+            ag.add_column(col, no_wrap=True)
+        for path in agreements:
+            for r in pl.read_parquet(path).iter_rows(named=True):
+                if r["vector_orders"] is None:
+                    continue
+                ag.add_row(r["strategy"], f"{r['month']}|{r['symbol']}",
+                           " ".join(f"{k.removesuffix('_period')}={v}" for k, v in json.loads(r["params_bars"]).items()),
+                           f"{r['vector_orders']}/{r['event_orders']}", f"{r['vector_fees']:.0f}/{r['event_fees']:.0f}",
+                           f"{r['vector_pnl']:+.0f}/{r['event_pnl']:+.0f}",
+                           "yes" if r["agree"] else f"no ({max(r['orders_gap'], r['fees_gap'], r['pnl_gap']):.0%})")
+        console.print(ag)
     handoffs = sorted(lake.root.glob("handoffs/strategy=*/symbol=*/month=*/handoff.parquet"))
     if handoffs:
         import json

@@ -76,6 +76,26 @@ def memory_budget_bytes() -> int:
     return int(psutil.virtual_memory().available * 0.75)
 
 
+BAR_INTERVALS_ENV = "QUANT_BAR_INTERVALS"
+
+
+def bar_intervals() -> tuple[str, ...]:
+    """Bar sizes built from ticks, one ``bars_<size>`` asset each: ``$QUANT_BAR_INTERVALS``
+    (comma-separated, like ``1m,5m,1h``) or ``1m``. The sweeps run on the first."""
+    from quant_assets.research.bars import parse_interval
+
+    value = os.environ.get(BAR_INTERVALS_ENV) or "1m"
+    sizes = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+    if not sizes:
+        raise ValueError(f"{BAR_INTERVALS_ENV}={value!r}: expected bar sizes like 1m,5m,1h")
+    for size in sizes:
+        try:
+            parse_interval(size)
+        except ValueError as exc:
+            raise ValueError(f"{BAR_INTERVALS_ENV}={value!r}: {exc}") from None
+    return sizes
+
+
 AGREEMENT_TOLERANCE_ENV = "QUANT_AGREEMENT_TOLERANCE"
 DEFAULT_AGREEMENT_TOLERANCE = 0.25
 

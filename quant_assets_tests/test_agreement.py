@@ -14,7 +14,7 @@ from quant_assets.lake import instruments as inst_mod
 from quant_assets.research.agreement import gaps, run_agreement
 from quant_assets.research.run import run_bars, run_sweep_slice
 from quant_assets.strategies.registry import EMA_CROSS
-from quant_assets_tests.scripted import INSTRUMENT, T0, around, write
+from quant_assets_tests.scripted import INSTRUMENT, around, write
 
 MIN = 60_000_000_000
 

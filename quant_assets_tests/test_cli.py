@@ -55,8 +55,8 @@ def test_status_shows_states(lake, instance, capsys):
     main(["status"])
     out = capsys.readouterr().out
     # per slice: ticks, then backtest / metrics / critique of three strategies (their out-of-sample
-    # validations wait for a next month), bars and a sweep; per symbol: three roll-ups
-    assert out.count(" ok") == 3 * (1 + 3 * 3 + 2) + 3 * 3 and "missing" not in out
+    # validations wait for a next month), bars, a sweep and its engine agreement; per symbol: three roll-ups
+    assert out.count(" ok") == 3 * (1 + 3 * 3 + 3) + 3 * 3 and "missing" not in out
     assert out.count("waiting") == 3 * 3 + 3  # and the sweeps' hand-offs wait too
 
 
@@ -79,10 +79,11 @@ def test_demo_end_to_end_in_a_subprocess(tmp_path):
     table = out.stdout[out.stdout.index("lake "):]
     assert table.count("ok 5,000") == 4  # ticks, with row counts
     # and per slice backtest / metrics / critique of three strategies, the out-of-sample validations
-    # of January (February has no next month: they wait), bars and a sweep, then three roll-ups per symbol
+    # of January (February has no next month: they wait), bars, a sweep and its agreement, then three roll-ups per symbol
     # (and January's sweep hand-offs; February's wait)
-    assert table.count(" ok") == 4 * (1 + 3 * 3 + 2) + 2 * 3 + 2 + 2 * 3 and "FAILED" not in out.stdout
-    assert "sweeps on 1-minute bars" in out.stdout and "re-tested event-driven on the next month" in out.stdout
+    assert table.count(" ok") == 4 * (1 + 3 * 3 + 3) + 2 * 3 + 2 + 2 * 3 and "FAILED" not in out.stdout
+    assert "sweeps on bars" in out.stdout and "re-tested event-driven on the next month" in out.stdout
+    assert "engine agreement" in out.stdout
     assert table.count("waiting") == 2 * 3 + 2
     assert (tmp_path / "home" / "dagster.yaml").read_text().count("enabled: false") == 1
 

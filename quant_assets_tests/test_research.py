@@ -192,3 +192,34 @@ def test_the_top_sweep_candidates_are_re_tested_event_driven_on_the_next_month(l
         assert row["oos_candidate_sharpe"] is not None and row["oos_baseline_sharpe"] is not None and row["n_tested"] == 3
         assert (lake.handoff_dir("ema_cross", "BTCUSDT", "2024-01") / "runs" / f"rank{cand['rank']}" / "2024-02" / "fills.parquet").exists()
     assert duck.connect(lake).execute("SELECT count(*) FROM handoffs").fetchone()[0] == 3
+
+
+def test_bar_sizes_come_from_configuration_and_the_sweep_runs_on_the_first(lake, instance, monkeypatch):
+    import dagster as dg
+
+    from quant_assets.assets.research import research_assets
+    from quant_assets.assets.ticks import ticks
+    from quant_assets.definitions import SPECS
+    from quant_assets.ingest.synthetic import SyntheticSpec, write_landing
+    from quant_assets.settings import bar_intervals
+    from resources import CriticResource, LakeResource
+
+    monkeypatch.setenv("QUANT_BAR_INTERVALS", "5m, 1m,5m")
+    assert bar_intervals() == ("5m", "1m")
+    assets = research_assets(SPECS)
+    keys = {k.to_user_string() for a in assets for k in a.keys}
+    assert {"bars_5m", "bars_1m", "sweep_ema_cross", "agreement_ema_cross"} <= keys
+    (sweep,) = [a for a in assets if a.key.to_user_string() == "sweep_ema_cross"]
+    assert {d.to_user_string() for d in sweep.asset_deps[sweep.key]} == {"bars_5m"}
+    write_landing(lake, SyntheticSpec("BTCUSDT", "2024-01", seed=5, events=20_000))
+    instance.add_dynamic_partitions("symbols", ["BTCUSDT"])
+    res = dg.materialize([ticks, *assets], selection=["ticks", "bars_5m", "bars_1m"], partition_key="2024-01|BTCUSDT",
+                         instance=instance, resources={"lake": LakeResource(), "critic": CriticResource()})
+    assert res.success
+    five = pl.read_parquet(lake.bars_path("5m", "BTCUSDT", "2024-01"))
+    one = pl.read_parquet(lake.bars_path("1m", "BTCUSDT", "2024-01"))
+    assert (five["ts"] % (5 * MIN)).max() == 0 and five["trades"].sum() == one["trades"].sum()
+    assert five.height < one.height and five["high"].max() == one["high"].max()
+    monkeypatch.setenv("QUANT_BAR_INTERVALS", "1m,5 minutes")
+    with pytest.raises(ValueError, match="QUANT_BAR_INTERVALS='1m,5 minutes': bar interval '5 minutes': expected"):
+        bar_intervals()

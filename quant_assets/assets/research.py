@@ -20,62 +20,66 @@ from quant_assets.research.agreement import AGREEMENT_VERSION, run_agreement
 from quant_assets.research.handoff import HANDOFF_VERSION, run_handoff
 from quant_assets.research.run import RESEARCH_VERSION, ResearchInputError, run_bars, run_sweep_slice
 from quant_assets.research.sweep import GRIDS
-from quant_assets.settings import AGREEMENT_TOLERANCE_ENV, agreement_tolerance
+from quant_assets.settings import AGREEMENT_TOLERANCE_ENV, agreement_tolerance, bar_intervals
 from quant_assets.strategies.spec import StrategySpec
 from resources import LakeResource
 
 TICKS = dg.AssetKey("ticks")
-BAR_INTERVAL = "1m"
-BARS = dg.AssetKey(f"bars_{BAR_INTERVAL}")
 
 
-@dg.asset(
-    name=f"bars_{BAR_INTERVAL}",
-    partitions_def=month_symbol_partitions,
-    deps=[TICKS],
-    code_version=f"bars-v{RESEARCH_VERSION}",
-    group_name="research",
-    kinds={"polars", "parquet"},
-    description=(
-        "1-minute bars of each ticks partition: OHLC from trades where the minute has trades, else from mid "
-        "quotes (`source`), volume and trade count, the last bid/ask/mid and the spread. Minutes without ticks "
-        f"are absent. Output: `bars/interval={BAR_INTERVAL}/symbol=S/month=M/part-0.parquet`."
-    ),
-    automation_condition=rebuild_stale_slices(),
-)
-def bars_1m(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-    month, symbol = split_key(context.partition_key)
-    try:
-        out = run_bars(lake.lake(), symbol, month, BAR_INTERVAL)
-    except ResearchInputError as exc:
-        raise dg.Failure(description=f"bars_{BAR_INTERVAL} {context.partition_key}: {exc}", allow_retries=False) from exc
-    b = out.bars
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": b.height,
-            "bars_from_trades": int((b["source"] == "trades").sum()),
-            "bars_from_mids": int((b["source"] == "mid").sum()),
-            "path": dg.MetadataValue.path(str(out.path)),
-        },
-        data_version=dg.DataVersion(out.data_version),
+def bars_asset(interval: str) -> dg.AssetsDefinition:
+    """``bars_<interval>`` (month × symbol) from ``ticks``; sizes from ``$QUANT_BAR_INTERVALS``."""
+    name = f"bars_{interval}"
+
+    @dg.asset(
+        name=name,
+        partitions_def=month_symbol_partitions,
+        deps=[TICKS],
+        code_version=f"bars-v{RESEARCH_VERSION}",
+        group_name="research",
+        kinds={"polars", "parquet"},
+        description=(
+            f"{interval} bars of each ticks partition: OHLC from trades where the bar has trades, else from mid "
+            "quotes (`source`), volume and trade count, the last bid/ask/mid and the spread. Bars without ticks "
+            f"are absent. Output: `bars/interval={interval}/symbol=S/month=M/part-0.parquet`; DuckDB view `bars`."
+        ),
+        automation_condition=rebuild_stale_slices(),
     )
+    def _bars(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+        month, symbol = split_key(context.partition_key)
+        try:
+            out = run_bars(lake.lake(), symbol, month, interval)
+        except ResearchInputError as exc:
+            raise dg.Failure(description=f"{name} {context.partition_key}: {exc}", allow_retries=False) from exc
+        b = out.bars
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": b.height,
+                "bars_from_trades": int((b["source"] == "trades").sum()),
+                "bars_from_mids": int((b["source"] == "mid").sum()),
+                "path": dg.MetadataValue.path(str(out.path)),
+            },
+            data_version=dg.DataVersion(out.data_version),
+        )
+
+    return _bars
 
 
-def sweep_asset(spec: StrategySpec) -> dg.AssetsDefinition:
+def sweep_asset(spec: StrategySpec, interval: str) -> dg.AssetsDefinition:
     name = f"sweep_{spec.name}"
     axes = GRIDS[spec.name]
 
     @dg.asset(
         name=name,
         partitions_def=month_symbol_partitions,
-        deps=[BARS],
-        code_version=f"sweep-v{RESEARCH_VERSION}-" + "-".join(f"{a.name}:{a.start}:{a.stop}:{a.step}" for a in axes),
+        deps=[dg.AssetKey(f"bars_{interval}")],
+        code_version=f"sweep-v{RESEARCH_VERSION}-{interval}-" + "-".join(f"{a.name}:{a.start}:{a.stop}:{a.step}" for a in axes),
         group_name="research",
         kinds={"vectorbt", "parquet"},
         description=(
             f"Every combination of {spec.name}'s sweep grid ("
             + ", ".join(f"`{a.name}` {a.start:g} to {a.stop:g} by {a.step:g}" for a in axes)
-            + f", lengths in {BAR_INTERVAL} bars) run with vectorbt on `bars_{BAR_INTERVAL}`, taker fees and the half "
+            + f", lengths in {interval} bars) run with vectorbt on `bars_{interval}`, taker fees and the half "
             "spread paid on every switch; ranked by Sharpe with the deflated Sharpe of the top combinations "
             "(number of trials = grid size) and Hansen's SPA p-value of the best against staying flat. Output: "
             f"`sweeps/strategy={spec.name}/symbol=S/month=M/` (grid.parquet, summary.json, heatmap.png, manifest.json)."
@@ -91,7 +95,7 @@ def sweep_asset(spec: StrategySpec) -> dg.AssetsDefinition:
         if instrument is None:
             raise dg.Failure(description=f"{name} {context.partition_key}: no instrument record for {symbol}", allow_retries=False)
         try:
-            out = run_sweep_slice(the_lake, spec, symbol, month, instrument.taker_fee, instrument.trading_days, STARTING_CASH, BAR_INTERVAL)
+            out = run_sweep_slice(the_lake, spec, symbol, month, instrument.taker_fee, instrument.trading_days, STARTING_CASH, interval)
         except (ResearchInputError, ValueError) as exc:
             raise dg.Failure(description=f"{name} {context.partition_key}: {exc}", allow_retries=False) from exc
         s = out.summary
@@ -252,7 +256,10 @@ def agreement_asset(spec: StrategySpec) -> dg.AssetsDefinition:
     return _agreement
 
 
-def research_assets(specs: dict[str, StrategySpec]) -> list[dg.AssetsDefinition]:
-    """``bars_1m``, and per registered strategy with a sweep grid its sweep, agreement and hand-off."""
+def research_assets(specs: dict[str, StrategySpec], intervals: tuple[str, ...] | None = None) -> list[dg.AssetsDefinition]:
+    """``bars_<size>`` per bar size (``$QUANT_BAR_INTERVALS``, default ``1m``), and per
+    registered strategy with a sweep grid its sweep (on the first size), agreement and hand-off."""
+    intervals = intervals or bar_intervals()
     swept = [s for name, s in specs.items() if name in GRIDS]
-    return [bars_1m, *(sweep_asset(s) for s in swept), *(agreement_asset(s) for s in swept), *(handoff_asset(s) for s in swept)]
+    return [*(bars_asset(i) for i in intervals), *(sweep_asset(s, intervals[0]) for s in swept),
+            *(agreement_asset(s) for s in swept), *(handoff_asset(s) for s in swept)]
