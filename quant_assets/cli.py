@@ -112,11 +112,12 @@ def _print_status(lake, instance, slices) -> None:
     if rollups:
         report = Table(title="roll-ups (all months of a symbol)")
         report.add_column("symbol", no_wrap=True)
-        for strategy in strategies:
-            report.add_column(f"report {strategy}", no_wrap=True)
+        names = sorted({s.asset.to_user_string() for s in rollups}, key=lambda a: (not a.startswith("report_"), a))
+        for name in names:
+            report.add_column(name.replace("_", " ", 1), no_wrap=True)
         for symbol in sorted({s.symbol for s in rollups}):
-            report.add_row(symbol, *[_cell(by_key[(sync.ALL_MONTHS, symbol, f"report_{st}")])
-                                     if (sync.ALL_MONTHS, symbol, f"report_{st}") in by_key else "" for st in strategies])
+            report.add_row(symbol, *[_cell(by_key[(sync.ALL_MONTHS, symbol, a)]) if (sync.ALL_MONTHS, symbol, a) in by_key else ""
+                                     for a in names])
         console.print(report)
 
 
@@ -192,6 +193,23 @@ def _print_sweeps(lake) -> None:
                            f"{r['vector_pnl']:+.0f}/{r['event_pnl']:+.0f}",
                            "yes" if r["agree"] else f"no ({max(r['orders_gap'], r['fees_gap'], r['pnl_gap']):.0%})")
         console.print(ag)
+    factors = sorted(lake.root.glob("factors/strategy=*/symbol=*/report.json"))
+    if factors:
+        fa = Table(title="factor analysis of the strategies' signals (alphalens; IC = Spearman of the signal with the "
+                         "forward return, mean of the months; quintile spread and turnover at the first horizon)")
+        for col in ("strategy", "symbol", "signal", "months", "IC by horizon", "top-bottom quintile", "top quintile turnover"):
+            fa.add_column(col, no_wrap=True)
+        for path in factors:
+            r = json.loads(path.read_text())
+            if not r["periods"]:
+                fa.add_row(r["strategy"], r["symbol"], r["signal"], str(len(r["months"])), r["reason"], "-", "-")
+                continue
+            first = next(iter(r["periods"].values()))
+            fa.add_row(r["strategy"], r["symbol"], r["signal"], str(len(r["months"])),
+                       " ".join(f"{k}:{'-' if v['ic_mean'] is None else format(v['ic_mean'], '+.3f')}" for k, v in r["periods"].items()),
+                       "-" if first["top_minus_bottom_bps"] is None else f"{first['top_minus_bottom_bps']:+.1f} bps",
+                       "-" if first["turnover_top"] is None else f"{first['turnover_top']:.0%}")
+        console.print(fa)
     handoffs = sorted(lake.root.glob("handoffs/strategy=*/symbol=*/month=*/handoff.parquet"))
     if handoffs:
         import json

@@ -56,7 +56,8 @@ def test_status_shows_states(lake, instance, capsys):
     out = capsys.readouterr().out
     # per slice: ticks, then backtest / metrics / critique of three strategies (their out-of-sample
     # validations wait for a next month), bars, a sweep and its engine agreement; per symbol: three roll-ups
-    assert out.count(" ok") == 3 * (1 + 3 * 3 + 3) + 3 * 3 and "missing" not in out
+    # and two factor analyses
+    assert out.count(" ok") == 3 * (1 + 3 * 3 + 3) + 3 * (3 + 2) and "missing" not in out
     assert out.count("waiting") == 3 * 3 + 3  # and the sweeps' hand-offs wait too
 
 
@@ -79,11 +80,11 @@ def test_demo_end_to_end_in_a_subprocess(tmp_path):
     table = out.stdout[out.stdout.index("lake "):]
     assert table.count("ok 5,000") == 4  # ticks, with row counts
     # and per slice backtest / metrics / critique of three strategies, the out-of-sample validations
-    # of January (February has no next month: they wait), bars, a sweep and its agreement, then three roll-ups per symbol
-    # (and January's sweep hand-offs; February's wait)
-    assert table.count(" ok") == 4 * (1 + 3 * 3 + 3) + 2 * 3 + 2 + 2 * 3 and "FAILED" not in out.stdout
+    # of January (February has no next month: they wait), bars, a sweep and its agreement, then three roll-ups and
+    # two factor analyses per symbol (and January's sweep hand-offs; February's wait)
+    assert table.count(" ok") == 4 * (1 + 3 * 3 + 3) + 2 * 3 + 2 + 2 * (3 + 2) and "FAILED" not in out.stdout
     assert "sweeps on bars" in out.stdout and "re-tested event-driven on the next month" in out.stdout
-    assert "engine agreement" in out.stdout
+    assert "engine agreement" in out.stdout and "factor analysis of the strategies' signals" in out.stdout
     assert table.count("waiting") == 2 * 3 + 2
     assert (tmp_path / "home" / "dagster.yaml").read_text().count("enabled: false") == 1
 
@@ -91,7 +92,7 @@ def test_demo_end_to_end_in_a_subprocess(tmp_path):
 def test_definitions_load_without_heavy_imports():
     code = (
         "import sys, quant_assets.definitions as d; d.defs.resolve_all_job_defs();"
-        "print(sorted(m for m in ('nautilus_trader','vectorbt','quantstats','hftbacktest') if m in sys.modules))"
+        "print(sorted(m for m in ('nautilus_trader','vectorbt','quantstats','hftbacktest','alphalens','arch') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stderr

@@ -16,12 +16,18 @@ from quant_assets.automation import ENGINE_POOL, rebuild_stale_slices
 from quant_assets.engines.runner import STARTING_CASH
 from quant_assets.lake import instruments as inst_mod
 from quant_assets.partitions import month_symbol_partitions, split_key
+from quant_assets.assets.reports import BY_SYMBOL
+from quant_assets.automation import rebuild_rollups
+from quant_assets.partitions import symbol_partitions
 from quant_assets.research.agreement import AGREEMENT_VERSION, run_agreement
+from quant_assets.research.factors import FACTOR_VERSION, SIGNAL_DEFS, FactorInputError, FactorSettings, run_factors
 from quant_assets.research.handoff import HANDOFF_VERSION, run_handoff
 from quant_assets.research.run import RESEARCH_VERSION, ResearchInputError, run_bars, run_sweep_slice
 from quant_assets.research.sweep import GRIDS
 from quant_assets.settings import AGREEMENT_TOLERANCE_ENV, agreement_tolerance, bar_intervals
+from quant_assets.strategies.registry import FACTOR_SIGNALS
 from quant_assets.strategies.spec import StrategySpec
+from pydantic import Field
 from resources import LakeResource
 
 TICKS = dg.AssetKey("ticks")
@@ -256,10 +262,70 @@ def agreement_asset(spec: StrategySpec) -> dg.AssetsDefinition:
     return _agreement
 
 
+class FactorConfig(dg.Config):
+    """Settings of a factor analysis (the launchpad shows them)."""
+
+    sample: str = Field(default="1h", description="signal sampling interval (s, m or h), like 1h")
+    periods: list[int] = Field(default=[1, 4, 24], description="forward-return horizons, in samples")
+    quantiles: int = Field(default=5, description="signal bins per month")
+
+
+def factors_asset(spec: StrategySpec, interval: str) -> dg.AssetsDefinition:
+    name = f"factors_{spec.name}"
+    signal = SIGNAL_DEFS[FACTOR_SIGNALS[spec.name]]
+
+    @dg.asset(
+        name=name,
+        partitions_def=symbol_partitions,
+        deps=[dg.AssetDep(f"bars_{interval}", partition_mapping=BY_SYMBOL)],
+        code_version=f"factors-v{FACTOR_VERSION}-{interval}-{spec.code_version('factors')}",
+        group_name="research",
+        kinds={"alphalens", "parquet"},
+        description=(
+            f"alphalens-reloaded factor analysis of `{spec.name}`'s signal `{signal.name}` ({signal.description}) on "
+            f"one symbol across all its months of `bars_{interval}`, with the strategy's current lengths: information "
+            "coefficient per month, mean forward return by quintile, quintile turnover. Output: "
+            f"`factors/strategy={spec.name}/symbol=S/` (report.json, ic.parquet, quantile_returns.parquet, factor.png); "
+            "DuckDB view `factor_ic`."
+        ),
+        metadata={"strategy": spec.name, "signal": signal.name},
+        automation_condition=rebuild_rollups(),
+    )
+    def _factors(context: dg.AssetExecutionContext, config: FactorConfig, lake: LakeResource) -> dg.MaterializeResult:
+        symbol = str(context.partition_key)
+        try:
+            settings = FactorSettings(config.sample, tuple(config.periods), config.quantiles)
+            out = run_factors(lake.lake(), spec, signal, symbol, interval, settings)
+        except (FactorInputError, ValueError) as exc:
+            raise dg.Failure(description=f"{name} {symbol}: {exc}", allow_retries=False) from None
+        r = out.result.report
+        first = next(iter(r["periods"].items()), ("-", {"top_minus_bottom_bps": None}))
+        metadata: dict[str, object] = {
+            "reason": r.get("reason", ""),
+            "signal": signal.name,
+            "months": dg.MetadataValue.int(len(r["months"])),
+            "samples": dg.MetadataValue.int(r["kept"]),
+            "lengths_bars": dg.MetadataValue.json(r["lengths_bars"]),
+            **{f"ic_mean_{label}": (dg.MetadataValue.float(v["ic_mean"]) if v["ic_mean"] is not None else dg.MetadataValue.null())
+               for label, v in r["periods"].items()},
+            "top_minus_bottom_bps": (dg.MetadataValue.float(first[1]["top_minus_bottom_bps"])
+                                                 if first[1]["top_minus_bottom_bps"] is not None else dg.MetadataValue.null()),
+            "path": dg.MetadataValue.path(str(out.directory / "report.json")),
+        }
+        if out.result.png:
+            metadata["plot"] = dg.MetadataValue.md(markdown_image(out.result.png, "quintile returns and IC by month"))
+        return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(out.data_version))
+
+    return _factors
+
+
 def research_assets(specs: dict[str, StrategySpec], intervals: tuple[str, ...] | None = None) -> list[dg.AssetsDefinition]:
-    """``bars_<size>`` per bar size (``$QUANT_BAR_INTERVALS``, default ``1m``), and per
-    registered strategy with a sweep grid its sweep (on the first size), agreement and hand-off."""
+    """``bars_<size>`` per bar size (``$QUANT_BAR_INTERVALS``, default ``1m``); per registered
+    strategy with a sweep grid its sweep (on the first size), agreement and hand-off; per
+    strategy with a signal its factor analysis (per symbol, on the first size)."""
     intervals = intervals or bar_intervals()
     swept = [s for name, s in specs.items() if name in GRIDS]
+    with_signal = [s for name, s in specs.items() if name in FACTOR_SIGNALS]
     return [*(bars_asset(i) for i in intervals), *(sweep_asset(s, intervals[0]) for s in swept),
-            *(agreement_asset(s) for s in swept), *(handoff_asset(s) for s in swept)]
+            *(agreement_asset(s) for s in swept), *(handoff_asset(s) for s in swept),
+            *(factors_asset(s, intervals[0]) for s in with_signal)]

@@ -31,6 +31,7 @@ VIEWS: dict[str, tuple[str, tuple[str, ...]]] = {
     "bars": ("bars/interval=*/symbol=*/month=*/*.parquet", ("interval", "symbol", "month")),
     "sweeps": ("sweeps/strategy=*/symbol=*/month=*/grid.parquet", ("strategy", "symbol", "month")),
     "handoffs": ("handoffs/strategy=*/symbol=*/month=*/handoff.parquet", ("strategy", "symbol", "month")),
+    "factor_ic": ("factors/strategy=*/symbol=*/ic.parquet", ("strategy", "symbol")),
     "agreements": ("agreements/strategy=*/symbol=*/month=*/agreement.parquet", ("strategy", "symbol", "month")),
 }
 

@@ -15,6 +15,7 @@ Layout (hive-style, readable by DuckDB, Polars and pyarrow without our code)::
     <root>/sweeps/strategy=X/symbol=S/month=M/           grid.parquet, summary.json, heatmap.png, manifest.json
     <root>/handoffs/strategy=X/symbol=S/month=M/         handoff.parquet, manifest.json, runs/ (event-driven re-tests)
     <root>/agreements/strategy=X/symbol=S/month=M/       agreement.parquet, vector_fills.parquet, manifest.json, runs/
+    <root>/factors/strategy=X/symbol=S/                  report.json, ic.parquet, quantile_returns.parquet, factor.png
     <root>/critiques/strategy=X/symbol=S/month=M/        prompt.json, critique.json, manifest.json
     <root>/critiques/_cache/<model>/<prompt sha>.json    answers by prompt and model (never pay twice)
     <root>/oos/strategy=X/symbol=S/month=M/              validation.parquet, manifest.json, runs/ (candidate backtests)
@@ -282,6 +283,10 @@ class Lake:
     def handoff_dir(self, strategy: str, symbol: str, month: str) -> Path:
         """The event-driven out-of-sample re-test of the sweep of ``month`` (its runs use M+1)."""
         return self.root / "handoffs" / f"strategy={strategy}" / f"symbol={normalise_symbol(symbol)}" / f"month={month}"
+
+    def factor_dir(self, strategy: str, symbol: str) -> Path:
+        """The factor analysis of a strategy's signal on one symbol across all its months."""
+        return self.root / "factors" / f"strategy={strategy}" / f"symbol={normalise_symbol(symbol)}"
 
     def agreement_dir(self, strategy: str, symbol: str, month: str) -> Path:
         """The vectorised sweep's best combination against the event-driven engine on the same slice."""

@@ -66,6 +66,11 @@ SWEEP_GRIDS: dict[str, tuple[Axis, ...]] = {
     "ema_cross": (Axis("fast_period", 10, 100, 10), Axis("slow_period", 150, 2400, 250)),
 }
 
+#: The signal each strategy exposes to factor analysis (``factors_<strategy>`` assets, one per
+#: symbol across months; see :mod:`quant_assets.research.factors`), computed on bars with the
+#: strategy's current parameters.
+FACTOR_SIGNALS: dict[str, str] = {"ema_cross": "ema_spread", "mean_reversion": "zscore_reversion"}
+
 MEAN_REVERSION = StrategySpec(
     name="mean_reversion",
     engine="nautilus",
