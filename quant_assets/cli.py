@@ -204,9 +204,10 @@ def _print_sweeps(lake) -> None:
             if not r["periods"]:
                 fa.add_row(r["strategy"], r["symbol"], r["signal"], str(len(r["months"])), r["reason"], "-", "-")
                 continue
-            first = next(iter(r["periods"].values()))
+            periods = sorted(r["periods"].items(), key=lambda kv: kv[1]["samples_ahead"])
+            first = periods[0][1]
             fa.add_row(r["strategy"], r["symbol"], r["signal"], str(len(r["months"])),
-                       " ".join(f"{k}:{'-' if v['ic_mean'] is None else format(v['ic_mean'], '+.3f')}" for k, v in r["periods"].items()),
+                       " ".join(f"{k}:{'-' if v['ic_mean'] is None else format(v['ic_mean'], '+.3f')}" for k, v in periods),
                        "-" if first["top_minus_bottom_bps"] is None else f"{first['top_minus_bottom_bps']:+.1f} bps",
                        "-" if first["turnover_top"] is None else f"{first['turnover_top']:.0%}")
         console.print(fa)

@@ -299,7 +299,8 @@ def factors_asset(spec: StrategySpec, interval: str) -> dg.AssetsDefinition:
         except (FactorInputError, ValueError) as exc:
             raise dg.Failure(description=f"{name} {symbol}: {exc}", allow_retries=False) from None
         r = out.result.report
-        first = next(iter(r["periods"].items()), ("-", {"top_minus_bottom_bps": None}))
+        periods = sorted(r["periods"].items(), key=lambda kv: kv[1]["samples_ahead"])
+        first = periods[0] if periods else ("-", {"top_minus_bottom_bps": None})
         metadata: dict[str, object] = {
             "reason": r.get("reason", ""),
             "signal": signal.name,
@@ -307,7 +308,7 @@ def factors_asset(spec: StrategySpec, interval: str) -> dg.AssetsDefinition:
             "samples": dg.MetadataValue.int(r["kept"]),
             "lengths_bars": dg.MetadataValue.json(r["lengths_bars"]),
             **{f"ic_mean_{label}": (dg.MetadataValue.float(v["ic_mean"]) if v["ic_mean"] is not None else dg.MetadataValue.null())
-               for label, v in r["periods"].items()},
+               for label, v in periods},
             "top_minus_bottom_bps": (dg.MetadataValue.float(first[1]["top_minus_bottom_bps"])
                                                  if first[1]["top_minus_bottom_bps"] is not None else dg.MetadataValue.null()),
             "path": dg.MetadataValue.path(str(out.directory / "report.json")),
