@@ -152,6 +152,13 @@ def _print_results(lake) -> None:
     console.print(table)
 
 
+def _compact(params_json: str) -> str:
+    """``{"fast_period": 80, "slow_period": 1400}`` -> ``fast=80 slow=1400`` (fits a terminal)."""
+    import json
+
+    return " ".join(f"{k.removesuffix('_period')}={v}" for k, v in json.loads(params_json).items())
+
+
 def _print_sweeps(lake) -> None:
     """The best combination of every sweep slice, with the tests that discount it."""
     import json
@@ -188,7 +195,7 @@ def _print_sweeps(lake) -> None:
                 if r["vector_orders"] is None:
                     continue
                 ag.add_row(r["strategy"], f"{r['month']}|{r['symbol']}",
-                           " ".join(f"{k.removesuffix('_period')}={v}" for k, v in json.loads(r["params_bars"]).items()),
+                           _compact(r["params_bars"]),
                            f"{r['vector_orders']}/{r['event_orders']}", f"{r['vector_fees']:.0f}/{r['event_fees']:.0f}",
                            f"{r['vector_pnl']:+.0f}/{r['event_pnl']:+.0f}",
                            "yes" if r["agree"] else f"no ({max(r['orders_gap'], r['fees_gap'], r['pnl_gap']):.0%})")
@@ -223,11 +230,10 @@ def _print_sweeps(lake) -> None:
                     "baseline OOS Sharpe", "improved"):
             ho.add_column(col, no_wrap=True)
         f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-        compact = lambda text: " ".join(f"{k.removesuffix('_period')}={v}" for k, v in json.loads(text).items())  # noqa: E731
         for path in handoffs:
             for r in pl.read_parquet(path).iter_rows(named=True):
-                ho.add_row(r["strategy"], f"{r['sweep_month']}|{r['symbol']}", str(r["sweep_rank"]), compact(r["sweep_params_bars"]),
-                           compact(r["event_params"]), f(r["sweep_sharpe"]), f(r["oos_candidate_sharpe"]),
+                ho.add_row(r["strategy"], f"{r['sweep_month']}|{r['symbol']}", str(r["sweep_rank"]), _compact(r["sweep_params_bars"]),
+                           _compact(r["event_params"]), f(r["sweep_sharpe"]), f(r["oos_candidate_sharpe"]),
                            f(r["oos_baseline_sharpe"]), str(r["improved"]))
         console.print(ho)
 

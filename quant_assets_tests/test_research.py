@@ -137,6 +137,12 @@ def test_bars_and_sweep_assets_publish_a_ranked_grid_with_a_heat_map(lake, insta
     con = duck.connect(lake)
     assert con.execute("SELECT count(*) FROM sweeps WHERE strategy='ema_cross'").fetchone()[0] == 100
     assert con.execute("SELECT count(*) FROM bars WHERE interval='1m'").fetchone()[0] == md["bars"].value
+    # The number of candidates kept is the launchpad's config.
+    more = dg.materialize(ASSETS, selection=["sweep_ema_cross"], partition_key="2024-01|BTCUSDT", instance=instance,
+                          resources={"lake": LakeResource(), "critic": CriticResource()},
+                          run_config={"ops": {"sweep_ema_cross": {"config": {"top_k": 5}}}})
+    (mat,) = more.asset_materializations_for_node("sweep_ema_cross")
+    assert len(mat.metadata["top"].value) == 5
 
 
 def test_a_slice_too_short_to_rank_gives_an_explained_empty_grid():

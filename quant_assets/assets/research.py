@@ -7,27 +7,25 @@ as an asset check).
 """
 
 import dagster as dg
+from pydantic import Field
 
 from quant_assets.analytics.plots import markdown_image
 from quant_assets.analytics.slice_metrics import BacktestSliceError
 from quant_assets.assets.critiques import NEXT_MONTH
+from quant_assets.assets.reports import BY_SYMBOL
+from quant_assets.automation import ENGINE_POOL, rebuild_rollups, rebuild_stale_slices
 from quant_assets.critique.oos import WaitingForNextMonth
-from quant_assets.automation import ENGINE_POOL, rebuild_stale_slices
 from quant_assets.engines.runner import STARTING_CASH
 from quant_assets.lake import instruments as inst_mod
-from quant_assets.partitions import month_symbol_partitions, split_key
-from quant_assets.assets.reports import BY_SYMBOL
-from quant_assets.automation import rebuild_rollups
-from quant_assets.partitions import symbol_partitions
+from quant_assets.partitions import month_symbol_partitions, split_key, symbol_partitions
 from quant_assets.research.agreement import AGREEMENT_VERSION, run_agreement
 from quant_assets.research.factors import FACTOR_VERSION, SIGNAL_DEFS, FactorInputError, FactorSettings, run_factors
 from quant_assets.research.handoff import HANDOFF_VERSION, run_handoff
 from quant_assets.research.run import RESEARCH_VERSION, ResearchInputError, run_bars, run_sweep_slice
-from quant_assets.research.sweep import GRIDS
+from quant_assets.research.sweep import GRIDS, SweepSettings
 from quant_assets.settings import AGREEMENT_TOLERANCE_ENV, agreement_tolerance, bar_intervals
 from quant_assets.strategies.registry import FACTOR_SIGNALS
 from quant_assets.strategies.spec import StrategySpec
-from pydantic import Field
 from resources import LakeResource
 
 TICKS = dg.AssetKey("ticks")
@@ -71,6 +69,14 @@ def bars_asset(interval: str) -> dg.AssetsDefinition:
     return _bars
 
 
+class SweepConfig(dg.Config):
+    """Settings of a sweep (the launchpad shows them)."""
+
+    top_k: int = Field(default=3, ge=1, description="best combinations kept as candidates (deflated Sharpe, hand-off)")
+    spa_reps: int = Field(default=500, ge=10, description="bootstrap resamples of Hansen's SPA test")
+    seed: int = Field(default=0, description="random seed of the SPA bootstrap")
+
+
 def sweep_asset(spec: StrategySpec, interval: str) -> dg.AssetsDefinition:
     name = f"sweep_{spec.name}"
     axes = GRIDS[spec.name]
@@ -94,14 +100,16 @@ def sweep_asset(spec: StrategySpec, interval: str) -> dg.AssetsDefinition:
         automation_condition=rebuild_stale_slices(),
         pool=ENGINE_POOL,
     )
-    def _sweep(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    def _sweep(context: dg.AssetExecutionContext, config: SweepConfig, lake: LakeResource) -> dg.MaterializeResult:
         month, symbol = split_key(context.partition_key)
         the_lake = lake.lake()
         instrument = inst_mod.resolve(the_lake, symbol)
         if instrument is None:
             raise dg.Failure(description=f"{name} {context.partition_key}: no instrument record for {symbol}", allow_retries=False)
         try:
-            out = run_sweep_slice(the_lake, spec, symbol, month, instrument.taker_fee, instrument.trading_days, STARTING_CASH, interval)
+            settings = SweepSettings(top_k=config.top_k, spa_reps=config.spa_reps, seed=config.seed)
+            out = run_sweep_slice(the_lake, spec, symbol, month, instrument.taker_fee, instrument.trading_days, STARTING_CASH,
+                                  interval, settings)
         except (ResearchInputError, ValueError) as exc:
             raise dg.Failure(description=f"{name} {context.partition_key}: {exc}", allow_retries=False) from exc
         s = out.summary
