@@ -317,6 +317,38 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """A Celery worker of the ``celery`` profile (``QUANT_EXECUTOR=celery``): runs the steps the
+    Dagster runs submit to ``$QUANT_CELERY_BROKER``. Start one or more per machine; each must
+    see the same lake and Dagster instance as the launcher."""
+    from quant_assets.settings import celery_broker
+
+    ensure_dagster_home()
+    os.environ.setdefault("QUANT_LAKE", args.lake or lake_root())
+    cmd = [sys.executable, "-m", "celery", "-A", "quant_assets.celery_app", "worker", "-Q", "dagster",
+           "--concurrency", str(args.concurrency), "--prefetch-multiplier", "1", "--loglevel", args.loglevel,
+           "-n", f"{args.name}@%h"]
+    console.print(f"celery worker {args.name}: broker {celery_broker()}, lake {os.environ['QUANT_LAKE']}, "
+                  f"DAGSTER_HOME {os.environ['DAGSTER_HOME']}")
+    os.execv(sys.executable, cmd)
+    return 0  # not reached
+
+
+def cmd_free_slots(args: argparse.Namespace) -> int:
+    """Release the pool slots still held by runs that have ended (see :mod:`quant_assets.slots`)."""
+    import dagster as dg
+
+    from quant_assets.slots import free_ended_run_slots
+
+    ensure_dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        freed = free_ended_run_slots(instance)
+    for run_id, status, n in freed:
+        console.print(f"run {run_id[:8]} ({status}): freed {n} slot(s)")
+    console.print(f"{sum(n for *_, n in freed)} slot(s) freed")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="quant-assets", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lake", help="lake root (default $QUANT_LAKE or ./data_lake)")
@@ -334,6 +366,13 @@ def main(argv: list[str] | None = None) -> int:
     lin.add_argument("partition", nargs="?", help="e.g. 2024-01|BTCUSDT (a symbol for report_*)")
     lin.add_argument("--json", action="store_true", help="print the tree as JSON")
     lin.set_defaults(fn=cmd_lineage)
+    wk = sub.add_parser("worker", help="a Celery worker of the celery profile (QUANT_EXECUTOR=celery)")
+    wk.add_argument("--name", default=f"worker-{os.getpid()}", help="worker name (unique per machine)")
+    wk.add_argument("--concurrency", type=int, default=1, help="steps this worker runs at once (processes)")
+    wk.add_argument("--loglevel", default="INFO")
+    wk.set_defaults(fn=cmd_worker)
+    sub.add_parser("free-slots", help="release pool slots held by runs that have ended (after a killed worker)"
+                   ).set_defaults(fn=cmd_free_slots)
     ui = sub.add_parser("ui", help="the Dagster UI on 127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(fn=cmd_ui)

@@ -19,7 +19,7 @@ from quant_assets.assets.ticks import ticks
 from quant_assets.strategies import registry
 from quant_assets.schedules import nightly_job, nightly_rebacktest
 from quant_assets.sensors import ingest_job, landing_sensor
-from quant_assets.settings import sensor_interval_s
+from quant_assets.settings import celery_backend, celery_broker, executor_profile, sensor_interval_s
 from resources import CriticResource, DuckDBResource, LakeResource
 
 SPECS = registry.load()
@@ -47,12 +47,26 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     description="Rebuilds the slices whose inputs or code changed, for every month.",
 )
 
+
+def _executor() -> dg.ExecutorDefinition:
+    """The execution profile (``$QUANT_EXECUTOR``). ``in_process``: one process per run, so a
+    slice's dozen steps share one import of the engines and analytics libraries and one numba
+    compile instead of a process (and ~10 s of imports) per step; runs still go two at a time
+    (dagster.yaml), so both cores stay busy. ``celery``: every step is a task for the Celery
+    workers (``quant-assets worker``), on this machine or others."""
+    if executor_profile() == "celery":
+        from dagster_celery import celery_executor
+
+        from quant_assets.celery_app import CONFIG_SOURCE
+
+        return celery_executor.configured({"broker": celery_broker(), "backend": celery_backend(),
+                                           "config_source": CONFIG_SOURCE}, name="celery")
+    return dg.in_process_executor
+
+
 defs = dg.Definitions(
     assets=ASSETS,
-    # One process per run: a slice's dozen steps share one import of the engines and analytics
-    # libraries and one numba compile, instead of a process (and ~10 s of imports) per step.
-    # Runs still go two at a time (dagster.yaml), so both cores stay busy.
-    executor=dg.in_process_executor,
+    executor=_executor(),
     jobs=[ingest_job, nightly_job],
     sensors=[landing_sensor, automation_sensor],
     schedules=[nightly_rebacktest],

@@ -31,6 +31,12 @@ concurrency:
     max_concurrent_runs: 2
   pools:
     default_limit: 2
+# A step killed with its process (OOM killer, a lost Celery worker) never releases its pool
+# slot; the daemon frees the slots of ended runs after this delay (without a daemon:
+# `quant-assets free-slots`).
+run_monitoring:
+  enabled: true
+  free_slots_after_run_end_seconds: 30
 """
 
 
@@ -114,6 +120,33 @@ def agreement_tolerance() -> float:
     if not tol >= 0.0:
         raise ValueError(f"{AGREEMENT_TOLERANCE_ENV}={value!r}: expected a fraction >= 0 (0.25 = 25%)")
     return tol
+
+
+EXECUTOR_ENV = "QUANT_EXECUTOR"
+CELERY_BROKER_ENV = "QUANT_CELERY_BROKER"
+CELERY_BACKEND_ENV = "QUANT_CELERY_BACKEND"
+EXECUTOR_PROFILES = ("in_process", "celery")
+
+
+def executor_profile() -> str:
+    """Where a run's steps execute: ``$QUANT_EXECUTOR`` = ``in_process`` (default: one process
+    per run, on this machine) or ``celery`` (each step a task on the Celery workers of
+    ``$QUANT_CELERY_BROKER``, on any machine that shares the lake and the Dagster instance)."""
+    value = os.environ.get(EXECUTOR_ENV) or "in_process"
+    if value not in EXECUTOR_PROFILES:
+        raise ValueError(f"{EXECUTOR_ENV}={value!r}: expected one of {', '.join(EXECUTOR_PROFILES)}")
+    return value
+
+
+def celery_broker() -> str:
+    """The Celery broker of the ``celery`` profile: ``$QUANT_CELERY_BROKER`` or Redis on
+    127.0.0.1:6379, database 0."""
+    return os.environ.get(CELERY_BROKER_ENV) or "redis://127.0.0.1:6379/0"
+
+
+def celery_backend() -> str:
+    """Where Celery keeps step results: ``$QUANT_CELERY_BACKEND`` or the same Redis, database 1."""
+    return os.environ.get(CELERY_BACKEND_ENV) or "redis://127.0.0.1:6379/1"
 
 
 SENSOR_INTERVAL_ENV = "QUANT_SENSOR_INTERVAL_S"

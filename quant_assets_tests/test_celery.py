@@ -1,0 +1,222 @@
+"""The ``celery`` execution profile for real: a Redis broker (Debian's ``redis-server``), two
+Celery worker processes (``quant-assets worker``) and runs launched with Dagster's own CLI
+(``dagster asset materialize``) for four slices, two at a time.
+
+Checks: every step ran in a worker, never in the launching process, and both workers took
+steps; the engine pool's limit (1 here) held across the workers; the lake equals the one the
+in-process profile builds from the same landing files, byte for byte; a worker process killed
+in the middle of a backtest (SIGKILL) fails the run with the step named, leaves the published
+slice untouched, its pool slot is released (``quant-assets free-slots``), and a re-run completes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SLICES = [("2024-01", "BTCUSDT"), ("2024-01", "ETHUSDT"), ("2024-02", "BTCUSDT"), ("2024-02", "ETHUSDT")]
+SELECTION = ["ticks", "bars_1m", "sweep_ema_cross", "backtest_ema_cross", "backtest_mean_reversion", "metrics_ema_cross"]
+ENGINE_STEPS = {"sweep_ema_cross", "backtest_ema_cross", "backtest_mean_reversion"}
+
+
+def _redis_server() -> str:
+    path = shutil.which("redis-server")
+    if path is None:
+        if os.environ.get("QUANT_REQUIRE_E2E"):
+            pytest.fail("redis-server is required here (CI installs Debian's redis-server)")
+        pytest.skip("redis-server not installed (apt install redis-server)")
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Workers:
+    """Celery worker processes (each in its own process group, so its pool dies with it)."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env, self.logs, self.procs = env, logs, {}
+
+    def start(self, name: str, **extra_env: str) -> None:
+        log = self.logs / f"{name}.log"
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "quant_assets.cli", "worker", "--name", name],
+            env={**self.env, **extra_env}, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 90
+        while f"{name}@" not in log.read_text() or " ready." not in log.read_text():
+            assert self.procs[name].poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, f"worker {name} not ready:\n" + log.read_text()[-3000:]
+            time.sleep(0.3)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        self.procs = {}
+
+
+def _materialize(env: dict[str, str], selection: list[str], key: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "quant_assets.definitions",
+           "--select", ",".join(selection), "--partition", key]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _lake_files(root: Path) -> dict[str, str]:
+    """Every data file whose bytes must not depend on where the steps ran."""
+    globs = ["ticks/symbol=*/month=*/part-0.parquet", "bars/interval=*/symbol=*/month=*/part-0.parquet",
+             "sweeps/strategy=*/symbol=*/month=*/grid.parquet", "backtests/strategy=*/symbol=*/month=*/fills.parquet",
+             "backtests/strategy=*/symbol=*/month=*/equity.parquet", "metrics/strategy=*/symbol=*/month=*/trades.parquet"]
+    return {str(p.relative_to(root)): _sha(p) for g in globs for p in sorted(root.glob(g))}
+
+
+def test_celery_workers_run_the_steps_and_build_the_same_lake(tmp_path, monkeypatch):
+    import dagster as dg
+
+    from quant_assets.ingest.synthetic import SyntheticSpec, write_landing
+    from quant_assets.lake.store import Lake
+
+    port = _free_port()
+    redis = subprocess.Popen([_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    home = tmp_path / "home"
+    home.mkdir()
+    # One engine step at a time across every worker: the pool limit lives in the shared instance.
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n")
+    lakes = {"celery": tmp_path / "lake_celery", "local": tmp_path / "lake_local"}
+    for root in lakes.values():
+        for month, symbol in SLICES:
+            write_landing(Lake.at(root), SyntheticSpec(symbol, month, seed=3, events=20_000))
+    env = {**os.environ, "DAGSTER_HOME": str(home), "QUANT_LAKE": str(lakes["celery"]), "QUANT_EXECUTOR": "celery",
+           "QUANT_CELERY_BROKER": f"redis://127.0.0.1:{port}/0", "QUANT_CELERY_BACKEND": f"redis://127.0.0.1:{port}/1",
+           "QUANT_INSTRUMENTS": str(tmp_path / "none.toml")}
+    workers = Workers(env, tmp_path)
+    try:
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        with dg.DagsterInstance.get() as instance:
+            instance.add_dynamic_partitions("symbols", sorted({s for _, s in SLICES}))
+        workers.start("w1")
+        workers.start("w2")
+
+        # Four slices through Dagster's CLI, two runs at a time.
+        launchers = {}
+        for i in range(0, len(SLICES), 2):
+            procs = [_materialize(env, SELECTION, f"{m}|{s}") for m, s in SLICES[i:i + 2]]
+            for proc in procs:
+                out, _ = proc.communicate(timeout=600)
+                assert proc.returncode == 0, out[-4000:]
+                launchers[proc.pid] = out
+
+        with dg.DagsterInstance.get() as instance:
+            runs = instance.get_runs()
+            assert len(runs) == len(SLICES) and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+            step_pids, hosts, engine_spans = set(), set(), []
+            for run in runs:
+                starts = {}
+                for rec in instance.get_records_for_run(run.run_id).records:
+                    ev = rec.event_log_entry.dagster_event
+                    if ev is None:
+                        continue
+                    if ev.event_type == dg.DagsterEventType.STEP_START:
+                        starts[ev.step_key] = rec.event_log_entry.timestamp
+                    if ev.event_type == dg.DagsterEventType.STEP_SUCCESS:
+                        step_pids.add(ev.pid)
+                        if ev.step_key in ENGINE_STEPS:
+                            engine_spans.append((starts[ev.step_key], rec.event_log_entry.timestamp, ev.step_key))
+                    if ev.event_type == dg.DagsterEventType.ENGINE_EVENT and "in celery worker" in (ev.message or ""):
+                        hosts.add(ev.engine_event_data.metadata["Celery worker"].value.split("@")[0])
+        assert step_pids and not step_pids & set(launchers), "a step ran in the launching process"
+        assert hosts == {"w1", "w2"}, hosts
+        assert len(engine_spans) == len(SLICES) * len(ENGINE_STEPS)
+        engine_spans.sort()
+        # Event times carry the hand-over: a step's success is stored after its slot is handed
+        # on, so the next one may start up to the event stream's latency (< 1 s) earlier.
+        overlaps = [end - start for (_, end, _), (start, _, _) in zip(engine_spans, engine_spans[1:])]
+        assert max(overlaps) < 1.0, f"engine steps overlapped by {max(overlaps):.2f} s despite the pool limit of 1"
+
+        # The same landing files through the in-process profile give the same bytes.
+        from quant_assets.definitions import ASSETS
+        from resources import CriticResource, LakeResource
+
+        local_home = tmp_path / "home_local"
+        local_home.mkdir()
+        monkeypatch.setenv("DAGSTER_HOME", str(local_home))
+        monkeypatch.setenv("QUANT_LAKE", str(lakes["local"]))
+        monkeypatch.setenv("QUANT_INSTRUMENTS", str(tmp_path / "none.toml"))
+        with dg.instance_for_test(temp_dir=str(local_home)) as local:
+            local.add_dynamic_partitions("symbols", sorted({s for _, s in SLICES}))
+            for month, symbol in SLICES:
+                assert dg.materialize(ASSETS, selection=SELECTION, partition_key=f"{month}|{symbol}", instance=local,
+                                      resources={"lake": LakeResource(), "critic": CriticResource()}).success
+        celery_files, local_files = _lake_files(lakes["celery"]), _lake_files(lakes["local"])
+        assert len(celery_files) == 4 * (1 + 1 + 1 + 2 * 2 + 1) and celery_files == local_files
+
+        # A worker process killed mid-step (SIGKILL as it publishes a backtest): the run fails
+        # naming the step, the published slice is untouched, and a re-run completes.
+        workers.stop_all()
+        fills = lakes["celery"] / "backtests/strategy=ema_cross/symbol=BTCUSDT/month=2024-01/fills.parquet"
+        before = _sha(fills)
+        workers.start("doomed", QUANT_CRASH_AT="publish:backtest")
+        proc = _materialize(env, ["backtest_ema_cross"], "2024-01|BTCUSDT")
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode != 0
+        assert "[backtest_ema_cross]" in out and "Worker exited prematurely: signal 9 (SIGKILL)" in out, out[-4000:]
+        assert _sha(fills) == before
+        workers.stop_all()
+        # The killed step may still hold its slot in the engine pool (whether the orchestrator
+        # releases it on the way out depends on timing); without a daemon to free the slots of
+        # ended runs, the re-run would then wait for it forever.
+        freed = subprocess.run([sys.executable, "-m", "quant_assets.cli", "free-slots"], env=env, capture_output=True,
+                               text=True, timeout=120)
+        assert freed.returncode == 0 and "slot(s) freed" in freed.stdout, freed.stdout + freed.stderr
+        with dg.DagsterInstance.get() as instance:
+            assert instance.event_log_storage.get_concurrency_info("engines").claimed_slots == []
+        workers.start("w3")
+        proc = _materialize(env, ["backtest_ema_cross"], "2024-01|BTCUSDT")
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out[-4000:]
+        assert _sha(fills) == before  # same code, same ticks: the same fills
+    finally:
+        workers.stop_all()
+        redis.terminate()
+        redis.wait(timeout=30)
+
+
+def test_free_slots_releases_the_slot_of_an_ended_run_only(instance):
+    import dagster as dg
+
+    from quant_assets.slots import free_ended_run_slots
+
+    storage = instance.event_log_storage
+    storage.set_concurrency_slots("engines", 1)
+    job = dg.GraphDefinition("g").to_job()
+    ended, running = instance.create_run_for_job(job), instance.create_run_for_job(job)  # running: not ended
+    instance.report_run_failed(ended)
+    assert storage.claim_concurrency_slot("engines", ended.run_id, "backtest_ema_cross").is_claimed
+    assert not storage.claim_concurrency_slot("engines", running.run_id, "backtest_ema_cross").is_claimed  # waits
+    assert free_ended_run_slots(instance) == [(ended.run_id, "FAILURE", 1)]
+    info = storage.get_concurrency_info("engines")
+    assert ended.run_id not in {c.run_id for c in info.claimed_slots} | {p.run_id for p in info.pending_steps}
+    # The waiting step of the run still going gets the slot on its next try; its claim is not touched.
+    assert storage.claim_concurrency_slot("engines", running.run_id, "backtest_ema_cross").is_claimed
+    assert free_ended_run_slots(instance) == []
