@@ -13,15 +13,8 @@ instance, executes one step of the reconstructed job and writes its events back.
 from dagster_celery.make_app import make_app
 from dagster_celery.tasks import create_task
 
-from quant_assets.settings import celery_backend, celery_broker
+from quant_assets.settings import CELERY_CONFIG_SOURCE, celery_backend, celery_broker
 
-#: Celery settings shared by the launcher (the executor config) and the workers.
-CONFIG_SOURCE = {
-    # One step at a time per worker process: a step holds a month of ticks in an engine.
-    "worker_prefetch_multiplier": 1,
-    "broker_connection_retry_on_startup": True,
-}
-
-app = make_app({"broker": celery_broker(), "backend": celery_backend(), "include": [], "config_source": CONFIG_SOURCE})
+app = make_app({"broker": celery_broker(), "backend": celery_backend(), "include": [], "config_source": CELERY_CONFIG_SOURCE})
 
 execute_plan = create_task(app)

@@ -138,6 +138,14 @@ def executor_profile() -> str:
     return value
 
 
+#: Celery settings shared by the launcher (the executor's config) and the workers (celery_app).
+CELERY_CONFIG_SOURCE = {
+    # One step at a time per worker process: a step holds a month of ticks in an engine.
+    "worker_prefetch_multiplier": 1,
+    "broker_connection_retry_on_startup": True,
+}
+
+
 def celery_broker() -> str:
     """The Celery broker of the ``celery`` profile: ``$QUANT_CELERY_BROKER`` or Redis on
     127.0.0.1:6379, database 0."""

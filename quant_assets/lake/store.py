@@ -247,23 +247,28 @@ class Lake:
     def quarantine_path(self, symbol: str, sha256: str) -> Path:
         return self.root / "quarantine" / f"symbol={normalise_symbol(symbol)}" / f"src={sha256[:20]}.parquet"
 
+    def _strategy_dir(self, kind: str, strategy: str, symbol: str, month: str | None = None) -> Path:
+        """``<root>/<kind>/strategy=X/symbol=S[/month=M]``: the hive layout of every per-strategy output."""
+        d = self.root / kind / f"strategy={strategy}" / f"symbol={normalise_symbol(symbol)}"
+        return d / f"month={month}" if month is not None else d
+
     # ---- backtests -------------------------------------------------------------------
     def backtest_dir(self, strategy: str, symbol: str, month: str) -> Path:
         """``fills.parquet``, ``equity.parquet`` and ``manifest.json`` of one backtest slice;
         the manifest is written last and names the data files' hashes (it is the commit mark)."""
-        return self.root / "backtests" / f"strategy={strategy}" / f"symbol={normalise_symbol(symbol)}" / f"month={month}"
+        return self._strategy_dir("backtests", strategy, symbol, month)
 
     # ---- metrics, roll-up reports, trials ----------------------------------------------
     def metrics_dir(self, strategy: str, symbol: str, month: str) -> Path:
         """The metric set of one backtest slice; ``manifest.json`` is written last."""
-        return self.root / "metrics" / f"strategy={strategy}" / f"symbol={normalise_symbol(symbol)}" / f"month={month}"
+        return self._strategy_dir("metrics", strategy, symbol, month)
 
     def report_dir(self, strategy: str, symbol: str) -> Path:
         """The roll-up of one strategy on one symbol across its months."""
-        return self.root / "reports" / f"strategy={strategy}" / f"symbol={normalise_symbol(symbol)}"
+        return self._strategy_dir("reports", strategy, symbol)
 
     def critique_dir(self, strategy: str, symbol: str, month: str) -> Path:
-        return self.root / "critiques" / f"strategy={strategy}" / f"symbol={normalise_symbol(symbol)}" / f"month={month}"
+        return self._strategy_dir("critiques", strategy, symbol, month)
 
     def critique_cache_path(self, model: str, digest: str) -> Path:
         safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in model)
@@ -271,26 +276,26 @@ class Lake:
 
     def oos_dir(self, strategy: str, symbol: str, month: str) -> Path:
         """Out-of-sample validation of the critique of ``month`` (its runs use the next month)."""
-        return self.root / "oos" / f"strategy={strategy}" / f"symbol={normalise_symbol(symbol)}" / f"month={month}"
+        return self._strategy_dir("oos", strategy, symbol, month)
 
     def bars_path(self, interval: str, symbol: str, month: str) -> Path:
         return self.root / "bars" / f"interval={interval}" / f"symbol={normalise_symbol(symbol)}" / f"month={month}" / "part-0.parquet"
 
     def sweep_dir(self, strategy: str, symbol: str, month: str) -> Path:
         """A vectorised parameter sweep of one slice of bars; ``manifest.json`` is written last."""
-        return self.root / "sweeps" / f"strategy={strategy}" / f"symbol={normalise_symbol(symbol)}" / f"month={month}"
+        return self._strategy_dir("sweeps", strategy, symbol, month)
 
     def handoff_dir(self, strategy: str, symbol: str, month: str) -> Path:
         """The event-driven out-of-sample re-test of the sweep of ``month`` (its runs use M+1)."""
-        return self.root / "handoffs" / f"strategy={strategy}" / f"symbol={normalise_symbol(symbol)}" / f"month={month}"
+        return self._strategy_dir("handoffs", strategy, symbol, month)
 
     def factor_dir(self, strategy: str, symbol: str) -> Path:
         """The factor analysis of a strategy's signal on one symbol across all its months."""
-        return self.root / "factors" / f"strategy={strategy}" / f"symbol={normalise_symbol(symbol)}"
+        return self._strategy_dir("factors", strategy, symbol)
 
     def agreement_dir(self, strategy: str, symbol: str, month: str) -> Path:
         """The vectorised sweep's best combination against the event-driven engine on the same slice."""
-        return self.root / "agreements" / f"strategy={strategy}" / f"symbol={normalise_symbol(symbol)}" / f"month={month}"
+        return self._strategy_dir("agreements", strategy, symbol, month)
 
     @property
     def trials_path(self) -> Path:

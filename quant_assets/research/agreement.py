@@ -36,7 +36,7 @@ import polars as pl
 
 from quant_assets.lake.store import Lake, atomic_dir, file_sha256
 from quant_assets.research.handoff import to_event_params
-from quant_assets.research.run import ResearchInputError
+from quant_assets.research.run import quotes_per_bar, read_sweep
 from quant_assets.research.sweep import bar_inputs, ema_cross_orders, order_prices
 from quant_assets.strategies.spec import ParamError, StrategySpec
 
@@ -62,9 +62,15 @@ class VectorRun:
     currency), ``orders``, ``fees`` and ``pnl`` (net of fees, quote currency; flat at the end)."""
 
     fills: pl.DataFrame
-    orders: int
-    fees: float
     pnl: float
+
+    @property
+    def orders(self) -> int:
+        return len(self.fills)
+
+    @property
+    def fees(self) -> float:
+        return float(self.fills["fee"].sum())
 
 
 @dataclass(frozen=True)
@@ -105,7 +111,7 @@ def vector_run(bars: pl.DataFrame, params: dict[str, Any], fee: float, starting_
         fills = pl.concat([fills, pl.DataFrame({"ts": [ts[-1]], "side": [-int(np.sign(position))], "qty": [abs(position)],
                                                 "price": [px], "fee": [abs(position) * px * fee]}, schema=fills.schema)])
     pnl = float((-fills["side"].cast(pl.Float64) * fills["qty"] * fills["price"]).sum() - fills["fee"].sum())
-    return VectorRun(fills, len(fills), float(fills["fee"].sum()), pnl)
+    return VectorRun(fills, pnl)
 
 
 def gaps(v_orders: int, e_orders: int, v_fees: float, e_fees: float, v_pnl: float, e_pnl: float) -> dict[str, float]:
@@ -124,32 +130,26 @@ def run_agreement(lake: Lake, spec: StrategySpec, symbol: str, month: str, toler
     ``agreements/strategy=X/symbol=S/month=M/``."""
     from quant_assets.engines.runner import run_backtest
 
-    summary_path = lake.sweep_dir(spec.name, symbol, month) / "summary.json"
-    if not summary_path.exists():
-        raise ResearchInputError(f"{summary_path}: no sweep (materialise sweep_{spec.name} for {month}|{symbol} first)")
-    summary = json.loads(summary_path.read_text())
-    bars_path = lake.bars_path(summary.get("interval", "1m"), symbol, month)
-    if not bars_path.exists():
-        raise ResearchInputError(f"{bars_path}: no bars (materialise the bars for {month}|{symbol} first)")
-    bars = pl.read_parquet(bars_path)
-    quotes_per_bar = float(bars["quotes"].mean() or 1.0)
+    summary_path, summary, bars = read_sweep(lake, spec.name, symbol, month)
+    qpb = quotes_per_bar(bars)
     names = [a["name"] for a in summary["axes"]]
     rows, vector_fills = [], []
     final = lake.agreement_dir(spec.name, symbol, month)
     with lake.lock(f"agreement-{spec.name}-{symbol}-{month}"), atomic_dir(final, "agreement") as out:
         for cand in summary["top"][:top]:
             bar_params = {k: cand[k] for k in names}
-            event = to_event_params(spec, bar_params, quotes_per_bar)
+            event = to_event_params(spec, bar_params, qpb)
             row: dict[str, Any] = {"strategy": spec.name, "symbol": symbol, "month": month, "sweep_rank": cand["rank"],
                                    "params_bars": json.dumps(bar_params), "event_params": json.dumps(event),
-                                   "quotes_per_bar": quotes_per_bar, "tolerance": tolerance}
+                                   "quotes_per_bar": qpb, "tolerance": tolerance}
             try:
                 candidate = spec.with_values(event)
             except ParamError as exc:
                 rows.append({**row, "agree": False, "reason": f"not a valid event-driven parameter set: {exc}"})
                 continue
-            v = vector_run(bars, {**spec.resolved(), **bar_params, "notional": summary.get("notional", spec.resolved()["notional"])},
-                           float(summary["fee"]), float(summary["starting_cash"]))
+            # The sweep's own notional, fee and cash: the vectorised leg is that combination as swept.
+            v = vector_run(bars, {**bar_params, "notional": summary["notional"]}, float(summary["fee"]),
+                           float(summary["starting_cash"]))
             vector_fills.append(v.fills.with_columns(sweep_rank=pl.lit(cand["rank"])))
             bt = run_backtest(lake, candidate, symbol, month, out_dir=out / "runs" / f"rank{cand['rank']}")
             fills = pl.read_parquet(bt.directory / "fills.parquet")
@@ -169,7 +169,7 @@ def run_agreement(lake: Lake, spec: StrategySpec, symbol: str, month: str, toler
         lake.write_parquet(fills_all, out / "vector_fills.parquet")
         hashes = {n: file_sha256(out / n) for n in ("agreement.parquet", "vector_fills.parquet")}
         manifest = {"strategy": spec.name, "symbol": symbol, "month": month, "agreement_version": AGREEMENT_VERSION,
-                    "tolerance": tolerance, "quotes_per_bar": quotes_per_bar, "sweep_summary_sha256": file_sha256(summary_path),
+                    "tolerance": tolerance, "quotes_per_bar": qpb, "sweep_summary_sha256": file_sha256(summary_path),
                     "reason": summary.get("reason") or ("" if rows else "the sweep ranked no combination"), "files": hashes}
         lake.write_json(manifest, out / "manifest.json")
     version = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:24]

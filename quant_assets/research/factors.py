@@ -45,6 +45,7 @@ import polars as pl
 
 from quant_assets.lake.store import Lake, atomic_dir, file_sha256
 from quant_assets.research.bars import parse_interval
+from quant_assets.research.run import quotes_per_bar
 from quant_assets.strategies.spec import StrategySpec
 
 FACTOR_VERSION = "1"
@@ -226,8 +227,7 @@ def _png(mean_q, ic, labels: list[str], title: str) -> bytes | None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.6))
     al.plotting.plot_quantile_returns_bar(mean_q, ax=ax1)
     ax1.set_title(f"{title}: mean forward return by quintile (bps)")
-    ic.index = [d.strftime("%Y-%m") for d in ic.index]
-    ic[labels].plot.bar(ax=ax2)
+    ic[labels].set_axis([d.strftime("%Y-%m") for d in ic.index]).plot.bar(ax=ax2)
     ax2.axhline(0.0, color="black", lw=0.8)
     ax2.set_title("information coefficient by month")
     fig.tight_layout()
@@ -249,15 +249,12 @@ def run_factors(lake: Lake, spec: StrategySpec, signal: SignalDef, symbol: str, 
     paths = sorted(lake.bars_path(interval, symbol, "*").parent.parent.glob("month=*/part-0.parquet"))
     if not paths:
         raise FactorInputError(f"{symbol}: no {interval} bars in the lake (materialise bars_{interval} first)")
-    counts = pl.concat([pl.read_parquet(p, columns=["quotes"]) for p in paths])["quotes"]
-    quotes_per_bar = float(counts.sum()) / max(1, len(counts))
-    lengths = bar_lengths(spec, signal, quotes_per_bar)
+    months = {p.parent.name.removeprefix("month="): pl.read_parquet(p, columns=["ts", "mid_close", "quotes"]) for p in paths}
+    qpb = quotes_per_bar(pl.concat(months.values()))
+    lengths = bar_lengths(spec, signal, qpb)
     sample_ns = parse_interval(settings.sample)
-    parts = []
-    for p in paths:
-        month = p.parent.name.removeprefix("month=")
-        parts.append(samples(pl.read_parquet(p), signal, lengths, sample_ns).with_columns(month=pl.lit(month)))
-    frame = pl.concat(parts)
+    frame = pl.concat([samples(bars, signal, lengths, sample_ns).with_columns(month=pl.lit(month))
+                       for month, bars in months.items()])
     try:
         result = analyse(frame, symbol, settings)
     except FactorInputError as exc:
@@ -268,7 +265,7 @@ def run_factors(lake: Lake, spec: StrategySpec, signal: SignalDef, symbol: str, 
                                "months": sorted(set(frame["month"].to_list()))},
                               pl.DataFrame(schema={"month": pl.String}), pl.DataFrame(schema={"quantile": pl.Int64}), None)
     result.report.update({"strategy": spec.name, "signal": signal.name, "signal_description": signal.description,
-                          "lengths_bars": lengths, "quotes_per_bar": quotes_per_bar, "bar_interval": interval,
+                          "lengths_bars": lengths, "quotes_per_bar": qpb, "bar_interval": interval,
                           "factor_version": FACTOR_VERSION,
                           "bars_sha256": {p.parent.name: file_sha256(p) for p in paths}})
     final = lake.factor_dir(spec.name, symbol)

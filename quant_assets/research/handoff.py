@@ -26,7 +26,7 @@ from quant_assets.analytics.returns import sample_returns
 from quant_assets.analytics.slice_metrics import read_backtest
 from quant_assets.critique.oos import p_better, period_row, require_next_month, run_and_measure, sharpe_p
 from quant_assets.lake.store import Lake, atomic_dir, file_sha256
-from quant_assets.research.run import ResearchInputError
+from quant_assets.research.run import quotes_per_bar, read_sweep
 from quant_assets.strategies.spec import ParamError, StrategySpec
 
 HANDOFF_VERSION = "1"
@@ -65,13 +65,9 @@ def to_event_params(spec: StrategySpec, bar_params: dict[str, Any], quotes_per_b
 
 def run_handoff(lake: Lake, spec: StrategySpec, symbol: str, month: str, trading_days: int, level: float = 0.95) -> HandoffOutput:
     """Re-test the top combinations of the sweep of (month, symbol) on the next month."""
-    summary_path = lake.sweep_dir(spec.name, symbol, month) / "summary.json"
-    if not summary_path.exists():
-        raise ResearchInputError(f"{summary_path}: no sweep (materialise sweep_{spec.name} for {month}|{symbol} first)")
-    summary = json.loads(summary_path.read_text())
+    summary_path, summary, bars = read_sweep(lake, spec.name, symbol, month)
     oos_month = require_next_month(lake, spec.name, symbol, month, "the hand-off")
-    bars = pl.read_parquet(lake.bars_path(summary.get("interval", "1m"), symbol, month), columns=["quotes"])
-    quotes_per_bar = float(bars["quotes"].mean() or 1.0)
+    qpb = quotes_per_bar(bars)
     names = [a["name"] for a in summary["axes"]]
     top = summary["top"]
     n = len(top)
@@ -83,7 +79,7 @@ def run_handoff(lake: Lake, spec: StrategySpec, symbol: str, month: str, trading
     with lake.lock(f"handoff-{spec.name}-{symbol}-{month}"), atomic_dir(final, "handoff") as out:
         for cand in top:
             bar_params = {k: cand[k] for k in names}
-            event = to_event_params(spec, bar_params, quotes_per_bar)
+            event = to_event_params(spec, bar_params, qpb)
             row: dict[str, Any] = {
                 "strategy": spec.name, "symbol": symbol, "sweep_month": month, "oos_month": oos_month,
                 "sweep_rank": cand["rank"], "sweep_params_bars": json.dumps(bar_params), "event_params": json.dumps(event),
@@ -113,7 +109,7 @@ def run_handoff(lake: Lake, spec: StrategySpec, symbol: str, month: str, trading
         lake.write_parquet(table, out / "handoff.parquet")
         digest = file_sha256(out / "handoff.parquet")
         manifest = {"strategy": spec.name, "symbol": symbol, "sweep_month": month, "oos_month": oos_month,
-                    "handoff_version": HANDOFF_VERSION, "quotes_per_bar": quotes_per_bar, "level": level,
+                    "handoff_version": HANDOFF_VERSION, "quotes_per_bar": qpb, "level": level,
                     "sweep_summary_sha256": file_sha256(summary_path), "files": {"handoff.parquet": digest}}
         lake.write_json(manifest, out / "manifest.json")
     return HandoffOutput(final, table, manifest, hashlib.sha256(digest.encode()).hexdigest()[:24])

@@ -56,6 +56,30 @@ def run_bars(lake: Lake, symbol: str, month: str, interval: str = "1m") -> BarsO
     return BarsOutput(out, frame, digest[:24])
 
 
+def read_bars(lake: Lake, interval: str, symbol: str, month: str) -> tuple[Path, pl.DataFrame]:
+    """(path, frame) of a published bars slice; a missing one is named."""
+    path = lake.bars_path(interval, symbol, month)
+    if not path.exists():
+        raise ResearchInputError(f"{path}: no bars (materialise `bars_{interval}` for {month}|{symbol} first)")
+    return path, pl.read_parquet(path)
+
+
+def read_sweep(lake: Lake, strategy: str, symbol: str, month: str) -> tuple[Path, dict[str, Any], pl.DataFrame]:
+    """(summary path, summary, bars) of a published sweep slice: what the hand-off and the
+    agreement start from."""
+    summary_path = lake.sweep_dir(strategy, symbol, month) / "summary.json"
+    if not summary_path.exists():
+        raise ResearchInputError(f"{summary_path}: no sweep (materialise sweep_{strategy} for {month}|{symbol} first)")
+    summary = json.loads(summary_path.read_text())
+    _, bars = read_bars(lake, summary.get("interval", "1m"), symbol, month)
+    return summary_path, summary, bars
+
+
+def quotes_per_bar(bars: pl.DataFrame) -> float:
+    """Mean quote updates per bar: converts lengths in bars to the event-driven quote updates."""
+    return float(bars["quotes"].mean() or 1.0)
+
+
 def run_sweep_slice(lake: Lake, spec: StrategySpec, symbol: str, month: str, fee: float, trading_days: int,
                     starting_cash: float, interval: str = "1m", settings: SweepSettings = SweepSettings()) -> SweepOutput:
     """Sweep ``spec``'s grid on the bars slice and publish the ranked grid and its tests."""
@@ -63,10 +87,7 @@ def run_sweep_slice(lake: Lake, spec: StrategySpec, symbol: str, month: str, fee
 
     if spec.name not in GRIDS:
         raise ResearchInputError(f"{spec.name}: no vectorised form (strategies with a sweep grid: {', '.join(GRIDS)})")
-    path = lake.bars_path(interval, symbol, month)
-    if not path.exists():
-        raise ResearchInputError(f"{path}: no bars (materialise `bars_{interval}` for {month}|{symbol} first)")
-    bars = pl.read_parquet(path)
+    path, bars = read_bars(lake, interval, symbol, month)
     result = run_sweep(bars, spec, fee, trading_days, starting_cash, parse_interval(interval) / 1e9, settings)
     axes = [a["name"] for a in result.summary["axes"]]
     png = (heatmap_png(result.table, axes[0], axes[1], "sharpe", f"{spec.name} {symbol} {month}: Sharpe over the grid")
