@@ -3,7 +3,7 @@ Celery worker processes (``quant-assets worker``) and runs launched with Dagster
 (``dagster asset materialize``) for four slices, two at a time.
 
 Checks: every step ran in a worker, never in the launching process, and both workers took
-steps; the engine pool's limit (1 here) held across the workers; the lake equals the one the
+steps; the engine pool's limit (1 here) held across the workers (sampled from the pool's claims); the lake equals the one the
 in-process profile builds from the same landing files, byte for byte; a worker process killed
 in the middle of a backtest (SIGKILL) fails the run with the step named, leaves the published
 slice untouched, its pool slot is released (``quant-assets free-slots``), and a re-run completes.
@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -118,41 +119,50 @@ def test_celery_workers_run_the_steps_and_build_the_same_lake(tmp_path, monkeypa
         workers.start("w1")
         workers.start("w2")
 
-        # Four slices through Dagster's CLI, two runs at a time.
+        # Four slices through Dagster's CLI, two runs at a time, while a probe samples the
+        # engine pool's claims (the claim is what lets a step start; event times carry the
+        # sqlite instance's write latency, seconds under load, so they cannot show the limit).
+        claims, done = [], threading.Event()
+
+        def probe() -> None:
+            with dg.DagsterInstance.get() as inst:
+                while not done.is_set():
+                    claims.append({(c.run_id, c.step_key) for c in inst.event_log_storage.get_concurrency_info("engines").claimed_slots})
+                    time.sleep(0.05)
+
+        prober = threading.Thread(target=probe, daemon=True)
+        prober.start()
         launchers = {}
-        for i in range(0, len(SLICES), 2):
-            procs = [_materialize(env, SELECTION, f"{m}|{s}") for m, s in SLICES[i:i + 2]]
-            for proc in procs:
-                out, _ = proc.communicate(timeout=600)
-                assert proc.returncode == 0, out[-4000:]
-                launchers[proc.pid] = out
+        try:
+            for i in range(0, len(SLICES), 2):
+                procs = [_materialize(env, SELECTION, f"{m}|{s}") for m, s in SLICES[i:i + 2]]
+                for proc in procs:
+                    out, _ = proc.communicate(timeout=600)
+                    assert proc.returncode == 0, out[-4000:]
+                    launchers[proc.pid] = out
+        finally:
+            done.set()
+            prober.join(timeout=30)
 
         with dg.DagsterInstance.get() as instance:
             runs = instance.get_runs()
             assert len(runs) == len(SLICES) and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
-            step_pids, hosts, engine_spans = set(), set(), []
+            step_pids, hosts = set(), set()
             for run in runs:
-                starts = {}
                 for rec in instance.get_records_for_run(run.run_id).records:
                     ev = rec.event_log_entry.dagster_event
                     if ev is None:
                         continue
-                    if ev.event_type == dg.DagsterEventType.STEP_START:
-                        starts[ev.step_key] = rec.event_log_entry.timestamp
                     if ev.event_type == dg.DagsterEventType.STEP_SUCCESS:
                         step_pids.add(ev.pid)
-                        if ev.step_key in ENGINE_STEPS:
-                            engine_spans.append((starts[ev.step_key], rec.event_log_entry.timestamp, ev.step_key))
                     if ev.event_type == dg.DagsterEventType.ENGINE_EVENT and "in celery worker" in (ev.message or ""):
                         hosts.add(ev.engine_event_data.metadata["Celery worker"].value.split("@")[0])
         assert step_pids and not step_pids & set(launchers), "a step ran in the launching process"
         assert hosts == {"w1", "w2"}, hosts
-        assert len(engine_spans) == len(SLICES) * len(ENGINE_STEPS)
-        engine_spans.sort()
-        # Event times carry the hand-over: a step's success is stored after its slot is handed
-        # on, so the next one may start up to the event stream's latency (< 1 s) earlier.
-        overlaps = [end - start for (_, end, _), (start, _, _) in zip(engine_spans, engine_spans[1:])]
-        assert max(overlaps) < 1.0, f"engine steps overlapped by {max(overlaps):.2f} s despite the pool limit of 1"
+        # The engine steps of the celery runs claimed the pool's one slot, never two at once.
+        claimed = set().union(*claims)
+        assert {step for _, step in claimed} <= ENGINE_STEPS and len({run for run, _ in claimed}) >= 2, claimed
+        assert max(len(c) for c in claims) == 1
 
         # The same landing files through the in-process profile give the same bytes.
         from quant_assets.definitions import ASSETS
