@@ -324,7 +324,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from quant_assets.settings import celery_broker
 
     ensure_dagster_home()
-    os.environ.setdefault("QUANT_LAKE", args.lake or lake_root())
+    os.environ["QUANT_LAKE"] = args.lake or lake_root()  # --lake wins over the environment, as for every verb
     cmd = [sys.executable, "-m", "celery", "-A", "quant_assets.celery_app", "worker", "-Q", "dagster",
            "--concurrency", str(args.concurrency), "--prefetch-multiplier", "1", "--loglevel", args.loglevel,
            "-n", f"{args.name}@%h"]
