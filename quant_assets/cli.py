@@ -34,10 +34,20 @@ def _instance():
     return dg.DagsterInstance.get()
 
 
-def cmd_sync(args: argparse.Namespace) -> int:
+def _open_lake(args: argparse.Namespace):
+    """The lake of ``--lake``/``$QUANT_LAKE``; a lake in an object store is pulled into this
+    machine's working copy first (each run pushes what it writes)."""
     from quant_assets.lake.store import Lake
 
     lake = Lake.at(args.lake or lake_root())
+    if lake.remote is not None:
+        stats = lake.remote.pull()
+        console.print(f"lake {lake.url}: working copy {lake.root} up to date ({stats.summary()})")
+    return lake
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    lake = _open_lake(args)
     with _instance() as instance:
         return _sync(lake, instance)
 
@@ -87,7 +97,7 @@ def _print_status(lake, instance, slices) -> None:
     by_key = {(s.month, s.symbol, s.asset.to_user_string()): s for s in states}
     strategies = sorted({a.split("_", 1)[1] for (_, _, a) in by_key if a.startswith("backtest_")})
     stages = ("backtest", "metrics", "critique", "oos_validation")
-    table = Table(title=f"slices of lake {lake.root}  (per strategy: backtest / metrics / critique / out-of-sample validation)")
+    table = Table(title=f"slices of lake {lake.location}  (per strategy: backtest / metrics / critique / out-of-sample validation)")
     research = sorted({a for (_, _, a) in by_key if a.startswith(("bars_", "sweep_", "agreement_"))})
     table.add_column("partition", no_wrap=True)
     table.add_column("ticks", no_wrap=True)
@@ -239,10 +249,9 @@ def _print_sweeps(lake) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from quant_assets.lake.store import Lake
     from quant_assets import sync
 
-    lake = Lake.at(args.lake or lake_root())
+    lake = _open_lake(args)
     with _instance() as instance:
         slices = sync.discover(lake, instance, log=lambda m: console.print(f"[yellow]{m}[/]"))
         _print_status(lake, instance, slices)
@@ -251,9 +260,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from quant_assets.ingest.synthetic import SyntheticSpec, write_landing
-    from quant_assets.lake.store import Lake
 
-    lake = Lake.at(args.lake or lake_root())
+    lake = _open_lake(args)
     t0 = time.perf_counter()
     for symbol in args.symbols:
         for month in args.months:
@@ -377,6 +385,10 @@ def main(argv: list[str] | None = None) -> int:
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(fn=cmd_ui)
     args = parser.parse_args(argv)
+    if args.lake:
+        # The runs a verb launches read the lake from the environment (LakeResource), so
+        # --lake must reach them too, not only the verb's own reads.
+        os.environ["QUANT_LAKE"] = args.lake
     return args.fn(args)
 
 

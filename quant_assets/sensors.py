@@ -79,6 +79,8 @@ def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> d
     lk = lake.lake()
     seen, previous = _read_cursor(context.cursor)
     ready = _Readiness(previous)
+    # An object store shows an object only once it is whole: no file there is half-written.
+    check = None if lk.remote is not None else ready
     valid_months = set(month_partitions.get_partition_keys())
     known_symbols = set(context.instance.get_dynamic_partitions(symbol_partitions.name))
     new_symbols: list[str] = []
@@ -92,7 +94,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> d
         if symbol != folder:
             context.log.warning(f"landing/{folder}: symbol folders must be upper case ({symbol!r}); folder ignored")
             continue
-        for rec in survey(lk, symbol, ready=ready):
+        for rec in survey(lk, symbol, ready=check):
             if seen.get(rec.path) == rec.sha256:
                 continue
             seen[rec.path] = rec.sha256

@@ -3,12 +3,18 @@
     SELECT count(*) FROM ticks WHERE symbol = 'BTCUSDT'
     SELECT strategy, month, sum(fee) FROM fills GROUP BY ALL
 
+On a lake in an object store (``Lake.url``) the views read the store itself, through the
+store's fsspec filesystem registered with DuckDB (no DuckDB extension to download), so SQL
+sees what every machine has pushed, not this machine's working copy.
+
 Views are created only for tables that have files (DuckDB refuses a glob that matches
 nothing). Hive keys that are also columns of the files (``metrics`` stores strategy, symbol
 and month in its row) are read from the files.
 """
 
 from __future__ import annotations
+
+import fnmatch
 
 import duckdb
 
@@ -39,10 +45,19 @@ VIEWS: dict[str, tuple[str, tuple[str, ...]]] = {
 def connect(lake: Lake, database: str = ":memory:") -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with one view per lake table that exists."""
     con = duckdb.connect(database)
+    remote = lake.remote
+    if remote is not None:
+        con.register_filesystem(remote.fs)
+        stored = list(remote.files())  # one listing for every view
     for name, (glob, keys) in VIEWS.items():
-        if not any(lake.root.glob(glob)):
-            continue
-        pattern = str(lake.root / glob).replace("'", "''")
+        if remote is not None:
+            if not fnmatch.filter(stored, glob):
+                continue
+            pattern = remote.url_of(glob).replace("'", "''")
+        else:
+            if not any(lake.root.glob(glob)):
+                continue
+            pattern = str(lake.root / glob).replace("'", "''")
         if keys:
             types = ", ".join(f"'{k}': VARCHAR" for k in keys)
             src = f"read_parquet('{pattern}', hive_partitioning = true, hive_types = {{{types}}})"

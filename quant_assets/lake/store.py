@@ -199,13 +199,36 @@ def link_or_copy(source: Path, dest: Path) -> None:
 
 @dataclass(frozen=True)
 class Lake:
-    """A lake rooted at a local folder. Only this class builds lake paths."""
+    """A lake rooted at a local folder. Only this class builds lake paths.
+
+    When ``url`` is set the shared lake lives in that object store and ``root`` is this
+    machine's working copy of it (see ``quant_assets.lake.remote``)."""
 
     root: Path
+    url: str | None = None
 
     @classmethod
     def at(cls, root: str | os.PathLike[str]) -> "Lake":
+        """The lake at a folder, or at an object-store URL (``s3://bucket/prefix``)."""
+        from quant_assets.lake import remote
+
+        if remote.is_url(str(root)):
+            return cls(remote.cache_dir(str(root)), url=str(root))
         return cls(Path(root).expanduser().resolve())
+
+    @property
+    def remote(self):
+        """The object store behind this lake (``RemoteLake``), or None for a local lake."""
+        if self.url is None:
+            return None
+        from quant_assets.lake.remote import RemoteLake
+
+        return RemoteLake(self.url, self.root)
+
+    @property
+    def location(self) -> str:
+        """Where the lake is, for people: the URL of a remote lake, else the folder."""
+        return self.url or str(self.root)
 
     # ---- landing -------------------------------------------------------------------
     @property
