@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -33,3 +34,21 @@ def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     with dg.instance_for_test(temp_dir=str(home)) as inst:
         yield inst
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory):
+    """An S3-compatible endpoint on 127.0.0.1: ``$QUANT_TEST_S3_ENDPOINT`` when ``.ci/run``
+    started one, else moto's standalone server, started here for the session."""
+    given = os.environ.get("QUANT_TEST_S3_ENDPOINT")
+    if given:
+        yield given
+        return
+    from quant_assets_tests.servers import start_moto, stop
+
+    proc, endpoint = start_moto(tmp_path_factory.mktemp("moto") / "moto.log")
+    try:
+        yield endpoint
+    finally:
+        stop(proc)
+

@@ -13,68 +13,21 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-import pytest
+from quant_assets_tests.servers import Workers, start_redis, stop
 
 SLICES = [("2024-01", "BTCUSDT"), ("2024-01", "ETHUSDT"), ("2024-02", "BTCUSDT"), ("2024-02", "ETHUSDT")]
 SELECTION = ["ticks", "bars_1m", "sweep_ema_cross", "backtest_ema_cross", "backtest_mean_reversion", "metrics_ema_cross"]
 ENGINE_STEPS = {"sweep_ema_cross", "backtest_ema_cross", "backtest_mean_reversion"}
 
 
-def _redis_server() -> str:
-    path = shutil.which("redis-server")
-    if path is None:
-        if os.environ.get("QUANT_REQUIRE_E2E"):
-            pytest.fail("redis-server is required here (CI installs Debian's redis-server)")
-        pytest.skip("redis-server not installed (apt install redis-server)")
-    return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-class Workers:
-    """Celery worker processes (each in its own process group, so its pool dies with it)."""
-
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
-        self.env, self.logs, self.procs = env, logs, {}
-
-    def start(self, name: str, **extra_env: str) -> None:
-        log = self.logs / f"{name}.log"
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "quant_assets.cli", "worker", "--name", name],
-            env={**self.env, **extra_env}, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 90
-        while f"{name}@" not in log.read_text() or " ready." not in log.read_text():
-            assert self.procs[name].poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, f"worker {name} not ready:\n" + log.read_text()[-3000:]
-            time.sleep(0.3)
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        self.procs = {}
 
 
 def _materialize(env: dict[str, str], selection: list[str], key: str) -> subprocess.Popen:
@@ -97,9 +50,7 @@ def test_celery_workers_run_the_steps_and_build_the_same_lake(tmp_path, monkeypa
     from quant_assets.ingest.synthetic import SyntheticSpec, write_landing
     from quant_assets.lake.store import Lake
 
-    port = _free_port()
-    redis = subprocess.Popen([_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    redis, port = start_redis(tmp_path / "redis.log")
     home = tmp_path / "home"
     home.mkdir()
     # One engine step at a time across every worker: the pool limit lives in the shared instance.
@@ -208,8 +159,7 @@ def test_celery_workers_run_the_steps_and_build_the_same_lake(tmp_path, monkeypa
         assert _sha(fills) == before  # same code, same ticks: the same fills
     finally:
         workers.stop_all()
-        redis.terminate()
-        redis.wait(timeout=30)
+        stop(redis)
 
 
 def test_free_slots_releases_the_slot_of_an_ended_run_only(instance):

@@ -1,5 +1,5 @@
 """The lake on object storage, against a real S3-compatible server (moto's standalone server on
-127.0.0.1, started here unless ``QUANT_TEST_S3_ENDPOINT`` names one that ``.ci/run`` started).
+127.0.0.1: the ``s3_endpoint`` fixture, or the one ``.ci/run`` started).
 
 Checks: ingest -> backtest -> metrics for one slice with the lake at ``s3://bucket/lake`` gives
 the same files, byte for byte, as with a local folder, when the steps run on two "machines"
@@ -13,11 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
-import subprocess
-import sys
-import time
-import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -28,6 +23,7 @@ from quant_assets.definitions import ASSETS
 from quant_assets.ingest.synthetic import SyntheticSpec, landing_name, write_landing
 from quant_assets.lake import duck
 from quant_assets.lake.store import Lake
+from quant_assets_tests.servers import make_bucket, s3_env
 from resources import CriticResource, LakeResource
 
 SLICE = "2024-01|BTCUSDT"
@@ -39,53 +35,13 @@ COMPARED = ("ticks/symbol=*/month=*/part-0.parquet", "backtests/strategy=*/symbo
             "metrics/strategy=*/symbol=*/month=*/regimes.parquet", "staging/symbol=*/*.parquet")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory):
-    """An S3-compatible endpoint on 127.0.0.1 for this module."""
-    given = os.environ.get("QUANT_TEST_S3_ENDPOINT")
-    if given:
-        yield given
-        return
-    port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log.open("w"), stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "moto server did not start:\n" + log.read_text()
-                time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
 @pytest.fixture
 def bucket(s3_endpoint, monkeypatch, tmp_path) -> str:
     """A fresh bucket; returns the lake URL ``s3://<bucket>/lake``."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
+    for key, value in s3_env(s3_endpoint).items():
+        monkeypatch.setenv(key, value)
     monkeypatch.setenv("QUANT_INSTRUMENTS", str(tmp_path / "no-instruments.toml"))
-    name = f"quant-{uuid.uuid4().hex[:12]}"
-    from quant_assets.lake.remote import filesystem
-
-    fs, _ = filesystem(f"s3://{name}")
-    fs.mkdir(name)
-    return f"s3://{name}/lake"
+    return make_bucket(s3_endpoint)
 
 
 def _machine(monkeypatch, tmp_path: Path, name: str) -> Path:
