@@ -190,6 +190,15 @@ def test_trials_added_on_two_machines_both_survive(bucket, tmp_path, monkeypatch
     assert sorted(trials.read(c)["params"].to_list()) == ['{"fast": 10}', '{"fast": 20}']
     assert trials.count(c, "ema_cross") == 2
 
+    # A trial recorded on A but not pushed yet survives A's next pull of the newer ledger.
+    assert trials.record(a, "ema_cross", "ema_cross", {"fast": 30})
+    assert trials.record(c, "ema_cross", "ema_cross", {"fast": 40})
+    c.remote.push()
+    assert a.remote.pull().merged == 1
+    a.remote.push()
+    c.remote.pull()
+    assert trials.count(c, "ema_cross") == 4
+
 
 def test_landing_sensor_sees_files_dropped_into_the_bucket(bucket, instance, tmp_path, monkeypatch):
     from quant_assets.definitions import defs

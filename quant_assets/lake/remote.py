@@ -202,6 +202,12 @@ class RemoteLake:
                 known = state.get(rel)
                 if known and known["tag"] == tag and _unchanged(dest, known):
                     continue
+                if rel in LEDGERS and known and dest.exists() and not _unchanged(dest, known):
+                    # Rows added here that a push has not carried yet (a push cut short):
+                    # keep them beside the store's; the next push uploads the union.
+                    self._merge_ledger(rel, dest)
+                    stats.merged += 1
+                    continue
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 tmp = dest.parent / f".tmp-{uuid.uuid4().hex}-{dest.name}"
                 try:
