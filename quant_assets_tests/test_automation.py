@@ -184,13 +184,15 @@ def test_the_nightly_schedule_requests_recent_months_and_stale_or_failed_slices(
     at = datetime(2024, 3, 12, 2, 0, tzinfo=UTC)
     expected = ["2024-01|ETHUSDT", "2024-02|BTCUSDT", "2024-02|ETHUSDT", "2024-03|BTCUSDT", "2024-03|ETHUSDT"]
     assert nightly_partitions(instance, lake, at) == expected
-    context = dg.build_schedule_context(instance=instance, scheduled_execution_time=at,
-                                        resources={"lake": LakeResource()})
-    requests = list(nightly_rebacktest(context))
-    assert [r.partition_key for r in requests] == expected
-    assert [r.run_key for r in requests] == [f"nightly:2024-03-12:{pk}" for pk in expected]
-    # the same night evaluated again asks for the same run keys (Dagster skips them)
-    assert [r.run_key for r in nightly_rebacktest(context)] == [r.run_key for r in requests]
+    # LakeResource is a context-manager resource (an object-store lake is pulled and pushed
+    # around its use), so its contexts are opened with `with`, as Dagster requires.
+    with dg.build_schedule_context(instance=instance, scheduled_execution_time=at,
+                                   resources={"lake": LakeResource()}) as context:
+        requests = list(nightly_rebacktest(context))
+        assert [r.partition_key for r in requests] == expected
+        assert [r.run_key for r in requests] == [f"nightly:2024-03-12:{pk}" for pk in expected]
+        # the same night evaluated again asks for the same run keys (Dagster skips them)
+        assert [r.run_key for r in nightly_rebacktest(context)] == [r.run_key for r in requests]
 
 
 def test_a_re_ingest_that_reproduces_the_same_data_version_rebuilds_nothing(lake, instance, lake_state):
