@@ -52,3 +52,35 @@ def s3_endpoint(tmp_path_factory):
     finally:
         stop(proc)
 
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A Redis server on 127.0.0.1 (``redis://host:port``): ``$QUANT_TEST_REDIS_URL`` when
+    ``.ci/run`` started one, else Debian's redis-server, started here for the session."""
+    given = os.environ.get("QUANT_TEST_REDIS_URL")
+    if given:
+        yield given.rstrip("/")
+        return
+    from quant_assets_tests.servers import start_redis, stop
+
+    proc, port = start_redis(tmp_path_factory.mktemp("redis") / "redis.log")
+    try:
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        stop(proc)
+
+
+_REDIS_DBS = iter(range(0, 16, 2))
+
+
+@pytest.fixture
+def celery_urls(redis_server) -> tuple[str, str]:
+    """(broker, backend) URLs on two emptied databases of their own, so a task one test left in
+    a queue (a killed worker's) can never reach another test's workers."""
+    import redis
+
+    db = next(_REDIS_DBS)
+    for n in (db, db + 1):
+        redis.Redis.from_url(f"{redis_server}/{n}").flushdb()
+    return f"{redis_server}/{db}", f"{redis_server}/{db + 1}"

@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from quant_assets_tests.servers import Workers, start_redis, stop
+from quant_assets_tests.servers import Workers
 
 SLICES = [("2024-01", "BTCUSDT"), ("2024-01", "ETHUSDT"), ("2024-02", "BTCUSDT"), ("2024-02", "ETHUSDT")]
 SELECTION = ["ticks", "bars_1m", "sweep_ema_cross", "backtest_ema_cross", "backtest_mean_reversion", "metrics_ema_cross"]
@@ -44,13 +44,13 @@ def _lake_files(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): _sha(p) for g in globs for p in sorted(root.glob(g))}
 
 
-def test_celery_workers_run_the_steps_and_build_the_same_lake(tmp_path, monkeypatch):
+def test_celery_workers_run_the_steps_and_build_the_same_lake(celery_urls, tmp_path, monkeypatch):
     import dagster as dg
 
     from quant_assets.ingest.synthetic import SyntheticSpec, write_landing
     from quant_assets.lake.store import Lake
 
-    redis, port = start_redis(tmp_path / "redis.log")
+    broker, backend = celery_urls
     home = tmp_path / "home"
     home.mkdir()
     # One engine step at a time across every worker: the pool limit lives in the shared instance.
@@ -60,7 +60,7 @@ def test_celery_workers_run_the_steps_and_build_the_same_lake(tmp_path, monkeypa
         for month, symbol in SLICES:
             write_landing(Lake.at(root), SyntheticSpec(symbol, month, seed=3, events=20_000))
     env = {**os.environ, "DAGSTER_HOME": str(home), "QUANT_LAKE": str(lakes["celery"]), "QUANT_EXECUTOR": "celery",
-           "QUANT_CELERY_BROKER": f"redis://127.0.0.1:{port}/0", "QUANT_CELERY_BACKEND": f"redis://127.0.0.1:{port}/1",
+           "QUANT_CELERY_BROKER": broker, "QUANT_CELERY_BACKEND": backend,
            "QUANT_INSTRUMENTS": str(tmp_path / "none.toml")}
     workers = Workers(env, tmp_path)
     try:
@@ -159,7 +159,6 @@ def test_celery_workers_run_the_steps_and_build_the_same_lake(tmp_path, monkeypa
         assert _sha(fills) == before  # same code, same ticks: the same fills
     finally:
         workers.stop_all()
-        stop(redis)
 
 
 def test_free_slots_releases_the_slot_of_an_ended_run_only(instance):

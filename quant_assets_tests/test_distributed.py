@@ -20,7 +20,7 @@ from quant_assets.devserver import DevServer
 from quant_assets.ingest.synthetic import SyntheticSpec, write_landing
 from quant_assets.lake.store import Lake
 from quant_assets.settings import _DAGSTER_YAML
-from quant_assets_tests.servers import Workers, make_bucket, s3_env, start_redis, stop
+from quant_assets_tests.servers import Workers, make_bucket, s3_env
 from resources import CriticResource, LakeResource
 
 SLICES = [("2024-01", "BTCUSDT"), ("2024-02", "BTCUSDT"), ("2024-01", "ETHUSDT"), ("2024-02", "ETHUSDT")]
@@ -40,15 +40,15 @@ def _stop_sensors(server: DevServer) -> list[str]:
     return sorted(s["name"] for s in found)
 
 
-def test_backfill_runs_on_two_workers_over_an_object_store_lake(s3_endpoint, tmp_path, monkeypatch):
+def test_backfill_runs_on_two_workers_over_an_object_store_lake(s3_endpoint, celery_urls, tmp_path, monkeypatch):
     url = make_bucket(s3_endpoint)
-    redis, port = start_redis(tmp_path / "redis.log")
+    broker, backend = celery_urls
     home = tmp_path / "home"
     home.mkdir()
     (home / "dagster.yaml").write_text(_DAGSTER_YAML)  # the shipped instance: queued runs, pools, run monitoring
     env = {**os.environ, **s3_env(s3_endpoint), "DAGSTER_HOME": str(home), "QUANT_LAKE": url,
-           "QUANT_EXECUTOR": "celery", "QUANT_CELERY_BROKER": f"redis://127.0.0.1:{port}/0",
-           "QUANT_CELERY_BACKEND": f"redis://127.0.0.1:{port}/1", "QUANT_INSTRUMENTS": str(tmp_path / "none.toml"),
+           "QUANT_EXECUTOR": "celery", "QUANT_CELERY_BROKER": broker,
+           "QUANT_CELERY_BACKEND": backend, "QUANT_INSTRUMENTS": str(tmp_path / "none.toml"),
            "QUANT_LAKE_CACHE": str(tmp_path / "machine_launcher")}
     env.pop("ANTHROPIC_API_KEY", None)
     for key, value in env.items():
@@ -110,7 +110,6 @@ def test_backfill_runs_on_two_workers_over_an_object_store_lake(s3_endpoint, tmp
     finally:
         workers.stop_all()
         server.stop()
-        stop(redis)
 
     # The in-process profile on a local folder gives the same bytes as the store holds.
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home_local"))
