@@ -83,6 +83,8 @@ def test_slice_on_object_store_equals_local_folder_across_two_machines(bucket, i
     assert result.success
     said = [e.message for e in instance.all_logs(result.run_id) if "lake s3://" in (e.message or "")]
     assert "pulled BTCUSDT" in said[0] and " 0 fetched" not in said[0], said
+    # Every output went up inside the step as it was published: the closing sweep found nothing.
+    assert "pushed" in said[1] and " 0 uploaded" in said[1], said
     assert (cache_b / "backtests/strategy=ema_cross/symbol=BTCUSDT/month=2024-01/fills.parquet").exists()
     assert not (cache_a / "metrics").exists()  # A never saw B's metrics: they came through the store only
 
@@ -217,3 +219,37 @@ def test_landing_sensor_sees_files_dropped_into_the_bucket(bucket, instance, tmp
     # is byte for byte what was dropped.
     assert "manifest/landing.parquet" in store.files()
     assert store.fs.cat_file(f"{store.base}/landing/ETHUSDT/{src.name}") == src.read_bytes()
+
+
+def test_a_missing_bucket_is_named_not_taken_for_an_empty_lake(bucket, tmp_path, monkeypatch):
+    from quant_assets.lake.remote import LakeUnavailable
+
+    _machine(monkeypatch, tmp_path, "a")
+    missing = bucket.replace("s3://quant-", "s3://nosuch-")
+    with pytest.raises(LakeUnavailable, match=r"lake s3://nosuch-.*/lake: 'nosuch-.*' does not exist .*AWS_ENDPOINT_URL_S3"):
+        Lake.at(missing).remote.pull()
+
+
+def test_a_failed_upload_fails_the_step_that_wrote_it(bucket, instance, tmp_path, monkeypatch):
+    _machine(monkeypatch, tmp_path, "a")
+    lake = Lake.at(bucket)
+    write_landing(lake, SyntheticSpec("BTCUSDT", "2024-01", seed=3, events=5_000))
+    instance.add_dynamic_partitions("symbols", ["BTCUSDT"])
+    assert _run(instance, bucket, ["ticks"]).success
+    fs = lake.remote.fs
+    real_put = fs.put_file
+
+    def denied(lpath, rpath, *args, **kwargs):
+        if "/backtests/" in rpath:
+            raise PermissionError(f"Access Denied: {rpath}")
+        return real_put(lpath, rpath, *args, **kwargs)
+
+    monkeypatch.setattr(fs, "put_file", denied)
+    result = _run(instance, bucket, ["backtest_ema_cross"])
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    said = failure.step_failure_data.error.to_string()
+    assert failure.step_key == "backtest_ema_cross"
+    assert f"lake {bucket}: could not upload backtests/strategy=ema_cross/symbol=BTCUSDT/month=2024-01/" in said
+    assert "Access Denied" in said
+    assert not any(rel.startswith("backtests/") for rel in lake.remote.files())

@@ -61,11 +61,15 @@ class LakeResource(dg.ConfigurableResource):
         stats = remote.pull(symbol, prefixes)
         if log is not None:
             log.info(f"lake {remote.url}: pulled {'all symbols' if symbol is None else symbol} into {remote.local}: {stats.summary()}")
+        # Each file or folder a step publishes is pushed at once, inside the step, so a failed
+        # upload fails the step that wrote it (Dagster only logs a failed resource teardown).
+        remote.attach()
         try:
             yield self
         finally:
-            # Also after a failed step: what it published locally is whole (atomic writes);
-            # a killed step never gets here, so the store keeps its previous files.
+            remote.detach()
+            # A last sweep for anything written outside the atomic writers. Also after a failed
+            # step: what it published locally is whole; a killed step never gets here.
             stats = remote.push()
             if log is not None:
                 log.info(f"lake {remote.url}: pushed {stats.summary()}")

@@ -106,6 +106,10 @@ def in_scope(rel: str, symbol: str | None) -> bool:
     return not keyed or keyed[0] == symbol
 
 
+class LakeUnavailable(RuntimeError):
+    """The object store behind a lake cannot be reached, has no such bucket, or refused a write."""
+
+
 @dataclass
 class SyncStats:
     """What one pull or push moved: file counts and bytes."""
@@ -172,25 +176,43 @@ class RemoteLake:
                 out[rel] = (_tag(info), _mtime(info))
         return out
 
-    def _local_files(self) -> dict[str, os.stat_result]:
-        """Published local files (no hidden temporaries, no private folders)."""
+    def _local_files(self, only: str | None = None) -> dict[str, os.stat_result]:
+        """Published local files (no hidden temporaries, no private folders), all or those at
+        or under the path ``only`` (relative to the copy's root)."""
         out: dict[str, os.stat_result] = {}
-        if not self.local.is_dir():
+        start = self.local / only if only else self.local
+        if start.is_file():
+            return {only: start.stat()}
+        if not start.is_dir():
             return out
-        for dirpath, dirnames, filenames in os.walk(self.local):
-            rel_dir = os.path.relpath(dirpath, self.local)
+        for dirpath, dirnames, filenames in os.walk(start):
+            rel_dir = Path(dirpath).relative_to(self.local).as_posix()
             dirnames[:] = [d for d in dirnames if not d.startswith(".") and not (rel_dir == "." and d in PRIVATE)]
             for name in filenames:
                 if name.startswith("."):
                     continue
-                rel = name if rel_dir == "." else f"{rel_dir}/{name}".replace(os.sep, "/")
+                rel = name if rel_dir == "." else f"{rel_dir}/{name}"
                 out[rel] = os.stat(os.path.join(dirpath, name))
         return out
 
     # ---- pull ----------------------------------------------------------------------------
+    def check(self) -> None:
+        """Fail with the URL and what to check when the store's bucket (or top folder) cannot
+        be reached; a listing alone would take a misspelt bucket for an empty lake."""
+        top = self.base.split("/")[0]
+        try:
+            found = self.fs.exists(top)
+        except OSError as exc:
+            raise LakeUnavailable(f"lake {self.url}: cannot reach {top!r}: {exc}") from exc
+        if not found:
+            raise LakeUnavailable(
+                f"lake {self.url}: {top!r} does not exist or is not visible with these credentials; create the bucket, "
+                "or check AWS_ENDPOINT_URL_S3 / AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
+
     def pull(self, symbol: str | None = None, prefixes: Iterable[str] = ("",)) -> SyncStats:
         """Bring the local copy up to the store for ``symbol``'s files (None: all) under
         ``prefixes``; files that left the store leave the copy too, unless changed locally."""
+        self.check()
         stats = SyncStats()
         prefixes = tuple(prefixes)
         remote = self._remote_infos(prefixes)
@@ -231,14 +253,21 @@ class RemoteLake:
         return stats
 
     # ---- push ----------------------------------------------------------------------------
-    def push(self) -> SyncStats:
+    def push(self, only: str | None = None) -> SyncStats:
         """Upload every local file that changed since it was last synchronised, commit marks
-        last, then delete from the store what the copy removed (never raw landing files)."""
+        last, then delete from the store what the copy removed (never raw landing files).
+        ``only`` (a path relative to the root) limits the push to that file or folder."""
         stats = SyncStats()
-        local = self._local_files()
+        local = self._local_files(only)
+        # A folder's listing, or the parent's for a file: an object store lists by prefix.
+        listed = ("",) if only is None else ((only if (self.local / only).is_dir() else only.rpartition("/")[0]),)
+
+        def mine(rel: str) -> bool:
+            return only is None or rel == only or rel.startswith(only + "/")
+
         with self._session() as state:
             changed = [rel for rel, st in local.items() if rel not in state or not _same_stat(st, state[rel])]
-            remote = self._remote_files()
+            remote = self._remote_files(listed)
             changed = [r for r in changed if not (r.startswith("landing/") and r in remote)]
             # Data first, then the ledgers (they name data), then each folder's commit mark.
             changed.sort(key=lambda r: (r.rsplit("/", 1)[-1] in COMMIT_MARKS, r in LEDGERS, r))
@@ -249,22 +278,36 @@ class RemoteLake:
                     stats.merged += 1
                 if rel.rsplit("/", 1)[-1] in COMMIT_MARKS:
                     crash_point("push:commit")
-                self.fs.put_file(str(path), f"{self.base}/{rel}")
+                try:
+                    self.fs.put_file(str(path), f"{self.base}/{rel}")
+                except OSError as exc:
+                    raise LakeUnavailable(f"lake {self.url}: could not upload {rel}: {exc}; the working copy "
+                                          f"{self.local} keeps it and the next push retries") from exc
                 stats.uploaded += 1
                 stats.bytes += path.stat().st_size
                 stats.order.append(rel)
-            gone = [rel for rel in state if rel not in local and not rel.startswith("landing/")]
+            gone = [rel for rel in state if mine(rel) and rel not in local and not rel.startswith("landing/")]
             if gone:
                 self.fs.rm([f"{self.base}/{rel}" for rel in gone])
                 stats.deleted += len(gone)
             for rel in gone:
                 del state[rel]
             if changed:
-                tags = self._remote_files()
+                tags = self._remote_files(listed)
                 for rel in changed:
                     if rel in tags:
                         state[rel] = _record(self.local / rel, tags[rel])
         return stats
+
+    # ---- write-through -------------------------------------------------------------------
+    def attach(self) -> None:
+        """Push each file or folder the lake code publishes in the working copy as soon as it
+        is published (``store.atomic_target``/``atomic_dir`` call :func:`published`), so a
+        push that fails fails the step that wrote it."""
+        _ATTACHED[self.local] = self
+
+    def detach(self) -> None:
+        _ATTACHED.pop(self.local, None)
 
     def _merge_ledger(self, rel: str, path: Path) -> None:
         """Fold the store's rows of a ledger that this copy does not have into the local file."""
@@ -286,6 +329,24 @@ class RemoteLake:
 
     def url_of(self, rel: str) -> str:
         return f"{self.url.rstrip('/')}/{rel}"
+
+
+#: Working copies whose publications are pushed at once (see ``RemoteLake.attach``).
+_ATTACHED: dict[Path, RemoteLake] = {}
+
+
+def published(path: Path) -> None:
+    """Called by the lake's atomic writers after ``path`` (a file or folder) is in place:
+    pushes it when it lies in an attached working copy, outside its private folders."""
+    for root, lake in list(_ATTACHED.items()):
+        try:
+            rel = path.relative_to(root)
+        except ValueError:
+            continue
+        if not rel.parts or rel.parts[0] in PRIVATE or any(part.startswith(".") for part in rel.parts):
+            return
+        lake.push(only=rel.as_posix())
+        return
 
 
 def _tag(info: dict) -> str:

@@ -51,6 +51,7 @@ from pathlib import Path
 import polars as pl
 from filelock import FileLock
 
+from quant_assets.lake import remote as _remote
 from quant_assets.lake.faults import crash_point
 from quant_assets.lake.symbols import normalise_symbol
 
@@ -98,6 +99,7 @@ def atomic_target(final: Path) -> Iterator[Path]:
         crash_point(f"replace:{final.name}")
         os.replace(tmp, final)
         _fsync_dir(final.parent)
+        _remote.published(final)
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -176,6 +178,7 @@ def atomic_dir(final: Path, kind: str) -> Iterator[Path]:
             tmp = old
         _fsync_dir(final.parent)
         crash_point(f"published:{kind}")
+        _remote.published(final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -210,10 +213,8 @@ class Lake:
     @classmethod
     def at(cls, root: str | os.PathLike[str]) -> "Lake":
         """The lake at a folder, or at an object-store URL (``s3://bucket/prefix``)."""
-        from quant_assets.lake import remote
-
-        if remote.is_url(str(root)):
-            return cls(remote.cache_dir(str(root)), url=str(root))
+        if _remote.is_url(str(root)):
+            return cls(_remote.cache_dir(str(root)), url=str(root))
         return cls(Path(root).expanduser().resolve())
 
     @property
@@ -221,9 +222,7 @@ class Lake:
         """The object store behind this lake (``RemoteLake``), or None for a local lake."""
         if self.url is None:
             return None
-        from quant_assets.lake.remote import RemoteLake
-
-        return RemoteLake(self.url, self.root)
+        return _remote.RemoteLake(self.url, self.root)
 
     @property
     def location(self) -> str:
