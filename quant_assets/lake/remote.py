@@ -3,8 +3,10 @@
 When the lake root is a URL (``s3://bucket/prefix``, or any fsspec URL), that store holds the
 shared lake and each machine works in a local copy of it (``$QUANT_LAKE_CACHE``, else
 ``~/.cache/quant_assets/lakes/<hash of the URL>``). A step pulls what changed in the store
-for its symbol before it runs and pushes what it wrote after; the lake code in between keeps
-its local-disk guarantees (atomic renames, folder swaps, locks).
+for its symbol before it runs; each file or folder it publishes is pushed as soon as the lake's
+atomic writers put it in place (:meth:`RemoteLake.attach`), and a last push after the step
+sweeps up anything else. The lake code keeps its local-disk guarantees (atomic renames, folder
+swaps, locks).
 
 Why a working copy rather than fsspec calls throughout: the engines (NautilusTrader's
 catalog, hftbacktest's ``.npz`` feeds) and the atomic folder swap need a real filesystem, and
