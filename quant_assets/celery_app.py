@@ -13,8 +13,8 @@ instance, executes one step of the reconstructed job and writes its events back.
 from dagster_celery.make_app import make_app
 from dagster_celery.tasks import create_task
 
-from quant_assets.settings import CELERY_CONFIG_SOURCE, celery_backend, celery_broker
+from quant_assets.settings import celery_config, celery_backend, celery_broker
 
-app = make_app({"broker": celery_broker(), "backend": celery_backend(), "include": [], "config_source": CELERY_CONFIG_SOURCE})
+app = make_app({"broker": celery_broker(), "backend": celery_backend(), "include": [], "config_source": celery_config()})
 
 execute_plan = create_task(app)

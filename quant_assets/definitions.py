@@ -19,7 +19,7 @@ from quant_assets.assets.ticks import ticks
 from quant_assets.strategies import registry
 from quant_assets.schedules import nightly_job, nightly_rebacktest
 from quant_assets.sensors import ingest_job, landing_sensor
-from quant_assets.settings import CELERY_CONFIG_SOURCE, celery_backend, celery_broker, executor_profile, sensor_interval_s
+from quant_assets.settings import celery_config, celery_backend, celery_broker, executor_profile, sensor_interval_s
 from resources import CriticResource, DuckDBResource, LakeResource
 
 SPECS = registry.load()
@@ -58,7 +58,7 @@ def _executor() -> dg.ExecutorDefinition:
         from dagster_celery import celery_executor
 
         return celery_executor.configured({"broker": celery_broker(), "backend": celery_backend(),
-                                           "config_source": CELERY_CONFIG_SOURCE}, name="celery")
+                                           "config_source": celery_config()}, name="celery")
     return dg.in_process_executor
 
 

@@ -138,12 +138,32 @@ def executor_profile() -> str:
     return value
 
 
-#: Celery settings shared by the launcher (the executor's config) and the workers (celery_app).
-CELERY_CONFIG_SOURCE = {
-    # One step at a time per worker process: a step holds a month of ticks in an engine.
-    "worker_prefetch_multiplier": 1,
-    "broker_connection_retry_on_startup": True,
-}
+CELERY_REDELIVER_ENV = "QUANT_CELERY_REDELIVER_S"
+DEFAULT_CELERY_REDELIVER_S = 6 * 3600
+
+
+def celery_config() -> dict[str, object]:
+    """Celery settings shared by the launcher (the executor's config) and the workers (celery_app).
+
+    A step's task is acknowledged when it ends, not when a worker takes it (``task_acks_late``):
+    if the worker's whole machine is lost, the broker hands the task to another worker after
+    ``$QUANT_CELERY_REDELIVER_S`` seconds (Redis's visibility timeout; default 6 h, longer than
+    any step should take, since a task still running past it would be handed out twice)."""
+    value = os.environ.get(CELERY_REDELIVER_ENV) or str(DEFAULT_CELERY_REDELIVER_S)
+    try:
+        redeliver_s = int(value)
+        if redeliver_s <= 0:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"{CELERY_REDELIVER_ENV}={value!r}: expected a whole number of seconds > 0") from None
+    return {
+        # One step at a time per worker process: a step holds a month of ticks in an engine.
+        "worker_prefetch_multiplier": 1,
+        "broker_connection_retry_on_startup": True,
+        "task_acks_late": True,
+        "broker_transport_options": {"visibility_timeout": redeliver_s},
+        "result_backend_transport_options": {"visibility_timeout": redeliver_s},
+    }
 
 
 def celery_broker() -> str:

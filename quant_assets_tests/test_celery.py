@@ -6,7 +6,9 @@ Checks: every step ran in a worker, never in the launching process, and both wor
 steps; the engine pool's limit (1 here) held across the workers (sampled from the pool's claims); the lake equals the one the
 in-process profile builds from the same landing files, byte for byte; a worker process killed
 in the middle of a backtest (SIGKILL) fails the run with the step named, leaves the published
-slice untouched, its pool slot is released (``quant-assets free-slots``), and a re-run completes.
+slice untouched, its pool slot is released (``quant-assets free-slots``), and a re-run completes;
+a step whose whole worker (parent and pool) is lost is handed to another worker after the
+redelivery timeout and the run completes.
 """
 
 from __future__ import annotations
@@ -157,6 +159,64 @@ def test_celery_workers_run_the_steps_and_build_the_same_lake(celery_urls, tmp_p
         out, _ = proc.communicate(timeout=600)
         assert proc.returncode == 0, out[-4000:]
         assert _sha(fills) == before  # same code, same ticks: the same fills
+    finally:
+        workers.stop_all()
+
+
+def test_a_step_lost_with_its_whole_worker_is_handed_to_another_worker(celery_urls, tmp_path, monkeypatch):
+    """The worker's whole process group dies mid-step (a lost machine: nothing is left to report
+    the task). The task was not acknowledged (``task_acks_late``), so after the redelivery
+    timeout the broker hands it to another worker, and the run completes with the same bytes."""
+    import dagster as dg
+
+    from quant_assets.definitions import ASSETS
+    from quant_assets.ingest.synthetic import SyntheticSpec, write_landing
+    from quant_assets.lake.store import Lake
+    from resources import CriticResource, LakeResource
+
+    broker, backend = celery_urls
+    redeliver_s = 5
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\nconcurrency:\n  pools:\n    default_limit: 1\n")
+    lakes = {"celery": tmp_path / "lake_celery", "local": tmp_path / "lake_local"}
+    env = {**os.environ, "DAGSTER_HOME": str(home), "QUANT_LAKE": str(lakes["celery"]), "QUANT_EXECUTOR": "celery",
+           "QUANT_CELERY_BROKER": broker, "QUANT_CELERY_BACKEND": backend, "QUANT_CELERY_REDELIVER_S": str(redeliver_s),
+           "QUANT_INSTRUMENTS": str(tmp_path / "none.toml")}
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("QUANT_INSTRUMENTS", str(tmp_path / "none.toml"))
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions("symbols", ["BTCUSDT"])
+        for root in lakes.values():
+            write_landing(Lake.at(root), SyntheticSpec("BTCUSDT", "2024-01", seed=5, events=20_000))
+            assert dg.materialize(ASSETS, selection=["ticks"], partition_key="2024-01|BTCUSDT", instance=instance,
+                                  resources={"lake": LakeResource(root=str(root)), "critic": CriticResource()}).success
+        assert dg.materialize(ASSETS, selection=["backtest_ema_cross"], partition_key="2024-01|BTCUSDT", instance=instance,
+                              resources={"lake": LakeResource(root=str(lakes["local"])), "critic": CriticResource()}).success
+
+    workers = Workers(env, tmp_path)
+    try:
+        workers.start("doomed", QUANT_CRASH_AT="group:publish:backtest")
+        proc = _materialize(env, ["backtest_ema_cross"], "2024-01|BTCUSDT")
+        workers.procs["doomed"].wait(timeout=300)  # the whole worker went down with the step
+        # A worker that starts after the timeout restores the unacknowledged task at once.
+        time.sleep(redeliver_s + 2)
+        workers.start("heir")
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out[-4000:]
+        with dg.DagsterInstance.get() as instance:
+            run = instance.get_runs(limit=1)[0]  # the newest: the celery run
+            assert run.status == dg.DagsterRunStatus.SUCCESS
+            events = [rec.event_log_entry.dagster_event for rec in instance.get_records_for_run(run.run_id).records
+                      if rec.event_log_entry.dagster_event is not None]
+        hosts = {ev.engine_event_data.metadata["Celery worker"].value.split("@")[0]
+                 for ev in events if "in celery worker" in (ev.message or "")}
+        assert hosts == {"doomed", "heir"}, hosts
+        # The step started twice: in the doomed worker, whose events up to the kill reached the
+        # instance, then in the heir, which finished it.
+        assert [ev.step_key for ev in events if ev.event_type == dg.DagsterEventType.STEP_START] == ["backtest_ema_cross"] * 2
+        rel = "backtests/strategy=ema_cross/symbol=BTCUSDT/month=2024-01/fills.parquet"
+        assert _sha(lakes["celery"] / rel) == _sha(lakes["local"] / rel)
     finally:
         workers.stop_all()
 

@@ -15,6 +15,10 @@ CRASH_ENV = "QUANT_CRASH_AT"
 
 
 def crash_point(name: str) -> None:
-    """SIGKILL this process if ``$QUANT_CRASH_AT`` equals ``name``."""
-    if os.environ.get(CRASH_ENV) == name:
+    """SIGKILL this process if ``$QUANT_CRASH_AT`` equals ``name``; with ``group:<name>``, its
+    whole process group (a Celery worker with its pool: a lost machine, nothing left to report)."""
+    value = os.environ.get(CRASH_ENV)
+    if value == name:
         os.kill(os.getpid(), signal.SIGKILL)
+    elif value == f"group:{name}":
+        os.killpg(os.getpgid(0), signal.SIGKILL)
