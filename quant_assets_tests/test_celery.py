@@ -239,3 +239,19 @@ def test_free_slots_releases_the_slot_of_an_ended_run_only(instance):
     # The waiting step of the run still going gets the slot on its next try; its claim is not touched.
     assert storage.claim_concurrency_slot("engines", running.run_id, "backtest_ema_cross").is_claimed
     assert free_ended_run_slots(instance) == []
+
+
+def test_the_redelivery_timeout_is_read_and_checked(monkeypatch):
+    import pytest
+
+    from quant_assets.settings import celery_config
+
+    monkeypatch.setenv("QUANT_CELERY_REDELIVER_S", "900")
+    config = celery_config()
+    assert config["task_acks_late"] is True and config["broker_transport_options"] == {"visibility_timeout": 900}
+    monkeypatch.delenv("QUANT_CELERY_REDELIVER_S")
+    assert celery_config()["broker_transport_options"] == {"visibility_timeout": 6 * 3600}
+    for bad in ("soon", "0", "-5"):
+        monkeypatch.setenv("QUANT_CELERY_REDELIVER_S", bad)
+        with pytest.raises(ValueError, match=rf"QUANT_CELERY_REDELIVER_S='{bad}': expected a whole number of seconds > 0"):
+            celery_config()
