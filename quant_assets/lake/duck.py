@@ -47,6 +47,7 @@ def connect(lake: Lake, database: str = ":memory:") -> duckdb.DuckDBPyConnection
     con = duckdb.connect(database)
     remote = lake.remote
     if remote is not None:
+        remote.check()  # a misspelt bucket is named, not shown as a lake without tables
         con.register_filesystem(remote.fs)
         stored = list(remote.files())  # one listing for every view
     for name, (glob, keys) in VIEWS.items():
