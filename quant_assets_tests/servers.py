@@ -16,11 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from quant_assets.devserver import free_port
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+
+def celery_worker_of(event) -> str | None:
+    """The worker name (before ``@host``) that a dagster-celery "executing steps in celery
+    worker" engine event names, or None for any other event (or None)."""
+    if event is None or "in celery worker" not in (event.message or ""):
+        return None
+    return event.engine_event_data.metadata["Celery worker"].value.split("@")[0]
 
 
 def _wait_port(proc: subprocess.Popen, port: int, log: Path, what: str, timeout_s: float = 60) -> None:

@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from quant_assets_tests.servers import Workers
+from quant_assets_tests.servers import Workers, celery_worker_of
 
 SLICES = [("2024-01", "BTCUSDT"), ("2024-01", "ETHUSDT"), ("2024-02", "BTCUSDT"), ("2024-02", "ETHUSDT")]
 SELECTION = ["ticks", "bars_1m", "sweep_ema_cross", "backtest_ema_cross", "backtest_mean_reversion", "metrics_ema_cross"]
@@ -108,8 +108,8 @@ def test_celery_workers_run_the_steps_and_build_the_same_lake(celery_urls, tmp_p
                         continue
                     if ev.event_type == dg.DagsterEventType.STEP_SUCCESS:
                         step_pids.add(ev.pid)
-                    if ev.event_type == dg.DagsterEventType.ENGINE_EVENT and "in celery worker" in (ev.message or ""):
-                        hosts.add(ev.engine_event_data.metadata["Celery worker"].value.split("@")[0])
+                    if worker := celery_worker_of(ev):
+                        hosts.add(worker)
         assert step_pids and not step_pids & set(launchers), "a step ran in the launching process"
         assert hosts == {"w1", "w2"}, hosts
         # The engine steps of the celery runs claimed the pool's one slot, never two at once.
@@ -209,8 +209,7 @@ def test_a_step_lost_with_its_whole_worker_is_handed_to_another_worker(celery_ur
             assert run.status == dg.DagsterRunStatus.SUCCESS
             events = [rec.event_log_entry.dagster_event for rec in instance.get_records_for_run(run.run_id).records
                       if rec.event_log_entry.dagster_event is not None]
-        hosts = {ev.engine_event_data.metadata["Celery worker"].value.split("@")[0]
-                 for ev in events if "in celery worker" in (ev.message or "")}
+        hosts = {celery_worker_of(ev) for ev in events} - {None}
         assert hosts == {"doomed", "heir"}, hosts
         # The step started twice: in the doomed worker, whose events up to the kill reached the
         # instance, then in the heir, which finished it.

@@ -20,7 +20,7 @@ from quant_assets.devserver import DevServer
 from quant_assets.ingest.synthetic import SyntheticSpec, write_landing
 from quant_assets.lake.store import Lake
 from quant_assets.settings import _DAGSTER_YAML
-from quant_assets_tests.servers import Workers, make_bucket, s3_env
+from quant_assets_tests.servers import Workers, celery_worker_of, make_bucket, s3_env
 from resources import CriticResource, LakeResource
 
 SLICES = [("2024-01", "BTCUSDT"), ("2024-02", "BTCUSDT"), ("2024-01", "ETHUSDT"), ("2024-02", "ETHUSDT")]
@@ -99,8 +99,8 @@ def test_backfill_runs_on_two_workers_over_an_object_store_lake(s3_endpoint, cel
                 for rec in instance.get_records_for_run(run.run_id).records:
                     entry = rec.event_log_entry
                     ev = entry.dagster_event
-                    if ev is not None and ev.event_type == dg.DagsterEventType.ENGINE_EVENT and "in celery worker" in (ev.message or ""):
-                        hosts.add(ev.engine_event_data.metadata["Celery worker"].value.split("@")[0])
+                    if worker := celery_worker_of(ev):
+                        hosts.add(worker)
                     if ev is None and "pulled" in (entry.user_message or ""):
                         pulls.append(entry.user_message)
         assert hosts == {"w1", "w2"}, hosts
