@@ -81,7 +81,7 @@ def _sync(lake, instance) -> int:
     return 1 if failed else 0
 
 
-_COLOUR = {"materialized": "green", "missing": "red", "stale": "yellow", "sources changed": "yellow", "waiting": "blue"}
+_COLOUR = {"materialized": "green", "missing": "red", "stale": "yellow", "sources changed": "yellow", "waiting": "blue", "n/a": "magenta"}
 
 
 def _cell(state) -> str:
@@ -110,6 +110,11 @@ def _print_status(lake, instance, slices) -> None:
             row.append(" / ".join(_cell(p) for p in parts if p is not None))
         table.add_row(f"{month}|{symbol}", *row)
     console.print(table)
+    not_applicable = sorted({(s.asset.to_user_string().removeprefix("backtest_"), s.reason) for s in states
+                             if s.state == "n/a" and s.asset.to_user_string().startswith("backtest_")})
+    for strategy, reason in not_applicable:
+        n = sum(1 for s in states if s.state == "n/a" and s.asset.to_user_string() == f"backtest_{strategy}" and s.reason == reason)
+        console.print(f"[magenta]n/a[/] {strategy} on {n} slice(s): {reason}")
     if research:
         extra = Table(title="research slices (bars, vectorised sweeps, engine agreement, hand-offs)")
         extra.add_column("partition", no_wrap=True)

@@ -50,17 +50,22 @@ def _waits(lake: Lake, key: dg.AssetKey, symbol: str, month: str) -> bool:
     return not next_month_ready(lake, name.removeprefix(prefix), symbol, month)
 
 
+#: States that need no run: done, waiting for the next month, or not applicable to the data.
+SETTLED = ("materialized", "waiting", "n/a")
+
+
 @dataclass(frozen=True)
 class SliceState:
     asset: dg.AssetKey
     month: str  # YYYY-MM, or ALL_MONTHS for a roll-up
     symbol: str
-    state: str  # materialized | missing | stale | sources changed | waiting
+    state: str  # materialized | missing | stale | sources changed | waiting | n/a
     rows: int | None = None
+    reason: str | None = None  # why a slice is n/a
 
     @property
     def needs_run(self) -> bool:
-        return self.state not in ("materialized", "waiting")
+        return self.state not in SETTLED
 
     @property
     def is_rollup(self) -> bool:
@@ -91,6 +96,32 @@ def discover(lake: Lake, instance: dg.DagsterInstance, log: Callable[[str], None
     return sorted(slices)
 
 
+def _strategy_engines() -> dict[str, str]:
+    """Asset name -> engine of its strategy, for every per-strategy asset whose applicability
+    follows its backtest's (backtest, metrics, critique, out-of-sample test, report)."""
+    from quant_assets.definitions import SPECS
+
+    out = {}
+    for name, spec in SPECS.items():
+        for prefix in ("backtest_", "metrics_", "critique_", "oos_validation_", "report_"):
+            out[prefix + name] = spec.engine
+    return out
+
+
+def _fidelity(mat: dg.AssetMaterialization | None) -> str | None:
+    """The fidelity a ``ticks`` materialization recorded (older ones: from its counts)."""
+    from quant_assets.engines.fidelity import fidelity_of
+
+    if mat is None:
+        return None
+    meta = mat.metadata
+    if "fidelity" in meta:
+        return str(meta["fidelity"].value)
+    if "quotes" in meta and "trades" in meta:
+        return fidelity_of(int(meta["quotes"].value), int(meta["trades"].value))
+    return None
+
+
 def _last_materialization(instance: dg.DagsterInstance, key: dg.AssetKey, pk: str) -> dg.AssetMaterialization | None:
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=key, asset_partitions=[pk]), limit=1
@@ -114,13 +145,36 @@ def plan(
     keys = [k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable]
     slice_keys = [k for k in keys if graph.get(k).partitions_def == month_symbol_partitions]
     rollup_keys = [k for k in keys if graph.get(k).partitions_def == symbol_partitions]
+    from quant_assets.engines.fidelity import not_applicable
+
     targets = [(month, symbol, str(partition_key(month, symbol)), slice_keys) for month, symbol in slices]
     targets += [(ALL_MONTHS, symbol, symbol, rollup_keys) for symbol in sorted({s for _, s in slices})]
+    engines = _strategy_engines()
+    ticks_key = dg.AssetKey("ticks")
+    mats: dict[tuple[dg.AssetKey, str], dg.AssetMaterialization | None] = {}
+    fidelity: dict[tuple[str, str], str | None] = {}
+    for month, symbol in slices:
+        pk = str(partition_key(month, symbol))
+        mats[(ticks_key, pk)] = _last_materialization(instance, ticks_key, pk)
+        fidelity[(month, symbol)] = _fidelity(mats[(ticks_key, pk)])
+
+    def n_a(key: dg.AssetKey, month: str, symbol: str) -> str | None:
+        engine = engines.get(key.path[-1])
+        if engine is None:
+            return None
+        months = [fidelity.get((month, symbol))] if month != ALL_MONTHS else [f for (m, s), f in fidelity.items() if s == symbol]
+        reasons = [not_applicable(engine, f) if f else None for f in months]
+        return reasons[0] if reasons and all(reasons) else None
+
     out = []
     for month, symbol, pk, target_keys in targets:
         for key in target_keys:
-            mat = _last_materialization(instance, key, pk)
+            mat = mats[(key, pk)] if (key, pk) in mats else _last_materialization(instance, key, pk)
             rows = None
+            reason = n_a(key, month, symbol)
+            if mat is None and reason is not None:
+                out.append(SliceState(key, month, symbol, "n/a", None, reason))
+                continue
             if mat is None:
                 state = "waiting" if _waits(lake, key, symbol, month) else "missing"
             else:
@@ -137,6 +191,12 @@ def plan(
     return out
 
 
+def _not_done(result: dg.ExecuteInProcessResult) -> set[str]:
+    """Assets (user strings) whose step failed or was skipped in ``result``: in process, an
+    asset's step key is its name."""
+    return {e.step_key for e in result.all_events if e.step_key and (e.is_step_failure or e.is_step_skipped)}
+
+
 def run_slices(
     instance: dg.DagsterInstance, states: list[SliceState], resources: dict | None = None, log_level: str = "WARNING",
     replan: Callable[[], list[SliceState]] | None = None,
@@ -146,7 +206,9 @@ def run_slices(
     pass over the slices that still need a run (an out-of-sample validation of month M can only
     run once month M+1 exists); then one run per symbol for its roll-ups (those that were not
     up to date, and all of them where a slice ran). Yields (month, symbol, result) as runs
-    finish; roll-up runs have ``month == ALL_MONTHS``. A failed run does not stop the others."""
+    finish; roll-up runs have ``month == ALL_MONTHS``. A failed run does not stop the others,
+    and no asset of a slice that failed (or was skipped after a failure) runs again in the same
+    call: one invocation never runs a failing step twice."""
     slice_keys = {s.asset for s in states if not s.is_rollup}
     rollup_keys = {s.asset for s in states if s.is_rollup}
     by_slice: dict[tuple[str, str], list[dg.AssetKey]] = {}
@@ -158,6 +220,7 @@ def run_slices(
             else:
                 by_slice.setdefault((s.month, s.symbol), []).append(s.asset)
     config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+    failed: set[tuple[str, str, str]] = set()
     for (month, symbol), keys in sorted(by_slice.items()):
         result = dg.materialize(
             ASSETS,
@@ -170,11 +233,12 @@ def run_slices(
             run_config=config,
         )
         rollups.setdefault(symbol, set()).update(rollup_keys)
+        failed.update((month, symbol, k) for k in _not_done(result))
         yield month, symbol, result
     if replan is not None and by_slice:
         again: dict[tuple[str, str], list[dg.AssetKey]] = {}
         for s in replan():
-            if s.needs_run and not s.is_rollup:
+            if s.needs_run and not s.is_rollup and (s.month, s.symbol, s.asset.to_user_string()) not in failed:
                 again.setdefault((s.month, s.symbol), []).append(s.asset)
         for (month, symbol), keys in sorted(again.items()):
             result = dg.materialize(

@@ -88,14 +88,28 @@ def test_a_parameter_change_makes_only_that_strategys_slices_stale(lake, instanc
                       "backtest_market_maker": "materialized", "backtest_mean_reversion": "stale"}
 
 
-def test_a_partition_with_only_trades_fails_clearly_and_publishes_nothing(lake, instance):
-    b.write(lake.landing_dir("BTCUSDT") / "BTCUSDT-trades-2024-01.csv", b.binance_trades_csv(5))
+def test_a_trades_only_month_backtests_on_trades_and_the_market_maker_is_not_applicable(lake, instance):
+    # Binance spot publishes trades only: the NautilusTrader strategies run on quotes made from
+    # the trades (labelled), the market maker is n/a with its reason, the run succeeds, and
+    # sync neither fails nor runs anything again.
+    b.write(lake.landing_dir("BTCUSDT") / "BTCUSDT-trades-2024-01.csv", b.binance_trades_csv(400))
     instance.add_dynamic_partitions("symbols", ["BTCUSDT"])
     result = _materialize(instance)
-    assert not result.success
-    assert result.asset_materializations_for_node("ticks")
-    for name in STRATEGIES:
-        (failure,) = [e for e in result.all_events if e.is_step_failure and e.step_key == f"backtest_{name}"]
-        message = failure.step_failure_data.user_failure_data.description
-        assert f"backtest_{name} {PK}" in message and "only trades" in message, message
-        assert not lake.backtest_dir(name, "BTCUSDT", "2024-01").exists()
+    assert result.success
+    (ticks_mat,) = result.asset_materializations_for_node("ticks")
+    assert ticks_mat.metadata["fidelity"].value == "trades-only"
+    for name in ("ema_cross", "mean_reversion"):
+        (mat,) = result.asset_materializations_for_node(f"backtest_{name}")
+        assert mat.metadata["fidelity"].value == "trades-only"
+        assert "quotes made from trades" in mat.metadata["fidelity_assumption"].value
+        manifest = json.loads((lake.backtest_dir(name, "BTCUSDT", "2024-01") / "manifest.json").read_text())
+        assert manifest["fidelity"] == "trades-only"
+    assert not result.asset_materializations_for_node("backtest_market_maker")
+    assert not lake.backtest_dir("market_maker", "BTCUSDT", "2024-01").exists()
+    (obs,) = [e for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION" and e.step_key == "backtest_market_maker"]
+    assert "not applicable on trades-only data" in obs.event_specific_data.asset_observation.metadata["not_applicable"].value
+    states = {s.asset.path[0]: s for s in sync.plan(lake, instance, [("2024-01", "BTCUSDT")])}
+    for name in ("backtest_market_maker", "metrics_market_maker", "critique_market_maker", "oos_validation_market_maker"):
+        assert states[name].state == "n/a" and "trades-only" in states[name].reason, name
+    assert not states["backtest_market_maker"].needs_run
+    assert states["report_market_maker"].state == "n/a"

@@ -112,11 +112,11 @@ def test_fx_quotes_without_sizes_are_backtested(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("frame", "message"),
     [
-        (lambda: trades([100.0, 100.1], [1, -1], t0=1_704_067_200_000_000_000), "only trades"),
+        (lambda: trades([100.0], [1], t0=1_704_067_200_000_000_000), "1 trade"),
         (lambda: around([100.0]), "1 quote(s)"),
         (lambda: quotes([100.0, 100.0, 100.005], [100.02, 100.02, 100.02]), "not multiples of the instrument's tick size 0.01"),
     ],
-    ids=["only-trades", "single-tick", "off-grid-price"],
+    ids=["single-trade", "single-tick", "off-grid-price"],
 )
 def test_unusable_partitions_fail_clearly_before_the_engine_starts(tmp_path: Path, frame, message: str) -> None:
     path = write(frame(), tmp_path / "month=2024-01" / "part-0.parquet")
@@ -128,3 +128,76 @@ def test_unusable_partitions_fail_clearly_before_the_engine_starts(tmp_path: Pat
 def test_a_missing_partition_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(BacktestInputError, match="no ticks partition"):
         run_nautilus(tmp_path / "nope.parquet", INSTRUMENT, EMA, EMA_PARAMS)
+
+
+# ---- mean_reversion: every bracket leg, rejections, partial fills, the holding limit -------------
+MR_CALM = (CALM_BIDS, CALM_ASKS)
+
+
+def _mr(tmp_path: Path, bids: list[float], asks: list[float], params: dict | None = None, ask_sz=None, bid_sz=None):
+    df = quotes(bids, asks)
+    if ask_sz is not None:
+        df = df.with_columns(ask_sz=pl.Series(ask_sz, dtype=pl.Float64), bid_sz=pl.Series(bid_sz, dtype=pl.Float64))
+    p = {**MR_PARAMS, **(params or {})}
+    run = run_nautilus(write(df, tmp_path / "t.parquet"), INSTRUMENT, MR, p)
+    from quant_assets.engines.invariants import check_backtest
+    from quant_assets.engines.result import finalize_with_flows
+
+    fills, equity, flows = finalize_with_flows(run)
+    checks = {c.name: c.passed for c in check_backtest(fills, equity, flows, 100_000.0, {"max_hold_s": 14_400.0, **p})}
+    return run, fills, checks
+
+
+def test_mean_reversion_stop_loss_fires_when_the_market_falls_through_it(tmp_path: Path) -> None:
+    # Entry at 99.89; stop 50 bps below = 99.39; the bid falls to 99.30.
+    run, fills, checks = _mr(tmp_path, CALM_BIDS + [99.89, 99.80, 99.85, 99.60, 99.30, 99.30, 99.30],
+                             CALM_ASKS + [99.91, 99.85, 99.87, 99.62, 99.32, 99.32, 99.32])
+    assert fills.select("side", "price", "reason").rows() == [(1, 99.89, "entry"), (-1, 99.39, "stop")]
+    assert all(checks.values()), checks
+
+
+def test_mean_reversion_exits_at_once_when_the_venue_rejects_its_stop(tmp_path: Path) -> None:
+    # The ask gaps from 99.91 to 99.00 in one tick: the buy limit at 99.89 fills, but the stop
+    # (99.39) is already in the market (bid 98.98): the venue rejects it, the take-profit goes
+    # with it (one cancels the other), and the strategy closes at market on that very tick
+    # instead of holding a naked position for the rest of the month.
+    run, fills, checks = _mr(tmp_path, CALM_BIDS + [99.89, 98.98, 98.98, 98.98, 98.98],
+                             CALM_ASKS + [99.91, 99.00, 99.00, 99.00, 99.00])
+    assert fills.select("side", "price", "reason").rows() == [(1, 99.89, "entry"), (-1, 98.98, "protective-exit")]
+    assert fills["ts"][0] == fills["ts"][1]
+    assert run.counters["protective_exits"] == 1
+    assert all(checks.values()), checks
+
+
+def test_mean_reversion_closes_a_position_held_past_max_hold_s(tmp_path: Path) -> None:
+    run, fills, checks = _mr(tmp_path, CALM_BIDS + [99.89, 99.80] + [99.85] * 7, CALM_ASKS + [99.91, 99.85] + [99.87] * 7,
+                             {"max_hold_s": 3.0})
+    assert fills["reason"].to_list() == ["entry", "max-hold"]
+    assert (fills["ts"][1] - fills["ts"][0]) / 1e9 == pytest.approx(3.0)
+    assert run.counters["max_hold_exits"] == 1 and all(checks.values()), checks
+
+
+def test_mean_reversion_bracket_with_partial_fills_closes_the_whole_position(tmp_path: Path) -> None:
+    # Only 5 of the 10.01 are offered when the ask crosses the entry; the take-profit is then
+    # hit by a bid of 3 lots: every part of the position leaves through its exits.
+    sizes = [1_000.0] * 10
+    run, fills, checks = _mr(
+        tmp_path, CALM_BIDS + [99.89, 99.80, 99.85] + [100.05] * 5, CALM_ASKS + [99.91, 99.85, 99.87] + [100.07] * 5,
+        ask_sz=sizes + [1_000.0, 5.0] + [1_000.0] * 6, bid_sz=sizes + [1_000.0] * 3 + [3.0] * 5,
+    )
+    assert fills["reason"].to_list()[:1] == ["entry"] and fills["qty"][0] == 5.0
+    assert set(fills["reason"].to_list()) == {"entry", "take-profit"}
+    assert fills["position"][-1] == 0.0 and all(checks.values()), checks
+
+
+def test_trades_only_data_runs_on_quotes_made_from_trades_and_says_so(tmp_path: Path) -> None:
+    # Prices 100 (warm-up), 101, 99: the made touch is ±1 bp (at least a tick) around each trade.
+    t0 = 1_704_067_200_000_000_000
+    prices = [100.0] * 5 + [101.0] * 5 + [99.0] * 5
+    path = write(trades(prices, [1, -1] * 7 + [1], t0=t0), tmp_path / "t.parquet")
+    run = run_nautilus(path, INSTRUMENT, EMA, EMA_PARAMS)
+    fills, _ = finalize(run)
+    assert run.fidelity == "trades-only"
+    assert any("quotes made from trades" in n for n in run.notes)
+    assert fills["side"].to_list() == [1, -1, 1]
+    assert fills["price"].to_list() == [101.02, 98.99, 99.01]  # 101 + max(1 bp, 1 tick) rounded up; 99 - 0.0099 down

@@ -32,11 +32,12 @@ from quant_assets.analytics.returns import ReturnSeries, sample_returns
 from quant_assets.analytics.trades import (
     TRADE_SCHEMA, TRADE_STATS, market_context, portfolio, regime_summary, sample_regimes, trade_table, vectorbt_trade_stats,
 )
+from quant_assets.engines.result import empty_cashflows
 from quant_assets.lake.store import Lake, atomic_dir, file_sha256
 
 #: Bump when the definition of a stored metric changes: every metrics slice and every roll-up
 #: becomes stale, backtests do not.
-ANALYTICS_VERSION = "1"
+ANALYTICS_VERSION = "2"
 
 AGREEMENT = ("vbt_total_return", "vbt_sharpe", "vbt_max_drawdown")
 
@@ -46,6 +47,9 @@ METRICS_SCHEMA: dict[str, pl.DataType] = {
     "interval_s": pl.Float64(), "trading_days": pl.Int64(), "periods_per_year": pl.Float64(), "periods": pl.Int64(),
     "starting_equity": pl.Float64(), "final_equity": pl.Float64(), "pnl": pl.Float64(), "gross_pnl": pl.Float64(),
     "fees": pl.Float64(), "turnover": pl.Float64(), "fills": pl.Int64(), "time_in_market": pl.Float64(),
+    # What the result was built from and what the account did (see engines.account, the manifest).
+    "instrument_kind": pl.String(), "fidelity": pl.String(), "funding_status": pl.String(), "funding_pnl": pl.Float64(),
+    "liquidated": pl.Boolean(), "liquidated_at": pl.Int64(), "orders_refused": pl.Int64(),
     **{name: pl.Float64() for name in PERIOD_METRICS},
     **{name: (pl.Int64() if name == "trades" else pl.Float64()) for name in TRADE_STATS},
     **{name: pl.Float64() for name in AGREEMENT},
@@ -63,6 +67,7 @@ class BacktestSlice:
     equity: pl.DataFrame
     manifest: dict[str, Any]
     directory: Path
+    cashflows: pl.DataFrame | None = None  # funding and insurance (quote currency, received positive)
 
     @property
     def interval_s(self) -> float:
@@ -83,7 +88,8 @@ def read_backtest(lake: Lake, strategy: str, symbol: str, month: str) -> Backtes
     for name, digest in manifest.get("files", {}).items():
         if not (d / name).exists() or file_sha256(d / name) != digest:
             raise BacktestSliceError(f"{d / name}: does not match the hash in manifest.json (a write was interrupted or the file was edited); re-materialise the backtest")
-    return BacktestSlice(pl.read_parquet(d / "fills.parquet"), pl.read_parquet(d / "equity.parquet"), manifest, d)
+    flows = pl.read_parquet(d / "cashflows.parquet") if (d / "cashflows.parquet").exists() else empty_cashflows()
+    return BacktestSlice(pl.read_parquet(d / "fills.parquet"), pl.read_parquet(d / "equity.parquet"), manifest, d, flows)
 
 
 def backtest_data_version(manifest: dict[str, Any]) -> str:
@@ -159,12 +165,33 @@ def compute(bt: BacktestSlice, trading_days: int, quotes: pl.LazyFrame | None, s
         "fills": len(fills),
         "time_in_market": float(np.mean(pos != 0)) if len(pos) else None,
         **m.values,
+        **_account_facts(bt),
     }
     reasons = dict(m.reasons)
+    if row["funding_pnl"] is None:
+        reasons["funding_pnl"] = f"funding {row['funding_status']} ({row['instrument_kind']})"
     if rs.notes:
         reasons["_notes"] = "; ".join(rs.notes)
     row["null_reasons"] = json.dumps(reasons, sort_keys=True)
     return SliceMetrics(row, m, rs, trades, regime_table, equity)
+
+
+def _account_facts(bt: BacktestSlice) -> dict[str, Any]:
+    """Kind, fidelity, funding and liquidation of the slice, from its manifest and cash flows."""
+    man = bt.manifest
+    flows = bt.cashflows if bt.cashflows is not None else empty_cashflows()
+    funding = flows.filter(pl.col("kind") == "funding")
+    events = man.get("account_events") or []
+    liq = [e for e in events if e.get("kind") == "liquidation"]
+    return {
+        "instrument_kind": man.get("instrument_kind", "spot"),
+        "fidelity": man.get("fidelity", "quotes+trades"),
+        "funding_status": (man.get("funding") or {}).get("status", "not applicable"),
+        "funding_pnl": float(funding["amount"].sum()) if len(funding) else (0.0 if (man.get("funding") or {}).get("status") == "applied" else None),
+        "liquidated": bool(liq),
+        "liquidated_at": int(liq[0]["ts"]) if liq else None,
+        "orders_refused": int((man.get("counters") or {}).get("orders_refused_leverage", 0)),
+    }
 
 
 def metrics_frame(row: dict[str, Any]) -> pl.DataFrame:

@@ -10,7 +10,8 @@ import dagster as dg
 from quant_assets.analytics.plots import equity_png, markdown_image
 from quant_assets.automation import ENGINE_POOL, rebuild_stale_slices
 from quant_assets.engines import ADAPTER_VERSIONS
-from quant_assets.engines.inputs import BacktestInputError
+from quant_assets.engines.inputs import BacktestInputError, NotApplicableError
+from quant_assets.engines.invariants import CHECKS
 from quant_assets.engines.runner import run_backtest
 from quant_assets.partitions import month_symbol_partitions, split_key
 from quant_assets.strategies import registry
@@ -56,8 +57,12 @@ def backtest_asset(spec: StrategySpec) -> dg.AssetsDefinition:
         tags={"quant_assets/engine": spec.engine},
         automation_condition=rebuild_stale_slices(),
         pool=ENGINE_POOL,
+        # Not applicable on a slice's fidelity (the market maker on trades-only data): the step
+        # succeeds, materialises nothing and records why (an observation), and downstream skips.
+        output_required=False,
+        check_specs=[dg.AssetCheckSpec(name, asset=f"backtest_{spec.name}", blocking=True, description=d) for name, d in CHECKS.items()],
     )
-    def _backtest(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    def _backtest(context: dg.AssetExecutionContext, lake: LakeResource):
         month, symbol = split_key(context.partition_key)
         pk = str(context.partition_key)
         try:
@@ -65,12 +70,24 @@ def backtest_asset(spec: StrategySpec) -> dg.AssetsDefinition:
                 lake.lake(), spec, symbol, month,
                 ticks_version=_ticks_data_version(context.instance, pk), code_version=code_version,
             )
+        except NotApplicableError as exc:
+            context.log.info(f"backtest_{spec.name} {pk}: n/a: {exc}")
+            context.log_event(dg.AssetObservation(
+                asset_key=context.asset_key, partition=pk,
+                metadata={"not_applicable": str(exc), "ticks_data_version": str(_ticks_data_version(context.instance, pk))},
+            ))
+            for name in CHECKS:
+                yield dg.AssetCheckResult(check_name=name, passed=True, description=f"not applicable: {exc}",
+                                          metadata={"not_applicable": True})
+            return
         except (BacktestInputError, ParamError) as exc:
             raise dg.Failure(description=f"backtest_{spec.name} {pk}: {exc}", allow_retries=False) from exc
         s, m = out.summary, out.manifest
         png = equity_png(out.equity, f"{spec.name} {symbol} {month}")
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
             metadata={
+                "fidelity": m["fidelity"],
+                **({"fidelity_assumption": m["fidelity_assumption"]} if m.get("fidelity_assumption") else {}),
                 "pnl": dg.MetadataValue.float(s["pnl"]),
                 "return_pct": dg.MetadataValue.float(s["return_pct"]),
                 "max_drawdown_pct": dg.MetadataValue.float(s["max_drawdown_pct"]),
@@ -78,6 +95,11 @@ def backtest_asset(spec: StrategySpec) -> dg.AssetsDefinition:
                 "maker_fills": dg.MetadataValue.int(s["maker_fills"]),
                 "turnover": dg.MetadataValue.float(s["turnover"]),
                 "fees": dg.MetadataValue.float(s["fees"]),
+                "funding_pnl": dg.MetadataValue.float(s["funding_pnl"]),
+                "liquidated": dg.MetadataValue.bool(bool(s["liquidated"])),
+                "instrument_kind": m["instrument_kind"],
+                "account": dg.MetadataValue.json(m["account"]),
+                "counters": dg.MetadataValue.json(m["counters"]),
                 "events": dg.MetadataValue.int(m["events"]),
                 "events_per_s": dg.MetadataValue.float(m["events_per_s"]),
                 "engine_wall_s": dg.MetadataValue.float(m["engine_wall_s"]),
@@ -88,6 +110,13 @@ def backtest_asset(spec: StrategySpec) -> dg.AssetsDefinition:
                 "equity_curve": dg.MetadataValue.md(markdown_image(png, "equity and drawdown")),
             },
             data_version=dg.DataVersion(out.data_version),
+            # Blocking: a result that breaks an invariant is kept for inspection, but metrics and
+            # critiques do not read it.
+            check_results=[
+                dg.AssetCheckResult(check_name=c.name, passed=c.passed, description=c.detail,
+                                    metadata={k: dg.MetadataValue.float(float(v)) for k, v in c.figures.items()})
+                for c in out.checks
+            ],
         )
 
     return _backtest

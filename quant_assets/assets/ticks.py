@@ -5,6 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from quant_assets.engines.fidelity import fidelity_of
 from quant_assets.ingest.build import build_partition
 from quant_assets.lake import instruments as inst_mod
 from quant_assets.lake.manifest import FileRecord
@@ -80,6 +81,8 @@ def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
             "dagster/row_count": result.rows,
             "quotes": result.quotes,
             "trades": result.trades,
+            # What the slice can support: quotes+trades, quotes-only or trades-only (engines.fidelity).
+            "fidelity": fidelity_of(result.quotes, result.trades),
             "rejected_rows": result.rejected,
             "sort_slices": result.sort_slices,
             "first_event": dg.MetadataValue.timestamp(result.ts_min / 1e9),

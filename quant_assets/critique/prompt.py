@@ -28,7 +28,7 @@ import polars as pl
 from quant_assets.critique.schema import MAX_SUGGESTIONS, Critique
 from quant_assets.strategies.spec import StrategySpec
 
-PROMPT_VERSION = "1"
+PROMPT_VERSION = "2"
 TOOL_NAME = "submit_critique"
 #: Upper bound of the serialised prompt (characters): a few thousand tokens.
 MAX_PROMPT_CHARS = 24_000
@@ -137,6 +137,16 @@ def slice_data(spec: StrategySpec, metrics_row: dict[str, Any], trades: pl.DataF
         "month": month,
         "currency": "quote currency of the instrument (PnL, fees, expectancy, trades' pnl)",
         "units": "returns, drawdowns, volatility: fractions; *_bps: basis points; *_s: seconds; hours: UTC",
+        "market_data": {
+            "instrument_kind": metrics_row.get("instrument_kind"),
+            "fidelity": metrics_row.get("fidelity"),
+            "funding": metrics_row.get("funding_status"),
+        },
+        "account": {
+            "funding_pnl": _num(metrics_row.get("funding_pnl")),
+            "liquidated": metrics_row.get("liquidated"),
+            "orders_refused_by_leverage_limit": metrics_row.get("orders_refused"),
+        },
         "metrics": {k: _num(metrics_row.get(k)) for k in METRIC_FIELDS},
         "undefined_metrics": reasons,
         "concentration": {

@@ -4,4 +4,4 @@ the engines themselves are imported inside the functions that run them."""
 
 #: Bump an adapter's version when its behaviour (fill handling, conversion, sampling)
 #: changes what a backtest produces: every slice of that engine becomes stale.
-ADAPTER_VERSIONS = {"nautilus": "nautilus_trader-1.221.0/a1", "hftbacktest": "hftbacktest-2.4.4/a1"}
+ADAPTER_VERSIONS = {"nautilus": "nautilus_trader-1.221.0/a2", "hftbacktest": "hftbacktest-2.4.4/a2"}

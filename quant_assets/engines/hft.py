@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from quant_assets.engines.account import REASON_FLATTEN, REASON_LIQUIDATION, AccountRules
 from quant_assets.engines.inputs import BacktestInputError, check_memory, inspect_ticks
 from quant_assets.engines.result import RAW_FILL_SCHEMA, SAMPLE_SCHEMA, EngineRun
 from quant_assets.lake.instruments import Instrument
@@ -135,10 +136,13 @@ def end_marker_pad_ns(p: dict[str, Any]) -> int:
 
 
 def run_loop(hbt, events: np.ndarray, end_ts: int, instrument: Instrument, p: dict[str, Any], order_qty: float,
-             skip_idle: bool = True):
-    """Run :func:`market_maker_loop` on ``hbt`` with the resolved params ``p``; returns its raw
-    output (see the loop). ``end_ts`` is the last real event's ``local_ts`` (ns)."""
+             skip_idle: bool = True, rules: AccountRules | None = None):
+    """Run :func:`market_maker_loop` on ``hbt`` with the resolved params ``p`` under the
+    account ``rules`` (default 1x from 100,000); returns its raw output (see the loop).
+    ``end_ts`` is the last real event's ``local_ts`` (ns)."""
     from quant_assets.strategies.market_maker import market_maker_loop
+
+    rules = rules or AccountRules(100_000.0)
 
     interval_ns = int(round(p["interval_ms"] * NS_PER_MS))
     equity_ns = int(round(p["equity_interval_s"] * NS_PER_S))
@@ -149,17 +153,20 @@ def run_loop(hbt, events: np.ndarray, end_ts: int, instrument: Instrument, p: di
         hbt, instrument.tick_size, instrument.lot_size, int(round(order_qty / instrument.lot_size)),
         float(p["half_spread_ticks"]), float(p["skew_ticks"]), int(p["max_position_orders"]),
         interval_ns, equity_ns, int(end_ts), FILL_CAPACITY, int(sample_capacity), skip_idle,
+        float(rules.starting_cash), float(rules.max_leverage), float(rules.maintenance_margin), float(rules.ruin_floor),
+        float(instrument.maker_fee), float(instrument.taker_fee),
     )
 
 
-def _fills_frame(raw: np.ndarray, instrument: Instrument) -> pl.DataFrame:
+def _fills_frame(raw: np.ndarray, instrument: Instrument, close_oid: int = -1, close_reason: str = REASON_FLATTEN) -> pl.DataFrame:
     """The loop's int64 fill buffer as a raw-fills frame, sorted by time then order id (the
     synthetic close last); prices and quantities rounded to the instrument's precisions so
     float noise of ``ticks * tick_size`` does not leak into the stored values."""
     from quant_assets.strategies.market_maker import SYNTHETIC_ORDER_ID
 
+    schema = {**RAW_FILL_SCHEMA, "reason": pl.String()}
     if len(raw) == 0:
-        return pl.DataFrame(schema=RAW_FILL_SCHEMA)
+        return pl.DataFrame(schema=schema)
     ts, side, lots, px_tick, maker, oid = (raw[:, i] for i in range(6))
     synthetic = oid == SYNTHETIC_ORDER_ID
     order = np.lexsort((oid, synthetic, ts))
@@ -178,14 +185,16 @@ def _fills_frame(raw: np.ndarray, instrument: Instrument) -> pl.DataFrame:
             "fee": np.where(maker, instrument.maker_fee, instrument.taker_fee) * price * qty,
             "liquidity": pl.Series(maker).replace_strict({True: "maker", False: "taker"}, return_dtype=RAW_FILL_SCHEMA["liquidity"]),
             "order_id": order_id,
+            # The closing IOC and the synthetic close: the month's end, or a liquidation.
+            "reason": pl.Series([close_reason if c else None for c in (synthetic[order] | (oid[order] == close_oid))], dtype=pl.String()),
         },
-        schema=RAW_FILL_SCHEMA,
+        schema=schema,
     )
 
 
 def run_hftbacktest_with_state(
     ticks_path: Path, instrument: Instrument, params: dict[str, Any], starting_cash: float = 100_000.0,
-    skip_idle: bool = True,
+    skip_idle: bool = True, rules: AccountRules | None = None,
 ) -> tuple[EngineRun, EngineState]:
     """:func:`run_hftbacktest`, plus hftbacktest's own end-of-run state (for reconciliation).
     ``skip_idle=False`` steps the loop through every decision point (the reference behaviour)."""
@@ -196,11 +205,12 @@ def run_hftbacktest_with_state(
 
     ticks_path = Path(ticks_path)
     p = _resolve(params)
-    stats = inspect_ticks(ticks_path, instrument)
+    stats = inspect_ticks(ticks_path, instrument, engine="hftbacktest")
     check_memory(ticks_path, "hftbacktest", stats.quotes + stats.trades, HFT_BYTES_PER_TICK, HFT_FIXED_BYTES)
     if hftbacktest.__version__ != ENGINE_VERSION:
         raise RuntimeError(f"hftbacktest {hftbacktest.__version__} installed; this adapter is written for {ENGINE_VERSION}")
 
+    rules = rules or AccountRules(starting_cash)
     t0 = time.perf_counter()
     ticks = read_ticks(ticks_path)
     order_qty = order_quantity(p["order_notional"], _first_mid(ticks, ticks_path), instrument.lot_size, instrument.size_precision)
@@ -215,11 +225,12 @@ def run_hftbacktest_with_state(
     event_rows = len(events)
     hbt = build_backtest(events, instrument, p)
     try:
-        raw, sample_ts, sample_mid, info_arr = run_loop(hbt, events, end_ts, instrument, p, order_qty, skip_idle)
+        raw, sample_ts, sample_mid, info_arr = run_loop(hbt, events, end_ts, instrument, p, order_qty, skip_idle, rules)
     finally:
         hbt.close()
     info = dict(zip(INFO_FIELDS, info_arr.tolist()))
-    fills = _fills_frame(raw, instrument)
+    halted = bool(info["halted"])
+    fills = _fills_frame(raw, instrument, int(info["close_oid"]), REASON_LIQUIDATION if halted else REASON_FLATTEN)
     samples = pl.DataFrame({"ts": sample_ts, "mid": sample_mid}, schema=SAMPLE_SCHEMA)
     wall = time.perf_counter() - t0
     del events  # only now: hftbacktest read it in place until close()
@@ -247,14 +258,26 @@ def run_hftbacktest_with_state(
             f"hftbacktest's own position {state.position:.10g} differs from the recorded fills' {recorded:.10g}: "
             "2.4.4 applies only the last execution of a partially filled order to its state"
         )
+    account_events = []
+    if halted:
+        account_events.append({
+            "ts": int(info["halt_ts"]), "kind": REASON_LIQUIDATION, "equity": float(info["halt_equity"]),
+            "position": float(info["halt_position_lots"]) * lot, "mark": float(info["halt_mid"]),
+            "detail": f"equity {info['halt_equity']:.2f} at or below maintenance {rules.maintenance_margin:g} x |position| x mid "
+                      f"or the ruin floor {rules.ruin_floor:g}; closed at the touch, no quoting for the rest of the month",
+        })
+        notes.append(account_events[-1]["detail"])
+    counters = {"orders_refused_leverage": int(info["quotes_refused_leverage"]), "liquidations": len(account_events)}
     run = EngineRun(
         fills=fills, samples=samples, engine=ENGINE, engine_version=ENGINE_VERSION, events=n_ticks, wall_s=wall,
         starting_cash=starting_cash, quote_currency=instrument.quote_currency, notes=notes,
+        account_events=account_events, counters=counters, fidelity=stats.fidelity,
     )
     return run, state
 
 
-def run_hftbacktest(ticks_path: Path, instrument: Instrument, params: dict[str, Any], starting_cash: float = 100_000.0) -> EngineRun:
+def run_hftbacktest(ticks_path: Path, instrument: Instrument, params: dict[str, Any], starting_cash: float = 100_000.0,
+                    rules: AccountRules | None = None) -> EngineRun:
     """Backtest the ``market_maker`` strategy with ``params`` (validated against its spec;
     missing ones take their defaults) on one canonical ticks partition.
 
@@ -263,4 +286,4 @@ def run_hftbacktest(ticks_path: Path, instrument: Instrument, params: dict[str, 
     Raises :class:`~quant_assets.engines.inputs.BacktestInputError` for an unusable partition
     and :class:`~quant_assets.strategies.spec.ParamError` for bad parameters.
     """
-    return run_hftbacktest_with_state(ticks_path, instrument, params, starting_cash)[0]
+    return run_hftbacktest_with_state(ticks_path, instrument, params, starting_cash, rules=rules)[0]

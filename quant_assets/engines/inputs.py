@@ -8,11 +8,17 @@ from pathlib import Path
 
 import polars as pl
 
+from quant_assets.engines.fidelity import EMPTY, TRADES_ONLY, fidelity_of, not_applicable
 from quant_assets.lake.instruments import Instrument
 
 
 class BacktestInputError(ValueError):
     """The partition cannot be backtested as it is; the message names the file and why."""
+
+
+class NotApplicableError(BacktestInputError):
+    """The strategy cannot run on this slice's data fidelity (the market maker on trades-only
+    data): not a failure of the slice, which says ``n/a`` with this reason."""
 
 
 class MemoryBudgetError(BacktestInputError):
@@ -47,16 +53,29 @@ class TickStats:
     first_ts: int | None
     last_quote_ts: int | None
     off_grid_prices: int
+    last_trade_ts: int | None = None
 
     @property
     def events(self) -> int:
         return self.quotes + self.trades
 
+    @property
+    def fidelity(self) -> str:
+        return fidelity_of(self.quotes, self.trades)
 
-def inspect_ticks(path: Path, instrument: Instrument, grid_tolerance: float = 1e-6) -> TickStats:
-    """Check a partition for a backtest: it exists, has at least two quotes (a mid and a
-    change of it), and every price lies on the instrument's tick grid (within
-    ``grid_tolerance`` ticks). Raises :class:`BacktestInputError` otherwise."""
+    @property
+    def last_signal_ts(self) -> int | None:
+        """ts_recv (ns) of the month's last quote, or of its last trade on trades-only data:
+        where the strategies flatten."""
+        return self.last_quote_ts if self.fidelity != TRADES_ONLY else self.last_trade_ts
+
+
+def inspect_ticks(path: Path, instrument: Instrument, grid_tolerance: float = 1e-6, engine: str = "nautilus") -> TickStats:
+    """Check a partition for a backtest on ``engine``: it exists, has at least two quotes (a mid
+    and a change of it) or, where the engine's strategies can run on trades alone (see
+    :mod:`quant_assets.engines.fidelity`), two trades, and every price lies on the instrument's
+    tick grid (within ``grid_tolerance`` ticks). Raises :class:`NotApplicableError` when the
+    data's fidelity does not suit the engine, :class:`BacktestInputError` otherwise."""
     if not path.exists():
         raise BacktestInputError(f"{path}: no ticks partition (materialise `ticks` for it first)")
     tick = instrument.tick_size
@@ -68,17 +87,22 @@ def inspect_ticks(path: Path, instrument: Instrument, grid_tolerance: float = 1e
             trades=(pl.col("kind") == "trade").sum(),
             first_ts=pl.col("ts_recv").min(),
             last_quote_ts=pl.col("ts_recv").filter(pl.col("kind") == "quote").max(),
+            last_trade_ts=pl.col("ts_recv").filter(pl.col("kind") == "trade").max(),
             off_grid=off("bid_px") + off("ask_px") + off("price"),
         )
         .collect()
         .row(0, named=True)
     )
-    stats = TickStats(path, int(row["quotes"]), int(row["trades"]), row["first_ts"], row["last_quote_ts"], int(row["off_grid"] or 0))
-    if stats.quotes < 2:
+    stats = TickStats(path, int(row["quotes"]), int(row["trades"]), row["first_ts"], row["last_quote_ts"], int(row["off_grid"] or 0),
+                      row["last_trade_ts"])
+    reason = not_applicable(engine, stats.fidelity)
+    if reason is not None:
+        raise NotApplicableError(f"{path}: {stats.quotes} quote(s) and {stats.trades} trade(s) (only trades): {reason}")
+    if stats.fidelity == EMPTY:
         what = "only trades" if stats.trades else "no ticks"
         raise BacktestInputError(
             f"{path}: {stats.quotes} quote(s) and {stats.trades} trade(s) ({what}); the strategies need "
-            "at least two L1 quotes (a mid price and a change of it)"
+            "at least two L1 quotes (a mid price and a change of it), or two trades on trades-only data"
         )
     if stats.off_grid_prices:
         raise BacktestInputError(

@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from quant_assets.engines.account import AccountRules
+from quant_assets.engines.fidelity import TRADES_ONLY, TRADES_ONLY_HALF_SPREAD_BPS, assumption
 from quant_assets.engines.inputs import inspect_ticks
 from quant_assets.engines.result import EngineRun, raw_fills
 from quant_assets.lake.instruments import Instrument
@@ -118,9 +120,20 @@ def _engine(instrument, starting_cash: float):
     return engine
 
 
-def _chunks(path: Path, instrument, chunk_rows: int):
+def trade_quotes(price: np.ndarray, tick: float, half_spread_bps: float = TRADES_ONLY_HALF_SPREAD_BPS) -> tuple[np.ndarray, np.ndarray]:
+    """(bid, ask) made from trade prices on trades-only data: ± ``half_spread_bps`` of the price,
+    at least one tick, rounded outwards to the tick grid (quote currency)."""
+    h = np.maximum(price * half_spread_bps / 1e4, tick)
+    bid = np.floor((price - h) / tick + 1e-9) * tick
+    ask = np.ceil((price + h) / tick - 1e-9) * tick
+    return bid, ask
+
+
+def _chunks(path: Path, instrument, chunk_rows: int, trades_only: bool = False):
     """Yield (data list in file order, events) per chunk; quotes and trades interleaved as in
-    the file, so ``add_data(..., sort=False)`` keeps the canonical (ts_recv, seq) order."""
+    the file, so ``add_data(..., sort=False)`` keeps the canonical (ts_recv, seq) order. With
+    ``trades_only`` each trade is followed by a quote made from it (:func:`trade_quotes`, sizes
+    :data:`UNKNOWN_SIZE`) at the same timestamps: the strategies' only view of the market."""
     import pyarrow.parquet as pq
     from nautilus_trader.model.data import QuoteTick, TradeTick
 
@@ -141,6 +154,14 @@ def _chunks(path: Path, instrument, chunk_rows: int):
                 q["ts_event"].to_numpy().astype(np.uint64), q["ts_recv"].to_numpy().astype(np.uint64),
             )
         t = df.filter(~pl.Series(is_quote))
+        made = None
+        if trades_only and len(t):
+            bid, ask = trade_quotes(t["price"].to_numpy(), instrument.price_increment.as_double())
+            deep = np.full(len(t), UNKNOWN_SIZE)
+            made = QuoteTick.from_raw_arrays_to_list(
+                iid, pp, sp, bid, ask, deep, deep.copy(),
+                t["ts_event"].to_numpy().astype(np.uint64), t["ts_recv"].to_numpy().astype(np.uint64),
+            )
         if len(t):
             # AggressorSide: 1 buyer, 2 seller, 0 none; our side is +1 / -1 / null.
             aggressor = t["side"].fill_null(0).to_numpy().astype(np.int64)
@@ -156,6 +177,12 @@ def _chunks(path: Path, instrument, chunk_rows: int):
                 aggressor, ids,
                 t["ts_event"].to_numpy().astype(np.uint64), t["ts_recv"].to_numpy().astype(np.uint64),
             )
+        if made is not None:
+            # The trade first, then the quote it implies: a strategy never sees a price before it traded.
+            trade_rows = out[~is_quote].tolist()
+            merged = [x for pair in zip(trade_rows, made) for x in pair]
+            yield merged, len(df)
+            continue
         yield out.tolist(), len(df)
 
 
@@ -171,15 +198,20 @@ def run_nautilus(
     params: dict[str, Any],
     starting_cash: float = 100_000.0,
     chunk_rows: int = CHUNK_ROWS,
+    rules: AccountRules | None = None,
 ) -> EngineRun:
     """Backtest one partition with the strategy class named by ``impl`` and its resolved
-    ``params``. Raises :class:`~quant_assets.engines.inputs.BacktestInputError` for a partition
-    that cannot be backtested (no quotes, off-grid prices)."""
+    ``params`` under the account ``rules`` (default: 1x, no maintenance margin). Raises
+    :class:`~quant_assets.engines.inputs.BacktestInputError` for a partition that cannot be
+    backtested (no quotes, off-grid prices)."""
     import nautilus_trader
 
     from quant_assets.strategies.nautilus_base import RecordedStrategyConfig
 
-    stats = inspect_ticks(ticks_path, instrument)
+    rules = rules or AccountRules(starting_cash)
+
+    stats = inspect_ticks(ticks_path, instrument, engine="nautilus")
+    trades_only = stats.fidelity == TRADES_ONLY
     t0 = time.perf_counter()
     nt_inst = nautilus_instrument(instrument)
     engine = _engine(nt_inst, starting_cash)
@@ -188,13 +220,16 @@ def run_nautilus(
         RecordedStrategyConfig(
             instrument_id=nt_inst.id,
             params=params,
-            flatten_at_ns=int(stats.last_quote_ts),
+            flatten_at_ns=int(stats.last_signal_ts),
             equity_interval_ns=int(float(params.get("equity_interval_s", 60.0)) * 1e9),
+            starting_cash=float(starting_cash),
+            max_leverage=float(rules.max_leverage),
+            maintenance_margin=float(rules.maintenance_margin),
         )
     )
     engine.add_strategy(strategy)
     events = 0
-    for data, n in _chunks(ticks_path, nt_inst, chunk_rows):
+    for data, n in _chunks(ticks_path, nt_inst, chunk_rows, trades_only):
         engine.add_data(data, validate=False, sort=False)
         engine.run(streaming=True)
         engine.clear_data()
@@ -206,12 +241,20 @@ def run_nautilus(
     fills = raw_fills(strategy.fill_rows)
     samples = pl.DataFrame({"ts": strategy.sample_ts, "mid": strategy.sample_mid}, schema={"ts": pl.Int64(), "mid": pl.Float64()})
     left = strategy.position_qty()
+    account_events = list(strategy.account_events)
+    counters = {"orders_refused_leverage": int(strategy.orders_refused), "liquidations": len(account_events)}
+    for name in ("protective_exits", "max_hold_exits"):
+        if hasattr(strategy, name):
+            counters[name] = int(getattr(strategy, name))
     # The engine keeps references to strategies it ran even after clear_strategies(); drop the
     # recorded lists so a process running many slices does not keep every month's samples.
     strategy.release_records()
+    if trades_only:
+        notes.append(assumption(TRADES_ONLY) + "; the touch is taken as deep (no size is known)")
     if abs(left) > 0:
         notes.append(f"position {left} left after the last quote; closed by the adapter at the last touch")
     return EngineRun(
         fills=fills, samples=samples, engine="nautilus_trader", engine_version=nautilus_trader.__version__,
         events=events, wall_s=wall, starting_cash=starting_cash, quote_currency=nt_inst.quote_currency.code, notes=notes,
+        account_events=account_events, counters=counters, fidelity=stats.fidelity,
     )

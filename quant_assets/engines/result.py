@@ -8,14 +8,23 @@ realised PnL, cash and equity the same way for every engine:
     ts (int64 ns UTC, exchange time of the fill), side (int8: +1 buy, -1 sell), qty (base units,
     > 0), price (quote currency), fee (quote currency, >= 0 is a cost), liquidity (maker|taker),
     order_id, position (base units after the fill), realized_pnl (quote currency, gross of fees,
-    realised by this fill against the average entry price).
+    realised by this fill against the average entry price), reason (why an order the strategy's
+    signal did not ask for was sent: ``liquidation``, ``flatten-eod``, ``protective-exit``,
+    ``max-hold``; a bracket's legs say ``entry``, ``stop``, ``take-profit``; else null).
+
+``cashflows`` (one row per cash movement that is not a fill)
+    ts (int64 ns), kind (``funding``: a perpetual's funding payment, received positive;
+    ``insurance``: the shortfall a venue's insurance fund absorbs when a liquidation fill still
+    leaves the account below zero), amount (quote currency, received positive).
 
 ``equity`` (one row per sample, in time order)
     ts (int64 ns), equity = cash + position * mid (quote currency), position (base units),
-    mid (quote currency), cash (quote currency: starting cash - signed notional - fees).
+    mid (quote currency), cash (quote currency: starting cash - signed notional - fees + the
+    cash flows up to the sample).
 
 Invariants: a month starts flat and ends flat (the adapter closes any position at the last
-tick, at the touch), so the last equity equals starting cash + sum(realized_pnl) - sum(fee).
+tick, at the touch), so the last equity equals starting cash + sum(realized_pnl) - sum(fee)
++ sum(cashflows.amount); equity is never below zero (see :mod:`quant_assets.engines.account`).
 """
 
 from __future__ import annotations
@@ -31,7 +40,10 @@ RAW_FILL_SCHEMA: dict[str, pl.DataType] = {
     "ts": pl.Int64(), "side": pl.Int8(), "qty": pl.Float64(), "price": pl.Float64(),
     "fee": pl.Float64(), "liquidity": LIQUIDITY, "order_id": pl.String(),
 }
-FILL_SCHEMA: dict[str, pl.DataType] = {**RAW_FILL_SCHEMA, "position": pl.Float64(), "realized_pnl": pl.Float64()}
+FILL_SCHEMA: dict[str, pl.DataType] = {
+    **RAW_FILL_SCHEMA, "position": pl.Float64(), "realized_pnl": pl.Float64(), "reason": pl.String(),
+}
+CASHFLOW_SCHEMA: dict[str, pl.DataType] = {"ts": pl.Int64(), "kind": pl.String(), "amount": pl.Float64()}
 SAMPLE_SCHEMA: dict[str, pl.DataType] = {"ts": pl.Int64(), "mid": pl.Float64()}
 EQUITY_SCHEMA: dict[str, pl.DataType] = {
     "ts": pl.Int64(), "equity": pl.Float64(), "position": pl.Float64(), "mid": pl.Float64(), "cash": pl.Float64(),
@@ -45,8 +57,11 @@ FLAT_EPS = 1e-9
 class EngineRun:
     """What one engine run reports, before :func:`finalize`.
 
-    ``fills`` follow :data:`RAW_FILL_SCHEMA`; ``samples`` follow :data:`SAMPLE_SCHEMA` (the mid
-    price on the sampling timer). ``events`` counts market events fed to the engine.
+    ``fills`` follow :data:`RAW_FILL_SCHEMA` (plus an optional ``reason``); ``samples`` follow
+    :data:`SAMPLE_SCHEMA` (the mid price on the sampling timer). ``events`` counts market events
+    fed to the engine. ``account_events`` are the account guard's liquidations (dicts with ts,
+    kind, equity, position, mark, detail); ``counters`` what the run counted (orders refused
+    by the leverage limit, protective exits, ...).
     """
 
     fills: pl.DataFrame
@@ -58,6 +73,9 @@ class EngineRun:
     starting_cash: float
     quote_currency: str
     notes: list[str] = field(default_factory=list)
+    account_events: list[dict] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+    fidelity: str = "quotes+trades"  # what the market data held (quant_assets.engines.fidelity)
 
     @property
     def events_per_s(self) -> float:
@@ -66,13 +84,17 @@ class EngineRun:
 
 def raw_fills(rows: dict[str, list] | None = None) -> pl.DataFrame:
     """A raw-fills frame from column lists (empty when ``rows`` is None), sorted by time."""
+    schema = {**RAW_FILL_SCHEMA, "reason": pl.String()} if rows and "reason" in rows else RAW_FILL_SCHEMA
     if not rows or not rows.get("ts"):
-        return pl.DataFrame(schema=RAW_FILL_SCHEMA)
-    return pl.DataFrame(rows, schema=RAW_FILL_SCHEMA).sort("ts", maintain_order=True)
+        return pl.DataFrame(schema=schema)
+    return pl.DataFrame(rows, schema=schema).sort("ts", maintain_order=True)
 
 
 def annotate_fills(fills: pl.DataFrame) -> pl.DataFrame:
-    """Add position after each fill and the PnL it realises (average-cost method, gross of fees)."""
+    """Add position after each fill and the PnL it realises (average-cost method, gross of fees);
+    a missing ``reason`` column is added as null."""
+    if "reason" not in fills.columns:
+        fills = fills.with_columns(reason=pl.lit(None, dtype=pl.String()))
     side = fills["side"].to_numpy().astype(np.float64)
     qty = fills["qty"].to_numpy()
     price = fills["price"].to_numpy()
@@ -99,14 +121,28 @@ def annotate_fills(fills: pl.DataFrame) -> pl.DataFrame:
     return fills.with_columns(position=pl.Series(position), realized_pnl=pl.Series(realized)).select(list(FILL_SCHEMA))
 
 
-def equity_curve(fills: pl.DataFrame, samples: pl.DataFrame, starting_cash: float) -> pl.DataFrame:
+def empty_cashflows() -> pl.DataFrame:
+    return pl.DataFrame(schema=CASHFLOW_SCHEMA)
+
+
+def equity_curve(fills: pl.DataFrame, samples: pl.DataFrame, starting_cash: float,
+                 cashflows: pl.DataFrame | None = None) -> pl.DataFrame:
     """Mark-to-market equity at every sample: cash and position as of the sample time
-    (fills at the same ns count as done), times the sampled mid."""
-    flows = fills.select(
-        "ts",
-        cash=starting_cash + (-(pl.col("side").cast(pl.Float64) * pl.col("qty") * pl.col("price")) - pl.col("fee")).cum_sum(),
+    (fills and cash flows at the same ns count as done), times the sampled mid."""
+    trades = fills.select(
+        "ts", flow=-(pl.col("side").cast(pl.Float64) * pl.col("qty") * pl.col("price")) - pl.col("fee"),
         position=pl.col("position"),
-    ).unique("ts", keep="last", maintain_order=True)
+    )
+    other = (cashflows if cashflows is not None else empty_cashflows()).select(
+        "ts", flow=pl.col("amount"), position=pl.lit(None, dtype=pl.Float64()),
+    )
+    # Fills first at equal ts: a cash flow at a fill's ns sees the position after the fill.
+    flows = (
+        pl.concat([trades.with_columns(order=pl.lit(0)), other.with_columns(order=pl.lit(1))])
+        .sort("ts", "order", maintain_order=True)
+        .select("ts", cash=starting_cash + pl.col("flow").cum_sum(), position=pl.col("position").forward_fill())
+        .unique("ts", keep="last", maintain_order=True)
+    )
     curve = samples.sort("ts").join_asof(flows, on="ts", strategy="backward")
     return curve.select(
         "ts",
@@ -117,8 +153,38 @@ def equity_curve(fills: pl.DataFrame, samples: pl.DataFrame, starting_cash: floa
     ).cast(EQUITY_SCHEMA)
 
 
-def finalize(run: EngineRun) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(fills, equity) in the stored format; checks that the run ended flat."""
+def insurance_flows(fills: pl.DataFrame, starting_cash: float, cashflows: pl.DataFrame | None = None) -> pl.DataFrame:
+    """The ``insurance`` cash flow of a liquidation that still left the account below zero:
+    at the first fill after which the account is flat with negative cash, the shortfall is
+    absorbed (as a venue's insurance fund does) so the account ends at 0. Empty otherwise."""
+    if not len(fills):
+        return empty_cashflows()
+    base = fills.select("ts", "position", flow=-(pl.col("side").cast(pl.Float64) * pl.col("qty") * pl.col("price")) - pl.col("fee"))
+    extra = 0.0 if cashflows is None or not len(cashflows) else None
+    cash = starting_cash + base["flow"].cum_sum()
+    if extra is None:
+        # Cash flows (funding) up to each fill count too.
+        ts = base["ts"].to_numpy()
+        cf = cashflows.sort("ts")
+        cum = np.concatenate([[0.0], np.cumsum(cf["amount"].to_numpy())])
+        cash = cash + pl.Series(cum[np.searchsorted(cf["ts"].to_numpy(), ts, side="right")])
+    flat_negative = (base["position"].abs() <= FLAT_EPS) & (cash < 0)
+    if not flat_negative.any():
+        return empty_cashflows()
+    i = int(flat_negative.arg_max())
+    return pl.DataFrame({"ts": [int(base["ts"][i])], "kind": ["insurance"], "amount": [-float(cash[i])]}, schema=CASHFLOW_SCHEMA)
+
+
+def finalize(run: EngineRun, cashflows: pl.DataFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(fills, equity) in the stored format; checks that the run ended flat. ``cashflows``
+    (funding) enter the equity; an ``insurance`` flow is added where a liquidation left the
+    account below zero (see :func:`insurance_flows`; :func:`finalize_with_flows` returns them)."""
+    fills, equity, _ = finalize_with_flows(run, cashflows)
+    return fills, equity
+
+
+def finalize_with_flows(run: EngineRun, cashflows: pl.DataFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(fills, equity, cashflows): :func:`finalize` with every non-fill cash flow it applied."""
     fills = annotate_fills(run.fills)
     if len(fills) and abs(fills["position"][-1]) > FLAT_EPS:
         raise RuntimeError(f"{run.engine} run ended with position {fills['position'][-1]}: adapters must flatten at the last tick")
@@ -126,24 +192,37 @@ def finalize(run: EngineRun) -> tuple[pl.DataFrame, pl.DataFrame]:
     if len(fills) and len(samples) and fills["ts"][-1] > samples["ts"][-1]:
         # One last sample after the closing fill, so the curve ends at the month's final cash.
         samples = pl.concat([samples, pl.DataFrame({"ts": [fills["ts"][-1]], "mid": [samples["mid"][-1]]}, schema=SAMPLE_SCHEMA)])
-    return fills, equity_curve(fills, samples, run.starting_cash)
+    flows = cashflows.select(list(CASHFLOW_SCHEMA)).cast(CASHFLOW_SCHEMA) if cashflows is not None else empty_cashflows()
+    insurance = insurance_flows(fills, run.starting_cash, flows)
+    if len(insurance):
+        flows = pl.concat([flows, insurance]).sort("ts", maintain_order=True)
+    return fills, equity_curve(fills, samples, run.starting_cash, flows), flows
 
 
-def summary(fills: pl.DataFrame, equity: pl.DataFrame, starting_cash: float) -> dict[str, float | int]:
-    """Headline numbers for asset metadata: PnL net of fees, fees, fills, turnover (quote ccy)."""
+def summary(fills: pl.DataFrame, equity: pl.DataFrame, starting_cash: float,
+            cashflows: pl.DataFrame | None = None) -> dict[str, float | int]:
+    """Headline numbers for asset metadata: PnL net of fees and including funding and any
+    insurance flow, fees, funding, fills, turnover (quote currency)."""
     fees = float(fills["fee"].sum()) if len(fills) else 0.0
     gross = float(fills["realized_pnl"].sum()) if len(fills) else 0.0
+    flows = cashflows if cashflows is not None else empty_cashflows()
+    funding = float(flows.filter(pl.col("kind") == "funding")["amount"].sum()) if len(flows) else 0.0
+    insurance = float(flows.filter(pl.col("kind") == "insurance")["amount"].sum()) if len(flows) else 0.0
     turnover = float((fills["qty"] * fills["price"]).sum()) if len(fills) else 0.0
     eq = equity["equity"]
     drawdown = float((eq / eq.cum_max() - 1.0).min()) if len(eq) else 0.0
+    liquidations = int((fills["reason"] == "liquidation").any()) if len(fills) and "reason" in fills.columns else 0
     return {
-        "pnl": gross - fees,
+        "pnl": gross - fees + funding + insurance,
         "gross_pnl": gross,
         "fees": fees,
+        "funding_pnl": funding,
+        "insurance": insurance,
+        "liquidated": liquidations,
         "fills": len(fills),
         "maker_fills": int((fills["liquidity"] == "maker").sum()) if len(fills) else 0,
         "turnover": turnover,
-        "return_pct": 100.0 * (gross - fees) / starting_cash,
+        "return_pct": 100.0 * (gross - fees + funding + insurance) / starting_cash,
         "max_drawdown_pct": 100.0 * drawdown,
         "equity_samples": len(equity),
     }

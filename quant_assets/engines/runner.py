@@ -1,8 +1,10 @@
 """One backtest slice, end to end, engine-agnostic: instrument → engine → result format → lake.
 
-Output at ``<lake>/backtests/strategy=X/symbol=S/month=M/``: ``fills.parquet`` and
-``equity.parquet`` (see :mod:`quant_assets.engines.result`), then ``manifest.json`` last, which
-names the two files' SHA-256: a reader that trusts the manifest never sees a mixed slice.
+Output at ``<lake>/backtests/strategy=X/symbol=S/month=M/``: ``fills.parquet``,
+``equity.parquet``, ``cashflows.parquet`` (funding, insurance; see
+:mod:`quant_assets.engines.result`) and ``events.parquet`` (liquidations), then
+``manifest.json`` last, which names the files' SHA-256: a reader that trusts the manifest never
+sees a mixed slice.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import resource
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +22,18 @@ import psutil
 from quant_assets.analytics import trials
 from quant_assets.engines import ADAPTER_VERSIONS
 from quant_assets.engines.inputs import BacktestInputError
-from quant_assets.engines.result import EngineRun, finalize, summary
+from quant_assets.engines.fidelity import assumption
+from quant_assets.engines.invariants import Outcome, check_backtest
+from quant_assets.engines.account import AccountRules, max_notional, rules_for
+from quant_assets.engines.result import EngineRun, finalize_with_flows, summary
 from quant_assets.lake import instruments as inst_mod
 from quant_assets.lake.store import Lake, atomic_dir, file_sha256
-from quant_assets.strategies.spec import StrategySpec
+from quant_assets.strategies.spec import ParamError, StrategySpec
+
+#: ``events.parquet``: what the account guard did (liquidations), one row per event.
+EVENT_SCHEMA: dict[str, pl.DataType] = {
+    "ts": pl.Int64(), "kind": pl.String(), "equity": pl.Float64(), "position": pl.Float64(), "mark": pl.Float64(), "detail": pl.String(),
+}
 
 #: Cash each month starts with, in the instrument's quote currency; every month starts flat.
 STARTING_CASH = 100_000.0
@@ -35,20 +45,50 @@ class BacktestOutput:
     manifest: dict[str, Any]
     summary: dict[str, float | int]
     equity: pl.DataFrame
-    data_version: str  # hash of the fills and equity files
+    data_version: str  # hash of the result files
+    checks: list[Outcome] = field(default_factory=list)  # the result's invariants (engines.invariants)
+
+
+#: Parameters that size a strategy's position (quote currency), checked against the account.
+SIZE_PARAMS = ("notional", "order_notional")
+
+
+def account_rules(instrument: inst_mod.Instrument, starting_cash: float = STARTING_CASH) -> AccountRules:
+    """The account a backtest of ``instrument`` trades through: leverage and maintenance margin
+    of its kind (see :mod:`quant_assets.engines.account`)."""
+    return rules_for(instrument_kind(instrument), starting_cash)
+
+
+def instrument_kind(instrument: inst_mod.Instrument) -> str:
+    kind = getattr(instrument, "kind", None)
+    if kind:
+        return str(kind)
+    return "perpetual" if instrument.symbol.endswith("-PERP") else ("fx" if instrument.venue == "FX" else "spot")
+
+
+def check_sizes(spec: StrategySpec, params: dict[str, Any], rules: AccountRules, what: str) -> None:
+    """A size the account could never carry is an error before the engine starts."""
+    for name in SIZE_PARAMS:
+        if name in params and float(params[name]) > max_notional(rules):
+            raise ParamError(
+                f"{what}: {spec.name}.{name} = {params[name]:,} is more than the account can carry "
+                f"({rules.starting_cash:,.0f} at {rules.max_leverage:g}x = {max_notional(rules):,.0f} quote currency); "
+                "lower it in strategies.toml or raise the venue's max_leverage"
+            )
 
 
 def run_engine(spec: StrategySpec, ticks_path: Path, instrument: inst_mod.Instrument, params: dict[str, Any],
-               starting_cash: float = STARTING_CASH) -> EngineRun:
+               starting_cash: float = STARTING_CASH, rules: AccountRules | None = None) -> EngineRun:
     """Dispatch to the spec's engine (imported here, never at module load)."""
+    rules = rules or account_rules(instrument, starting_cash)
     if spec.engine == "nautilus":
         from quant_assets.engines.nautilus import run_nautilus
 
-        return run_nautilus(ticks_path, instrument, spec.impl, params, starting_cash)
+        return run_nautilus(ticks_path, instrument, spec.impl, params, starting_cash, rules=rules)
     if spec.engine == "hftbacktest":
         from quant_assets.engines.hft import run_hftbacktest
 
-        return run_hftbacktest(ticks_path, instrument, params, starting_cash)
+        return run_hftbacktest(ticks_path, instrument, params, starting_cash, rules=rules)
     raise ValueError(f"{spec.name}: unknown engine {spec.engine!r}")
 
 
@@ -69,18 +109,24 @@ def run_backtest(
     instrument = inst_mod.resolve(lake, symbol)
     if instrument is None:
         raise BacktestInputError(f"{symbol} {month}: no instrument record (materialise `ticks` for it or add [{symbol}] to instruments.toml)")
+    rules = account_rules(instrument, starting_cash)
+    check_sizes(spec, params, rules, f"{symbol} {month}")
     rss_before = psutil.Process().memory_info().rss
     t0 = time.perf_counter()
-    run = run_engine(spec, ticks_path, instrument, params, starting_cash)
-    fills, equity = finalize(run)
+    run = run_engine(spec, ticks_path, instrument, params, starting_cash, rules)
+    fills, equity, flows = finalize_with_flows(run)
+    checks = check_backtest(fills, equity, flows, starting_cash, params)
+    events = pl.DataFrame(run.account_events, schema=EVENT_SCHEMA) if run.account_events else pl.DataFrame(schema=EVENT_SCHEMA)
     out = out_dir or lake.backtest_dir(spec.name, symbol, month)
     lock = lake.lock(f"backtest-{spec.name}-{symbol}-{month}" if out_dir is None else "run-" + hashlib.sha256(str(out).encode()).hexdigest()[:16])
     with lock, atomic_dir(out, "backtest") as new:
         lake.write_parquet(fills, new / "fills.parquet")
         lake.write_parquet(equity, new / "equity.parquet")
-        hashes = {name: file_sha256(new / name) for name in ("fills.parquet", "equity.parquet")}
+        lake.write_parquet(flows, new / "cashflows.parquet")
+        lake.write_parquet(events, new / "events.parquet")
+        hashes = {name: file_sha256(new / name) for name in ("fills.parquet", "equity.parquet", "cashflows.parquet", "events.parquet")}
         wall = time.perf_counter() - t0
-        head = summary(fills, equity, starting_cash)
+        head = summary(fills, equity, starting_cash, flows)
         manifest = {
             "strategy": spec.name,
             "symbol": symbol,
@@ -93,6 +139,13 @@ def run_backtest(
             "ticks_data_version": ticks_version,
             "ticks_path": lake.relative(ticks_path),
             "instrument": instrument.__dict__,
+            "instrument_kind": instrument_kind(instrument),
+            "fidelity": run.fidelity,
+            "fidelity_assumption": assumption(run.fidelity),
+            "account": {"starting_cash": rules.starting_cash, "max_leverage": rules.max_leverage,
+                        "maintenance_margin": rules.maintenance_margin, "ruin_floor": rules.ruin_floor},
+            "counters": run.counters,
+            "account_events": run.account_events,
             "starting_cash": starting_cash,
             "quote_currency": run.quote_currency,
             "events": run.events,
@@ -103,10 +156,11 @@ def run_backtest(
             "rss_growth_mb": round((psutil.Process().memory_info().rss - rss_before) / 2**20, 1),
             "files": hashes,
             "summary": head,
+            "checks": {c.name: {"passed": c.passed, "detail": c.detail} for c in checks},
             "notes": run.notes,
         }
         lake.write_json(manifest, new / "manifest.json")
     # The deflated Sharpe of the roll-ups needs every parameter set this implementation was run with.
     trials.record(lake, spec.impl, spec.name, params)
     version = hashlib.sha256("|".join(hashes[k] for k in sorted(hashes)).encode()).hexdigest()[:24]
-    return BacktestOutput(out, manifest, head, equity, version)
+    return BacktestOutput(out, manifest, head, equity, version, checks)

@@ -28,6 +28,8 @@ VIEWS: dict[str, tuple[str, tuple[str, ...]]] = {
     "instruments": ("instruments/instruments.parquet", ()),
     "fills": ("backtests/strategy=*/symbol=*/month=*/fills.parquet", ("strategy", "symbol", "month")),
     "equity": ("backtests/strategy=*/symbol=*/month=*/equity.parquet", ("strategy", "symbol", "month")),
+    "cashflows": ("backtests/strategy=*/symbol=*/month=*/cashflows.parquet", ("strategy", "symbol", "month")),
+    "account_events": ("backtests/strategy=*/symbol=*/month=*/events.parquet", ("strategy", "symbol", "month")),
     "metrics": ("metrics/strategy=*/symbol=*/month=*/metrics.parquet", ("strategy", "symbol", "month")),
     "trades": ("metrics/strategy=*/symbol=*/month=*/trades.parquet", ("strategy", "symbol", "month")),
     "regimes": ("metrics/strategy=*/symbol=*/month=*/regimes.parquet", ("strategy", "symbol", "month")),
@@ -61,7 +63,8 @@ def connect(lake: Lake, database: str = ":memory:") -> duckdb.DuckDBPyConnection
             pattern = str(lake.root / glob).replace("'", "''")
         if keys:
             types = ", ".join(f"'{k}': VARCHAR" for k in keys)
-            src = f"read_parquet('{pattern}', hive_partitioning = true, hive_types = {{{types}}})"
+            # union_by_name: slices written by an older version lack newer columns (fills.reason).
+            src = f"read_parquet('{pattern}', hive_partitioning = true, hive_types = {{{types}}}, union_by_name = true)"
         else:
             src = f"read_parquet('{pattern}')"
         con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {src}")

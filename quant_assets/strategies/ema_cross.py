@@ -38,4 +38,10 @@ class EmaCross(RecordedStrategy):
                 OrderSide.BUY if delta > 0 else OrderSide.SELL,
                 self.instrument.make_qty(abs(delta)),
             )
-            self.submit_order(order)
+            if not self.submit_guarded(order, mid) and position != 0:
+                # The account cannot carry the new position: at least leave the old one, whose
+                # signal has just reversed.
+                self.submit_guarded(self.order_factory.market(
+                    self.instrument_id, OrderSide.SELL if position > 0 else OrderSide.BUY,
+                    self.instrument.make_qty(abs(position)), reduce_only=True,
+                ), mid)

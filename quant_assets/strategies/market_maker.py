@@ -70,6 +70,7 @@ _N_FILL_COLUMNS = 6
 INFO_FIELDS = (
     "n_fills", "n_samples", "orders_sent", "steps", "engine_position", "engine_balance", "engine_fee",
     "engine_num_trades", "ioc_lots", "synthetic_lots", "end_ts", "untracked_orders",
+    "halted", "halt_ts", "halt_equity", "halt_position_lots", "halt_mid", "close_oid", "quotes_refused_leverage",
 )
 
 
@@ -188,6 +189,12 @@ def market_maker_loop(
     fill_capacity: int,
     sample_capacity: int,
     skip_idle: bool = True,
+    starting_cash: float = 100_000.0,
+    max_leverage: float = 1.0,
+    maintenance_margin: float = 0.0,
+    ruin_floor: float = 1_000.0,
+    maker_fee: float = 0.0,
+    taker_fee: float = 0.0,
 ):
     """Run the market maker on asset 0 of ``hbt`` (a ``HashMapMarketDepthBacktest``) until
     ``end_ts`` (ns, the last real event's ``local_ts``), then close out.
@@ -198,6 +205,13 @@ def market_maker_loop(
     ns. ``fill_capacity``/``sample_capacity`` are initial buffer sizes (they double as needed).
     ``skip_idle`` (default True) jumps over grid points where nothing can change (see the
     module docstring); False steps through every one.
+
+    The account (quote currency; see :mod:`quant_assets.engines.account`): cash starts at
+    ``starting_cash`` and moves with every recorded fill and its fee (``maker_fee``/``taker_fee``,
+    fractions of notional); a quote that would take ``|position| × mid`` past ``max_leverage ×
+    equity`` is not sent (counted); when equity reaches ``maintenance_margin × |position| × mid``
+    or ``ruin_floor`` the loop liquidates: the close-out runs at once and the month ends there
+    for the strategy (``halted``).
 
     Returns ``(fills, sample_ts, sample_mid, info)``: ``fills`` an int64 array with the columns
     of :data:`FILL_COLUMNS` (order id 0 is the synthetic close), the mid samples (ns, quote
@@ -227,6 +241,16 @@ def market_maker_loop(
     pos_before_ioc = 0
     synthetic_lots = 0
     phase = _QUOTING
+    cash = starting_cash
+    halted = 0
+    halt_ts = 0
+    halt_equity = 0.0
+    halt_pos = 0
+    halt_mid = 0.0
+    close_oid = -1
+    refused = 0  # times a side that was quoting had to stop for the leverage limit
+    bid_refused = False
+    ask_refused = False
 
     # The first elapse only sets the clock to the first event, the origin of the decision grid.
     if hbt.elapse(0) != 0:
@@ -234,9 +258,13 @@ def market_maker_loop(
     grid0 = hbt.current_timestamp
     while True:
         # 1. fills since the last step, before clear_inactive_orders drops completed orders
+        n_before = n_fills
         fills, n_fills, moved, lost, n_live = _scan_orders(hbt, fills, n_fills, tr_id, tr_cum, tr_used, lot_size, live)
         pos_lots += moved
         untracked += lost
+        for i in range(n_before, n_fills):
+            notional = fills[i, 2] * lot_size * fills[i, 3] * tick_size
+            cash -= fills[i, 1] * notional + (maker_fee if fills[i, 4] == 1 else taker_fee) * notional
         hbt.clear_inactive_orders(0)
 
         now = hbt.current_timestamp
@@ -258,7 +286,17 @@ def market_maker_loop(
                     next_sample = now
                 while next_sample <= now:
                     next_sample += equity_interval_ns
+            mid_px = (depth.best_bid + depth.best_ask) / 2.0 if valid else 0.0
+            equity = cash + pos_lots * lot_size * mid_px
             if now >= end_ts:
+                phase = _CANCELLING
+            elif valid and (equity <= ruin_floor or (pos_lots != 0 and equity <= maintenance_margin * abs(pos_lots) * lot_size * mid_px)):
+                # Liquidation: the close-out runs now and the strategy is done for the month.
+                halted = 1
+                halt_ts = now
+                halt_equity = equity
+                halt_pos = pos_lots
+                halt_mid = mid_px
                 phase = _CANCELLING
             elif valid:
                 # 3. quotes
@@ -268,6 +306,17 @@ def market_maker_loop(
                 ask_tick = max(np.int64(np.ceil(res_tick + half_spread_ticks - 1e-9)), best_ask)
                 allow_bid = pos_lots < limit_lots
                 allow_ask = pos_lots > -limit_lots
+                capacity = max(equity, 0.0) * max_leverage
+                over_bid = allow_bid and pos_lots >= 0 and (pos_lots + order_lots) * lot_size * mid_px > capacity
+                over_ask = allow_ask and pos_lots <= 0 and (order_lots - pos_lots) * lot_size * mid_px > capacity
+                if over_bid and not bid_refused:
+                    refused += 1
+                if over_ask and not ask_refused:
+                    refused += 1
+                bid_refused = over_bid
+                ask_refused = over_ask
+                allow_bid = allow_bid and not over_bid
+                allow_ask = allow_ask and not over_ask
                 have_bid = False
                 have_ask = False
                 for i in range(n_live):
@@ -319,6 +368,7 @@ def market_maker_loop(
                     else:
                         hbt.submit_buy_order(0, next_oid, depth.best_ask, qty, _IOC, _LIMIT, False)
                     pending = next_oid
+                    close_oid = next_oid
                     next_oid += 1
                     orders_sent += 1
                     phase = _CLOSING
@@ -405,4 +455,11 @@ def market_maker_loop(
     info[9] = synthetic_lots
     info[10] = end_ts
     info[11] = untracked
+    info[12] = halted
+    info[13] = halt_ts
+    info[14] = halt_equity
+    info[15] = halt_pos
+    info[16] = halt_mid
+    info[17] = close_oid
+    info[18] = refused
     return fills[:n_fills], sample_ts[:n_samples], sample_mid[:n_samples], info

@@ -1,6 +1,7 @@
 """What every NautilusTrader strategy of ours shares: fill recording, the equity sampling
-timer and flattening at the end of the month. Imports nautilus_trader: load it lazily
-(the registry names implementations by import path)."""
+timer, the account guard (leverage and liquidation, see :mod:`quant_assets.engines.account`)
+and flattening at the end of the month. Imports nautilus_trader: load it lazily (the registry
+names implementations by import path)."""
 
 from __future__ import annotations
 
@@ -14,20 +15,33 @@ from nautilus_trader.model.events import OrderFilled
 from nautilus_trader.model.identifiers import InstrumentId
 from nautilus_trader.trading.strategy import Strategy
 
+from quant_assets.engines.account import REASON_FLATTEN, REASON_LIQUIDATION, AccountRules
+
 
 class RecordedStrategyConfig(StrategyConfig, frozen=True):
     """``params``: the spec's resolved values; ``flatten_at_ns``: ts_init (ns) of the month's
-    last quote, at which every position is closed; ``equity_interval_ns``: sampling period."""
+    last quote, at which every position is closed; ``equity_interval_ns``: sampling period;
+    ``starting_cash`` (quote currency), ``max_leverage`` and ``maintenance_margin`` (fraction of
+    notional): the account rules of the venue."""
 
     instrument_id: InstrumentId
     params: dict
     flatten_at_ns: int
     equity_interval_ns: int
+    starting_cash: float = 100_000.0
+    max_leverage: float = 1.0
+    maintenance_margin: float = 0.0
 
 
 class RecordedStrategy(Strategy):
     """Base class: subclasses implement :meth:`on_signal_tick` (called for each quote before
-    the month's last one) and may use ``self.params``, ``self.instrument`` and :meth:`qty_for`."""
+    the month's last one, while the account is not halted) and send orders through
+    :meth:`submit_guarded` so the leverage limit applies; they may use ``self.params``,
+    ``self.instrument`` and :meth:`qty_for`.
+
+    The guard keeps its own cash and position from the fills it records (quote currency, base
+    units), marks the position at each quote's mid, and liquidates (closes at the touch and
+    halts for the rest of the month) when equity reaches the maintenance margin."""
 
     def __init__(self, config: RecordedStrategyConfig) -> None:
         super().__init__(config)
@@ -35,7 +49,14 @@ class RecordedStrategy(Strategy):
         self.instrument_id = config.instrument_id
         self.instrument = None
         self.flattened = False
-        self.fill_rows: dict[str, list] = {k: [] for k in ("ts", "side", "qty", "price", "fee", "liquidity", "order_id")}
+        self.halted = False
+        self.rules = AccountRules(config.starting_cash, config.max_leverage, config.maintenance_margin)
+        self.cash = float(config.starting_cash)
+        self.pos = 0.0
+        self.fill_rows: dict[str, list] = {k: [] for k in ("ts", "side", "qty", "price", "fee", "liquidity", "order_id", "reason")}
+        self.order_reasons: dict[str, str] = {}
+        self.account_events: list[dict] = []
+        self.orders_refused = 0
         self.sample_ts: list[int] = []
         self.sample_mid: list[float] = []
         self.last_mid = float("nan")
@@ -56,10 +77,14 @@ class RecordedStrategy(Strategy):
             self.clock.set_timer(
                 "equity", timedelta(microseconds=self.config.equity_interval_ns / 1_000), callback=self._on_sample,
             )
-        if self.flattened:
+        if self.flattened or self.halted:
             return
         if tick.ts_init >= self.config.flatten_at_ns:
             self.flatten()
+            return
+        equity = self.cash + self.pos * mid
+        if self.rules.must_liquidate(self.pos, mid, equity):
+            self.liquidate(tick.ts_init, mid, equity)
             return
         self.on_signal_tick(tick, mid)
 
@@ -70,7 +95,45 @@ class RecordedStrategy(Strategy):
         """Cancel resting orders and close the position with a market order at the touch."""
         self.flattened = True
         self.cancel_all_orders(self.instrument_id)
-        self.close_all_positions(self.instrument_id)
+        self.close_at_market(REASON_FLATTEN)
+
+    def liquidate(self, ts: int, mid: float, equity: float) -> None:
+        """Equity reached the maintenance margin (or the ruin floor): close at the touch and
+        halt for the rest of the month; the event is kept for the result."""
+        self.halted = True
+        self.account_events.append({
+            "ts": int(ts), "kind": REASON_LIQUIDATION, "equity": float(equity), "position": float(self.pos),
+            "mark": float(mid),
+            "detail": f"equity {equity:.2f} at or below maintenance {self.rules.maintenance_margin:g} x |{self.pos:g}| x {mid:g} "
+                      f"or the ruin floor {self.rules.ruin_floor:g}",
+        })
+        self.cancel_all_orders(self.instrument_id)
+        self.close_at_market(REASON_LIQUIDATION)
+
+    def close_at_market(self, reason: str) -> None:
+        """Close the whole position with a reduce-only market order tagged with ``reason``."""
+        pos = self.position_qty()
+        if abs(pos) <= 0:
+            return
+        order = self.order_factory.market(
+            self.instrument_id, OrderSide.SELL if pos > 0 else OrderSide.BUY,
+            self.instrument.make_qty(abs(pos)), reduce_only=True,
+        )
+        self.order_reasons[order.client_order_id.value] = reason
+        self.submit_order(order)
+
+    def submit_guarded(self, order, price: float, reason: str | None = None) -> bool:
+        """Submit ``order`` unless it would take the exposure past the leverage limit at
+        ``price`` (quote currency); refused orders are counted. Returns whether it went out."""
+        signed = order.quantity.as_double() * (1 if order.side == OrderSide.BUY else -1)
+        equity = self.cash + self.pos * (self.last_mid if self.last_mid == self.last_mid else price)
+        if not self.rules.allows(self.position_qty(), signed, price, equity):
+            self.orders_refused += 1
+            return False
+        if reason:
+            self.order_reasons[order.client_order_id.value] = reason
+        self.submit_order(order)
+        return True
 
     # ---- recording -----------------------------------------------------------------
     def _on_sample(self, event) -> None:
@@ -88,19 +151,25 @@ class RecordedStrategy(Strategy):
         fee = event.commission.as_double()
         if event.commission.currency != self.instrument.quote_currency:
             fee *= price  # charged in the base currency: value it in quote currency
+        side = 1 if event.order_side == OrderSide.BUY else -1
+        qty = event.last_qty.as_double()
+        self.cash -= side * qty * price + fee
+        self.pos += side * qty
         r = self.fill_rows
         r["ts"].append(event.ts_event)
-        r["side"].append(1 if event.order_side == OrderSide.BUY else -1)
-        r["qty"].append(event.last_qty.as_double())
+        r["side"].append(side)
+        r["qty"].append(qty)
         r["price"].append(price)
         r["fee"].append(fee)
         r["liquidity"].append("maker" if event.liquidity_side == LiquiditySide.MAKER else "taker")
         r["order_id"].append(event.client_order_id.value)
+        r["reason"].append(self.order_reasons.get(event.client_order_id.value))
 
     def release_records(self) -> None:
         """Forget the recorded fills and samples (after the adapter has copied them)."""
         self.fill_rows = {k: [] for k in self.fill_rows}
         self.sample_ts, self.sample_mid = [], []
+        self.account_events = []
 
     # ---- helpers -------------------------------------------------------------------
     def position_qty(self) -> float:

@@ -78,7 +78,8 @@ MEAN_REVERSION = StrategySpec(
     description=(
         "Mean reversion on the mid price: when the z-score of the mid over a rolling window passes "
         "-entry_z (buy) or +entry_z (sell), rest a limit order at the touch; once filled, exit at a "
-        "stop loss or a take profit measured from the entry price; unfilled entries are cancelled "
+        "stop loss or a take profit measured from the entry price, or at market after max_hold_s (and "
+        "at once should the venue reject the stop or the take-profit); unfilled entries are cancelled "
         "after entry_timeout_s."
     ),
     params=(
@@ -87,6 +88,7 @@ MEAN_REVERSION = StrategySpec(
         Param("stop_bps", float, 25.0, "stop loss distance from the entry price", "bps", 1.0, 2_000.0),
         Param("take_bps", float, 15.0, "take profit distance from the entry price", "bps", 1.0, 2_000.0, fewer_trades=1),
         Param("entry_timeout_s", float, 30.0, "time an unfilled entry order rests before it is cancelled", "s", 0.1, 86_400.0),
+        Param("max_hold_s", float, 14_400.0, "a position still open after this long is closed at market", "s", 1.0, 2_678_400.0),
         Param("notional", float, 10_000.0, "position size at entry", "quote currency", 1.0, 1e9),
         EQUITY_INTERVAL,
     ),
