@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import resource
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,11 @@ def run_backtest(
     instrument = inst_mod.resolve(lake, symbol)
     if instrument is None:
         raise BacktestInputError(f"{symbol} {month}: no instrument record (materialise `ticks` for it or add [{symbol}] to instruments.toml)")
+    # The month is charged the fee schedule in force when it starts (per-symbol overrides win);
+    # the margin settings are recorded for the result layer (liquidation) to use.
+    fees = inst_mod.fee_choice(instrument, month)
+    instrument = replace(instrument, maker_fee=fees.maker, taker_fee=fees.taker)
+    max_leverage, maintenance_margin = inst_mod.margin_for(instrument)
     rss_before = psutil.Process().memory_info().rss
     t0 = time.perf_counter()
     run = run_engine(spec, ticks_path, instrument, params, starting_cash)
@@ -93,6 +98,8 @@ def run_backtest(
             "ticks_data_version": ticks_version,
             "ticks_path": lake.relative(ticks_path),
             "instrument": instrument.__dict__,
+            "fee_schedule": {**asdict(fees), "label": fees.label()},
+            "margin": {"max_leverage": max_leverage, "maintenance_margin": maintenance_margin},
             "starting_cash": starting_cash,
             "quote_currency": run.quote_currency,
             "events": run.events,
