@@ -69,9 +69,9 @@ def _no_month_error(path: Path, lf: pl.LazyFrame) -> IngestError:
     start = start_month()
     expected = f"expected rows from {START_MONTH_ENV}={start} up to now (+1 day of clock skew)"
     if not span["n"]:
-        return IngestError(path, f"no row has a parseable timestamp; {expected}")
-    return IngestError(path, f"no row falls in a month to build: timestamps run from {_iso(span['lo'])} to "
-                             f"{_iso(span['hi'])}; {expected}")
+        return IngestError(path, f"no row of {path.name} has a parseable timestamp; {expected}")
+    return IngestError(path, f"no row of {path.name} falls in a month to build: its timestamps run from "
+                             f"{_iso(span['lo'])} to {_iso(span['hi'])}; {expected}")
 
 
 def _iso(ts_ns: int) -> str:
