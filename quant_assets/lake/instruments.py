@@ -46,7 +46,14 @@ VENUE_BY_FORMAT = {"binance": "BINANCE", "tardis": "TARDIS", "fx": "FX", "canoni
 
 @dataclass(frozen=True)
 class Instrument:
-    """One tradable symbol. Prices in ``quote_currency``; sizes in ``base_currency`` units."""
+    """One tradable instrument, keyed by its partition ``symbol``. Prices in ``quote_currency``;
+    sizes in ``base_currency`` units; fees fractions of notional (negative maker = rebate).
+
+    Identity is ``venue`` + ``raw_symbol`` + ``kind``; left empty they are inferred from
+    ``symbol`` (and ``venue`` for fx). Invariant: ``kind`` is one of ``identity.KINDS``.
+    ``dataclasses.replace(inst, symbol=...)`` keeps the old kind and raw symbol: pass
+    ``kind="", raw_symbol=""`` to infer them again.
+    """
 
     symbol: str
     venue: str
