@@ -307,3 +307,23 @@ taker = 0.0004
     fills = pl.read_parquet(out.directory / "fills.parquet")
     assert len(fills) > 0 and (fills["liquidity"] == "taker").all()
     assert fills["fee"].to_list() == pytest.approx((fills["qty"] * fills["price"] * 0.0004).to_list(), rel=1e-5)
+
+
+def test_instruments_toml_may_set_the_kind_and_is_validated_whole(tmp_path):
+    cfg = _toml(tmp_path, """
+[XBTUSD]
+venue = "BITMEX"
+kind = "perpetual"
+
+[EURUSD]
+venue = "FX"
+""")
+    over = inst_mod.overrides(cfg)
+    xbt = inst_mod.apply_overrides("XBTUSD", None, over["XBTUSD"])
+    assert (xbt.kind, xbt.raw_symbol, xbt.venue) == ("perpetual", "XBTUSD", "BITMEX")
+    assert margin_for(xbt, cfg) == (20.0, 0.004)
+    assert inst_mod.apply_overrides("EURUSD", None, over["EURUSD"]).kind == "fx"
+    inst_mod.validate_config(cfg)  # a good file passes
+    bad = _toml(tmp_path, '[BTCUSDT]\nvenue = "BINANCE"\nfee_tier = "VIP7"\n')
+    with pytest.raises(ValueError, match=r"no fee schedule for BINANCE spot tier 'VIP7'"):
+        inst_mod.validate_config(bad)

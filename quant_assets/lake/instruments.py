@@ -293,3 +293,17 @@ def margin_for(instrument: Instrument, config: Path | None = None) -> tuple[floa
     (1 = fully funded), maintenance margin a fraction of position notional (quote currency)."""
     row = fee_mod.margin_row(instrument.venue, instrument.kind, config)
     return row.max_leverage, row.maintenance_margin
+
+
+def validate_config(config: Path | None = None) -> None:
+    """Read every section of ``instruments.toml`` (symbol tables, ``[[fees]]``, ``[[margin]]``)
+    and raise the first error, naming the file and the row: run when the definitions load, so
+    a typo stops the code location with a message instead of failing backtests one by one."""
+    table = overrides(config)
+    fee_mod.fee_schedule(config)
+    fee_mod.margin_settings(config)
+    for sym, over in table.items():
+        inst = apply_overrides(sym, None, over)
+        assert inst is not None
+        if "fee_tier" in over:  # a tier with no schedule is an error only once looked up
+            fee_mod.schedule_row(inst.venue, inst.kind, inst.fee_tier, "2000-01", config)
