@@ -76,7 +76,7 @@ class MarginRow:
     source: str
 
 
-def _builtin_fees() -> list[FeeRow]:
+def builtin_fees() -> list[FeeRow]:
     # Binance's published VIP 0 rates: spot 0.1% / 0.1%, USD-M futures (perpetual and
     # delivery) 0.02% maker / 0.05% taker. FX feeds (TrueFX, Dukascopy) carry the cost in the spread.
     rows = [
@@ -88,7 +88,7 @@ def _builtin_fees() -> list[FeeRow]:
     return [FeeRow(v, k, DEFAULT_TIER, d, None, m, t, "built-in") for v, k, d, m, t in rows]
 
 
-def _builtin_margin() -> dict[tuple[str, str], MarginRow]:
+def builtin_margin() -> dict[tuple[str, str], MarginRow]:
     # Spot is fully funded (1×, nothing to liquidate); perpetuals and dated futures default to
     # 20× with a 0.4% maintenance margin (Binance's lowest bracket for BTCUSDT).
     out = {}
@@ -165,7 +165,7 @@ def fee_schedule(path: Path | None = None) -> dict[tuple[str, str, str], list[Fe
             *key, start, end, check_fee(row["maker"], f"{where} maker"), check_fee(row["taker"], f"{where} taker"), where,
         ))
     table: dict[tuple[str, str, str], list[FeeRow]] = {}
-    for r in _builtin_fees():
+    for r in builtin_fees():
         table.setdefault((r.venue, r.kind, r.tier), []).append(r)
     table.update(configured)  # a configured key states its whole schedule
     closed = {}
@@ -217,7 +217,7 @@ def margin_settings(path: Path | None = None) -> dict[tuple[str, str], MarginRow
     Raises ValueError naming the file and row for leverage < 1, a maintenance margin outside
     [0, 1), an unknown kind or field, or a venue × kind given twice."""
     path, data = load_config(path)
-    table = _builtin_margin()
+    table = builtin_margin()
     seen: dict[tuple[str, str], str] = {}
     for where, row in _rows(data, "margin", path, _MARGIN_FIELDS, {"venue", "kind"}):
         key = (str(row["venue"]).upper(), row["kind"])

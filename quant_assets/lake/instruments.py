@@ -129,7 +129,7 @@ def infer(symbol: str, ticks: pl.LazyFrame, venue: str, sample_rows: int = 200_0
 def default_fees(venue: str, kind: str) -> tuple[float, float]:
     """(maker, taker) stored with an inferred instrument: the latest built-in VIP 0 schedule row
     of the venue × kind, else the venue's flat default. Backtests use :func:`fees_for` the month."""
-    rows = [r for r in fee_mod._builtin_fees() if (r.venue, r.kind, r.tier) == (venue, kind, DEFAULT_TIER)]
+    rows = [r for r in fee_mod.builtin_fees() if (r.venue, r.kind, r.tier) == (venue, kind, DEFAULT_TIER)]
     if rows:
         return rows[-1].maker, rows[-1].taker
     return VENUE_FEES.get(venue, DEFAULT_FEES)
