@@ -16,6 +16,7 @@ from quant_assets.assets.metrics import metrics_asset
 from quant_assets.assets.reports import report_asset
 from quant_assets.assets.research import research_assets
 from quant_assets.assets.ticks import ticks
+from quant_assets.lake import instruments as inst_mod
 from quant_assets.strategies import registry
 from quant_assets.schedules import nightly_job, nightly_rebacktest
 from quant_assets.sensors import ingest_job, landing_sensor
@@ -23,6 +24,7 @@ from quant_assets.settings import celery_config, celery_backend, celery_broker, 
 from resources import CriticResource, DuckDBResource, LakeResource
 
 SPECS = registry.load()
+inst_mod.validate_config()  # a bad instruments.toml stops loading with the file and row named
 ASSETS = [
     ticks,
     *backtest_assets(SPECS),

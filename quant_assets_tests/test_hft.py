@@ -6,6 +6,7 @@ adapter on first use: the first engine run of the session pays the numba compile
 
 from __future__ import annotations
 
+from dataclasses import replace
 import subprocess
 import sys
 from pathlib import Path
@@ -353,3 +354,15 @@ def test_importing_the_adapter_does_not_load_the_engine():
     code = "import sys, quant_assets.engines.hft; print(sorted(m for m in ('hftbacktest', 'numba') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_negative_maker_fee_is_a_rebate_in_hftbacktest(tmp_path):
+    # maker_fee = -0.0001 reaches trading_value_fee_model: hftbacktest's own fee total is the
+    # rebate on the maker fill (-0.0001 × 99 × 10) plus the taker fee of the close (0.0005 × 100 × 10).
+    rebate = replace(TOY, maker_fee=-0.0001)
+    run, state = run_hftbacktest_with_state(write(tmp_path, sweep_scenario()), rebate, TOY_PARAMS)
+    fills, equity = finalize(run)
+    assert fills["liquidity"].to_list() == ["maker", "taker"]
+    assert fills["fee"].to_list() == pytest.approx([-0.0001 * 99.0 * 10.0, 0.0005 * 100.0 * 10.0])
+    assert state.fee == pytest.approx(-0.099 + 0.5, rel=1e-12)  # the engine's own accounting
+    assert equity["equity"][-1] == pytest.approx(100_000.0 + 10.0 + 0.099 - 0.5)

@@ -231,3 +231,47 @@ def test_quality_rules_catch_unsorted_duplicated_and_crossed_rows(tmp_path):
         "timestamps_non_decreasing": 1, "no_crossed_quotes": 1, "positive_prices_and_sizes": 1,
         "precision_matches_instrument": 1, "no_duplicates": 1,
     }
+
+
+def test_binance_files_named_like_spot_files_land_in_a_perpetual_folder(lake):
+    # Binance names USD-M perpetual files exactly like spot files: in landing/BTCUSDT-PERP/ they
+    # are checked against the raw symbol BTCUSDT and build the BTCUSDT-PERP partition.
+    perp = "BTCUSDT-PERP"
+    b.write(lake.landing_dir(perp) / "BTCUSDT-bookTicker-2024-01-01.csv", b.binance_bookticker_csv(4))
+    b.write(lake.landing_dir(perp) / "BTCUSDT-trades-2024-01.zip", b.zipped("BTCUSDT-trades-2024-01.csv", b.binance_trades_csv(3, header=True)))
+    b.write(lake.landing_dir(perp) / "binance-futures_quotes_2024-01-01_BTCUSDT.csv", b.tardis_quotes_csv("BTCUSDT", 2, t0_us=(b.JAN_MS + 5_000) * 1000))
+    records = survey(lake, perp)
+    assert [(r.status, r.error) for r in records] == [("probed", None)] * 3
+    res = build_partition(lake, perp, "2024-01")
+    assert res.rows == 4 + 3 + 2
+    assert b.read_ticks(lake.root, perp, "2024-01").height == 9
+    # the same files are still refused where the raw symbol differs
+    b.write(lake.landing_dir("ETHUSDT-PERP") / "BTCUSDT-trades-2024-01.csv", b.binance_trades_csv(3))
+    (rec,) = survey(lake, "ETHUSDT-PERP")
+    assert rec.status == "failed"
+    assert "says 'BTCUSDT'" in rec.error and "perpetual instrument whose files should say 'ETHUSDT'" in rec.error
+
+
+def test_a_file_dated_after_the_running_month_is_failed_with_a_reason_on_both_paths(lake):
+    """Rows all in 2100 touch no buildable month: the probe (sensor) and a direct staging
+    (``sync``, which stages unprobed files) both record the file as failed, saying why; staging
+    keeps its rows in quarantine with their own reason."""
+    from quant_assets.ingest.landing import stage
+
+    path = b.write(lake.landing_dir("BTCUSDT") / "late.csv", b.binance_trades_csv(3, t0_ms=4_102_444_800_000))
+    (probed,) = survey(lake, "BTCUSDT")
+    assert probed.status == "failed" and probed.months == []
+    assert probed.path.endswith("landing/BTCUSDT/late.csv") and "late.csv" in probed.error
+    assert "timestamps run from 2100-01-01T00:00:00Z to 2100-01-01T00:00:02Z" in probed.error
+    assert "expected rows from QUANT_START_MONTH=" in probed.error
+    assert read_manifest(lake)[probed.path].status == "failed"
+
+    b.write(lake.landing_dir("ETHUSDT") / "late.csv", b.binance_trades_csv(3, t0_ms=4_102_444_800_000))
+    (unprobed,) = survey(lake, "ETHUSDT", probe_new=False)
+    assert unprobed.status == "seen"
+    staged = stage(lake, "ETHUSDT", unprobed)
+    assert staged.status == "failed" and "timestamps run from 2100-01-01" in staged.error
+    assert read_manifest(lake)[staged.path].status == "failed"
+    assert not lake.staging_path("ETHUSDT", staged.sha256).exists()
+    q = pl.read_parquet(lake.quarantine_path("ETHUSDT", staged.sha256))
+    assert q.height == 3 and set(q["reject_reason"]) == {"timestamp in the future"}

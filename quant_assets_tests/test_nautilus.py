@@ -201,3 +201,36 @@ def test_trades_only_data_runs_on_quotes_made_from_trades_and_says_so(tmp_path: 
     assert any("quotes made from trades" in n for n in run.notes)
     assert fills["side"].to_list() == [1, -1, 1]
     assert fills["price"].to_list() == [101.02, 98.99, 99.01]  # 101 + max(1 bp, 1 tick) rounded up; 99 - 0.0099 down
+
+
+PERP = replace(INSTRUMENT, symbol="TESTUSDT-PERP", kind="", raw_symbol="")
+
+
+def test_ema_cross_runs_on_a_perpetual_as_a_crypto_perpetual(tmp_path: Path) -> None:
+    from nautilus_trader.model.instruments import CryptoPerpetual
+
+    from quant_assets.engines.nautilus import nautilus_instrument
+
+    assert PERP.kind == "perpetual" and PERP.raw_symbol == "TESTUSDT"
+    nt = nautilus_instrument(PERP)
+    assert isinstance(nt, CryptoPerpetual) and str(nt.id) == "TESTUSDT-PERP.BINANCE"
+    path = write(around([100.0] * 5 + [101.0] * 5 + [99.0] * 5 + [101.0] * 5), tmp_path / "t.parquet")
+    fills, equity = finalize(run_nautilus(path, PERP, EMA, EMA_PARAMS))
+    # the same crosses as on the spot pair: long, short, long, flat at the end, taker fees
+    assert fills["side"].to_list() == [1, -1, 1, -1]
+    assert fills["position"].to_list() == pytest.approx([9.9, -10.1, 9.9, 0.0])
+    assert fills["fee"].to_list() == pytest.approx((fills["qty"] * fills["price"] * 0.001).to_list(), rel=1e-5)
+    assert equity["position"][-1] == 0.0
+
+
+def test_a_negative_maker_fee_is_a_rebate_in_nautilus(tmp_path: Path) -> None:
+    # The take-profit scenario: both fills are maker fills; with maker_fee = -0.0001 the engine's
+    # MakerTakerFeeModel pays the maker (negative commission) and equity gains the rebate.
+    bids = CALM_BIDS + [99.89, 99.80, 99.85, 100.05, 100.05, 100.05]
+    asks = CALM_ASKS + [99.91, 99.85, 99.87, 100.07, 100.07, 100.07]
+    rebate = replace(PERP, maker_fee=-0.0001)
+    fills, equity = finalize(run_nautilus(write(quotes(bids, asks), tmp_path / "t.parquet"), rebate, MR, MR_PARAMS))
+    assert fills["liquidity"].to_list() == ["maker", "maker"]
+    assert fills["fee"].to_list() == pytest.approx([-0.0001 * 10.01 * 99.89, -0.0001 * 10.01 * 100.04])
+    assert equity["equity"][-1] == pytest.approx(100_000.0 + 10.01 * 0.15 - fills["fee"].sum())
+    assert equity["equity"][-1] > 100_000.0 + 10.01 * 0.15  # the rebate adds to the PnL

@@ -108,7 +108,9 @@ def sweep_asset(spec: StrategySpec, interval: str) -> dg.AssetsDefinition:
             raise dg.Failure(description=f"{name} {context.partition_key}: no instrument record for {symbol}", allow_retries=False)
         try:
             settings = SweepSettings(top_k=config.top_k, spa_reps=config.spa_reps, seed=config.seed)
-            out = run_sweep_slice(the_lake, spec, symbol, month, instrument.taker_fee, instrument.trading_days, STARTING_CASH,
+            # the month's fee schedule, as the engine backtests are charged (a switch pays the taker fee)
+            taker_fee = inst_mod.fees_for(instrument, month)[1]
+            out = run_sweep_slice(the_lake, spec, symbol, month, taker_fee, instrument.trading_days, STARTING_CASH,
                                   interval, settings)
         except (ResearchInputError, ValueError) as exc:
             raise dg.Failure(description=f"{name} {context.partition_key}: {exc}", allow_retries=False) from exc

@@ -54,28 +54,53 @@ def _currency(code: str):
 
 
 def nautilus_instrument(inst: Instrument):
-    """A ``CurrencyPair`` for our instrument record (fees as fractions of notional)."""
+    """The NautilusTrader instrument for our record (fees as fractions of notional; a negative
+    maker fee is a rebate, which ``MakerTakerFeeModel`` turns into a negative commission).
+
+    ``spot``/``fx`` -> ``CurrencyPair``; ``perpetual`` -> ``CryptoPerpetual`` (linear: settled in
+    the quote currency, ``is_inverse=False``, as Binance USD-M); ``future`` -> ``CryptoFuture``
+    expiring at 08:00 UTC of its date (Binance's delivery time). The instrument id is the
+    partition symbol at the venue (``BTCUSDT-PERP.BINANCE``), ``raw_symbol`` the venue's name
+    (``BTCUSDT``). Derivatives carry margin from the venue × kind settings: initial margin
+    1 / max_leverage, maintenance the configured rate (fractions of notional); spot and FX keep
+    none, so their results are unchanged by margin settings."""
+    from datetime import datetime, time as dtime, timezone
+
     from nautilus_trader.model.identifiers import InstrumentId, Symbol, Venue
-    from nautilus_trader.model.instruments import CurrencyPair
+    from nautilus_trader.model.instruments import CryptoFuture, CryptoPerpetual, CurrencyPair
     from nautilus_trader.model.objects import Price, Quantity
 
+    from quant_assets.lake.identity import expiry_of, pair_of
+    from quant_assets.lake.instruments import margin_for
+
     iid = InstrumentId(Symbol(inst.symbol), Venue(inst.venue))
-    return CurrencyPair(
+    base = _currency(inst.base_currency if inst.base_currency != "?" else pair_of(inst.symbol)[:3])
+    quote = _currency(inst.quote_currency if inst.quote_currency != "?" else "USD")
+    common = dict(
         instrument_id=iid,
-        raw_symbol=Symbol(inst.symbol),
-        base_currency=_currency(inst.base_currency if inst.base_currency != "?" else inst.symbol[:3]),
-        quote_currency=_currency(inst.quote_currency if inst.quote_currency != "?" else "USD"),
+        raw_symbol=Symbol(inst.raw_symbol),
+        quote_currency=quote,
         price_precision=inst.price_precision,
         size_precision=inst.size_precision,
         price_increment=Price(inst.tick_size, inst.price_precision),
         size_increment=Quantity(inst.lot_size, inst.size_precision),
         ts_event=0,
         ts_init=0,
-        margin_init=Decimal("0"),
-        margin_maint=Decimal("0"),
         maker_fee=Decimal(str(inst.maker_fee)),
         taker_fee=Decimal(str(inst.taker_fee)),
     )
+    if inst.kind in ("spot", "fx"):
+        return CurrencyPair(base_currency=base, margin_init=Decimal("0"), margin_maint=Decimal("0"), **common)
+    leverage, maintenance = margin_for(inst)
+    margin = dict(margin_init=Decimal(str(round(1.0 / leverage, 10))), margin_maint=Decimal(str(maintenance)))
+    if inst.kind == "perpetual":
+        return CryptoPerpetual(base_currency=base, settlement_currency=quote, is_inverse=False, **margin, **common)
+    expiry = expiry_of(inst.symbol) or expiry_of(inst.raw_symbol)
+    if expiry is None:
+        raise ValueError(f"{inst.symbol}: a future needs an expiry in its symbol (<pair>-YYMMDD)")
+    expiration_ns = int(datetime.combine(expiry, dtime(8), tzinfo=timezone.utc).timestamp()) * 1_000_000_000
+    return CryptoFuture(underlying=base, settlement_currency=quote, is_inverse=False, activation_ns=0,
+                        expiration_ns=expiration_ns, **margin, **common)
 
 
 def _engine(instrument, starting_cash: float):

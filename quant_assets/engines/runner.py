@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import resource
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from quant_assets.engines import ADAPTER_VERSIONS
 from quant_assets.engines.inputs import BacktestInputError
 from quant_assets.engines.fidelity import assumption
 from quant_assets.engines.invariants import Outcome, check_backtest
-from quant_assets.engines.account import AccountRules, max_notional, rules_for
+from quant_assets.engines.account import AccountRules, max_notional
 from quant_assets.engines.result import EngineRun, finalize_with_flows, summary
 from quant_assets.lake import instruments as inst_mod
 from quant_assets.lake.store import Lake, atomic_dir, file_sha256
@@ -55,15 +55,14 @@ SIZE_PARAMS = ("notional", "order_notional")
 
 def account_rules(instrument: inst_mod.Instrument, starting_cash: float = STARTING_CASH) -> AccountRules:
     """The account a backtest of ``instrument`` trades through: leverage and maintenance margin
-    of its kind (see :mod:`quant_assets.engines.account`)."""
-    return rules_for(instrument_kind(instrument), starting_cash)
+    of its venue and kind (``[[margin]]`` in instruments.toml; see
+    :mod:`quant_assets.engines.account`)."""
+    max_leverage, maintenance_margin = inst_mod.margin_for(instrument)
+    return AccountRules(starting_cash, max_leverage, maintenance_margin)
 
 
 def instrument_kind(instrument: inst_mod.Instrument) -> str:
-    kind = getattr(instrument, "kind", None)
-    if kind:
-        return str(kind)
-    return "perpetual" if instrument.symbol.endswith("-PERP") else ("fx" if instrument.venue == "FX" else "spot")
+    return str(instrument.kind)
 
 
 def check_sizes(spec: StrategySpec, params: dict[str, Any], rules: AccountRules, what: str) -> None:
@@ -109,6 +108,10 @@ def run_backtest(
     instrument = inst_mod.resolve(lake, symbol)
     if instrument is None:
         raise BacktestInputError(f"{symbol} {month}: no instrument record (materialise `ticks` for it or add [{symbol}] to instruments.toml)")
+    # The month is charged the fee schedule in force when it starts (per-symbol overrides win);
+    # the account trades under the venue kind's margin settings.
+    fees = inst_mod.fee_choice(instrument, month)
+    instrument = replace(instrument, maker_fee=fees.maker, taker_fee=fees.taker)
     rules = account_rules(instrument, starting_cash)
     check_sizes(spec, params, rules, f"{symbol} {month}")
     rss_before = psutil.Process().memory_info().rss
@@ -142,6 +145,7 @@ def run_backtest(
             "instrument_kind": instrument_kind(instrument),
             "fidelity": run.fidelity,
             "fidelity_assumption": assumption(run.fidelity),
+            "fee_schedule": {**asdict(fees), "label": fees.label()},
             "account": {"starting_cash": rules.starting_cash, "max_leverage": rules.max_leverage,
                         "maintenance_margin": rules.maintenance_margin, "ruin_floor": rules.ruin_floor},
             "counters": run.counters,

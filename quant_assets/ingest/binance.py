@@ -21,7 +21,7 @@ from quant_assets.ingest.sample import Sample
 from quant_assets.ingest.timeunits import epoch_to_ns, infer_epoch_unit
 
 #: ``BTCUSDT-trades-2024-01.zip`` -> symbol, data type.
-FILE_NAME_RE = re.compile(r"^([A-Za-z0-9]+)-(trades|aggTrades|bookTicker)-\d{4}-\d{2}")
+FILE_NAME_RE = re.compile(r"^([A-Za-z0-9_]+)-(trades|aggTrades|bookTicker)-\d{4}-\d{2}")
 
 _UNITS = ("ms", "us")
 

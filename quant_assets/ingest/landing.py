@@ -24,21 +24,28 @@ import polars as pl
 from quant_assets.ingest.detect import Detected, detect, plain_file, scan_detected, symbol_hints
 from quant_assets.ingest.errors import IngestError
 from quant_assets.ingest.validate import ts_in_range, with_reasons
+from quant_assets.lake.identity import claims_match, parse_symbol
 from quant_assets.lake.manifest import FileRecord, fingerprint, read_manifest, upsert
 from quant_assets.lake.schema import DEDUPE_COLUMNS, TICK_COLUMNS
 from quant_assets.lake.store import Lake, sweep_debris
 from quant_assets.lake.symbols import normalise_symbol
-from quant_assets.settings import start_month
+from quant_assets.settings import START_MONTH_ENV, start_month
 
 
 @contextlib.contextmanager
 def open_checked(lake: Lake, symbol: str, path: Path) -> Iterator[tuple[Detected, pl.LazyFrame]]:
-    """Detect ``path``'s format, cross-check its symbol, and yield its frame with reasons."""
+    """Detect ``path``'s format, cross-check its symbol, and yield its frame with reasons.
+
+    A file's claimed symbol is checked against the *raw* symbol of the folder's instrument
+    (``landing/BTCUSDT-PERP/BTCUSDT-trades-2024-03.zip`` is fine: Binance names spot and
+    perpetual files alike), see :func:`quant_assets.lake.identity.claims_match`."""
     with plain_file(path, lake.scratch_dir()) as text_path:
         detected = detect(path, text_path)
         for where, claimed in symbol_hints(path, detected).items():
-            if claimed != symbol:
-                raise IngestError(path, f"the {where} says {claimed!r} but the file is in landing folder {symbol!r}")
+            if not claims_match(claimed, symbol):
+                raw, kind = parse_symbol(symbol)
+                raise IngestError(path, f"the {where} says {claimed!r} but the file is in landing folder {symbol!r} "
+                                        f"(a {kind} instrument whose files should say {raw!r})")
         yield detected, scan_detected(detected)
 
 
@@ -52,12 +59,36 @@ def _polars_error(path: Path, exc: Exception) -> IngestError:
     return IngestError(path, f"could not parse ({type(exc).__name__}: {first})")
 
 
+def _no_month_error(path: Path, lf: pl.LazyFrame) -> IngestError:
+    """Why a file touches no month: no row has a timestamp from the start month to now.
+
+    Without this a file of rows dated 2100 (or all before ``QUANT_START_MONTH``) would stay
+    ``probed`` with no months and no message: never built, never explained."""
+    ts = pl.col("ts_event")
+    span = lf.select(lo=ts.min(), hi=ts.max(), n=ts.count()).collect(engine="streaming").row(0, named=True)
+    start = start_month()
+    expected = f"expected rows from {START_MONTH_ENV}={start} up to now (+1 day of clock skew)"
+    if not span["n"]:
+        return IngestError(path, f"no row of {path.name} has a parseable timestamp; {expected}")
+    return IngestError(path, f"no row of {path.name} falls in a month to build: its timestamps run from "
+                             f"{_iso(span['lo'])} to {_iso(span['hi'])}; {expected}")
+
+
+def _iso(ts_ns: int) -> str:
+    try:
+        return datetime.fromtimestamp(ts_ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):  # far outside the calendar: show the raw number
+        return f"{ts_ns} ns"
+
+
 def probe(lake: Lake, symbol: str, path: Path, rec: FileRecord) -> FileRecord:
     """Fill ``rec`` with the format and the months of ``path``'s valid timestamps."""
     try:
         with open_checked(lake, symbol, path) as (detected, lf):
             # Only the timestamp column is read: projection pushdown keeps the probe cheap.
             months = sorted(_months(lf.select("ts_event").filter(ts_in_range(start_month()))))
+            if not months:
+                raise _no_month_error(path, lf)
     except IngestError as exc:
         return _fail(rec, exc)
     except (pl.exceptions.PolarsError, OSError) as exc:
@@ -121,6 +152,13 @@ def stage(lake: Lake, symbol: str, rec: FileRecord) -> FileRecord:
                 staged.unlink()
                 quarantine.unlink()
                 raise IngestError(path, "no data rows")
+            if not facts["months"]:
+                # Every row is out of range, so all are in quarantine, each with its reason
+                # (kept); the file is failed like the probe fails it, with the same reason,
+                # rather than "staged" feeding no partition.
+                reason = _no_month_error(path, pl.scan_parquet(quarantine))
+                staged.unlink()
+                raise reason
             if facts["rows_rejected"] == 0:
                 quarantine.unlink()
         except IngestError as exc:

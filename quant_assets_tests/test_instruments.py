@@ -1,0 +1,329 @@
+"""Instrument identity (venue + raw symbol + kind), fee schedules with effective dates, margin
+settings, and what a backtest records of them. Small data made in code; no engine runs except
+one short NautilusTrader backtest through ``run_backtest``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from quant_assets.lake import instruments as inst_mod
+from quant_assets.lake.identity import claims_match, parse_symbol, symbol_for
+from quant_assets.lake.instruments import Instrument, fee_choice, fees_for, margin_for
+
+SPOT = Instrument("BTCUSDT", "BINANCE", "BTC", "USDT", 2, 3, 0.01, 0.001, 0.001, 0.001)
+PERP = Instrument("BTCUSDT-PERP", "BINANCE", "BTC", "USDT", 1, 3, 0.1, 0.001, 0.001, 0.001)
+
+
+@pytest.mark.parametrize("symbol, raw, kind", [
+    ("BTCUSDT", "BTCUSDT", "spot"),
+    ("BTCUSDT-PERP", "BTCUSDT", "perpetual"),
+    ("btcusdt-perp", "BTCUSDT", "perpetual"),
+    ("BTC-PERPETUAL", "BTC-PERPETUAL", "perpetual"),
+    ("BTCUSDT-250328", "BTCUSDT_250328", "future"),
+    ("BTCUSDT_250328", "BTCUSDT_250328", "future"),
+    ("BTCUSDT-251399", "BTCUSDT-251399", "spot"),  # not a date: no expiry, no future
+    ("EURUSD", "EURUSD", "fx"),
+    ("EUR.USD", "EUR.USD", "fx"),
+    ("ETHBTC", "ETHBTC", "spot"),
+])
+def test_partition_symbols_name_raw_symbol_and_kind(symbol, raw, kind):
+    assert parse_symbol(symbol) == (raw, kind)
+
+
+def test_symbol_for_inverts_parse_symbol_and_fx_follows_the_venue():
+    for sym in ("BTCUSDT", "BTCUSDT-PERP", "BTCUSDT-250328", "EURUSD", "BTC-PERPETUAL"):
+        assert symbol_for(*parse_symbol(sym)) == sym
+    assert parse_symbol("XAUUSD") == ("XAUUSD", "spot")
+    assert parse_symbol("XAUUSD", venue="FX") == ("XAUUSD", "fx")
+    with pytest.raises(ValueError, match="unknown kind 'swap'"):
+        symbol_for("BTCUSDT", "swap")
+
+
+def test_file_claims_are_checked_against_the_raw_symbol():
+    assert claims_match("BTCUSDT", "BTCUSDT-PERP") and claims_match("BTCUSDT", "BTCUSDT")
+    assert claims_match("EURUSD", "EUR.USD")  # a TrueFX pair column in a dotted folder
+    assert not claims_match("ETHUSDT", "BTCUSDT-PERP")
+    assert not claims_match("BTCUSDT", "ETHUSDT-PERP")
+
+
+def test_positional_instruments_infer_kind_and_raw_symbol():
+    assert (SPOT.kind, SPOT.raw_symbol, SPOT.fee_tier) == ("spot", "BTCUSDT", "VIP0")
+    assert (PERP.kind, PERP.raw_symbol) == ("perpetual", "BTCUSDT")
+    fx = Instrument("EURUSD", "FX", "EUR", "USD", 5, 0, 1e-5, 1.0, 0.0, 0.0)
+    assert fx.kind == "fx"
+    assert inst_mod.split_currencies("BTCUSDT-PERP") == ("BTC", "USDT")
+    assert inst_mod.split_currencies("ETHUSDT-250328") == ("ETH", "USDT")
+    with pytest.raises(ValueError, match="instrument X: unknown kind 'option'"):
+        Instrument("X", "SIM", "X", "USD", 1, 0, 0.1, 1.0, 0.0, 0.0, kind="option")
+
+
+def test_an_instruments_table_written_before_kinds_existed_still_loads(lake):
+    old_schema = {k: v for k, v in inst_mod.SCHEMA.items() if k not in ("kind", "raw_symbol", "fee_tier")}
+    rows = [{k: v for k, v in inst_mod.asdict(i).items() if k in old_schema} for i in (SPOT, PERP)]
+    lake.instruments_path.parent.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame(rows, schema=old_schema).write_parquet(lake.instruments_path)
+    table = inst_mod.read_inferred(lake)
+    assert table["BTCUSDT"].kind == "spot" and table["BTCUSDT-PERP"].kind == "perpetual"
+    assert table["BTCUSDT-PERP"].raw_symbol == "BTCUSDT"
+    # and rewriting it (the next ingest) stores the new columns
+    inst_mod.record_inferred(lake, replace(SPOT, symbol="ETHUSDT", raw_symbol="", kind=""))
+    assert set(pl.read_parquet(lake.instruments_path)["kind"]) == {"spot", "perpetual"}
+
+
+def _toml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "instruments.toml"
+    path.write_text(text)
+    return path
+
+
+def test_builtin_binance_fees_by_kind():
+    # Binance's published VIP 0 rates: spot 0.1% / 0.1%, USD-M perpetual 0.02% / 0.05%
+    assert fees_for(SPOT, "2024-03")[:2] == (0.001, 0.001)
+    maker, taker, label = fees_for(PERP, "2024-03")
+    assert (maker, taker) == (0.0002, 0.0005)
+    assert "BINANCE perpetual VIP0" in label and "built-in" in label
+    # a venue without a schedule keeps the instrument's own fees
+    sim = Instrument("TOYUSD", "SIM", "TOY", "USD", 0, 1, 1.0, 0.1, 0.0003, 0.0007)
+    assert fees_for(sim, "2024-03")[:2] == (0.0003, 0.0007)
+
+
+def test_the_schedule_row_in_force_at_the_start_of_the_month_is_used(tmp_path):
+    cfg = _toml(tmp_path, """
+[[fees]]
+venue = "BINANCE"
+kind = "perpetual"
+from = "2020-01-01"
+maker = 0.0002
+taker = 0.0004
+
+[[fees]]
+venue = "BINANCE"
+kind = "perpetual"
+from = 2024-03-15          # a TOML date: in force from mid-March, so April is the first month
+maker = -0.0001            # a rebate
+taker = 0.0003
+
+[[fees]]
+venue = "BINANCE"
+kind = "perpetual"
+tier = "VIP1"
+from = "2020-01-01"
+maker = 0.00016
+taker = 0.0004
+""")
+    assert fees_for(PERP, "2024-03", cfg)[:2] == (0.0002, 0.0004)
+    choice = fee_choice(PERP, "2024-04", cfg)
+    assert (choice.maker, choice.taker, choice.effective, choice.tier) == (-0.0001, 0.0003, "2024-03-15", "VIP0")
+    assert "row 2" in choice.source
+    assert fees_for(PERP, "2019-06", cfg)[:2] == (0.0002, 0.0004)  # before the first row: the first row
+    assert fees_for(replace(PERP, fee_tier="VIP1"), "2024-04", cfg)[:2] == (0.00016, 0.0004)
+    # configured perpetual rows do not touch the built-in spot schedule
+    assert fees_for(SPOT, "2024-04", cfg)[:2] == (0.001, 0.001)
+
+
+def test_a_symbol_chooses_its_tier_and_per_symbol_fees_win(tmp_path, lake):
+    cfg = _toml(tmp_path, """
+[BTCUSDT-PERP]
+venue = "BINANCE"
+fee_tier = "VIP1"
+
+[ETHUSDT-PERP]
+venue = "BINANCE"
+taker_fee = 0.0007
+
+[[fees]]
+venue = "BINANCE"
+kind = "perpetual"
+tier = "VIP1"
+from = "2020-01-01"
+maker = 0.00016
+taker = 0.0004
+""")
+    btc = inst_mod.apply_overrides("BTCUSDT-PERP", PERP, inst_mod.overrides(cfg)["BTCUSDT-PERP"])
+    assert btc.fee_tier == "VIP1" and fees_for(btc, "2024-01", cfg)[:2] == (0.00016, 0.0004)
+    eth_inferred = replace(PERP, symbol="ETHUSDT-PERP", base_currency="ETH")
+    eth = inst_mod.apply_overrides("ETHUSDT-PERP", eth_inferred, inst_mod.overrides(cfg)["ETHUSDT-PERP"])
+    maker, taker, label = fees_for(eth, "2024-01", cfg)
+    assert (maker, taker) == (0.0002, 0.0007)  # taker overridden, maker still from the VIP0 schedule
+    assert "[ETHUSDT-PERP] taker_fee" in label
+
+
+@pytest.mark.parametrize("text, message", [
+    ("""
+[[fees]]
+venue = "BINANCE"
+kind = "perpetual"
+from = "2020-01-01"
+until = "2024-02-01"
+maker = 0.0002
+taker = 0.0005
+
+[[fees]]
+venue = "BINANCE"
+kind = "perpetual"
+from = "2024-01-01"
+maker = 0.0001
+taker = 0.0004
+""", r"\[\[fees\]\] row 2: overlaps .*row 1 for BINANCE perpetual VIP0"),
+    ("""
+[[fees]]
+venue = "BINANCE"
+kind = "spot"
+from = "2020-01-01"
+maker = 0.001
+taker = 0.001
+
+[[fees]]
+venue = "BINANCE"
+kind = "spot"
+from = "2020-01-01"
+maker = 0.0009
+taker = 0.001
+""", r"row 2: overlaps .*row 1"),
+    ("""
+[[fees]]
+venue = "BINANCE"
+kind = "spot"
+from = "2020-01-01"
+maker = 0.001
+taker = 10
+""", r"\[\[fees\]\] row 1 taker: 10 is outside ±0.05"),
+    ("""
+[[fees]]
+venue = "BINANCE"
+kind = "swap"
+from = "2020-01-01"
+maker = 0.001
+taker = 0.001
+""", r"\[\[fees\]\] row 1: unknown kind 'swap'"),
+    ("""
+[[fees]]
+venue = "BINANCE"
+kind = "spot"
+from = "2020-01-01"
+maker = 0.001
+""", r"row 1: missing field\(s\) \['taker'\]"),
+    ("""
+[BTCUSDT]
+kind = "perp"
+""", r"\[BTCUSDT\] kind: unknown kind 'perp'"),
+    ("""
+[BTCUSDT]
+maker_fee = 1.0
+""", r"\[BTCUSDT\] maker_fee: 1.0 is outside"),
+    ("""
+[BTCUSDT]
+fee_tier = "VIP9"
+""", r"no fee schedule for BINANCE spot tier 'VIP9'"),
+])
+def test_bad_fee_settings_name_the_file_and_the_row(tmp_path, text, message):
+    cfg = _toml(tmp_path, text)
+    with pytest.raises(ValueError, match=message) as err:
+        inst = inst_mod.apply_overrides("BTCUSDT", SPOT, inst_mod.overrides(cfg).get("BTCUSDT"))
+        fees_for(inst, "2024-01", cfg)
+    assert str(cfg) in str(err.value)
+
+
+def test_margin_settings_default_by_kind_and_are_configurable(tmp_path):
+    assert margin_for(SPOT) == (1.0, 0.0)
+    assert margin_for(PERP) == (20.0, 0.004)
+    cfg = _toml(tmp_path, """
+[[margin]]
+venue = "BINANCE"
+kind = "perpetual"
+max_leverage = 50
+maintenance_margin = 0.005
+""")
+    assert margin_for(PERP, cfg) == (50.0, 0.005)
+    assert margin_for(replace(PERP, venue="TARDIS"), cfg) == (20.0, 0.004)  # other venues keep the default
+
+
+@pytest.mark.parametrize("row, message", [
+    ("max_leverage = 0.5", r"\[\[margin\]\] row 1: max_leverage 0.5 must be a number ≥ 1"),
+    ("maintenance_margin = 1.5", r"row 1: maintenance_margin 1.5 must be a fraction"),
+    ('kind = "swap"', r"row 1: unknown kind 'swap'"),
+    ("leverage = 10", r"row 1: unknown field\(s\) \['leverage'\]"),
+])
+def test_bad_margin_settings_name_the_file_and_the_row(tmp_path, row, message):
+    kind = "" if row.startswith("kind") else 'kind = "perpetual"\n'
+    cfg = _toml(tmp_path, f'[[margin]]\nvenue = "BINANCE"\n{kind}{row}\n')
+    with pytest.raises(ValueError, match=message) as err:
+        margin_for(PERP, cfg)
+    assert str(cfg) in str(err.value)
+
+
+def test_nautilus_gets_the_instrument_type_of_the_kind():
+    from nautilus_trader.model.instruments import CryptoFuture, CryptoPerpetual, CurrencyPair
+
+    from quant_assets.engines.nautilus import nautilus_instrument
+
+    spot, perp = nautilus_instrument(SPOT), nautilus_instrument(PERP)
+    assert type(spot) is CurrencyPair and str(spot.id) == "BTCUSDT.BINANCE"
+    assert type(perp) is CryptoPerpetual and str(perp.id) == "BTCUSDT-PERP.BINANCE"
+    assert perp.raw_symbol.value == "BTCUSDT" and not perp.is_inverse
+    assert perp.settlement_currency.code == "USDT" and perp.base_currency.code == "BTC"
+    assert float(perp.margin_init) == pytest.approx(1 / 20) and float(perp.margin_maint) == pytest.approx(0.004)
+    fut = nautilus_instrument(replace(PERP, symbol="BTCUSDT-250328", kind="", raw_symbol=""))
+    assert type(fut) is CryptoFuture and fut.raw_symbol.value == "BTCUSDT_250328"
+    assert fut.expiration_ns == 1_743_148_800 * 10**9  # 2025-03-28T08:00:00Z
+    fx = nautilus_instrument(Instrument("EURUSD", "FX", "EUR", "USD", 5, 0, 1e-5, 1.0, 0.0, 0.0))
+    assert type(fx) is CurrencyPair
+
+
+def test_run_backtest_charges_the_months_schedule_and_records_it(lake, tmp_path, monkeypatch):
+    from quant_assets.engines.runner import run_backtest
+    from quant_assets.strategies import registry
+    from quant_assets_tests.scripted import around, write
+
+    monkeypatch.setenv("QUANT_INSTRUMENTS", str(_toml(tmp_path, """
+[[fees]]
+venue = "BINANCE"
+kind = "perpetual"
+from = "2023-12-01"
+maker = 0.0001
+taker = 0.0004
+""")))
+    sym, month = "TESTUSDT-PERP", "2024-01"
+    path = lake.ticks_path(sym, month)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write(around([100.0] * 5 + [101.0] * 5 + [99.0] * 5), path)
+    inst_mod.record_inferred(lake, Instrument(sym, "BINANCE", "TEST", "USDT", 2, 2, 0.01, 0.01, 0.001, 0.001))
+    spec = replace(registry.EMA_CROSS, values={"fast_period": 2, "slow_period": 3, "notional": 1000.0, "equity_interval_s": 1.0})
+    out = run_backtest(lake, spec, sym, month)
+
+    manifest = json.loads((out.directory / "manifest.json").read_text())
+    assert manifest["fee_schedule"] | {"source": None} == {
+        "venue": "BINANCE", "kind": "perpetual", "tier": "VIP0", "effective": "2023-12-01",
+        "maker": 0.0001, "taker": 0.0004, "source": None, "label": manifest["fee_schedule"]["label"],
+    }
+    assert "[[fees]] row 1" in manifest["fee_schedule"]["source"]
+    assert manifest["margin"] == {"max_leverage": 20.0, "maintenance_margin": 0.004}
+    assert manifest["instrument"]["kind"] == "perpetual" and manifest["instrument"]["taker_fee"] == 0.0004
+    fills = pl.read_parquet(out.directory / "fills.parquet")
+    assert len(fills) > 0 and (fills["liquidity"] == "taker").all()
+    assert fills["fee"].to_list() == pytest.approx((fills["qty"] * fills["price"] * 0.0004).to_list(), rel=1e-5)
+
+
+def test_instruments_toml_may_set_the_kind_and_is_validated_whole(tmp_path):
+    cfg = _toml(tmp_path, """
+[XBTUSD]
+venue = "BITMEX"
+kind = "perpetual"
+
+[EURUSD]
+venue = "FX"
+""")
+    over = inst_mod.overrides(cfg)
+    xbt = inst_mod.apply_overrides("XBTUSD", None, over["XBTUSD"])
+    assert (xbt.kind, xbt.raw_symbol, xbt.venue) == ("perpetual", "XBTUSD", "BITMEX")
+    assert margin_for(xbt, cfg) == (20.0, 0.004)
+    assert inst_mod.apply_overrides("EURUSD", None, over["EURUSD"]).kind == "fx"
+    inst_mod.validate_config(cfg)  # a good file passes
+    bad = _toml(tmp_path, '[BTCUSDT]\nvenue = "BINANCE"\nfee_tier = "VIP7"\n')
+    with pytest.raises(ValueError, match=r"no fee schedule for BINANCE spot tier 'VIP7'"):
+        inst_mod.validate_config(bad)
