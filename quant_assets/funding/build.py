@@ -65,10 +65,12 @@ def funding_records(lake: Lake, symbol: str) -> list[FileRecord]:
     return [r for r in survey(lake, symbol, table="funding") if r.format in funding_parse.FUNDING_FORMATS]
 
 
-def expected_fingerprint(lake: Lake, symbol: str, month: str) -> str | None:
-    """Fingerprint of the funding files that would feed (symbol, month) now; None when none."""
+def expected_fingerprint(lake: Lake, symbol: str, month: str) -> str:
+    """Fingerprint of the funding files that would feed (symbol, month) now. Unlike ticks, a
+    slice with no funding file still has one (of the empty set): the asset materialises it as
+    ``missing`` / ``not applicable`` with that fingerprint, and a file landing later changes it."""
     records = [r for r in funding_records(lake, symbol) if r.status != "failed" and month in r.months]
-    return sources_fingerprint(records) if records else None
+    return sources_fingerprint(records)
 
 
 def read_source(lake: Lake, rec: FileRecord) -> pl.DataFrame:
