@@ -323,3 +323,23 @@ def test_missing_funding_is_labelled_never_zero():
     frame, _, summary = settle_run("BTCUSDT", fills, samples.with_columns(equity=1.0, position=0.0, cash=1.0),
                                    _funding([(T + 50, 0.001, 100.0)]))
     assert frame.is_empty() and summary["funding_status"] == "not applicable"
+
+
+def test_landing_sensor_requests_funding_runs_for_funding_files(lake, instance):
+    import os
+    import time
+
+    from quant_assets.definitions import defs
+    from quant_assets.sensors import landing_sensor
+
+    tick = b.synthetic_parquet(lake.landing_dir(PERP) / "ticks.parquet", PERP, "2024-03", events=500)
+    fund = _funding_file(lake, "BTCUSDT-fundingRate-2024-04.csv", b.binance_funding_csv([0.0001], t0_ms=b.MAR_MS + 31 * 86_400_000))
+    spot = _funding_file(lake, "BTCUSDT-fundingRate-2024-03.csv", b.binance_funding_csv([0.0001]), symbol="BTCUSDT")
+    old = time.time() - 60
+    for p in (tick, fund, spot):
+        os.utime(p, (old, old))  # settled: taken at first sight
+    with dg.build_sensor_context(instance_ref=instance.get_ref(), definitions=defs,
+                                 resources={"lake": LakeResource(), "critic": CriticResource()}) as ctx:
+        result = landing_sensor(ctx)
+    got = sorted((str(r.partition_key), [k.to_user_string() for k in r.asset_selection]) for r in result.run_requests)
+    assert got == [("2024-03|BTCUSDT-PERP", ["ticks"]), ("2024-04|BTCUSDT-PERP", ["funding"])]
