@@ -343,3 +343,13 @@ def test_landing_sensor_requests_funding_runs_for_funding_files(lake, instance):
         result = landing_sensor(ctx)
     got = sorted((str(r.partition_key), [k.to_user_string() for k in r.asset_selection]) for r in result.run_requests)
     assert got == [("2024-03|BTCUSDT-PERP", ["ticks"]), ("2024-04|BTCUSDT-PERP", ["funding"])]
+
+
+def test_binance_and_tardis_of_one_event_agree_and_complete_each_other(lake):
+    # Tardis knows the mark but not the first interval; Binance the interval but not the mark.
+    _funding_file(lake, "BTCUSDT-fundingRate-2024-03.csv", b.binance_funding_csv([0.0001]))
+    _funding_file(lake, "tardis.csv", b.tardis_derivative_ticker_csv([(US - 100, US, 0.000100004, 99.5)]))
+    res = build_funding(lake, PERP, "2024-03")
+    df = pl.read_parquet(res.path)
+    assert df.select("ts", "rate", "interval_h", "mark_px").rows() == [(MAR_NS, 0.0001, 8.0, 99.5)]
+    assert res.duplicates == 1

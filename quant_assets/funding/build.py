@@ -4,9 +4,9 @@ The partition is a pure function of the landing folder's funding files now: ever
 funding times touch the month is read again (funding files are small), its rows of that month
 are kept (rows of other months go to their own month's partition), and rows are sorted by
 ``ts``. Rows with the same ``ts`` from several files (overlapping downloads, a re-uploaded
-file) must agree on ``rate`` and ``interval_h``: then one is kept (the mark is taken from the
-first file, by path, that has one); if they disagree the build fails naming both files and
-lines. A failed funding file of the symbol fails every month's build (its months are unknown):
+file, Binance and Tardis for one venue) must agree on ``rate`` (within ``RATE_TOLERANCE``)
+and on ``interval_h`` where both know it: then one is kept, completed with any file's interval
+and mark; if they disagree the build fails naming both files and lines. A failed funding file of the symbol fails every month's build (its months are unknown):
 the published partition is only ever replaced by a complete one, atomically.
 
 Outcomes (:attr:`FundingBuild.status`): ``applied`` (a partition was written), ``missing`` (a
@@ -83,27 +83,36 @@ def read_source(lake: Lake, rec: FileRecord) -> pl.DataFrame:
         return funding_parse.read(*found, source_name=rec.path)
 
 
+#: Two sources agree on a rate when they differ by at most this (fraction per interval):
+#: Binance files print 8 decimals, Tardis relays the venue's full-precision value.
+RATE_TOLERANCE = 1e-8
+
+
 def dedupe(rows: pl.DataFrame) -> tuple[pl.DataFrame, int]:
     """``rows`` sorted by ``ts`` with repeated funding times kept once; (frame, rows dropped).
 
-    Raises :class:`FundingError` when two rows of one ``ts`` disagree on ``rate`` or
-    ``interval_h`` (naming both sources and lines)."""
+    Rows of one ``ts`` agree when their rates are within :data:`RATE_TOLERANCE` and their known
+    intervals are equal (a null interval or mark is unknown, not different): the first row by
+    (source path, line) is kept, with the first known interval and mark of any of them. Raises
+    :class:`FundingError` when they disagree, naming both sources and lines."""
     rows = rows.sort("ts", "source", "src_line")
-    key = pl.struct("rate", "interval_h")
-    conflicts = rows.filter(key.n_unique().over("ts") > 1)
+    rate, iv = pl.col("rate"), pl.col("interval_h")
+    clash = ((rate.max() - rate.min()).over("ts") > RATE_TOLERANCE) | (iv.drop_nulls().n_unique().over("ts") > 1)
+    conflicts = rows.filter(clash)
     if len(conflicts):
         first_ts = conflicts["ts"][0]
-        pair = conflicts.filter(pl.col("ts") == first_ts).unique(["rate", "interval_h"], keep="first", maintain_order=True).head(2)
-        a, b = pair.row(0, named=True), pair.row(1, named=True)
+        group = conflicts.filter(pl.col("ts") == first_ts)
+        a = group.row(0, named=True)
+        b = next(r for r in group.iter_rows(named=True)
+                 if abs(r["rate"] - a["rate"]) > RATE_TOLERANCE or None not in (r["interval_h"], a["interval_h"]) and r["interval_h"] != a["interval_h"])
         n_ts = conflicts["ts"].n_unique()
         raise FundingError(
             f"conflicting funding at ts={first_ts} ns: {a['source']} line {a['src_line']} says rate {a['rate']!r} "
             f"(interval {a['interval_h']} h), {b['source']} line {b['src_line']} says rate {b['rate']!r} "
             f"(interval {b['interval_h']} h); expected equal values for one funding time ({n_ts} funding times conflict)"
         )
-    # Identical repeats: keep the first (by source path, line), but take any file's mark.
     out = rows.group_by("ts", maintain_order=True).agg(
-        pl.col("rate").first(), pl.col("interval_h").first(),
+        pl.col("rate").first(), pl.col("interval_h").drop_nulls().first(),
         pl.col("mark_px").drop_nulls().first(), pl.col("source").first(), pl.col("src_line").first(),
     )
     return out.select(FUNDING_COLUMNS).cast(FUNDING_SCHEMA), len(rows) - len(out)  # type: ignore[arg-type]

@@ -56,10 +56,6 @@ def checked_text(symbol: str, path: Path, text_path: Path) -> tuple[Detected, pl
     return detected, scan_detected(detected)
 
 
-#: Tables a landing file can feed; a record's table follows from its format.
-TABLES = ("ticks", "funding")
-
-
 def table_of(rec: FileRecord) -> str:
     """``funding`` for a funding file's record, else ``ticks`` (an unprobed file too)."""
     return "funding" if rec.format in funding_parse.FUNDING_FORMATS else "ticks"
