@@ -353,3 +353,11 @@ def test_binance_and_tardis_of_one_event_agree_and_complete_each_other(lake):
     df = pl.read_parquet(res.path)
     assert df.select("ts", "rate", "interval_h", "mark_px").rows() == [(MAR_NS, 0.0001, 8.0, 99.5)]
     assert res.duplicates == 1
+
+
+def test_venue_tick_files_named_by_the_underlying_land_in_the_perp_folder(lake):
+    # Binance names USD-M files by the pair: BTCUSDT-trades-... belongs in landing/BTCUSDT-PERP/
+    b.write(lake.landing_dir(PERP) / "BTCUSDT-trades-2024-03.csv", b.binance_trades_csv(3, t0_ms=b.MAR_MS))
+    b.write(lake.landing_dir(PERP) / "ETHUSDT-trades-2024-03.csv", b.binance_trades_csv(3, t0_ms=b.MAR_MS, start_id=9))
+    res = build_partition(lake, PERP, "2024-03")
+    assert res.rows == 3 and [r.path for r in res.failed] == ["landing/BTCUSDT-PERP/ETHUSDT-trades-2024-03.csv"]

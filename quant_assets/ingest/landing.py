@@ -51,7 +51,8 @@ def checked_text(symbol: str, path: Path, text_path: Path) -> tuple[Detected, pl
     """:func:`open_checked` on an already decompressed ``text_path``."""
     detected = detect(path, text_path)
     for where, claimed in symbol_hints(path, detected).items():
-        if claimed != symbol:
+        # A venue names its perpetual by the underlying pair (BTCUSDT-trades-... in BTCUSDT-PERP/).
+        if claimed not in (symbol, underlying_symbol(symbol)):
             raise IngestError(path, f"the {where} says {claimed!r} but the file is in landing folder {symbol!r}")
     return detected, scan_detected(detected)
 
