@@ -361,3 +361,13 @@ def test_venue_tick_files_named_by_the_underlying_land_in_the_perp_folder(lake):
     b.write(lake.landing_dir(PERP) / "ETHUSDT-trades-2024-03.csv", b.binance_trades_csv(3, t0_ms=b.MAR_MS, start_id=9))
     res = build_partition(lake, PERP, "2024-03")
     assert res.rows == 3 and [r.path for r in res.failed] == ["landing/BTCUSDT-PERP/ETHUSDT-trades-2024-03.csv"]
+
+
+def test_removed_funding_files_are_not_silently_served(lake):
+    path = _funding_file(lake, "a.csv", b.binance_funding_csv([0.0001]))
+    build_funding(lake, PERP, "2024-03")
+    path.unlink()
+    with pytest.raises(FundingError, match="no funding file .* touches the month"):
+        build_funding(lake, PERP, "2024-03")
+    lake.funding_path(PERP, "2024-03").unlink()
+    assert build_funding(lake, PERP, "2024-03").status == "missing"

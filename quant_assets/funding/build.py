@@ -144,6 +144,12 @@ def build_funding(lake: Lake, symbol: str, month: str) -> FundingBuild:
                                + "; ".join(f"{r.path}: {r.error}" for r in failed))
         sources = [r for r in records if month in r.months]
         if not sources:
+            published = lake.funding_path(symbol, month)
+            if published.exists():
+                # Its files were removed from the landing zone: say so rather than keep serving
+                # rows nothing backs any more, or delete published data on our own.
+                raise FundingError(f"{symbol} {month}: no funding file in {lake.landing_dir(symbol)} touches the month "
+                                   f"but {published} was published from earlier files; restore them, or delete it to mark the month missing")
             return FundingBuild(symbol, month, MISSING)
         rows, dropped = month_rows(lake, sources, month)
         final = lake.funding_path(symbol, month)
