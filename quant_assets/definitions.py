@@ -11,6 +11,7 @@ import os
 import dagster as dg
 
 from quant_assets.assets.backtests import backtest_assets
+from quant_assets.assets.funding import funding
 from quant_assets.assets.critiques import critique_asset, oos_asset
 from quant_assets.assets.metrics import metrics_asset
 from quant_assets.assets.reports import report_asset
@@ -27,6 +28,7 @@ SPECS = registry.load()
 inst_mod.validate_config()  # a bad instruments.toml stops loading with the file and row named
 ASSETS = [
     ticks,
+    funding,
     *backtest_assets(SPECS),
     *(metrics_asset(s) for s in SPECS.values()),
     *(report_asset(s) for s in SPECS.values()),

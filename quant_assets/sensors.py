@@ -1,4 +1,5 @@
-"""``landing_sensor``: new or changed files in ``<lake>/landing/<SYMBOL>/`` become ``ticks`` runs.
+"""``landing_sensor``: new or changed files in ``<lake>/landing/<SYMBOL>/`` become ``ticks`` runs
+(tick files) or ``funding`` runs (funding files of perpetuals).
 
 Each tick: every landing folder is surveyed (new or changed files are fingerprinted and
 probed for the months they touch; unchanged files cost a ``stat``), unseen symbols are
@@ -23,8 +24,9 @@ from pathlib import Path
 
 import dagster as dg
 
+from quant_assets.funding.build import expected_fingerprint as expected_funding_fingerprint
 from quant_assets.ingest.build import expected_fingerprint
-from quant_assets.ingest.landing import survey
+from quant_assets.ingest.landing import survey, table_of
 from quant_assets.lake.symbols import InvalidSymbolError, normalise_symbol
 from quant_assets.partitions import month_partitions, partition_key, symbol_partitions
 from quant_assets.settings import sensor_interval_s
@@ -63,17 +65,21 @@ def _read_cursor(cursor: str | None) -> tuple[dict[str, str], dict[str, list[int
 
 ingest_job = dg.define_asset_job(
     "ingest_ticks",
-    selection=dg.AssetSelection.assets("ticks"),
+    selection=dg.AssetSelection.assets("ticks", "funding"),
     partitions_def=None,
-    description="Build ticks partitions from the landing zone.",
+    description="Build ticks (and funding) partitions from the landing zone; each run request names its asset.",
 )
+
+#: Per table fed from the landing zone: its asset and the fingerprint of its current sources.
+_TABLES = {"ticks": (dg.AssetKey("ticks"), expected_fingerprint),
+           "funding": (dg.AssetKey("funding"), expected_funding_fingerprint)}
 
 
 @dg.sensor(
     job=ingest_job,
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=sensor_interval_s(),
-    description="Requests ticks runs for exactly the partitions that new or changed landing files touch.",
+    description="Requests ticks (or funding) runs for exactly the partitions that new or changed landing files touch.",
 )
 def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult:
     lk = lake.lake()
@@ -84,7 +90,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> d
     valid_months = set(month_partitions.get_partition_keys())
     known_symbols = set(context.instance.get_dynamic_partitions(symbol_partitions.name))
     new_symbols: list[str] = []
-    triggers: dict[tuple[str, str], list[str]] = {}
+    triggers: dict[tuple[str, str, str], list[str]] = {}  # (table, month, symbol) -> file hashes
     for folder in lk.landing_symbols():
         try:
             symbol = normalise_symbol(folder)
@@ -94,7 +100,8 @@ def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> d
         if symbol != folder:
             context.log.warning(f"landing/{folder}: symbol folders must be upper case ({symbol!r}); folder ignored")
             continue
-        for rec in survey(lk, symbol, ready=check):
+        # One survey for both tables (one manifest read): each record is routed by its format.
+        for rec in survey(lk, symbol, ready=check, table=None):
             if seen.get(rec.path) == rec.sha256:
                 continue
             seen[rec.path] = rec.sha256
@@ -105,23 +112,25 @@ def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> d
                 if month not in valid_months:
                     context.log.warning(f"{rec.path}: month {month} is outside the month partitions; skipped")
                     continue
-                triggers.setdefault((month, symbol), []).append(rec.sha256)
+                triggers.setdefault((table_of(rec), month, symbol), []).append(rec.sha256)
             if rec.months and symbol not in known_symbols and symbol not in new_symbols:
                 new_symbols.append(symbol)
-    for (month, symbol) in list(triggers):
+    for (table, month, symbol) in list(triggers):
+        asset_key, fingerprint = _TABLES[table]
         records = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey("ticks"), asset_partitions=[str(partition_key(month, symbol))]), limit=1
+            dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[str(partition_key(month, symbol))]), limit=1
         ).records
         built = records[0].asset_materialization.metadata.get("source_fingerprint") if records else None
-        if built is not None and built.value == expected_fingerprint(lk, symbol, month):
-            del triggers[(month, symbol)]
+        if built is not None and built.value == fingerprint(lk, symbol, month):
+            del triggers[(table, month, symbol)]
     run_requests = [
         dg.RunRequest(
-            run_key=f"ticks:{month}|{symbol}:" + hashlib.sha256(",".join(sorted(hashes)).encode()).hexdigest()[:16],
+            run_key=f"{table}:{month}|{symbol}:" + hashlib.sha256(",".join(sorted(hashes)).encode()).hexdigest()[:16],
             partition_key=partition_key(month, symbol),
+            asset_selection=[_TABLES[table][0]],
             tags={"quant_assets/trigger": "landing"},
         )
-        for (month, symbol), hashes in sorted(triggers.items())
+        for (table, month, symbol), hashes in sorted(triggers.items())
     ]
     return dg.SensorResult(
         run_requests=run_requests,

@@ -23,6 +23,7 @@ from dagster._core.definitions.data_version import CachingStaleStatusResolver, S
 from dagster._time import get_current_datetime
 
 from quant_assets.definitions import ASSETS, defs
+from quant_assets.funding.build import expected_fingerprint as expected_funding_fingerprint
 from quant_assets.ingest.build import expected_fingerprint
 from quant_assets.ingest.landing import survey
 from quant_assets.lake.store import Lake
@@ -36,6 +37,7 @@ ALL_MONTHS = "all"
 #: sources for (lake, symbol, month), compared with the ``source_fingerprint`` metadata.
 EXTERNAL_SOURCES: dict[dg.AssetKey, Callable[[Lake, str, str], str | None]] = {
     dg.AssetKey("ticks"): expected_fingerprint,
+    dg.AssetKey("funding"): expected_funding_fingerprint,
 }
 
 

@@ -90,3 +90,32 @@ def synthetic_parquet(path: Path, symbol: str, month: str, events: int = 5_000, 
 
 def read_ticks(lake_root: Path, symbol: str, month: str) -> pl.DataFrame:
     return pl.read_parquet(lake_root / "ticks" / f"symbol={symbol}" / f"month={month}" / "part-0.parquet")
+
+
+# ---- funding files (perpetuals) ---------------------------------------------------------------
+MAR_MS = 1_709_251_200_000  # 2024-03-01T00:00:00Z
+H8_MS = 8 * 3_600_000
+
+
+def binance_funding_csv(rates: list[float], t0_ms: int = MAR_MS, interval_h: int = 8, marks: list[float] | None = None) -> str:
+    """A Binance ``fundingRate`` CSV: one row per rate, ``interval_h`` apart from ``t0_ms``."""
+    head = "calc_time,funding_interval_hours,last_funding_rate" + (",mark_price" if marks is not None else "")
+    lines = [head]
+    for i, r in enumerate(rates):
+        tail = f",{marks[i]}" if marks is not None else ""
+        lines.append(f"{t0_ms + i * interval_h * 3_600_000},{interval_h},{r:.8f}{tail}")
+    return "\n".join(lines) + "\n"
+
+
+TARDIS_DT_HEADER = ("exchange,symbol,timestamp,local_timestamp,funding_timestamp,funding_rate,"
+                    "predicted_funding_rate,open_interest,last_price,index_price,mark_price")
+
+
+def tardis_derivative_ticker_csv(rows: list[tuple[int, int | None, float | None, float | None]], symbol: str = "BTCUSDT") -> str:
+    """Tardis ``derivative_ticker`` rows from (timestamp µs, funding_timestamp µs, funding_rate, mark_price)."""
+    def f(v: object) -> str:
+        return "" if v is None else str(v)
+    lines = [TARDIS_DT_HEADER]
+    for ts, fts, rate, mark in rows:
+        lines.append(f"binance-futures,{symbol},{ts},{ts + 150},{f(fts)},{f(rate)},,1000.5,{f(mark)},{f(mark)},{f(mark)}")
+    return "\n".join(lines) + "\n"

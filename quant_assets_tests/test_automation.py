@@ -164,6 +164,7 @@ def test_every_downstream_asset_carries_a_named_condition_and_the_automation_run
     labels = {k.to_user_string(): graph.get(k).automation_condition.get_label() if graph.get(k).automation_condition else None
               for k in graph.get_all_asset_keys()}
     assert labels.pop("ticks") is None  # the landing sensor drives ticks
+    assert labels.pop("funding") is None  # and funding
     assert set(labels.values()) == {"rebuild_stale_slices", "rebuild_rollups"}
     assert all(v == "rebuild_rollups" for k, v in labels.items() if k.startswith("report_"))
     states = {s.name: s.default_status for s in project_defs.sensors}

@@ -100,11 +100,14 @@ def test_sensor_runs_materialise_the_requested_partitions(lake, instance):
 def test_partitions_already_built_from_the_same_files_are_not_requested_again(lake, instance):
     from quant_assets.cli import main
 
-    b.write(lake.landing_dir("BTCUSDT") / "BTCUSDT-bookTicker-2024-01.csv", b.binance_bookticker_csv(4))
+    # Settled, so the first tick takes it whatever the time sync took (a fresh file that sync
+    # outlived QUIET_SECONDS would otherwise be taken only by the second tick, and lose the race).
+    _settled(b.write(lake.landing_dir("BTCUSDT") / "BTCUSDT-bookTicker-2024-01.csv", b.binance_bookticker_csv(4)))
     assert main(["sync"]) == 0  # built headless, before any sensor tick
-    assert _evaluate(instance).run_requests == []  # the sensor's first tick: nothing new
+    tick0 = _evaluate(instance)
+    assert tick0.run_requests == []  # the sensor's first tick: nothing new
     b.write(lake.landing_dir("BTCUSDT") / "BTCUSDT-trades-2024-01.csv", b.binance_trades_csv(5))
     time.sleep(2.5)  # let the new file settle
-    first = _evaluate(instance)
+    first = _evaluate(instance, cursor=tick0.cursor)
     assert first.run_requests == []  # seen once: wait for a second look at the same size
     assert [str(r.partition_key) for r in _evaluate(instance, cursor=first.cursor).run_requests] == ["2024-01|BTCUSDT"]

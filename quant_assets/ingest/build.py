@@ -29,7 +29,7 @@ from pathlib import Path
 
 import polars as pl
 
-from quant_assets.ingest.landing import stage, survey
+from quant_assets.ingest.landing import stage, survey, table_of
 from quant_assets.ingest.validate import month_start_ns, next_month
 from quant_assets.lake.manifest import FileRecord
 from quant_assets.lake.schema import DEDUPE_COLUMNS, TICK_COLUMNS
@@ -189,6 +189,8 @@ def _build_locked(lake: Lake, symbol: str, month: str, check: Callable[[Path, li
         stage(lake, symbol, r) if r.status == "seen" or (r.status != "failed" and month in r.months) else r
         for r in survey(lake, symbol, probe_new=False)
     ]
+    # Staging recognises a new funding file and records it as such: it feeds ``funding``, not ticks.
+    records = [r for r in records if r.status == "failed" or table_of(r) == "ticks"]
     failed = [r for r in records if r.status == "failed"]
     sources = [r for r in records if r.status == "staged" and month in r.months]
     quarantined = [lake.quarantine_path(symbol, r.sha256) for r in records if r.status == "staged" and r.rows_rejected]

@@ -8,6 +8,12 @@ seen:
   ``staging/symbol=S/src=<hash>.parquet``; rejected rows also go to ``quarantine/`` with the
   source file and line. Partitions are then built from staged files (``ingest.build``).
 
+Funding files (``quant_assets.funding.parse``) land in the same folders. They are recognised
+before the tick formats, recorded in the manifest with their format and months (status
+``probed``: they are read again from the landing file when the ``funding`` table is built, being
+small), and never staged as ticks: ``survey`` hands each consumer only its own table's records
+(``table="ticks"`` by default), plus every failed file (a failure is reported everywhere).
+
 The landing file itself is only ever opened for reading.
 """
 
@@ -21,8 +27,11 @@ from pathlib import Path
 
 import polars as pl
 
+from quant_assets.funding import parse as funding_parse
+from quant_assets.funding.schema import is_perpetual
 from quant_assets.ingest.detect import Detected, detect, plain_file, scan_detected, symbol_hints
 from quant_assets.ingest.errors import IngestError
+from quant_assets.ingest.sample import Sample
 from quant_assets.ingest.validate import ts_in_range, with_reasons
 from quant_assets.lake.identity import claims_match, parse_symbol
 from quant_assets.lake.manifest import FileRecord, fingerprint, read_manifest, upsert
@@ -40,13 +49,51 @@ def open_checked(lake: Lake, symbol: str, path: Path) -> Iterator[tuple[Detected
     (``landing/BTCUSDT-PERP/BTCUSDT-trades-2024-03.zip`` is fine: Binance names spot and
     perpetual files alike), see :func:`quant_assets.lake.identity.claims_match`."""
     with plain_file(path, lake.scratch_dir()) as text_path:
-        detected = detect(path, text_path)
-        for where, claimed in symbol_hints(path, detected).items():
+        yield checked_text(symbol, path, text_path)
+
+
+def checked_text(symbol: str, path: Path, text_path: Path) -> tuple[Detected, pl.LazyFrame]:
+    """:func:`open_checked` on an already decompressed ``text_path``."""
+    detected = detect(path, text_path)
+    for where, claimed in symbol_hints(path, detected).items():
+        # A venue names its perpetual by the underlying pair (BTCUSDT-trades-... in BTCUSDT-PERP/).
+        if not claims_match(claimed, symbol):
+            raw, kind = parse_symbol(symbol)
+            raise IngestError(path, f"the {where} says {claimed!r} but the file is in landing folder {symbol!r} "
+                                    f"(a {kind} instrument whose files should say {raw!r})")
+    return detected, scan_detected(detected)
+
+
+def table_of(rec: FileRecord) -> str:
+    """``funding`` for a funding file's record, else ``ticks`` (an unprobed file too)."""
+    return "funding" if rec.format in funding_parse.FUNDING_FORMATS else "ticks"
+
+
+def probe_funding(lake: Lake, symbol: str, path: Path, rec: FileRecord, fmt: funding_parse.FundingFormat,
+                  sample: Sample) -> FileRecord:
+    """Record a funding file: format, months of its funding times, row count; or failed, with
+    the reason (a spot folder, a symbol mismatch, any bad row). Never raises an IngestError."""
+    rec.format = fmt.name
+    try:
+        for where, claimed in funding_parse.symbol_claims(path, fmt, sample).items():
             if not claims_match(claimed, symbol):
-                raw, kind = parse_symbol(symbol)
-                raise IngestError(path, f"the {where} says {claimed!r} but the file is in landing folder {symbol!r} "
-                                        f"(a {kind} instrument whose files should say {raw!r})")
-        yield detected, scan_detected(detected)
+                raise IngestError(path, f"the {where} says {claimed!r} but the file is in landing folder {symbol!r}")
+        if not is_perpetual(symbol):
+            raise IngestError(
+                path, f"a funding file ({fmt.name}) in the landing folder of {symbol!r}, which is not a perpetual: "
+                f"funding applies only to perpetuals (symbols ending in -PERP); expected it in landing/{symbol}-PERP/"
+            )
+        rows = funding_parse.read(fmt, sample, lake.relative(path))
+    except IngestError as exc:
+        return _fail(rec, exc)
+    ok = rows.select(pl.col("ts").alias("ts_event")).filter(ts_in_range(start_month()))
+    rec.status, rec.error = "probed", None
+    rec.months = sorted({_month_of(t) for t in ok["ts_event"].to_list()})
+    rec.rows_accepted, rec.rows_rejected = len(rows), 0
+    rec.event_min = rec.recv_min = int(rows["ts"].min()) if len(rows) else None  # type: ignore[arg-type]
+    rec.event_max = rec.recv_max = int(rows["ts"].max()) if len(rows) else None  # type: ignore[arg-type]
+    rec.ordered = True
+    return rec
 
 
 def _fail(rec: FileRecord, exc: Exception) -> FileRecord:
@@ -84,7 +131,10 @@ def _iso(ts_ns: int) -> str:
 def probe(lake: Lake, symbol: str, path: Path, rec: FileRecord) -> FileRecord:
     """Fill ``rec`` with the format and the months of ``path``'s valid timestamps."""
     try:
-        with open_checked(lake, symbol, path) as (detected, lf):
+        with plain_file(path, lake.scratch_dir()) as text_path:
+            if (funding := funding_parse.sniff(path, text_path)) is not None:
+                return probe_funding(lake, symbol, path, rec, *funding)
+            detected, lf = checked_text(symbol, path, text_path)
             # Only the timestamp column is read: projection pushdown keeps the probe cheap.
             months = sorted(_months(lf.select("ts_event").filter(ts_in_range(start_month()))))
             if not months:
@@ -98,7 +148,8 @@ def probe(lake: Lake, symbol: str, path: Path, rec: FileRecord) -> FileRecord:
 
 
 def survey(
-    lake: Lake, symbol: str, probe_new: bool = True, ready: Callable[[Path, os.stat_result], bool] | None = None
+    lake: Lake, symbol: str, probe_new: bool = True, ready: Callable[[Path, os.stat_result], bool] | None = None,
+    table: str | None = "ticks",
 ) -> list[FileRecord]:
     """Fingerprint every landing file of ``symbol``; probe new or changed ones; record them.
 
@@ -108,7 +159,9 @@ def survey(
     Files for which ``ready(path, stat)`` is False are skipped: they may still be being
     written (the sensor looks again on its next tick). Returns the current record of each
     file (a failed file is recorded and returned, never raised: one bad file must not hide
-    the others).
+    the others) that belongs to ``table`` (see :func:`table_of`; failed files belong to every
+    table, unprobed ones to ``ticks``; None: every file). Every file is recorded whatever
+    ``table`` is.
     """
     symbol = normalise_symbol(symbol)
     known = read_manifest(lake)
@@ -120,7 +173,8 @@ def survey(
         if rec.status == "seen" and probe_new:
             rec = probe(lake, symbol, path, rec)
             changed.append(rec)
-        out.append(rec)
+        if table is None or rec.status == "failed" or table_of(rec) == table:
+            out.append(rec)
     upsert(lake, changed)
     return out
 
@@ -140,7 +194,13 @@ def stage(lake: Lake, symbol: str, rec: FileRecord) -> FileRecord:
         for done in (staged, quarantine):  # what a killed earlier staging left (we hold its lock)
             sweep_debris(done.parent, done.name)
         try:
-            with open_checked(lake, symbol, path) as (detected, lf):
+            with plain_file(path, lake.scratch_dir()) as text_path:
+                if (funding := funding_parse.sniff(path, text_path)) is not None:
+                    # Not ticks: recorded as a funding file; the ticks build leaves it out.
+                    rec = probe_funding(lake, symbol, path, rec, *funding)
+                    upsert(lake, [rec])
+                    return rec
+                detected, lf = checked_text(symbol, path, text_path)
                 checked = with_reasons(lf, start_month())
                 ok = pl.col("reject_reason").is_null()
                 lake.write_parquet_many([

@@ -12,6 +12,11 @@ The model, chosen so that naive strategies do not print money yet the data looks
 - ``ts_recv = ts_event + latency`` with an exponential network delay (mean ~1.5 ms).
 
 Prices are in quote currency, sizes in base units, times int64 ns UTC.
+
+For a perpetual (``-PERP`` symbol) the feed also lands a funding file: a Binance-style
+``fundingRate`` CSV (ms times, 8 h interval from the month's first instant, rates around
+0.01% per interval with seeded noise) with our optional ``mark_price`` column holding the
+mid at each funding time, so synthetic funding goes through the same parser as real files.
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from quant_assets.funding.schema import is_perpetual, underlying_symbol
 from quant_assets.ingest.validate import month_start_ns, next_month
 from quant_assets.lake.schema import KIND, TICK_SCHEMA
-from quant_assets.lake.store import Lake
+from quant_assets.lake.store import Lake, atomic_target
 
 _KNOWN_PRICES = {"BTCUSDT": 42_000.0, "ETHUSDT": 2_300.0, "SOLUSDT": 95.0, "EURUSD": 1.09, "GBPUSD": 1.27, "USDJPY": 148.0}
 _FX = {"EUR", "USD", "GBP", "JPY", "CHF", "AUD", "NZD", "CAD", "SEK", "NOK"}
@@ -51,6 +57,7 @@ def is_fx(symbol: str) -> bool:
 
 
 def base_price(symbol: str) -> float:
+    symbol = underlying_symbol(symbol)  # a perpetual trades near its spot
     if symbol in _KNOWN_PRICES:
         return _KNOWN_PRICES[symbol]
     h = int(hashlib.sha256(symbol.encode()).hexdigest()[:8], 16)
@@ -159,10 +166,64 @@ def landing_name(spec: SyntheticSpec) -> str:
     return f"synthetic-{spec.symbol}-{spec.month}-seed{spec.seed}-n{spec.events}.parquet"
 
 
+#: Synthetic funding: interval (hours), mean rate and noise (fractions per interval).
+FUNDING_INTERVAL_H = 8
+FUNDING_MEAN_RATE = 0.0001
+FUNDING_RATE_SD = 0.00005
+
+
+def generate_funding(spec: SyntheticSpec, ticks: pl.DataFrame) -> pl.DataFrame:
+    """Funding events of the spec's month: ``calc_time`` (ms), ``funding_interval_hours``,
+    ``last_funding_rate`` (fraction per interval), ``mark_price`` (the quote mid at or before the
+    funding time, else the first mid; quote currency). Seeded apart from the ticks, so adding
+    funding never changes the tick stream."""
+    digest = hashlib.sha256(f"{spec.symbol}|{spec.month}|{spec.seed}|funding".encode()).digest()
+    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    t0, t1 = month_start_ns(spec.month), month_start_ns(next_month(spec.month))
+    step = FUNDING_INTERVAL_H * 3600 * NS_PER_S
+    times = np.arange(t0, t1, step, dtype=np.int64)
+    rates = np.round(FUNDING_MEAN_RATE + FUNDING_RATE_SD * rng.standard_normal(len(times)), 8)
+    mids = (
+        ticks.filter(pl.col("kind") == "quote")
+        .select(ts="ts_event", mid=(pl.col("bid_px") + pl.col("ask_px")) / 2).sort("ts")
+    )
+    events = pl.DataFrame({"ts": times}).join_asof(mids, on="ts", strategy="backward").with_columns(
+        pl.col("mid").fill_null(mids["mid"][0] if len(mids) else None)
+    )
+    return pl.DataFrame({
+        "calc_time": times // 1_000_000,
+        "funding_interval_hours": np.full(len(times), FUNDING_INTERVAL_H, dtype=np.int64),
+        "last_funding_rate": rates,
+        "mark_price": events["mid"].round(8),
+    })
+
+
+def funding_landing_name(spec: SyntheticSpec) -> str:
+    return f"synthetic-{spec.symbol}-{spec.month}-seed{spec.seed}-n{spec.events}-fundingRate.csv"
+
+
 def write_landing(lake: Lake, spec: SyntheticSpec) -> Path:
     """Write the spec's ticks as canonical Parquet into ``landing/<SYMBOL>/`` (atomically, so the
-    sensor never sees half a file) and return the path. Ingest then treats it like any drop."""
+    sensor never sees half a file) and return the path. Ingest then treats it like any drop.
+    For a perpetual, the month's funding CSV lands beside it (:func:`write_funding_landing`)."""
     path = lake.landing_dir(spec.symbol) / landing_name(spec)
+    ticks = None
     if not path.exists():
-        lake.write_parquet(generate(spec), path)
+        ticks = generate(spec)
+        lake.write_parquet(ticks, path)
+    if is_perpetual(spec.symbol):
+        write_funding_landing(lake, spec, ticks)
+    return path
+
+
+def write_funding_landing(lake: Lake, spec: SyntheticSpec, ticks: pl.DataFrame | None = None) -> Path | None:
+    """Write the spec's funding as a Binance-style ``fundingRate`` CSV into ``landing/<SYMBOL>/``
+    (atomically); None for a spot symbol. ``ticks`` saves regenerating the spec's ticks."""
+    if not is_perpetual(spec.symbol):
+        return None
+    path = lake.landing_dir(spec.symbol) / funding_landing_name(spec)
+    if not path.exists():
+        frame = generate_funding(spec, ticks if ticks is not None else generate(spec))
+        with atomic_target(path) as tmp:
+            frame.write_csv(tmp)
     return path

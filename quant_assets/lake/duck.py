@@ -23,6 +23,7 @@ from quant_assets.lake.store import Lake
 #: view name -> (glob under the lake root, hive partition keys)
 VIEWS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ticks": ("ticks/symbol=*/month=*/*.parquet", ("symbol", "month")),
+    "funding": ("funding/symbol=*/month=*/*.parquet", ("symbol", "month")),
     "quarantine": ("quarantine/symbol=*/*.parquet", ("symbol",)),
     "manifest": ("manifest/landing.parquet", ()),
     "instruments": ("instruments/instruments.parquet", ()),

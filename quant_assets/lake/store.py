@@ -4,6 +4,7 @@ Layout (hive-style, readable by DuckDB, Polars and pyarrow without our code)::
 
     <root>/landing/<SYMBOL>/<file>                       raw drops, never modified
     <root>/ticks/symbol=S/month=YYYY-MM/part-0.parquet   canonical ticks
+    <root>/funding/symbol=S/month=YYYY-MM/part-0.parquet funding events of a perpetual
     <root>/staging/symbol=S/src=<hash>.parquet           one parsed+validated source file
     <root>/quarantine/symbol=S/src=<hash>.parquet        its rejected rows, with reasons
     <root>/manifest/landing.parquet                      one row per landed file
@@ -261,6 +262,15 @@ class Lake:
 
     def ticks_path(self, symbol: str, month: str) -> Path:
         return self.ticks_root / f"symbol={normalise_symbol(symbol)}" / f"month={month}" / "part-0.parquet"
+
+    # ---- funding (perpetuals) ------------------------------------------------------
+    @property
+    def funding_root(self) -> Path:
+        return self.root / "funding"
+
+    def funding_path(self, symbol: str, month: str) -> Path:
+        """The funding events of one perpetual in one month (``quant_assets.funding.schema``)."""
+        return self.funding_root / f"symbol={normalise_symbol(symbol)}" / f"month={month}" / "part-0.parquet"
 
     # ---- staging and quarantine ----------------------------------------------------
     def staging_path(self, symbol: str, sha256: str) -> Path:
