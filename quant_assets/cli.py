@@ -367,7 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lake", help="lake root (default $QUANT_LAKE or ./data_lake)")
     sub = parser.add_subparsers(dest="verb", required=True)
     demo = sub.add_parser("demo", help="synthetic data end to end")
-    demo.add_argument("--symbols", nargs="+", default=["BTCUSDT", "ETHUSDT"])
+    # Spot and the perpetual of one pair side by side: the perpetual pays funding and its
+    # market maker quotes at the derivatives venue's fees.
+    demo.add_argument("--symbols", nargs="+", default=["BTCUSDT", "BTCUSDT-PERP"])
     demo.add_argument("--months", nargs="+", default=["2024-01", "2024-02"])
     demo.add_argument("--events", type=int, default=200_000, help="quotes + trades per symbol-month")
     demo.add_argument("--seed", type=int, default=42)

@@ -127,7 +127,9 @@ def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> d
         dg.RunRequest(
             run_key=f"{table}:{month}|{symbol}:" + hashlib.sha256(",".join(sorted(hashes)).encode()).hexdigest()[:16],
             partition_key=partition_key(month, symbol),
-            asset_selection=[_TABLES[table][0]],
+            # A ticks run builds the slice's funding partition too (cheap: "not applicable" for
+            # spot, the month's rates for a perpetual), so backtests never wait on it.
+            asset_selection=[_TABLES[table][0]] if table == "funding" else [_TABLES["ticks"][0], _TABLES["funding"][0]],
             tags={"quant_assets/trigger": "landing"},
         )
         for (table, month, symbol), hashes in sorted(triggers.items())

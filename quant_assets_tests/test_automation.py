@@ -17,9 +17,11 @@ from quant_assets import automation
 from quant_assets.assets import metrics as metrics_mod
 from quant_assets.assets.backtests import backtest_assets
 from quant_assets.assets.critiques import critique_asset, oos_asset
+from quant_assets.assets.funding import funding
 from quant_assets.assets.metrics import metrics_asset
 from quant_assets.assets.reports import report_asset
 from quant_assets.assets.ticks import ticks
+from quant_assets.engines.invariants import CHECKS
 from quant_assets.definitions import defs as project_defs
 from quant_assets.schedules import nightly_partitions, nightly_rebacktest
 from quant_assets.strategies import registry
@@ -33,19 +35,31 @@ SLICE_STAGES = ("backtest", "metrics", "critique")
 
 def _defs(specs=None) -> dg.Definitions:
     specs = specs or registry.load()
-    assets = [ticks, *backtest_assets(specs), *(metrics_asset(s) for s in specs.values()),
+    assets = [ticks, funding, *backtest_assets(specs), *(metrics_asset(s) for s in specs.values()),
               *(report_asset(s) for s in specs.values()), *(critique_asset(s) for s in specs.values()),
               *(oos_asset(s) for s in specs.values())]
     return dg.Definitions(assets=assets, resources={"lake": LakeResource(), "critic": CriticResource()})
 
 
 TICKS_CHECKS = [k.name for k in ticks.check_keys]
+BACKTEST_CHECKS = list(CHECKS)
 
 
 def _report(instance, key: str, pk: str, version: str = "v1", checks_pass: bool = True) -> None:
     instance.report_runless_asset_event(
         dg.AssetMaterialization(asset_key=key, partition=pk, tags={"dagster/data_version": f"{key}-{pk}-{version}"}))
+    if key == "ticks":
+        # the landing sensor's ticks runs build the slice's funding partition with it; a spot
+        # slice's says "not applicable", with the same data version every time
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(asset_key="funding", partition=pk, tags={"dagster/data_version": "not-applicable"}))
     checked = instance.__dict__.setdefault("_test_checked_partitions", set())
+    if key.startswith("backtest_") and (key, pk) not in checked:
+        # every backtest step evaluates the result's invariants (blocking checks) with it
+        checked.add((key, pk))
+        for name in BACKTEST_CHECKS:
+            instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+                asset_key=dg.AssetKey(key), check_name=name, passed=True, severity=dg.AssetCheckSeverity.ERROR, partition=pk))
     if key == "ticks" and (pk not in checked or not checks_pass):
         # the ticks step evaluates its blocking checks on every partition it writes (runless
         # check events can be stored once per partition, which is all these tests need)

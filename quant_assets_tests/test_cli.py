@@ -75,7 +75,7 @@ def test_demo_end_to_end_in_a_subprocess(tmp_path):
     cmd = [sys.executable, "-m", "quant_assets.cli", "demo", "--events", "5000"]
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
-    for pk in ("2024-01|BTCUSDT", "2024-02|BTCUSDT", "2024-01|ETHUSDT", "2024-02|ETHUSDT"):
+    for pk in ("2024-01|BTCUSDT", "2024-02|BTCUSDT", "2024-01|BTCUSDT-PERP", "2024-02|BTCUSDT-PERP"):
         assert pk in out.stdout
     table = out.stdout[out.stdout.index("lake "):]
     assert table.count("ok 5,000") == 4  # ticks, with row counts

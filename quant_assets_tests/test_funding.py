@@ -250,6 +250,7 @@ def _fills(rows: list[tuple[int, float]]) -> pl.DataFrame:
     return pl.DataFrame({
         "ts": [t for t, _ in rows], "side": [1] * n, "qty": [1.0] * n, "price": [100.0] * n, "fee": [0.0] * n,
         "liquidity": ["taker"] * n, "order_id": ["o"] * n, "position": [p for _, p in rows], "realized_pnl": [0.0] * n,
+        "reason": [None] * n,
     }, schema=FILL_SCHEMA)
 
 
@@ -341,8 +342,9 @@ def test_landing_sensor_requests_funding_runs_for_funding_files(lake, instance):
     with dg.build_sensor_context(instance_ref=instance.get_ref(), definitions=defs,
                                  resources={"lake": LakeResource(), "critic": CriticResource()}) as ctx:
         result = landing_sensor(ctx)
-    got = sorted((str(r.partition_key), [k.to_user_string() for k in r.asset_selection]) for r in result.run_requests)
-    assert got == [("2024-03|BTCUSDT-PERP", ["ticks"]), ("2024-04|BTCUSDT-PERP", ["funding"])]
+    got = sorted((str(r.partition_key), sorted(k.to_user_string() for k in r.asset_selection)) for r in result.run_requests)
+    # a ticks run builds the slice's funding too (its backtests depend on both)
+    assert got == [("2024-03|BTCUSDT-PERP", ["funding", "ticks"]), ("2024-04|BTCUSDT-PERP", ["funding"])]
 
 
 def test_binance_and_tardis_of_one_event_agree_and_complete_each_other(lake):

@@ -302,7 +302,7 @@ taker = 0.0004
         "maker": 0.0001, "taker": 0.0004, "source": None, "label": manifest["fee_schedule"]["label"],
     }
     assert "[[fees]] row 1" in manifest["fee_schedule"]["source"]
-    assert manifest["margin"] == {"max_leverage": 20.0, "maintenance_margin": 0.004}
+    assert {k: manifest["account"][k] for k in ("max_leverage", "maintenance_margin")} == {"max_leverage": 20.0, "maintenance_margin": 0.004}
     assert manifest["instrument"]["kind"] == "perpetual" and manifest["instrument"]["taker_fee"] == 0.0004
     fills = pl.read_parquet(out.directory / "fills.parquet")
     assert len(fills) > 0 and (fills["liquidity"] == "taker").all()

@@ -19,6 +19,9 @@ from quant_assets.strategies.spec import ParamError, StrategySpec
 from resources import LakeResource
 
 TICKS = dg.AssetKey("ticks")
+#: A perpetual's funding enters its backtests: new funding data makes them stale. Every slice has
+#: a funding partition (a spot one says "not applicable"), built beside its ticks.
+FUNDING = dg.AssetKey("funding")
 
 
 def _ticks_data_version(instance: dg.DagsterInstance, partition_key: str) -> str | None:
@@ -28,6 +31,12 @@ def _ticks_data_version(instance: dg.DagsterInstance, partition_key: str) -> str
     if not records:
         return None
     return records[0].asset_materialization.tags.get("dagster/data_version")
+
+
+def _funding_pnl(funding: dict) -> dg.MetadataValue:
+    """Funding received (quote currency); null when it could not be booked (missing data, spot)."""
+    value = funding.get("funding_pnl")
+    return dg.MetadataValue.null() if value is None or funding.get("status") != "applied" else dg.MetadataValue.float(float(value))
 
 
 def _description(spec: StrategySpec) -> str:
@@ -48,7 +57,7 @@ def backtest_asset(spec: StrategySpec) -> dg.AssetsDefinition:
     @dg.asset(
         name=f"backtest_{spec.name}",
         partitions_def=month_symbol_partitions,
-        deps=[TICKS],
+        deps=[TICKS, FUNDING],
         code_version=code_version,
         group_name="backtests",
         kinds={spec.engine, "parquet"},
@@ -95,7 +104,8 @@ def backtest_asset(spec: StrategySpec) -> dg.AssetsDefinition:
                 "maker_fills": dg.MetadataValue.int(s["maker_fills"]),
                 "turnover": dg.MetadataValue.float(s["turnover"]),
                 "fees": dg.MetadataValue.float(s["fees"]),
-                "funding_pnl": dg.MetadataValue.float(s["funding_pnl"]),
+                "funding": m["funding"]["status"],
+                "funding_pnl": _funding_pnl(m["funding"]),
                 "liquidated": dg.MetadataValue.bool(bool(s["liquidated"])),
                 "instrument_kind": m["instrument_kind"],
                 "account": dg.MetadataValue.json(m["account"]),

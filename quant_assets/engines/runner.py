@@ -2,7 +2,8 @@
 
 Output at ``<lake>/backtests/strategy=X/symbol=S/month=M/``: ``fills.parquet``,
 ``equity.parquet``, ``cashflows.parquet`` (funding, insurance; see
-:mod:`quant_assets.engines.result`) and ``events.parquet`` (liquidations), then
+:mod:`quant_assets.engines.result`), ``events.parquet`` (liquidations) and, for a perpetual,
+``funding.parquet`` (each funding time: position, mark, rate, amount received), then
 ``manifest.json`` last, which names the files' SHA-256: a reader that trusts the manifest never
 sees a mixed slice.
 """
@@ -25,7 +26,10 @@ from quant_assets.engines.inputs import BacktestInputError
 from quant_assets.engines.fidelity import assumption
 from quant_assets.engines.invariants import Outcome, check_backtest
 from quant_assets.engines.account import AccountRules, max_notional
-from quant_assets.engines.result import EngineRun, finalize_with_flows, summary
+from quant_assets.engines.result import EngineRun, annotate_fills, finalize_with_flows, summary
+from quant_assets.funding.build import load_funding
+from quant_assets.funding.schema import is_perpetual
+from quant_assets.funding.settle import funding_summary, settle_funding
 from quant_assets.lake import instruments as inst_mod
 from quant_assets.lake.store import Lake, atomic_dir, file_sha256
 from quant_assets.strategies.spec import ParamError, StrategySpec
@@ -117,7 +121,14 @@ def run_backtest(
     rss_before = psutil.Process().memory_info().rss
     t0 = time.perf_counter()
     run = run_engine(spec, ticks_path, instrument, params, starting_cash, rules)
-    fills, equity, flows = finalize_with_flows(run)
+    # Funding is settled on the run's own fills and samples (engine-agnostic): a perpetual pays or
+    # receives position x mark x rate at each funding time; a month without funding data says
+    # "missing" and books nothing, it is never a silent zero.
+    funding_rows = load_funding(lake, symbol, month) if is_perpetual(symbol) else None
+    settlement = settle_funding(annotate_fills(run.fills), run.samples, funding_rows)
+    funding = funding_summary(symbol, settlement, funding_rows)
+    cashflows = settlement.select("ts", kind=pl.lit("funding"), amount=pl.col("amount").fill_null(0.0))
+    fills, equity, flows = finalize_with_flows(run, cashflows)
     checks = check_backtest(fills, equity, flows, starting_cash, params)
     events = pl.DataFrame(run.account_events, schema=EVENT_SCHEMA) if run.account_events else pl.DataFrame(schema=EVENT_SCHEMA)
     out = out_dir or lake.backtest_dir(spec.name, symbol, month)
@@ -127,7 +138,11 @@ def run_backtest(
         lake.write_parquet(equity, new / "equity.parquet")
         lake.write_parquet(flows, new / "cashflows.parquet")
         lake.write_parquet(events, new / "events.parquet")
-        hashes = {name: file_sha256(new / name) for name in ("fills.parquet", "equity.parquet", "cashflows.parquet", "events.parquet")}
+        names = ["fills.parquet", "equity.parquet", "cashflows.parquet", "events.parquet"]
+        if is_perpetual(symbol):
+            lake.write_parquet(settlement, new / "funding.parquet")
+            names.append("funding.parquet")
+        hashes = {name: file_sha256(new / name) for name in names}
         wall = time.perf_counter() - t0
         head = summary(fills, equity, starting_cash, flows)
         manifest = {
@@ -145,6 +160,9 @@ def run_backtest(
             "instrument_kind": instrument_kind(instrument),
             "fidelity": run.fidelity,
             "fidelity_assumption": assumption(run.fidelity),
+            "funding": {"status": funding["funding_status"], "funding_pnl": funding["funding_pnl"],
+                        "events": funding["funding_events"],
+                        "source": lake.relative(lake.funding_path(symbol, month)) if funding_rows is not None else None},
             "fee_schedule": {**asdict(fees), "label": fees.label()},
             "account": {"starting_cash": rules.starting_cash, "max_leverage": rules.max_leverage,
                         "maintenance_margin": rules.maintenance_margin, "ruin_floor": rules.ruin_floor},
