@@ -213,6 +213,8 @@ def run_slices(
     call: one invocation never runs a failing step twice."""
     slice_keys = {s.asset for s in states if not s.is_rollup}
     rollup_keys = {s.asset for s in states if s.is_rollup}
+    # A roll-up that is n/a for its symbol (every month of it is) is never run.
+    rollup_na = {(s.symbol, s.asset) for s in states if s.is_rollup and s.state == "n/a"}
     by_slice: dict[tuple[str, str], list[dg.AssetKey]] = {}
     rollups: dict[str, set[dg.AssetKey]] = {}
     for s in states:
@@ -237,9 +239,13 @@ def run_slices(
         rollups.setdefault(symbol, set()).update(rollup_keys)
         failed.update((month, symbol, k) for k in _not_done(result))
         yield month, symbol, result
-    if replan is not None and by_slice:
+    latest = replan() if replan is not None and by_slice else None
+    if latest is not None:
+        # The slices just built tell which roll-ups are n/a (the first plan could not know
+        # the fidelity of months that had no ticks yet).
+        rollup_na |= {(s.symbol, s.asset) for s in latest if s.is_rollup and s.state == "n/a"}
         again: dict[tuple[str, str], list[dg.AssetKey]] = {}
-        for s in replan():
+        for s in latest:
             if s.needs_run and not s.is_rollup and (s.month, s.symbol, s.asset.to_user_string()) not in failed:
                 again.setdefault((s.month, s.symbol), []).append(s.asset)
         for (month, symbol), keys in sorted(again.items()):
@@ -255,6 +261,7 @@ def run_slices(
             )
             yield month, symbol, result
     for symbol, keys in sorted(rollups.items()):
+        keys = {k for k in keys if (symbol, k) not in rollup_na}
         if not keys:
             continue
         result = dg.materialize(

@@ -41,9 +41,33 @@ from quant_assets.analytics.trades import table_trade_stats
 from quant_assets.lake.store import Lake, atomic_dir, file_sha256
 
 #: Bump when the roll-up or a robustness method changes (reports become stale, slices do not).
-ROLLUP_VERSION = "1"
+ROLLUP_VERSION = "2"
 
-MONTHLY_COLUMNS = ("month", "pnl", "fees", "total_return", "sharpe", "max_drawdown", "trades", "trade_win_rate", "periods")
+MONTHLY_COLUMNS = ("month", "pnl", "fees", "funding_pnl", "funding_status", "fidelity", "liquidated", "total_return", "sharpe",
+                   "max_drawdown", "trades", "trade_win_rate", "periods")
+
+
+def _monthly_row(path: Path) -> pl.DataFrame:
+    """A month's headline row; metric sets written before a column existed give it as null."""
+    df = pl.read_parquet(path)
+    return df.with_columns([pl.lit(None).alias(c) for c in MONTHLY_COLUMNS if c not in df.columns]).select(MONTHLY_COLUMNS)
+
+
+def money_summary(monthly: pl.DataFrame) -> dict[str, Any]:
+    """Funding, fidelity and liquidations over the months: what the roll-up's figures were built
+    from. ``funding_pnl`` sums the months where funding was applied (quote currency); months
+    whose funding was missing are listed, not counted as zero."""
+    if not len(monthly):
+        return {}
+    status = monthly["funding_status"].cast(pl.String)
+    applied = monthly.filter(status == "applied")
+    return {
+        "funding_pnl": float(applied["funding_pnl"].cast(pl.Float64).sum()) if len(applied) else None,
+        "funding_months_applied": applied["month"].to_list(),
+        "funding_months_missing": monthly.filter(status == "missing")["month"].to_list(),
+        "fidelity_by_month": dict(zip(monthly["month"].to_list(), monthly["fidelity"].cast(pl.String).to_list())),
+        "liquidated_months": monthly.filter(pl.col("liquidated").cast(pl.Boolean).fill_null(False))["month"].to_list(),
+    }
 
 
 class RollupError(ValueError):
@@ -111,7 +135,7 @@ def run_report(
         series.append((month, rs))
         t = pl.read_parquet(mdir / "trades.parquet").with_columns(month=pl.lit(month))
         trades.append(t)
-        monthly.append(pl.read_parquet(mdir / "metrics.parquet").select(MONTHLY_COLUMNS))
+        monthly.append(_monthly_row(mdir / "metrics.parquet"))
         inputs[month] = {"metrics_files": manifest["files"], "backtest_data_version": manifest["backtest_data_version"]}
     stitched = stitch([rs for _, rs in series])
     day = daily(stitched.returns)
@@ -138,11 +162,12 @@ def run_report(
                         if trade_returns is not None else {"observed_max_drawdown": None, "reason": "no trades"}),
         "deflated_sharpe": robustness.deflated_sharpe(day, trading_days, n_trials),
         "walk_forward": wf_summary,
+        "money": money_summary(pl.concat(monthly, how="diagonal_relaxed") if monthly else pl.DataFrame()),
     }
     out = lake.report_dir(strategy, symbol)
     daily_df = _daily_frame(day, stitched.start_equity)
     files = {
-        "monthly.parquet": pl.concat(monthly) if monthly else pl.DataFrame(),
+        "monthly.parquet": pl.concat(monthly, how="diagonal_relaxed") if monthly else pl.DataFrame(),
         "daily.parquet": daily_df,
         "walk_forward.parquet": wf_table,
     }
