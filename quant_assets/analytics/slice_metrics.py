@@ -108,13 +108,15 @@ class SliceMetrics:
     equity: pl.DataFrame
 
 
-def _agreement(rs: ReturnSeries, pf) -> MetricSet:
-    """vectorbt's figures for quantities quantstats computes too (same series, same annualisation)."""
+def _agreement(rs: ReturnSeries, pf, other_flows: float = 0.0, starting_cash: float = 1.0) -> MetricSet:
+    """vectorbt's figures for quantities quantstats computes too (same series, same annualisation).
+    ``other_flows`` (quote currency: funding, insurance) are cash vectorbt's order replay cannot
+    book; they are added to its final value, so its total return stays comparable."""
     import pandas as pd
 
     m = MetricSet()
     if pf is not None:
-        m.put("vbt_total_return", pf.total_return())
+        m.put("vbt_total_return", pf.total_return() + other_flows / starting_cash)
     if len(rs.returns) < 2:
         m.undefined(("vbt_sharpe", "vbt_max_drawdown") + (() if pf is not None else ("vbt_total_return",)),
                     f"{len(rs.returns)} return period(s)")
@@ -144,7 +146,8 @@ def compute(bt: BacktestSlice, trading_days: int, quotes: pl.LazyFrame | None, s
         table = pl.DataFrame(schema=TRADE_SCHEMA)
         m.put("trades", 0)
         m.undefined(TRADE_STATS[1:], "no fills: the strategy never traded this month" if len(equity) else "empty equity curve")
-    m.update(_agreement(rs, pf))
+    flows = bt.cashflows if bt.cashflows is not None else empty_cashflows()
+    m.update(_agreement(rs, pf, float(flows["amount"].sum()) if len(flows) else 0.0, bt.starting_cash))
     regimes = sample_regimes(equity, bt.interval_s, rs.periods_per_year) if len(equity) else pl.DataFrame(
         schema={"ts": pl.Int64(), "mid": pl.Float64(), "vol": pl.Float64(), "regime": pl.String()})
     trades = market_context(table, equity, regimes, quotes)

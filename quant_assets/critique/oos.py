@@ -132,8 +132,9 @@ def read_backtest_dir(directory: Path):
     for name, digest in manifest.get("files", {}).items():
         if file_sha256(directory / name) != digest:
             raise BacktestSliceError(f"{directory / name}: does not match manifest.json")
+    flows = directory / "cashflows.parquet"
     return BacktestSlice(pl.read_parquet(directory / "fills.parquet"), pl.read_parquet(directory / "equity.parquet"),
-                         manifest, directory)
+                         manifest, directory, pl.read_parquet(flows) if flows.exists() else None)
 
 
 def run_oos(lake: Lake, spec: StrategySpec, symbol: str, month: str, trading_days: int, level: float = 0.95) -> OosOutput:

@@ -125,10 +125,11 @@ def run_backtest(
     # receives position x mark x rate at each funding time; a month without funding data says
     # "missing" and books nothing, it is never a silent zero.
     funding_rows = load_funding(lake, symbol, month) if is_perpetual(symbol) else None
-    settlement = settle_funding(annotate_fills(run.fills), run.samples, funding_rows)
+    annotated = annotate_fills(run.fills)
+    settlement = settle_funding(annotated, run.samples, funding_rows)
     funding = funding_summary(symbol, settlement, funding_rows)
     cashflows = settlement.select("ts", kind=pl.lit("funding"), amount=pl.col("amount").fill_null(0.0))
-    fills, equity, flows = finalize_with_flows(run, cashflows)
+    fills, equity, flows = finalize_with_flows(run, cashflows, annotated)
     checks = check_backtest(fills, equity, flows, starting_cash, params)
     events = pl.DataFrame(run.account_events, schema=EVENT_SCHEMA) if run.account_events else pl.DataFrame(schema=EVENT_SCHEMA)
     out = out_dir or lake.backtest_dir(spec.name, symbol, month)

@@ -51,6 +51,9 @@ class RecordedStrategy(Strategy):
         self.flattened = False
         self.halted = False
         self.rules = AccountRules(config.starting_cash, config.max_leverage, config.maintenance_margin)
+        # The per-quote check reads plain floats: a method call per quote costs ~1 s a month.
+        self._ruin_floor = self.rules.ruin_floor
+        self._maintenance = self.rules.maintenance_margin
         self.cash = float(config.starting_cash)
         self.pos = 0.0
         self.fill_rows: dict[str, list] = {k: [] for k in ("ts", "side", "qty", "price", "fee", "liquidity", "order_id", "reason")}
@@ -82,8 +85,10 @@ class RecordedStrategy(Strategy):
         if tick.ts_init >= self.config.flatten_at_ns:
             self.flatten()
             return
-        equity = self.cash + self.pos * mid
-        if self.rules.must_liquidate(self.pos, mid, equity):
+        pos = self.pos
+        equity = self.cash + pos * mid
+        # AccountRules.must_liquidate, inlined (the same rule; tested against it)
+        if equity <= self._ruin_floor or (pos != 0.0 and equity <= self._maintenance * abs(pos) * mid):
             self.liquidate(tick.ts_init, mid, equity)
             return
         self.on_signal_tick(tick, mid)
