@@ -193,10 +193,12 @@ def plan(
     return out
 
 
-def _not_done(result: dg.ExecuteInProcessResult) -> set[str]:
-    """Assets (user strings) whose step failed or was skipped in ``result``: in process, an
-    asset's step key is its name."""
-    return {e.step_key for e in result.all_events if e.step_key and (e.is_step_failure or e.is_step_skipped)}
+def _not_done(result: dg.ExecuteInProcessResult, selected: set[dg.AssetKey]) -> set[str]:
+    """Assets (user strings) of ``selected`` whose step did not succeed in ``result``: it failed,
+    or it never ran because something upstream failed. In process an asset's step key is its
+    name. A step that succeeded without output (a validation waiting for its next month) is done."""
+    succeeded = {e.step_key for e in result.all_events if e.step_key and e.is_step_success}
+    return {k.to_user_string() for k in selected} - succeeded
 
 
 def run_slices(
@@ -225,10 +227,12 @@ def run_slices(
                 by_slice.setdefault((s.month, s.symbol), []).append(s.asset)
     config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     failed: set[tuple[str, str, str]] = set()
+    graph = defs.resolve_asset_graph()
     for (month, symbol), keys in sorted(by_slice.items()):
+        selection = dg.AssetSelection.assets(*keys).downstream() & dg.AssetSelection.assets(*slice_keys)
         result = dg.materialize(
             ASSETS,
-            selection=dg.AssetSelection.assets(*keys).downstream() & dg.AssetSelection.assets(*slice_keys),
+            selection=selection,
             partition_key=str(partition_key(month, symbol)),
             instance=instance,
             resources=resources or defs.resources,
@@ -237,7 +241,7 @@ def run_slices(
             run_config=config,
         )
         rollups.setdefault(symbol, set()).update(rollup_keys)
-        failed.update((month, symbol, k) for k in _not_done(result))
+        failed.update((month, symbol, k) for k in _not_done(result, selection.resolve(graph)))
         yield month, symbol, result
     latest = replan() if replan is not None and by_slice else None
     if latest is not None:
