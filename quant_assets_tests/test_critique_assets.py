@@ -19,7 +19,7 @@ from quant_assets_tests.test_critique import GOOD, KEY, Script, _reply
 from resources import CriticResource, LakeResource
 
 MONTHS = ("2024-01", "2024-02")
-UPSTREAM = ["ticks", "backtest_ema_cross", "metrics_ema_cross"]
+UPSTREAM = ["ticks", "funding", "backtest_ema_cross", "metrics_ema_cross"]
 
 
 def _run(instance, selection, pk, critic=None):
@@ -81,7 +81,9 @@ def test_offline_critique_then_out_of_sample_validation_on_the_next_month_only(l
     chain, node = [], root
     while node.parents:
         chain.append((node.asset, node.partition))
-        node = next(p for p in node.parents if p.asset != "ticks") if any(p.asset != "ticks" for p in node.parents) else node.parents[0]
+        data = ("ticks", "funding")  # follow the strategy's chain down to its ticks
+        node = next(p for p in node.parents if p.asset not in data) if any(p.asset not in data for p in node.parents) \
+            else next(p for p in node.parents if p.asset == "ticks")
     chain.append((node.asset, node.partition))
     assert chain == [("oos_validation_ema_cross", "2024-01|BTCUSDT"), ("critique_ema_cross", "2024-01|BTCUSDT"),
                      ("metrics_ema_cross", "2024-01|BTCUSDT"), ("backtest_ema_cross", "2024-01|BTCUSDT"),
@@ -151,3 +153,18 @@ def test_the_api_key_leaves_no_trace_in_the_instance_or_the_lake(lake, instance,
                 scanned += 1
                 assert not any(n in data for n in needles), os.path.join(dirpath, name)
     assert scanned > 20
+
+
+def test_a_suggestion_the_account_cannot_carry_is_recorded_as_untestable(lake, instance, two_months):
+    # A notional inside the parameter's range but past what 100,000 of spot cash carries at 1x:
+    # the validation records it (not improved, with the reason) instead of failing the slice.
+    for month in MONTHS:
+        assert _run(instance, ["critique_ema_cross"], f"{month}|BTCUSDT").success
+    path = lake.critique_dir("ema_cross", "BTCUSDT", "2024-01") / "critique.json"
+    record = json.loads(path.read_text())
+    record["accepted_suggestions"] = [{"name": "notional", "value": 500_000.0, "hypothesis": "size up"}]
+    path.write_text(json.dumps(record))
+    assert _run(instance, ["oos_validation_ema_cross"], "2024-01|BTCUSDT").success
+    (row,) = pl.read_parquet(lake.oos_dir("ema_cross", "BTCUSDT", "2024-01") / "validation.parquet").iter_rows(named=True)
+    assert row["improved"] is False and row["oos_candidate_sharpe"] is None
+    assert "cannot be run" in row["reason"] and "more than the account can carry" in row["reason"]

@@ -36,7 +36,7 @@ from quant_assets.analytics import trials
 from quant_assets.analytics.returns import ReturnSeries, sample_returns
 from quant_assets.analytics.slice_metrics import compute, read_backtest
 from quant_assets.lake.store import Lake, atomic_dir, file_sha256
-from quant_assets.strategies.spec import StrategySpec
+from quant_assets.strategies.spec import ParamError, StrategySpec
 
 #: Bump when the validation procedure changes: every OOS slice becomes stale.
 OOS_VERSION = "1"
@@ -167,8 +167,14 @@ def run_oos(lake: Lake, spec: StrategySpec, symbol: str, month: str, trading_day
         for k, s in enumerate(suggestions):
             cand = base_spec.with_values({s["name"]: s["value"]})
             tag = f"{k}-{s['name']}"
-            is_sm = run_and_measure(lake, cand, symbol, month, out / "runs" / tag / month, trading_days)
-            oos_sm = run_and_measure(lake, cand, symbol, oos_month, out / "runs" / tag / oos_month, trading_days)
+            try:
+                is_sm = run_and_measure(lake, cand, symbol, month, out / "runs" / tag / month, trading_days)
+                oos_sm = run_and_measure(lake, cand, symbol, oos_month, out / "runs" / tag / oos_month, trading_days)
+            except ParamError as exc:
+                # A value inside the parameter's range that this account cannot carry (a notional
+                # past its leverage): the suggestion is tested as impossible, not as a failure.
+                rows.append(_untestable_row(spec, symbol, month, oos_month, critique, s, baseline_params, n, str(exc)))
+                continue
             p = p_better(oos_sm.returns, sharpe_p(oos_base_rs), n)
             c_sharpe, b_sharpe = oos_sm.row["sharpe"], oos_base["sharpe"]
             delta = None if c_sharpe is None or b_sharpe is None else c_sharpe - b_sharpe
@@ -200,6 +206,19 @@ def run_oos(lake: Lake, spec: StrategySpec, symbol: str, month: str, trading_day
         lake.write_json(manifest, out / "manifest.json")
     version = hashlib.sha256(digest.encode()).hexdigest()[:24]
     return OosOutput(final, table, manifest, version)
+
+
+def _untestable_row(spec: StrategySpec, symbol: str, month: str, oos_month: str, critique: dict, s: dict,
+                    baseline_params: dict, n: int, why: str) -> dict[str, Any]:
+    """The validation row of a suggestion the account could not run: no figures, not improved."""
+    row: dict[str, Any] = {k: None for k in SCHEMA}
+    row.update({
+        "strategy": spec.name, "symbol": symbol, "critique_month": month, "oos_month": oos_month,
+        "critic": critique["critic"], "name": s["name"], "value": _fmt(s["value"]),
+        "baseline_value": _fmt(baseline_params.get(s["name"])), "hypothesis": s["hypothesis"],
+        "n_tested": n, "improved": False, "reason": f"cannot be run: {why}",
+    })
+    return row
 
 
 def _published(path: Path, building: Path, final: Path) -> Path:
