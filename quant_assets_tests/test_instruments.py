@@ -327,3 +327,23 @@ venue = "FX"
     bad = _toml(tmp_path, '[BTCUSDT]\nvenue = "BINANCE"\nfee_tier = "VIP7"\n')
     with pytest.raises(ValueError, match=r"no fee schedule for BINANCE spot tier 'VIP7'"):
         inst_mod.validate_config(bad)
+
+
+def test_editing_a_fee_schedule_or_margin_setting_makes_the_backtests_stale(tmp_path, monkeypatch):
+    from quant_assets.assets.backtests import backtest_asset
+    from quant_assets.strategies.registry import EMA_CROSS
+
+    def version() -> str:
+        (cv,) = backtest_asset(EMA_CROSS).code_versions_by_key.values()
+        return cv
+
+    before = version()
+    cfg = tmp_path / "instruments.toml"
+    cfg.write_text('[[fees]]\nvenue = "BINANCE"\nkind = "perpetual"\nfrom = "2019-09-01"\nmaker = -0.0001\ntaker = 0.0004\n')
+    monkeypatch.setenv("QUANT_INSTRUMENTS", str(cfg))
+    fees_changed = version()
+    cfg.write_text('[[margin]]\nvenue = "BINANCE"\nkind = "perpetual"\nmax_leverage = 10\nmaintenance_margin = 0.005\n')
+    margin_changed = version()
+    assert len({before, fees_changed, margin_changed}) == 3
+    # the strategy's own part is unchanged: only the venue settings moved
+    assert {v.rsplit("-venue-", 1)[0] for v in (before, fees_changed, margin_changed)} == {before.rsplit("-venue-", 1)[0]}

@@ -12,6 +12,7 @@ from quant_assets.automation import ENGINE_POOL, rebuild_stale_slices
 from quant_assets.engines import ADAPTER_VERSIONS
 from quant_assets.engines.inputs import BacktestInputError, NotApplicableError
 from quant_assets.engines.invariants import CHECKS
+from quant_assets.lake.fees import settings_digest
 from quant_assets.engines.runner import run_backtest
 from quant_assets.partitions import month_symbol_partitions, split_key
 from quant_assets.strategies import registry
@@ -52,7 +53,9 @@ def _description(spec: StrategySpec) -> str:
 
 
 def backtest_asset(spec: StrategySpec) -> dg.AssetsDefinition:
-    code_version = spec.code_version(ADAPTER_VERSIONS[spec.engine])
+    # The venue's fee schedules and margin settings change what a backtest books: editing them
+    # (instruments.toml) makes the backtests stale, like a parameter change.
+    code_version = f"{spec.code_version(ADAPTER_VERSIONS[spec.engine])}-venue-{settings_digest()}"
 
     @dg.asset(
         name=f"backtest_{spec.name}",

@@ -243,3 +243,15 @@ def margin_row(venue: str, kind: str, path: Path | None = None) -> MarginRow:
 
 __all__ = ["KINDS", "FeeRow", "MarginRow", "fee_schedule", "schedule_row", "margin_settings", "margin_row",
            "check_fee", "config_path", "load_config", "month_start"]
+
+
+def settings_digest(path: Path | None = None) -> str:
+    """A short hash of every fee schedule row and margin setting in force (built-in and
+    configured, without where they were read from): part of the backtests' code version, so
+    editing a schedule or a margin setting makes the backtests stale. 12 hex characters."""
+    import hashlib
+
+    fees = sorted((r.venue, r.kind, r.tier, r.start.isoformat(), r.end.isoformat() if r.end else "", r.maker, r.taker)
+                  for rows in fee_schedule(path).values() for r in rows)
+    margin = sorted((r.venue, r.kind, r.max_leverage, r.maintenance_margin) for r in margin_settings(path).values())
+    return hashlib.sha256(repr((fees, margin)).encode()).hexdigest()[:12]
