@@ -82,13 +82,10 @@ def max_notional(rules: AccountRules) -> float:
     return rules.starting_cash * rules.max_leverage
 
 
-#: Account rules by instrument kind when the venue configuration says nothing: spot carries no
-#: borrowing; a perpetual 20x with Binance's lowest-tier maintenance margin (0.4%).
-DEFAULT_RULES = {"spot": (1.0, 0.0), "fx": (1.0, 0.0), "perpetual": (20.0, 0.004), "future": (20.0, 0.004)}
+def rules_for(kind: str, starting_cash: float) -> AccountRules:
+    """The built-in account rules of an instrument ``kind`` (``lake.fees.builtin_margin``, the one
+    table of defaults; a venue's ``[[margin]]`` rows are applied by ``engines.runner.account_rules``)."""
+    from quant_assets.lake.fees import builtin_margin
 
-
-def rules_for(kind: str, starting_cash: float, max_leverage: float | None = None,
-              maintenance_margin: float | None = None) -> AccountRules:
-    """The account rules of an instrument ``kind`` (explicit values win over the defaults)."""
-    lev, mm = DEFAULT_RULES.get(kind, DEFAULT_RULES["spot"])
-    return AccountRules(starting_cash, lev if max_leverage is None else max_leverage, mm if maintenance_margin is None else maintenance_margin)
+    row = builtin_margin()[("*", kind)]
+    return AccountRules(starting_cash, row.max_leverage, row.maintenance_margin)

@@ -76,13 +76,7 @@ class MeanReversion(RecordedStrategy):
             if order is not None and order.is_open:
                 self.cancel_order(order)
         self.exit_ids = []
-        pos = self.position_qty()
-        order = self.order_factory.market(
-            self.instrument_id, OrderSide.SELL if pos > 0 else OrderSide.BUY, self.instrument.make_qty(abs(pos)), reduce_only=True,
-        )
-        self.order_reasons[order.client_order_id.value] = reason
-        self.closing_id = order.client_order_id
-        self.submit_order(order)
+        self.closing_id = self.close_at_market(reason)
 
     def on_order_filled(self, event) -> None:
         super().on_order_filled(event)

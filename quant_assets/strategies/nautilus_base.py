@@ -115,17 +115,19 @@ class RecordedStrategy(Strategy):
         self.cancel_all_orders(self.instrument_id)
         self.close_at_market(REASON_LIQUIDATION)
 
-    def close_at_market(self, reason: str) -> None:
-        """Close the whole position with a reduce-only market order tagged with ``reason``."""
+    def close_at_market(self, reason: str):
+        """Close the whole position with a reduce-only market order tagged with ``reason``;
+        returns the order's client id (None when already flat)."""
         pos = self.position_qty()
         if abs(pos) <= 0:
-            return
+            return None
         order = self.order_factory.market(
             self.instrument_id, OrderSide.SELL if pos > 0 else OrderSide.BUY,
             self.instrument.make_qty(abs(pos)), reduce_only=True,
         )
         self.order_reasons[order.client_order_id.value] = reason
         self.submit_order(order)
+        return order.client_order_id
 
     def submit_guarded(self, order, price: float, reason: str | None = None) -> bool:
         """Submit ``order`` unless it would take the exposure past the leverage limit at
