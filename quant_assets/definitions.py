@@ -49,6 +49,9 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=sensor_interval_s(),
     description="Rebuilds the slices whose inputs or code changed, for every month.",
+    # The conditions include a custom one (automation.AnyDepMatchesDownward), which only the
+    # code server can evaluate: the daemon cannot load user classes.
+    use_user_code_server=True,
 )
 
 
