@@ -76,14 +76,19 @@ def months_between(first: str, count: int) -> list[str]:
 def report_landing(instance: dg.DagsterInstance, slices: Iterable[tuple[str, str]], version: str = "v1") -> int:
     """Record what a landing-sensor run writes for each (month, symbol): a ``ticks``
     materialization with its data version and check evaluations, and ``funding``. Returns the
-    number of events stored."""
+    number of events stored. A runless check evaluation is stored once per partition (Dagster
+    keys them by run and partition), so a re-reported slice keeps its first, passing ones."""
     n = 0
+    checked = instance.get_materialized_partitions(dg.AssetKey("ticks"))
     for month, symbol in slices:
         pk = f"{month}|{symbol}"
         instance.report_runless_asset_event(dg.AssetMaterialization(
             asset_key="ticks", partition=pk, tags={"dagster/data_version": f"ticks-{pk}-{version}"}))
         instance.report_runless_asset_event(dg.AssetMaterialization(
             asset_key="funding", partition=pk, tags={"dagster/data_version": "not-applicable"}))
+        if pk in checked:
+            n += 2
+            continue
         for name in TICKS_RULES:
             instance.report_runless_asset_event(dg.AssetCheckEvaluation(
                 asset_key=dg.AssetKey("ticks"), check_name=name, passed=True,
@@ -152,11 +157,14 @@ def report_done(instance: dg.DagsterInstance, asset_partitions: Iterable[tuple[d
     from quant_assets.engines.invariants import CHECKS
 
     n = 0
-    for key, pk in asset_partitions:
+    pairs = list(asset_partitions)
+    # runless check evaluations are stored once per partition (see report_landing)
+    checked = {k: instance.get_materialized_partitions(k) for k in {k for k, _ in pairs} if k.path[-1].startswith("backtest_")}
+    for key, pk in pairs:
         instance.report_runless_asset_event(dg.AssetMaterialization(
             asset_key=key, partition=pk, tags={"dagster/data_version": f"{key.path[-1]}-{pk}-{version}"}))
         n += 1
-        if key.path[-1].startswith("backtest_"):
+        if key in checked and pk not in checked[key]:
             for name in CHECKS:
                 instance.report_runless_asset_event(dg.AssetCheckEvaluation(
                     asset_key=key, check_name=name, passed=True, severity=dg.AssetCheckSeverity.ERROR, partition=pk))
