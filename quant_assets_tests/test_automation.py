@@ -214,3 +214,32 @@ def test_a_re_ingest_that_reproduces_the_same_data_version_rebuilds_nothing(lake
     _report(instance, "ticks", "2024-01|BTCUSDT", version="v1")  # same bytes, same data version
     requested, ticks_used = _until_quiet(instance, _defs(), lake_state)
     assert requested == {} and ticks_used == 0
+
+
+def _report_run_checks(instance, pk: str, failing: str | None = None) -> None:
+    """A ticks materialization with its check evaluations as a real run stores them: the checks
+    of a partitioned asset are recorded unpartitioned, each naming the materialization it
+    checked (its storage id), which is what ties it to the partition."""
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluationTargetMaterializationData,
+    )
+
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(asset_key="ticks", partition=pk, tags={"dagster/data_version": f"ticks-{pk}-run"}))
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(asset_key="funding", partition=pk, tags={"dagster/data_version": "not-applicable"}))
+    record = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("ticks"), asset_partitions=[pk]), limit=1).records[0]
+    target = AssetCheckEvaluationTargetMaterializationData(storage_id=record.storage_id, run_id="", timestamp=record.timestamp)
+    for name in TICKS_CHECKS:
+        instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+            asset_key=dg.AssetKey("ticks"), check_name=name, passed=name != failing, severity=dg.AssetCheckSeverity.ERROR,
+            target_materialization_data=target))
+
+
+def test_blocking_checks_are_judged_on_each_partition_s_latest_materialization_as_runs_record_them(lake, instance, lake_state):
+    # March lands for both symbols; BTCUSDT's materialization failed a blocking check, ETHUSDT's passed
+    _report_run_checks(instance, "2024-03|BTCUSDT", failing=TICKS_CHECKS[0])
+    _report_run_checks(instance, "2024-03|ETHUSDT")
+    first = dg.evaluate_automation_conditions(defs=_defs(), instance=instance, cursor=lake_state)
+    assert _requested(first) == _expect({s: {"2024-03|ETHUSDT"} for s in SLICE_STAGES})
