@@ -271,8 +271,11 @@ class _Upstream:
                 }
             wanted = sorted({k for ks in self._dep_keys[dep].values() if len(ks) < SKIP_PARTITION_DATA_VERSION_DEPENDENCY_THRESHOLD
                              for k in ks})
-            self._dep_versions[dep] = (storage.get_latest_tags_by_partition(
-                dep, DagsterEventType.ASSET_MATERIALIZATION, [DATA_VERSION_TAG], asset_partitions=wanted) if wanted else {})
+            versions: dict[str, Mapping[str, str]] = {}
+            for chunk in _chunks(wanted):
+                versions.update(storage.get_latest_tags_by_partition(
+                    dep, DagsterEventType.ASSET_MATERIALIZATION, [DATA_VERSION_TAG], asset_partitions=chunk))
+            self._dep_versions[dep] = versions
         self._gate = self._read_run(context, keys)
 
     def tags(self, pk: str, data_version: str) -> dict[str, str]:
@@ -360,13 +363,18 @@ class _Upstream:
 def _records(fetch: Callable[..., Any], key: dg.AssetKey, partitions: list[str], after: int | None) -> Iterator[Any]:
     """Every event record that ``fetch`` (``instance.fetch_materializations`` or
     ``fetch_observations``) finds for ``key``'s ``partitions`` after storage id ``after``."""
-    if not partitions:
-        return
-    cursor = None
-    while True:
-        result = fetch(dg.AssetRecordsFilter(asset_key=key, asset_partitions=partitions, after_storage_id=after),
-                       limit=1000, cursor=cursor)
-        yield from result.records
-        if not result.has_more:
-            return
-        cursor = result.cursor
+    for chunk in _chunks(partitions):
+        cursor = None
+        while True:
+            result = fetch(dg.AssetRecordsFilter(asset_key=key, asset_partitions=chunk, after_storage_id=after),
+                           limit=1000, cursor=cursor)
+            yield from result.records
+            if not result.has_more:
+                break
+            cursor = result.cursor
+
+
+def _chunks(keys: list[str], size: int = 500) -> Iterator[list[str]]:
+    """``keys`` in lists of at most ``size``: a query names them all (SQLite caps its parameters)."""
+    for i in range(0, len(keys), size):
+        yield keys[i:i + size]
