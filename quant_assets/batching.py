@@ -264,9 +264,9 @@ class _Upstream:
             mapping = infer_partition_mapping(context.assets_def.get_partition_mapping_for_dep(dep), self._pdef, dep_pdef)
             with partition_loading_context(dynamic_partitions_store=instance):
                 self._dep_keys[dep] = {
-                    pk: list(mapping.get_upstream_mapped_partitions_result_for_partitions(
+                    pk: [str(k) for k in mapping.get_upstream_mapped_partitions_result_for_partitions(
                         self._pdef.empty_subset().with_partition_keys([pk]), self._pdef, dep_pdef,
-                    ).partitions_subset.get_partition_keys())
+                    ).partitions_subset.get_partition_keys()]
                     for pk in keys
                 }
             wanted = sorted({k for ks in self._dep_keys[dep].values() if len(ks) < SKIP_PARTITION_DATA_VERSION_DEPENDENCY_THRESHOLD
@@ -321,7 +321,8 @@ class _Upstream:
                     reasons.append(f"{where} failed its blocking check(s) {', '.join(sorted(blocked[k]))}")
         return "; ".join(reasons)
 
-    def _read_run(self, context: dg.AssetExecutionContext, keys: list[str]):
+    def _read_run(self, context: dg.AssetExecutionContext,
+                  keys: list[str]) -> dict[dg.AssetKey, tuple[set[str], dict[str, str], dict[str, set[str]]]]:
         """For each upstream asset that this run also builds, over the same partitions: which of
         its slices of this run were materialised, why others were not (their observations), and
         which failed a blocking check in this run."""
@@ -338,20 +339,20 @@ class _Upstream:
         after = min(r.storage_id for r in planned) - 1
         evaluations = [e.dagster_event.event_specific_data
                        for e in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION) if e.dagster_event]
-        out = {}
+        out: dict[dg.AssetKey, tuple[set[str], dict[str, str], dict[str, set[str]]]] = {}
         for dep in deps:
             wanted = sorted({k for ks in self._dep_keys[dep].values() for k in ks if k in self._run_keys})
-            built = {r.partition_key for r in _records(instance.fetch_materializations, dep, wanted, after) if r.run_id == run_id}
-            notes = {}
+            built = {str(r.partition_key) for r in _records(instance.fetch_materializations, dep, wanted, after) if r.run_id == run_id}
+            notes: dict[str, str] = {}
             for r in _records(instance.fetch_observations, dep, wanted, after):
                 if r.run_id == run_id and r.asset_observation is not None:
                     text = r.asset_observation.metadata.get("not_applicable")
                     if text is not None:
-                        notes[r.partition_key] = f"not applicable: {text.value}"
+                        notes[str(r.partition_key)] = f"not applicable: {text.value}"
             latest: dict[tuple[str, str], bool] = {}  # (partition, check) -> failed, the last evaluation in the run
             for ev in evaluations:
                 if ev.asset_key == dep and ev.partition is not None and ev.blocking:
-                    latest[(ev.partition, ev.check_name)] = not ev.passed and ev.severity == dg.AssetCheckSeverity.ERROR
+                    latest[(str(ev.partition), ev.check_name)] = not ev.passed and ev.severity == dg.AssetCheckSeverity.ERROR
             blocked: dict[str, set[str]] = {}
             for (partition, check_name), bad in latest.items():
                 if bad:
