@@ -188,6 +188,19 @@ def sensor_interval_s() -> int:
     return int(value)
 
 
+PARTITIONS_PER_RUN_ENV = "QUANT_BACKFILL_PARTITIONS_PER_RUN"
+DEFAULT_PARTITIONS_PER_RUN = 500
+
+
+def backfill_partitions_per_run() -> int:
+    """Most partitions one backfill run builds (read when the definitions load):
+    ``$QUANT_BACKFILL_PARTITIONS_PER_RUN`` or 500 (quant_assets/batching.py says why). Lower
+    it to spread a one-month backfill over more runs (more of the run queue's slots at once, more
+    runs); 1 is one run per slice."""
+    value = os.environ.get(PARTITIONS_PER_RUN_ENV)
+    return _positive_int(PARTITIONS_PER_RUN_ENV, value) if value else DEFAULT_PARTITIONS_PER_RUN
+
+
 def ensure_dagster_home() -> Path:
     """Point ``DAGSTER_HOME`` at ``<repo>/.dagster_home`` unless set; create it with telemetry off."""
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / ".dagster_home")))

@@ -37,6 +37,13 @@ def _run_symbol(context: dg.InitResourceContext) -> str | None:
     # A symbol-only partition (reports, factors); month keys and multi keys ("M|S") are not one.
     if key and "|" not in key and not key[:4].isdigit():
         return key
+    # A batched backfill run (quant_assets/batching.py) over one symbol's months; a range over
+    # several symbols (one month of every symbol) needs them all.
+    start, end = tags.get("dagster/asset_partition_range_start"), tags.get("dagster/asset_partition_range_end")
+    if start and end:
+        first, last = (k.rpartition("|")[2] for k in (start, end))
+        if first == last and not first[:4].isdigit():
+            return first
     return None
 
 

@@ -8,6 +8,7 @@ parameter values), so tuning one strategy makes only that strategy's slices stal
 import dagster as dg
 
 from quant_assets.analytics.plots import equity_png, markdown_image
+from quant_assets.batching import BACKFILL_POLICY, Built, NotBuilt, build_slices
 from quant_assets.automation import ENGINE_POOL, rebuild_stale_slices
 from quant_assets.engines import ADAPTER_VERSIONS
 from quant_assets.engines.inputs import BacktestInputError, NotApplicableError
@@ -69,68 +70,69 @@ def backtest_asset(spec: StrategySpec) -> dg.AssetsDefinition:
         tags={"quant_assets/engine": spec.engine},
         automation_condition=rebuild_stale_slices(),
         pool=ENGINE_POOL,
+        backfill_policy=BACKFILL_POLICY,
         # Not applicable on a slice's fidelity (the market maker on trades-only data): the step
-        # succeeds, materialises nothing and records why (an observation), and downstream skips.
+        # succeeds, materialises nothing and records why (an observation), and downstream skips
+        # (in a batched run, that slice only: quant_assets/batching.py).
         output_required=False,
         check_specs=[dg.AssetCheckSpec(name, asset=f"backtest_{spec.name}", blocking=True, description=d) for name, d in CHECKS.items()],
     )
     def _backtest(context: dg.AssetExecutionContext, lake: LakeResource):
-        month, symbol = split_key(context.partition_key)
-        pk = str(context.partition_key)
-        try:
-            out = run_backtest(
-                lake.lake(), spec, symbol, month,
-                ticks_version=_ticks_data_version(context.instance, pk), code_version=code_version,
+        the_lake = lake.lake()
+
+        def build_one(pk: str) -> Built | NotBuilt:
+            month, symbol = split_key(pk)
+            ticks_version = _ticks_data_version(context.instance, pk)
+            try:
+                out = run_backtest(the_lake, spec, symbol, month, ticks_version=ticks_version, code_version=code_version)
+            except NotApplicableError as exc:
+                return NotBuilt(
+                    f"backtest_{spec.name} {pk}: n/a: {exc}",
+                    observation={"not_applicable": str(exc), "ticks_data_version": str(ticks_version)},
+                    checks=[dg.AssetCheckResult(check_name=name, passed=True, description=f"not applicable: {exc}",
+                                                metadata={"not_applicable": True}) for name in CHECKS],
+                )
+            except (BacktestInputError, ParamError) as exc:
+                raise dg.Failure(description=f"backtest_{spec.name} {pk}: {exc}", allow_retries=False) from exc
+            s, m = out.summary, out.manifest
+            png = equity_png(out.equity, f"{spec.name} {symbol} {month}")
+            return Built(
+                metadata={
+                    "fidelity": m["fidelity"],
+                    **({"fidelity_assumption": m["fidelity_assumption"]} if m.get("fidelity_assumption") else {}),
+                    "pnl": dg.MetadataValue.float(s["pnl"]),
+                    "return_pct": dg.MetadataValue.float(s["return_pct"]),
+                    "max_drawdown_pct": dg.MetadataValue.float(s["max_drawdown_pct"]),
+                    "fills": dg.MetadataValue.int(s["fills"]),
+                    "maker_fills": dg.MetadataValue.int(s["maker_fills"]),
+                    "turnover": dg.MetadataValue.float(s["turnover"]),
+                    "fees": dg.MetadataValue.float(s["fees"]),
+                    "funding": m["funding"]["status"],
+                    "funding_pnl": _funding_pnl(m["funding"]),
+                    "liquidated": dg.MetadataValue.bool(bool(s["liquidated"])),
+                    "instrument_kind": m["instrument_kind"],
+                    "account": dg.MetadataValue.json(m["account"]),
+                    "counters": dg.MetadataValue.json(m["counters"]),
+                    "events": dg.MetadataValue.int(m["events"]),
+                    "events_per_s": dg.MetadataValue.float(m["events_per_s"]),
+                    "engine_wall_s": dg.MetadataValue.float(m["engine_wall_s"]),
+                    "peak_rss_mb": dg.MetadataValue.float(m["peak_rss_mb"]),
+                    "quote_currency": m["quote_currency"],
+                    "ticks_data_version": str(m["ticks_data_version"]),
+                    "path": dg.MetadataValue.path(str(out.directory)),
+                    "equity_curve": dg.MetadataValue.md(markdown_image(png, "equity and drawdown")),
+                },
+                data_version=out.data_version,
+                # Blocking: a result that breaks an invariant is kept for inspection, but metrics and
+                # critiques do not read it.
+                checks=[
+                    dg.AssetCheckResult(check_name=c.name, passed=c.passed, description=c.detail,
+                                        metadata={k: dg.MetadataValue.float(float(v)) for k, v in c.figures.items()})
+                    for c in out.checks
+                ],
             )
-        except NotApplicableError as exc:
-            context.log.info(f"backtest_{spec.name} {pk}: n/a: {exc}")
-            context.log_event(dg.AssetObservation(
-                asset_key=context.asset_key, partition=pk,
-                metadata={"not_applicable": str(exc), "ticks_data_version": str(_ticks_data_version(context.instance, pk))},
-            ))
-            for name in CHECKS:
-                yield dg.AssetCheckResult(check_name=name, passed=True, description=f"not applicable: {exc}",
-                                          metadata={"not_applicable": True})
-            return
-        except (BacktestInputError, ParamError) as exc:
-            raise dg.Failure(description=f"backtest_{spec.name} {pk}: {exc}", allow_retries=False) from exc
-        s, m = out.summary, out.manifest
-        png = equity_png(out.equity, f"{spec.name} {symbol} {month}")
-        yield dg.MaterializeResult(
-            metadata={
-                "fidelity": m["fidelity"],
-                **({"fidelity_assumption": m["fidelity_assumption"]} if m.get("fidelity_assumption") else {}),
-                "pnl": dg.MetadataValue.float(s["pnl"]),
-                "return_pct": dg.MetadataValue.float(s["return_pct"]),
-                "max_drawdown_pct": dg.MetadataValue.float(s["max_drawdown_pct"]),
-                "fills": dg.MetadataValue.int(s["fills"]),
-                "maker_fills": dg.MetadataValue.int(s["maker_fills"]),
-                "turnover": dg.MetadataValue.float(s["turnover"]),
-                "fees": dg.MetadataValue.float(s["fees"]),
-                "funding": m["funding"]["status"],
-                "funding_pnl": _funding_pnl(m["funding"]),
-                "liquidated": dg.MetadataValue.bool(bool(s["liquidated"])),
-                "instrument_kind": m["instrument_kind"],
-                "account": dg.MetadataValue.json(m["account"]),
-                "counters": dg.MetadataValue.json(m["counters"]),
-                "events": dg.MetadataValue.int(m["events"]),
-                "events_per_s": dg.MetadataValue.float(m["events_per_s"]),
-                "engine_wall_s": dg.MetadataValue.float(m["engine_wall_s"]),
-                "peak_rss_mb": dg.MetadataValue.float(m["peak_rss_mb"]),
-                "quote_currency": m["quote_currency"],
-                "ticks_data_version": str(m["ticks_data_version"]),
-                "path": dg.MetadataValue.path(str(out.directory)),
-                "equity_curve": dg.MetadataValue.md(markdown_image(png, "equity and drawdown")),
-            },
-            data_version=dg.DataVersion(out.data_version),
-            # Blocking: a result that breaks an invariant is kept for inspection, but metrics and
-            # critiques do not read it.
-            check_results=[
-                dg.AssetCheckResult(check_name=c.name, passed=c.passed, description=c.detail,
-                                    metadata={k: dg.MetadataValue.float(float(v)) for k, v in c.figures.items()})
-                for c in out.checks
-            ],
-        )
+
+        yield from build_slices(context, build_one)
 
     return _backtest
 

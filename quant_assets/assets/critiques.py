@@ -13,6 +13,7 @@ import dagster as dg
 
 from quant_assets.analytics.slice_metrics import BacktestSliceError
 from quant_assets.automation import ENGINE_POOL, rebuild_stale_slices
+from quant_assets.batching import BACKFILL_POLICY, Built, NotBuilt, build_slices
 from quant_assets.critique.critics import CritiqueFailed
 from quant_assets.critique.oos import OOS_VERSION, WaitingForNextMonth, run_oos
 from quant_assets.critique.run import CRITIQUE_VERSION, run_critique
@@ -70,35 +71,41 @@ def critique_asset(spec: StrategySpec) -> dg.AssetsDefinition:
         ),
         metadata={"strategy": spec.name},
         automation_condition=rebuild_stale_slices(),
+        backfill_policy=BACKFILL_POLICY,
     )
-    def _critique(context: dg.AssetExecutionContext, lake: LakeResource, critic: CriticResource) -> dg.MaterializeResult:
-        month, symbol = split_key(context.partition_key)
-        try:
-            out = run_critique(lake.lake(), spec, symbol, month, critic.critic(), reveal_symbol=critic.reveal_symbol)
-        except (CritiqueFailed, BacktestSliceError) as exc:
-            raise dg.Failure(description=f"{name} {context.partition_key}: {exc}", allow_retries=False) from None
-        r = out.record
-        usage = r["usage"] or {}
-        return dg.MaterializeResult(
-            metadata={
-                "verdict": r["critique"]["verdict"],
-                "critic": "rules (offline)" if r["rule_based"] else f"anthropic {r['model']}",
-                "suggestions_accepted": dg.MetadataValue.int(len(r["accepted_suggestions"])),
-                "suggestions_rejected": dg.MetadataValue.int(len(r["rejected_suggestions"])),
-                "input_tokens": dg.MetadataValue.int(int(usage.get("input_tokens", 0))),
-                "output_tokens": dg.MetadataValue.int(int(usage.get("output_tokens", 0))),
-                "cache_write_tokens": dg.MetadataValue.int(int(usage.get("cache_creation_input_tokens", 0))),
-                "cache_read_tokens": dg.MetadataValue.int(int(usage.get("cache_read_input_tokens", 0))),
-                # A cached answer cost nothing now; the first call's cost is in critique.json.
-                "cost_usd": dg.MetadataValue.float(0.0 if r["cached"] else float(r["cost_usd"] or 0.0)),
-                "from_cache": dg.MetadataValue.bool(bool(r["cached"])),
-                "attempts": dg.MetadataValue.int(int(r["attempts"])),
-                "prompt_sha256": r["prompt_sha256"],
-                "critique": dg.MetadataValue.md(_summary_md(r)),
-                "path": dg.MetadataValue.path(str(out.directory)),
-            },
-            data_version=dg.DataVersion(out.data_version),
-        )
+    def _critique(context: dg.AssetExecutionContext, lake: LakeResource, critic: CriticResource):
+        the_lake = lake.lake()
+
+        def build_one(pk: str) -> Built:
+            month, symbol = split_key(pk)
+            try:
+                out = run_critique(the_lake, spec, symbol, month, critic.critic(), reveal_symbol=critic.reveal_symbol)
+            except (CritiqueFailed, BacktestSliceError) as exc:
+                raise dg.Failure(description=f"{name} {pk}: {exc}", allow_retries=False) from None
+            r = out.record
+            usage = r["usage"] or {}
+            return Built(
+                metadata={
+                    "verdict": r["critique"]["verdict"],
+                    "critic": "rules (offline)" if r["rule_based"] else f"anthropic {r['model']}",
+                    "suggestions_accepted": dg.MetadataValue.int(len(r["accepted_suggestions"])),
+                    "suggestions_rejected": dg.MetadataValue.int(len(r["rejected_suggestions"])),
+                    "input_tokens": dg.MetadataValue.int(int(usage.get("input_tokens", 0))),
+                    "output_tokens": dg.MetadataValue.int(int(usage.get("output_tokens", 0))),
+                    "cache_write_tokens": dg.MetadataValue.int(int(usage.get("cache_creation_input_tokens", 0))),
+                    "cache_read_tokens": dg.MetadataValue.int(int(usage.get("cache_read_input_tokens", 0))),
+                    # A cached answer cost nothing now; the first call's cost is in critique.json.
+                    "cost_usd": dg.MetadataValue.float(0.0 if r["cached"] else float(r["cost_usd"] or 0.0)),
+                    "from_cache": dg.MetadataValue.bool(bool(r["cached"])),
+                    "attempts": dg.MetadataValue.int(int(r["attempts"])),
+                    "prompt_sha256": r["prompt_sha256"],
+                    "critique": dg.MetadataValue.md(_summary_md(r)),
+                    "path": dg.MetadataValue.path(str(out.directory)),
+                },
+                data_version=out.data_version,
+            )
+
+        yield from build_slices(context, build_one)
 
     return _critique
 
@@ -127,28 +134,32 @@ def oos_asset(spec: StrategySpec) -> dg.AssetsDefinition:
         metadata={"strategy": spec.name},
         automation_condition=rebuild_stale_slices(),
         pool=ENGINE_POOL,
+        backfill_policy=BACKFILL_POLICY,
     )
     def _oos(context: dg.AssetExecutionContext, lake: LakeResource):
-        month, symbol = split_key(context.partition_key)
         the_lake = lake.lake()
-        trading_days = inst_mod.trading_days_of(the_lake, symbol)
-        try:
-            out = run_oos(the_lake, spec, symbol, month, trading_days)
-        except WaitingForNextMonth as exc:
-            context.log.info(str(exc))
-            return
-        except (FileNotFoundError, BacktestSliceError) as exc:
-            raise dg.Failure(description=f"{name} {context.partition_key}: {exc}", allow_retries=False) from None
-        t = out.table
-        yield dg.MaterializeResult(
-            metadata={
-                "oos_month": out.manifest["oos_month"],
-                "suggestions_tested": dg.MetadataValue.int(len(t)),
-                "improved_out_of_sample": dg.MetadataValue.int(int(t["improved"].sum()) if len(t) else 0),
-                "results": dg.MetadataValue.md(_results_md(t)),
-                "path": dg.MetadataValue.path(str(out.directory)),
-            },
-            data_version=dg.DataVersion(out.data_version),
-        )
+
+        def build_one(pk: str) -> Built | NotBuilt:
+            month, symbol = split_key(pk)
+            trading_days = inst_mod.trading_days_of(the_lake, symbol)
+            try:
+                out = run_oos(the_lake, spec, symbol, month, trading_days)
+            except WaitingForNextMonth as exc:
+                return NotBuilt(str(exc))
+            except (FileNotFoundError, BacktestSliceError) as exc:
+                raise dg.Failure(description=f"{name} {pk}: {exc}", allow_retries=False) from None
+            t = out.table
+            return Built(
+                metadata={
+                    "oos_month": out.manifest["oos_month"],
+                    "suggestions_tested": dg.MetadataValue.int(len(t)),
+                    "improved_out_of_sample": dg.MetadataValue.int(int(t["improved"].sum()) if len(t) else 0),
+                    "results": dg.MetadataValue.md(_results_md(t)),
+                    "path": dg.MetadataValue.path(str(out.directory)),
+                },
+                data_version=out.data_version,
+            )
+
+        yield from build_slices(context, build_one)
 
     return _oos

@@ -13,6 +13,7 @@ import dagster as dg
 
 from quant_assets.analytics.plots import equity_png, markdown_image
 from quant_assets.automation import rebuild_stale_slices
+from quant_assets.batching import BACKFILL_POLICY, Built, build_slices
 from quant_assets.analytics.slice_metrics import ANALYTICS_VERSION, BacktestSliceError, run_metrics
 from quant_assets.lake import instruments as inst_mod
 from quant_assets.partitions import month_symbol_partitions, split_key
@@ -77,30 +78,33 @@ def metrics_asset(spec: StrategySpec) -> dg.AssetsDefinition:
         ),
         metadata={"strategy": spec.name},
         automation_condition=rebuild_stale_slices(),
+        backfill_policy=BACKFILL_POLICY,
     )
-    def _metrics(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-        month, symbol = split_key(context.partition_key)
+    def _metrics(context: dg.AssetExecutionContext, lake: LakeResource):
         the_lake = lake.lake()
-        trading_days = inst_mod.trading_days_of(the_lake, symbol)
-        try:
-            out = run_metrics(the_lake, spec.name, symbol, month, trading_days)
-        except BacktestSliceError as exc:
-            raise dg.Failure(description=f"{name} {context.partition_key}: {exc}", allow_retries=False) from exc
-        row = out.slice.row
-        png = equity_png(out.slice.equity, f"{spec.name} {symbol} {month}") if len(out.slice.equity) else None
-        metadata: dict[str, object] = {label: _float(None if row.get(k) is None else row[k] * scale) for label, k, scale in HEADLINE}
-        metadata.update({
-            "trades": dg.MetadataValue.int(int(row["trades"] or 0)),
-            "periods": dg.MetadataValue.int(int(row["periods"])),
-            "annualisation": f"{row['periods_per_year']:,.0f} periods/year ({row['interval_s']:g} s grid, {trading_days} trading days)",
-            "null_reasons": dg.MetadataValue.json(out.slice.metrics.reasons),
-            "backtest_data_version": out.manifest["backtest_data_version"],
-            "path": dg.MetadataValue.path(str(out.directory)),
-        })
-        if png:
-            metadata["equity_curve"] = dg.MetadataValue.md(markdown_image(png, "equity and drawdown"))
-        return dg.MaterializeResult(
-            metadata=metadata, data_version=dg.DataVersion(out.data_version), check_results=[_agreement(row)],
-        )
+
+        def build_one(pk: str) -> Built:
+            month, symbol = split_key(pk)
+            trading_days = inst_mod.trading_days_of(the_lake, symbol)
+            try:
+                out = run_metrics(the_lake, spec.name, symbol, month, trading_days)
+            except BacktestSliceError as exc:
+                raise dg.Failure(description=f"{name} {pk}: {exc}", allow_retries=False) from exc
+            row = out.slice.row
+            png = equity_png(out.slice.equity, f"{spec.name} {symbol} {month}") if len(out.slice.equity) else None
+            metadata: dict[str, object] = {label: _float(None if row.get(k) is None else row[k] * scale) for label, k, scale in HEADLINE}
+            metadata.update({
+                "trades": dg.MetadataValue.int(int(row["trades"] or 0)),
+                "periods": dg.MetadataValue.int(int(row["periods"])),
+                "annualisation": f"{row['periods_per_year']:,.0f} periods/year ({row['interval_s']:g} s grid, {trading_days} trading days)",
+                "null_reasons": dg.MetadataValue.json(out.slice.metrics.reasons),
+                "backtest_data_version": out.manifest["backtest_data_version"],
+                "path": dg.MetadataValue.path(str(out.directory)),
+            })
+            if png:
+                metadata["equity_curve"] = dg.MetadataValue.md(markdown_image(png, "equity and drawdown"))
+            return Built(metadata=metadata, data_version=out.data_version, checks=[_agreement(row)])
+
+        yield from build_slices(context, build_one)
 
     return _metrics

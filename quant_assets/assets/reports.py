@@ -15,6 +15,7 @@ from pydantic import Field
 from quant_assets.analytics import trials
 from quant_assets.analytics.plots import equity_png, markdown_image
 from quant_assets.automation import rebuild_rollups
+from quant_assets.batching import BACKFILL_POLICY, Built, build_slices
 from quant_assets.analytics.rollup import ROLLUP_VERSION, RollupError, RollupSettings, run_report
 from quant_assets.analytics.slice_metrics import ANALYTICS_VERSION, BacktestSliceError
 from quant_assets.lake import instruments as inst_mod
@@ -63,44 +64,48 @@ def report_asset(spec: StrategySpec) -> dg.AssetsDefinition:
         ),
         metadata={"strategy": spec.name},
         automation_condition=rebuild_rollups(),
+        backfill_policy=BACKFILL_POLICY,
     )
-    def _report(context: dg.AssetExecutionContext, config: ReportConfig, lake: LakeResource) -> dg.MaterializeResult:
-        symbol = str(context.partition_key)
+    def _report(context: dg.AssetExecutionContext, config: ReportConfig, lake: LakeResource):
         the_lake = lake.lake()
-        trading_days = inst_mod.trading_days_of(the_lake, symbol)
-        n_trials = trials.count(the_lake, spec.impl)
         settings = RollupSettings(config.bootstrap_reps, config.monte_carlo_sims, config.in_sample_months, config.seed)
-        try:
-            out = run_report(the_lake, spec.name, symbol, trading_days, n_trials, settings=settings)
-        except (RollupError, BacktestSliceError) as exc:
-            raise dg.Failure(description=f"{name} {symbol}: {exc}", allow_retries=False) from exc
-        r = out.report
-        m, g = r["metrics"], r["metrics_grid"]
-        bs, mc, dsr, wf = r["bootstrap"], r["monte_carlo"], r["deflated_sharpe"], r["walk_forward"]
-        metadata: dict[str, object] = {
-            "months": dg.MetadataValue.json(r["months"]),
-            "total_return_pct": _num(None if m.get("total_return") is None else 100 * m["total_return"]),
-            "sharpe": _num(m.get("sharpe")),  # daily returns, like its interval below
-            "sharpe_ci_lo": _num((bs.get("sharpe") or {}).get("lo")),
-            "sharpe_ci_hi": _num((bs.get("sharpe") or {}).get("hi")),
-            "cagr_ci_lo_pct": _num(None if not bs.get("cagr") else 100 * bs["cagr"]["lo"]),
-            "cagr_ci_hi_pct": _num(None if not bs.get("cagr") else 100 * bs["cagr"]["hi"]),
-            "max_drawdown_pct": _num(None if g.get("max_drawdown") is None else 100 * g["max_drawdown"]),
-            "sharpe_grid": _num(g.get("sharpe")),
-            "mc_max_drawdown_p05_pct": _num(None if mc.get("p05") is None else 100 * mc["p05"]),
-            "deflated_sharpe": _num(dsr.get("dsr")),
-            "parameter_sets_tried": dg.MetadataValue.int(n_trials),
-            "oos_sharpe_mean": _num(wf.get("oos_sharpe_mean")),
-            "is_sharpe_mean": _num(wf.get("is_sharpe_mean")),
-            "trades": dg.MetadataValue.int(int(m.get("trades") or 0)),
-            "tearsheet": (dg.MetadataValue.path(str(out.tearsheet)) if out.tearsheet
-                          else dg.MetadataValue.text("none: no daily return to report")),
-            "path": dg.MetadataValue.path(str(out.directory)),
-            "null_reasons": dg.MetadataValue.json(r["null_reasons"]),
-        }
-        if len(out.daily):
-            curve = out.daily.select(ts=pl.col("date").cast(pl.Datetime("ns")).cast(pl.Int64), equity="equity")
-            metadata["equity_curve"] = dg.MetadataValue.md(markdown_image(equity_png(curve, f"{spec.name} {symbol} (daily, stitched)"), "stitched equity"))
-        return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(out.data_version))
+
+        def build_one(symbol: str) -> Built:
+            trading_days = inst_mod.trading_days_of(the_lake, symbol)
+            n_trials = trials.count(the_lake, spec.impl)
+            try:
+                out = run_report(the_lake, spec.name, symbol, trading_days, n_trials, settings=settings)
+            except (RollupError, BacktestSliceError) as exc:
+                raise dg.Failure(description=f"{name} {symbol}: {exc}", allow_retries=False) from exc
+            r = out.report
+            m, g = r["metrics"], r["metrics_grid"]
+            bs, mc, dsr, wf = r["bootstrap"], r["monte_carlo"], r["deflated_sharpe"], r["walk_forward"]
+            metadata: dict[str, object] = {
+                "months": dg.MetadataValue.json(r["months"]),
+                "total_return_pct": _num(None if m.get("total_return") is None else 100 * m["total_return"]),
+                "sharpe": _num(m.get("sharpe")),  # daily returns, like its interval below
+                "sharpe_ci_lo": _num((bs.get("sharpe") or {}).get("lo")),
+                "sharpe_ci_hi": _num((bs.get("sharpe") or {}).get("hi")),
+                "cagr_ci_lo_pct": _num(None if not bs.get("cagr") else 100 * bs["cagr"]["lo"]),
+                "cagr_ci_hi_pct": _num(None if not bs.get("cagr") else 100 * bs["cagr"]["hi"]),
+                "max_drawdown_pct": _num(None if g.get("max_drawdown") is None else 100 * g["max_drawdown"]),
+                "sharpe_grid": _num(g.get("sharpe")),
+                "mc_max_drawdown_p05_pct": _num(None if mc.get("p05") is None else 100 * mc["p05"]),
+                "deflated_sharpe": _num(dsr.get("dsr")),
+                "parameter_sets_tried": dg.MetadataValue.int(n_trials),
+                "oos_sharpe_mean": _num(wf.get("oos_sharpe_mean")),
+                "is_sharpe_mean": _num(wf.get("is_sharpe_mean")),
+                "trades": dg.MetadataValue.int(int(m.get("trades") or 0)),
+                "tearsheet": (dg.MetadataValue.path(str(out.tearsheet)) if out.tearsheet
+                              else dg.MetadataValue.text("none: no daily return to report")),
+                "path": dg.MetadataValue.path(str(out.directory)),
+                "null_reasons": dg.MetadataValue.json(r["null_reasons"]),
+            }
+            if len(out.daily):
+                curve = out.daily.select(ts=pl.col("date").cast(pl.Datetime("ns")).cast(pl.Int64), equity="equity")
+                metadata["equity_curve"] = dg.MetadataValue.md(markdown_image(equity_png(curve, f"{spec.name} {symbol} (daily, stitched)"), "stitched equity"))
+            return Built(metadata=metadata, data_version=out.data_version)
+
+        yield from build_slices(context, build_one)
 
     return _report

@@ -14,6 +14,7 @@ from quant_assets.analytics.slice_metrics import BacktestSliceError
 from quant_assets.assets.critiques import NEXT_MONTH
 from quant_assets.assets.reports import BY_SYMBOL
 from quant_assets.automation import ENGINE_POOL, rebuild_rollups, rebuild_stale_slices
+from quant_assets.batching import BACKFILL_POLICY, Built, NotBuilt, build_slices
 from quant_assets.critique.oos import WaitingForNextMonth
 from quant_assets.engines.runner import STARTING_CASH
 from quant_assets.lake import instruments as inst_mod
@@ -48,23 +49,29 @@ def bars_asset(interval: str) -> dg.AssetsDefinition:
             f"are absent. Output: `bars/interval={interval}/symbol=S/month=M/part-0.parquet`; DuckDB view `bars`."
         ),
         automation_condition=rebuild_stale_slices(),
+        backfill_policy=BACKFILL_POLICY,
     )
-    def _bars(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-        month, symbol = split_key(context.partition_key)
-        try:
-            out = run_bars(lake.lake(), symbol, month, interval)
-        except ResearchInputError as exc:
-            raise dg.Failure(description=f"{name} {context.partition_key}: {exc}", allow_retries=False) from exc
-        b = out.bars
-        return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": b.height,
-                "bars_from_trades": int((b["source"] == "trades").sum()),
-                "bars_from_mids": int((b["source"] == "mid").sum()),
-                "path": dg.MetadataValue.path(str(out.path)),
-            },
-            data_version=dg.DataVersion(out.data_version),
-        )
+    def _bars(context: dg.AssetExecutionContext, lake: LakeResource):
+        the_lake = lake.lake()
+
+        def build_one(pk: str) -> Built:
+            month, symbol = split_key(pk)
+            try:
+                out = run_bars(the_lake, symbol, month, interval)
+            except ResearchInputError as exc:
+                raise dg.Failure(description=f"{name} {pk}: {exc}", allow_retries=False) from exc
+            b = out.bars
+            return Built(
+                metadata={
+                    "dagster/row_count": b.height,
+                    "bars_from_trades": int((b["source"] == "trades").sum()),
+                    "bars_from_mids": int((b["source"] == "mid").sum()),
+                    "path": dg.MetadataValue.path(str(out.path)),
+                },
+                data_version=out.data_version,
+            )
+
+        yield from build_slices(context, build_one)
 
     return _bars
 
@@ -98,39 +105,44 @@ def sweep_asset(spec: StrategySpec, interval: str) -> dg.AssetsDefinition:
         ),
         metadata={"strategy": spec.name},
         automation_condition=rebuild_stale_slices(),
+        backfill_policy=BACKFILL_POLICY,
         pool=ENGINE_POOL,
     )
-    def _sweep(context: dg.AssetExecutionContext, config: SweepConfig, lake: LakeResource) -> dg.MaterializeResult:
-        month, symbol = split_key(context.partition_key)
+    def _sweep(context: dg.AssetExecutionContext, config: SweepConfig, lake: LakeResource):
         the_lake = lake.lake()
-        instrument = inst_mod.resolve(the_lake, symbol)
-        if instrument is None:
-            raise dg.Failure(description=f"{name} {context.partition_key}: no instrument record for {symbol}", allow_retries=False)
-        try:
-            settings = SweepSettings(top_k=config.top_k, spa_reps=config.spa_reps, seed=config.seed)
-            # the month's fee schedule, as the engine backtests are charged (a switch pays the taker fee)
-            taker_fee = inst_mod.fees_for(instrument, month)[1]
-            out = run_sweep_slice(the_lake, spec, symbol, month, taker_fee, instrument.trading_days, STARTING_CASH,
-                                  interval, settings)
-        except (ResearchInputError, ValueError) as exc:
-            raise dg.Failure(description=f"{name} {context.partition_key}: {exc}", allow_retries=False) from exc
-        s = out.summary
-        best = s["top"][0] if s["top"] else {}
-        metadata: dict[str, object] = {
-            "combinations": s["combinations"],
-            "bars": s["bars"],
-            "best_sharpe": dg.MetadataValue.float(float(best["sharpe"])) if best.get("sharpe") is not None else dg.MetadataValue.null(),
-            "best_params": dg.MetadataValue.json({a.name: best.get(a.name) for a in axes}),
-            "best_deflated_sharpe": (dg.MetadataValue.float(best["deflated_sharpe"]) if best.get("deflated_sharpe") is not None
-                                     else dg.MetadataValue.null()),
-            "spa_pvalue": dg.MetadataValue.float(s["spa_pvalue"]) if s["spa_pvalue"] is not None else dg.MetadataValue.null(),
-            "top": dg.MetadataValue.json(s["top"]),
-            "reason": s.get("reason") or "",
-            "path": dg.MetadataValue.path(str(out.directory)),
-        }
-        if out.heatmap:
-            metadata["heatmap"] = dg.MetadataValue.md(markdown_image(out.heatmap, "Sharpe over the grid"))
-        return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(out.data_version))
+
+        def build_one(pk: str) -> Built:
+            month, symbol = split_key(pk)
+            instrument = inst_mod.resolve(the_lake, symbol)
+            if instrument is None:
+                raise dg.Failure(description=f"{name} {pk}: no instrument record for {symbol}", allow_retries=False)
+            try:
+                settings = SweepSettings(top_k=config.top_k, spa_reps=config.spa_reps, seed=config.seed)
+                # the month's fee schedule, as the engine backtests are charged (a switch pays the taker fee)
+                taker_fee = inst_mod.fees_for(instrument, month)[1]
+                out = run_sweep_slice(the_lake, spec, symbol, month, taker_fee, instrument.trading_days, STARTING_CASH,
+                                      interval, settings)
+            except (ResearchInputError, ValueError) as exc:
+                raise dg.Failure(description=f"{name} {pk}: {exc}", allow_retries=False) from exc
+            s = out.summary
+            best = s["top"][0] if s["top"] else {}
+            metadata: dict[str, object] = {
+                "combinations": s["combinations"],
+                "bars": s["bars"],
+                "best_sharpe": dg.MetadataValue.float(float(best["sharpe"])) if best.get("sharpe") is not None else dg.MetadataValue.null(),
+                "best_params": dg.MetadataValue.json({a.name: best.get(a.name) for a in axes}),
+                "best_deflated_sharpe": (dg.MetadataValue.float(best["deflated_sharpe"]) if best.get("deflated_sharpe") is not None
+                                         else dg.MetadataValue.null()),
+                "spa_pvalue": dg.MetadataValue.float(s["spa_pvalue"]) if s["spa_pvalue"] is not None else dg.MetadataValue.null(),
+                "top": dg.MetadataValue.json(s["top"]),
+                "reason": s.get("reason") or "",
+                "path": dg.MetadataValue.path(str(out.directory)),
+            }
+            if out.heatmap:
+                metadata["heatmap"] = dg.MetadataValue.md(markdown_image(out.heatmap, "Sharpe over the grid"))
+            return Built(metadata=metadata, data_version=out.data_version)
+
+        yield from build_slices(context, build_one)
 
     return _sweep
 
@@ -169,31 +181,35 @@ def handoff_asset(spec: StrategySpec) -> dg.AssetsDefinition:
         ),
         metadata={"strategy": spec.name},
         automation_condition=rebuild_stale_slices(),
+        backfill_policy=BACKFILL_POLICY,
         pool=ENGINE_POOL,
     )
     def _handoff(context: dg.AssetExecutionContext, lake: LakeResource):
-        month, symbol = split_key(context.partition_key)
         the_lake = lake.lake()
-        trading_days = inst_mod.trading_days_of(the_lake, symbol)
-        try:
-            out = run_handoff(the_lake, spec, symbol, month, trading_days)
-        except WaitingForNextMonth as exc:
-            context.log.info(str(exc))
-            return
-        except (ResearchInputError, BacktestSliceError) as exc:
-            raise dg.Failure(description=f"{name} {context.partition_key}: {exc}", allow_retries=False) from None
-        t = out.table
-        yield dg.MaterializeResult(
-            metadata={
-                "oos_month": out.manifest["oos_month"],
-                "candidates": dg.MetadataValue.int(len(t)),
-                "improved_out_of_sample": dg.MetadataValue.int(int(t["improved"].sum()) if len(t) else 0),
-                "quotes_per_bar": dg.MetadataValue.float(out.manifest["quotes_per_bar"]),
-                "results": dg.MetadataValue.md(_handoff_md(t)),
-                "path": dg.MetadataValue.path(str(out.directory)),
-            },
-            data_version=dg.DataVersion(out.data_version),
-        )
+
+        def build_one(pk: str) -> Built | NotBuilt:
+            month, symbol = split_key(pk)
+            trading_days = inst_mod.trading_days_of(the_lake, symbol)
+            try:
+                out = run_handoff(the_lake, spec, symbol, month, trading_days)
+            except WaitingForNextMonth as exc:
+                return NotBuilt(str(exc))
+            except (ResearchInputError, BacktestSliceError) as exc:
+                raise dg.Failure(description=f"{name} {pk}: {exc}", allow_retries=False) from None
+            t = out.table
+            return Built(
+                metadata={
+                    "oos_month": out.manifest["oos_month"],
+                    "candidates": dg.MetadataValue.int(len(t)),
+                    "improved_out_of_sample": dg.MetadataValue.int(int(t["improved"].sum()) if len(t) else 0),
+                    "quotes_per_bar": dg.MetadataValue.float(out.manifest["quotes_per_bar"]),
+                    "results": dg.MetadataValue.md(_handoff_md(t)),
+                    "path": dg.MetadataValue.path(str(out.directory)),
+                },
+                data_version=out.data_version,
+            )
+
+        yield from build_slices(context, build_one)
 
     return _handoff
 
@@ -231,6 +247,7 @@ def agreement_asset(spec: StrategySpec) -> dg.AssetsDefinition:
         ),
         metadata={"strategy": spec.name},
         automation_condition=rebuild_stale_slices(),
+        backfill_policy=BACKFILL_POLICY,
         pool=ENGINE_POOL,
         check_specs=[dg.AssetCheckSpec(
             "engines_agree", asset=name,
@@ -239,35 +256,40 @@ def agreement_asset(spec: StrategySpec) -> dg.AssetsDefinition:
                         "event-driven re-test.",
         )],
     )
-    def _agreement(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-        month, symbol = split_key(context.partition_key)
-        try:
-            tolerance = agreement_tolerance()
-            out = run_agreement(lake.lake(), spec, symbol, month, tolerance)
-        except (ResearchInputError, BacktestSliceError, ValueError) as exc:
-            raise dg.Failure(description=f"{name} {context.partition_key}: {exc}", allow_retries=False) from None
-        t = out.table
-        compared = t.filter(t["vector_orders"].is_not_null())
-        worst = {g: float(compared[g].max()) for g in ("orders_gap", "fees_gap", "pnl_gap")} if len(compared) else {}
-        check_md: dict[str, object] = {"tolerance": tolerance, **{f"worst_{k}": dg.MetadataValue.float(v) for k, v in worst.items()}}
-        if not len(t):
-            description = f"nothing to compare: {out.manifest['reason']}"
-        elif out.agree:
-            description = f"vectorised and event-driven runs agree within {tolerance:.0%}"
-        else:
-            description = "; ".join(f"rank {r['sweep_rank']}: {r['reason']}" for r in t.iter_rows(named=True) if not r["agree"])
-        return dg.MaterializeResult(
-            metadata={
-                "compared": dg.MetadataValue.int(len(t)),
-                "agree": out.agree,
-                "quotes_per_bar": dg.MetadataValue.float(out.manifest["quotes_per_bar"]),
-                "comparison": dg.MetadataValue.md(_agreement_md(t)) if len(t) else out.manifest["reason"],
-                "path": dg.MetadataValue.path(str(out.directory)),
-            },
-            data_version=dg.DataVersion(out.data_version),
-            check_results=[dg.AssetCheckResult(check_name="engines_agree", passed=out.agree, severity=dg.AssetCheckSeverity.WARN,
-                                               description=description, metadata=check_md)],
-        )
+    def _agreement(context: dg.AssetExecutionContext, lake: LakeResource):
+        the_lake = lake.lake()
+
+        def build_one(pk: str) -> Built:
+            month, symbol = split_key(pk)
+            try:
+                tolerance = agreement_tolerance()
+                out = run_agreement(the_lake, spec, symbol, month, tolerance)
+            except (ResearchInputError, BacktestSliceError, ValueError) as exc:
+                raise dg.Failure(description=f"{name} {pk}: {exc}", allow_retries=False) from None
+            t = out.table
+            compared = t.filter(t["vector_orders"].is_not_null())
+            worst = {g: float(compared[g].max()) for g in ("orders_gap", "fees_gap", "pnl_gap")} if len(compared) else {}
+            check_md: dict[str, object] = {"tolerance": tolerance, **{f"worst_{k}": dg.MetadataValue.float(v) for k, v in worst.items()}}
+            if not len(t):
+                description = f"nothing to compare: {out.manifest['reason']}"
+            elif out.agree:
+                description = f"vectorised and event-driven runs agree within {tolerance:.0%}"
+            else:
+                description = "; ".join(f"rank {r['sweep_rank']}: {r['reason']}" for r in t.iter_rows(named=True) if not r["agree"])
+            return Built(
+                metadata={
+                    "compared": dg.MetadataValue.int(len(t)),
+                    "agree": out.agree,
+                    "quotes_per_bar": dg.MetadataValue.float(out.manifest["quotes_per_bar"]),
+                    "comparison": dg.MetadataValue.md(_agreement_md(t)) if len(t) else out.manifest["reason"],
+                    "path": dg.MetadataValue.path(str(out.directory)),
+                },
+                data_version=out.data_version,
+                checks=[dg.AssetCheckResult(check_name="engines_agree", passed=out.agree, severity=dg.AssetCheckSeverity.WARN,
+                                            description=description, metadata=check_md)],
+            )
+
+        yield from build_slices(context, build_one)
 
     return _agreement
 
@@ -300,32 +322,37 @@ def factors_asset(spec: StrategySpec, interval: str) -> dg.AssetsDefinition:
         ),
         metadata={"strategy": spec.name, "signal": signal.name},
         automation_condition=rebuild_rollups(),
+        backfill_policy=BACKFILL_POLICY,
     )
-    def _factors(context: dg.AssetExecutionContext, config: FactorConfig, lake: LakeResource) -> dg.MaterializeResult:
-        symbol = str(context.partition_key)
-        try:
-            settings = FactorSettings(config.sample, tuple(config.periods), config.quantiles)
-            out = run_factors(lake.lake(), spec, signal, symbol, interval, settings)
-        except (FactorInputError, ValueError) as exc:
-            raise dg.Failure(description=f"{name} {symbol}: {exc}", allow_retries=False) from None
-        r = out.result.report
-        periods = sorted(r["periods"].items(), key=lambda kv: kv[1]["samples_ahead"])
-        first = periods[0] if periods else ("-", {"top_minus_bottom_bps": None})
-        metadata: dict[str, object] = {
-            "reason": r.get("reason", ""),
-            "signal": signal.name,
-            "months": dg.MetadataValue.int(len(r["months"])),
-            "samples": dg.MetadataValue.int(r["kept"]),
-            "lengths_bars": dg.MetadataValue.json(r["lengths_bars"]),
-            **{f"ic_mean_{label}": (dg.MetadataValue.float(v["ic_mean"]) if v["ic_mean"] is not None else dg.MetadataValue.null())
-               for label, v in periods},
-            "top_minus_bottom_bps": (dg.MetadataValue.float(first[1]["top_minus_bottom_bps"])
-                                                 if first[1]["top_minus_bottom_bps"] is not None else dg.MetadataValue.null()),
-            "path": dg.MetadataValue.path(str(out.directory / "report.json")),
-        }
-        if out.result.png:
-            metadata["plot"] = dg.MetadataValue.md(markdown_image(out.result.png, "quintile returns and IC by month"))
-        return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(out.data_version))
+    def _factors(context: dg.AssetExecutionContext, config: FactorConfig, lake: LakeResource):
+        the_lake = lake.lake()
+
+        def build_one(symbol: str) -> Built:
+            try:
+                settings = FactorSettings(config.sample, tuple(config.periods), config.quantiles)
+                out = run_factors(the_lake, spec, signal, symbol, interval, settings)
+            except (FactorInputError, ValueError) as exc:
+                raise dg.Failure(description=f"{name} {symbol}: {exc}", allow_retries=False) from None
+            r = out.result.report
+            periods = sorted(r["periods"].items(), key=lambda kv: kv[1]["samples_ahead"])
+            first = periods[0] if periods else ("-", {"top_minus_bottom_bps": None})
+            metadata: dict[str, object] = {
+                "reason": r.get("reason", ""),
+                "signal": signal.name,
+                "months": dg.MetadataValue.int(len(r["months"])),
+                "samples": dg.MetadataValue.int(r["kept"]),
+                "lengths_bars": dg.MetadataValue.json(r["lengths_bars"]),
+                **{f"ic_mean_{label}": (dg.MetadataValue.float(v["ic_mean"]) if v["ic_mean"] is not None else dg.MetadataValue.null())
+                   for label, v in periods},
+                "top_minus_bottom_bps": (dg.MetadataValue.float(first[1]["top_minus_bottom_bps"])
+                                         if first[1]["top_minus_bottom_bps"] is not None else dg.MetadataValue.null()),
+                "path": dg.MetadataValue.path(str(out.directory / "report.json")),
+            }
+            if out.result.png:
+                metadata["plot"] = dg.MetadataValue.md(markdown_image(out.result.png, "quintile returns and IC by month"))
+            return Built(metadata=metadata, data_version=out.data_version)
+
+        yield from build_slices(context, build_one)
 
     return _factors
 

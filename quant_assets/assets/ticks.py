@@ -5,6 +5,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from quant_assets.batching import BACKFILL_POLICY, Built, SliceFailed, build_slices
 from quant_assets.engines.fidelity import fidelity_of
 from quant_assets.ingest.build import build_partition
 from quant_assets.lake import instruments as inst_mod
@@ -49,52 +50,55 @@ def _check_results(outcomes: list[RuleOutcome]) -> list[dg.AssetCheckResult]:
     kinds={"parquet", "polars"},
     check_specs=[dg.AssetCheckSpec(name, asset="ticks", blocking=True, description=d) for name, d in RULES.items()],
     metadata={"dagster/column_schema": COLUMN_SCHEMA},
+    backfill_policy=BACKFILL_POLICY,
 )
 def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
     """Canonical L1 quotes and trades of one symbol-month (``ticks/symbol=S/month=M/part-0.parquet``),
     merged from every landing file that touches the month, sorted by (ts_recv, seq), deduplicated.
     Times are int64 ns UTC; prices in quote currency. The data version is the file's SHA-256."""
-    month, symbol = split_key(context.partition_key)
     lk = lake.lake()
-    outcomes: list[RuleOutcome] = []
-    inferred: list[inst_mod.Instrument] = []
 
-    def check(candidate: Path, sources: list[FileRecord]) -> None:
-        new, resolved = inst_mod.for_candidate(lk, symbol, candidate, [r.format for r in sources])
-        inferred.append(new)
-        outcomes.extend(evaluate(candidate, resolved))
-        if not all(o.passed for o in outcomes):
-            raise BlockingCheckFailed(outcomes)
+    def build_one(pk: str) -> Built:
+        month, symbol = split_key(pk)
+        outcomes: list[RuleOutcome] = []
+        inferred: list[inst_mod.Instrument] = []
 
-    try:
-        result = build_partition(lk, symbol, month, check=check)
-    except BlockingCheckFailed as exc:
-        yield from _check_results(exc.outcomes)
-        raise dg.Failure(
-            description=f"{symbol} {month}: {exc}; the published partition was left unchanged",
-            metadata={o.name: o.offending_rows for o in exc.outcomes},
-        ) from exc
-    inst_mod.record_inferred(lk, inferred[-1])
+        def check(candidate: Path, sources: list[FileRecord]) -> None:
+            new, resolved = inst_mod.for_candidate(lk, symbol, candidate, [r.format for r in sources])
+            inferred.append(new)
+            outcomes.extend(evaluate(candidate, resolved))
+            if not all(o.passed for o in outcomes):
+                raise BlockingCheckFailed(outcomes)
 
-    yield dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": result.rows,
-            "quotes": result.quotes,
-            "trades": result.trades,
-            # What the slice can support: quotes+trades, quotes-only or trades-only (engines.fidelity).
-            "fidelity": fidelity_of(result.quotes, result.trades),
-            "rejected_rows": result.rejected,
-            "sort_slices": result.sort_slices,
-            "first_event": dg.MetadataValue.timestamp(result.ts_min / 1e9),
-            "last_event": dg.MetadataValue.timestamp(result.ts_max / 1e9),
-            "path": dg.MetadataValue.path(str(result.path)),
-            "sources": dg.MetadataValue.json([{"path": r.path, "sha256": r.sha256[:16], "format": r.format} for r in result.sources]),
-            "failed_files": dg.MetadataValue.json([{"path": r.path, "error": r.error} for r in result.failed]),
-            "source_fingerprint": result.source_fingerprint,
-            "sha256": result.sha256,
-            "dagster/column_schema": COLUMN_SCHEMA,
-        },
-        data_version=dg.DataVersion(result.sha256[:24]),
-        check_results=_check_results(outcomes),
-    )
+        try:
+            result = build_partition(lk, symbol, month, check=check)
+        except BlockingCheckFailed as exc:
+            # the candidate is quarantined by build_partition; the published partition stays
+            raise SliceFailed(
+                f"{symbol} {month}: {exc}; the published partition was left unchanged",
+                metadata={o.name: o.offending_rows for o in exc.outcomes}, checks=_check_results(exc.outcomes),
+            ) from exc
+        inst_mod.record_inferred(lk, inferred[-1])
+        return Built(
+            metadata={
+                "dagster/row_count": result.rows,
+                "quotes": result.quotes,
+                "trades": result.trades,
+                # What the slice can support: quotes+trades, quotes-only or trades-only (engines.fidelity).
+                "fidelity": fidelity_of(result.quotes, result.trades),
+                "rejected_rows": result.rejected,
+                "sort_slices": result.sort_slices,
+                "first_event": dg.MetadataValue.timestamp(result.ts_min / 1e9),
+                "last_event": dg.MetadataValue.timestamp(result.ts_max / 1e9),
+                "path": dg.MetadataValue.path(str(result.path)),
+                "sources": dg.MetadataValue.json([{"path": r.path, "sha256": r.sha256[:16], "format": r.format} for r in result.sources]),
+                "failed_files": dg.MetadataValue.json([{"path": r.path, "error": r.error} for r in result.failed]),
+                "source_fingerprint": result.source_fingerprint,
+                "sha256": result.sha256,
+                "dagster/column_schema": COLUMN_SCHEMA,
+            },
+            data_version=result.sha256[:24],
+            checks=_check_results(outcomes),
+        )
 
+    yield from build_slices(context, build_one)
