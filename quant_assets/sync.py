@@ -17,15 +17,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import dagster as dg
-# Dagster has no public API for per-partition staleness; this is what its UI uses.
-from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
-from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
-from dagster._time import get_current_datetime
-
 from quant_assets.definitions import ASSETS, defs
-from quant_assets.funding.build import expected_fingerprint as expected_funding_fingerprint
-from quant_assets.ingest.build import expected_fingerprint
+from quant_assets.funding.build import NO_SOURCES as NO_FUNDING_SOURCES
+from quant_assets.funding.build import expected_fingerprints as expected_funding_fingerprints
+from quant_assets.ingest.build import expected_fingerprints
 from quant_assets.ingest.landing import survey
+from quant_assets.lake.manifest import FileRecord
 from quant_assets.lake.store import Lake
 from quant_assets.lake.symbols import InvalidSymbolError, normalise_symbol
 from quant_assets.partitions import month_partitions, month_symbol_partitions, partition_key, symbol_partitions
@@ -33,11 +30,13 @@ from quant_assets.partitions import month_partitions, month_symbol_partitions, p
 #: The ``month`` of a roll-up's state: it covers every month of its symbol.
 ALL_MONTHS = "all"
 
-#: Assets fed from outside Dagster: a function giving the fingerprint of their current
-#: sources for (lake, symbol, month), compared with the ``source_fingerprint`` metadata.
-EXTERNAL_SOURCES: dict[dg.AssetKey, Callable[[Lake, str, str], str | None]] = {
-    dg.AssetKey("ticks"): expected_fingerprint,
-    dg.AssetKey("funding"): expected_funding_fingerprint,
+#: Assets fed from outside Dagster: a function giving, from one survey of a symbol's landing
+#: folder (the records of ``survey(lake, symbol, table=None)``), the fingerprint of the current
+#: sources of each month, compared with the ``source_fingerprint`` metadata; and the fingerprint
+#: of a month the result does not name.
+EXTERNAL_SOURCES: dict[dg.AssetKey, tuple[Callable[[Lake, str, list[FileRecord]], dict[str, str]], str | None]] = {
+    dg.AssetKey("ticks"): (expected_fingerprints, None),
+    dg.AssetKey("funding"): (expected_funding_fingerprints, NO_FUNDING_SOURCES),
 }
 
 
@@ -110,85 +109,101 @@ def _strategy_engines() -> dict[str, str]:
     return out
 
 
-def _fidelity(mat: dg.AssetMaterialization | None) -> str | None:
-    """The fidelity a ``ticks`` materialization recorded (older ones: from its counts)."""
+def _fidelity(meta: dict | None) -> str | None:
+    """The fidelity a ``ticks`` materialization recorded (older ones: from its counts), from
+    its metadata values (label -> value); None without a materialization."""
     from quant_assets.engines.fidelity import fidelity_of
 
-    if mat is None:
+    if meta is None:
         return None
-    meta = mat.metadata
     if "fidelity" in meta:
-        return str(meta["fidelity"].value)
+        return str(meta["fidelity"])
     if "quotes" in meta and "trades" in meta:
-        return fidelity_of(int(meta["quotes"].value), int(meta["trades"].value))
+        return fidelity_of(int(meta["quotes"]), int(meta["trades"]))
     return None
-
-
-def _last_materialization(instance: dg.DagsterInstance, key: dg.AssetKey, pk: str) -> dg.AssetMaterialization | None:
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[pk]), limit=1
-    ).records
-    if not records:
-        return None
-    return records[0].asset_materialization
 
 
 def plan(
     lake: Lake, instance: dg.DagsterInstance, slices: list[tuple[str, str]], definitions: dg.Definitions | None = None
 ) -> list[SliceState]:
-    """The state of every asset × slice (see module docstring); ``definitions`` default to the project's."""
+    """The state of every asset × slice (see module docstring); ``definitions`` default to the project's.
+
+    Built from bulk facts, never slice by slice: one query per asset for the latest event of
+    each partition (with the facts of those events cached beside the instance, see
+    :mod:`quant_assets.latest`), Dagster's staleness rules applied to them in memory
+    (:mod:`quant_assets.staleness`), one landing survey per symbol for the source
+    fingerprints. Order: every slice's assets (slices in the given order), then each symbol's
+    roll-ups (symbols sorted)."""
+    from quant_assets import latest as latest_mod
+    from quant_assets.engines.fidelity import not_applicable
+    from quant_assets.staleness import StaleResolver
+
     graph = (definitions or defs).resolve_asset_graph()
-    view = AssetGraphView(
-        temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
-        instance=instance,
-        asset_graph=graph,
-    )
-    resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
     keys = [k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable]
     slice_keys = [k for k in keys if graph.get(k).partitions_def == month_symbol_partitions]
     rollup_keys = [k for k in keys if graph.get(k).partitions_def == symbol_partitions]
-    from quant_assets.engines.fidelity import not_applicable
+    facts = latest_mod.load(instance, [*slice_keys, *rollup_keys])
+    resolver = StaleResolver(instance, graph, facts)
 
-    targets = [(month, symbol, str(partition_key(month, symbol)), slice_keys) for month, symbol in slices]
-    targets += [(ALL_MONTHS, symbol, symbol, rollup_keys) for symbol in sorted({s for _, s in slices})]
-    engines = _strategy_engines()
+    # The slices' fidelity, from their ticks (read even when the definitions leave ticks out).
     ticks_key = dg.AssetKey("ticks")
-    mats: dict[tuple[dg.AssetKey, str], dg.AssetMaterialization | None] = {}
+    ticks = facts[ticks_key] if ticks_key in facts else latest_mod.load(instance, [ticks_key])[ticks_key]
+    pks = {(month, symbol): str(partition_key(month, symbol)) for month, symbol in slices}
     fidelity: dict[tuple[str, str], str | None] = {}
     for month, symbol in slices:
-        pk = str(partition_key(month, symbol))
-        mats[(ticks_key, pk)] = _last_materialization(instance, ticks_key, pk)
-        fidelity[(month, symbol)] = _fidelity(mats[(ticks_key, pk)])
+        row = ticks.get(pks[(month, symbol)])
+        fidelity[(month, symbol)] = _fidelity(ticks.metadata[row]) if row is not None else None
+    months_of: dict[str, list[str | None]] = {}  # symbol -> the fidelity of each of its slices
+    for (month, symbol), f in fidelity.items():
+        months_of.setdefault(symbol, []).append(f)
+    engines = _strategy_engines()
+    reasons: dict[tuple[str, str | None], str | None] = {}
 
-    def n_a(key: dg.AssetKey, month: str, symbol: str) -> str | None:
-        engine = engines.get(key.path[-1])
-        if engine is None:
+    def n_a(engine: str | None, fidelities: list[str | None]) -> str | None:
+        """Why a strategy's asset is n/a on every one of ``fidelities`` (the first month's
+        reason); None when it applies to one of them, or there are none."""
+        if engine is None or not fidelities:
             return None
-        months = [fidelity.get((month, symbol))] if month != ALL_MONTHS else [f for (m, s), f in fidelity.items() if s == symbol]
-        reasons = [not_applicable(engine, f) if f else None for f in months]
-        return reasons[0] if reasons and all(reasons) else None
+        for f in fidelities:
+            if (engine, f) not in reasons:
+                reasons[(engine, f)] = not_applicable(engine, f) if f else None
+            if reasons[(engine, f)] is None:
+                return None
+        return reasons[(engine, fidelities[0])]
 
+    # One landing survey per symbol (not one per slice): the fingerprints of all its months.
+    fingerprints: dict[tuple[dg.AssetKey, str], dict[str, str]] = {}
+
+    def sources(key: dg.AssetKey, symbol: str, month: str) -> str | None:
+        fn, default = EXTERNAL_SOURCES[key]
+        if (key, symbol) not in fingerprints:
+            surveyed = survey(lake, symbol, table=None)
+            for k, (f, _) in EXTERNAL_SOURCES.items():
+                fingerprints[(k, symbol)] = f(lake, symbol, surveyed)
+        return fingerprints[(key, symbol)].get(month, default)
+
+    targets = [(month, symbol, pks[(month, symbol)], slice_keys, [fidelity[(month, symbol)]]) for month, symbol in slices]
+    targets += [(ALL_MONTHS, symbol, symbol, rollup_keys, months_of[symbol]) for symbol in sorted(months_of)]
     out = []
-    for month, symbol, pk, target_keys in targets:
+    for month, symbol, pk, target_keys, fidelities in targets:
         for key in target_keys:
-            mat = mats[(key, pk)] if (key, pk) in mats else _last_materialization(instance, key, pk)
-            rows = None
-            reason = n_a(key, month, symbol)
-            if mat is None and reason is not None:
-                out.append(SliceState(key, month, symbol, "n/a", None, reason))
+            asset = facts[key]
+            row = asset.get(pk)
+            reason = n_a(engines.get(key.path[-1]), fidelities)
+            if row is None:
+                if reason is not None:
+                    out.append(SliceState(key, month, symbol, "n/a", None, reason))
+                else:
+                    out.append(SliceState(key, month, symbol, "waiting" if _waits(lake, key, symbol, month) else "missing"))
                 continue
-            if mat is None:
-                state = "waiting" if _waits(lake, key, symbol, month) else "missing"
-            else:
-                row_meta = mat.metadata.get("dagster/row_count")
-                rows = int(row_meta.value) if row_meta is not None else None
-                state = "materialized"
-                fingerprint_fn = EXTERNAL_SOURCES.get(key)
-                recorded = mat.metadata.get("source_fingerprint")
-                if fingerprint_fn and month != ALL_MONTHS and (recorded is None or recorded.value != fingerprint_fn(lake, symbol, month)):
-                    state = "sources changed"
-                elif resolver.get_status(key, pk) == StaleStatus.STALE:
-                    state = "stale"
+            meta = asset.metadata[row]
+            rows = int(meta["dagster/row_count"]) if "dagster/row_count" in meta else None
+            state = "materialized"
+            if key in EXTERNAL_SOURCES and month != ALL_MONTHS and (
+                    "source_fingerprint" not in meta or meta["source_fingerprint"] != sources(key, symbol, month)):
+                state = "sources changed"
+            elif resolver.is_stale(key, pk, row):
+                state = "stale"
             out.append(SliceState(key, month, symbol, state, rows))
     return out
 
