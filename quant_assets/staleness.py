@@ -46,7 +46,12 @@ Mapper = Callable[[str], Sequence[str]]
 _EMPTY: tuple[str, ...] = ()
 
 
-def _multi_key(month: str, symbol: str) -> str:
+def identity(pk: str) -> tuple[str]:
+    """The identity mapping (recognised by the resolver, which then skips the call)."""
+    return (pk,)
+
+
+def multi_key(month: str, symbol: str) -> str:
     """A month × symbol key as Dagster spells it: dimension values joined by ``|`` in
     dimension-name order (``month`` < ``symbol``), as ``str(MultiPartitionKey)`` gives."""
     return f"{month}|{symbol}"
@@ -67,7 +72,7 @@ def mapper(graph, child: dg.AssetKey, parent: dg.AssetKey) -> Mapper | None:
     mapping = graph.get_partition_mapping(child, parent)
     child_def, parent_def = child_node.partitions_def, parent_node.partitions_def
     if isinstance(mapping, dg.IdentityPartitionMapping) and child_def == parent_def:
-        return lambda pk: (pk,)
+        return identity
     if _dimension_names(parent_def) != ["month", "symbol"]:
         return None
     months = list(parent_def.get_partitions_def_for_dimension("month").get_partition_keys())
@@ -75,7 +80,7 @@ def mapper(graph, child: dg.AssetKey, parent: dg.AssetKey) -> Mapper | None:
             and child_def == parent_def.get_partitions_def_for_dimension("symbol")):
         if len(months) >= SKIP_PARTITION_DATA_VERSION_DEPENDENCY_THRESHOLD:
             return lambda pk: _EMPTY  # Dagster leaves such dependencies out of staleness
-        return lambda symbol: [_multi_key(m, symbol) for m in months]
+        return lambda symbol: [multi_key(m, symbol) for m in months]
     if isinstance(mapping, dg.MultiPartitionMapping) and child_def == parent_def:
         dims = mapping.downstream_mappings_by_upstream_dimension
         month_map, symbol_map = dims.get("month"), dims.get("symbol")
@@ -93,7 +98,7 @@ def mapper(graph, child: dg.AssetKey, parent: dg.AssetKey) -> Mapper | None:
             i = position.get(month)
             if i is None:
                 return []
-            return [_multi_key(months[j], symbol) for j in range(i + start, i + end + 1) if 0 <= j < len(months)]
+            return [multi_key(months[j], symbol) for j in range(i + start, i + end + 1) if 0 <= j < len(months)]
 
         return shifted
     return None
@@ -124,46 +129,68 @@ class StaleResolver:
                 deps.append((parent, parent.to_user_string(), latest[parent], fn))
             self.deps[key] = deps
         self._versions: dict[tuple[dg.AssetKey, str, int], str | None] = {}
+        self._checkers: dict[dg.AssetKey, Callable[[str, int], bool]] = {}
         self._dagster = None
         #: Data versions asked of the instance (the cached chain did not reach the pointer).
         self.queries = 0
 
     def is_stale(self, key: dg.AssetKey, pk: str, row: int) -> bool:
         """Whether materialised partition ``pk`` of ``key`` (row ``row`` of its facts) is stale."""
+        return self.checker(key)(pk, row)
+
+    def checker(self, key: dg.AssetKey) -> Callable[[str, int], bool]:
+        """:meth:`is_stale` for one asset, with everything that does not depend on the partition
+        bound once (a plan calls it for each of up to 33,600 partitions of each asset)."""
+        if key in self._checkers:
+            return self._checkers[key]
         if key in self.delegated:
-            return self._dagster_status(key, pk)
+            self._checkers[key] = lambda pk, row: self._dagster_status(key, pk)
+            return self._checkers[key]
         facts = self.latest[key]
-        code_version = facts.code_version[row]
-        if code_version is None:  # no provenance: timestamps decide
-            ts = facts.timestamp[row]
-            for _, _, dep, fn in self.deps[key]:
-                for q in fn(pk):
-                    j = dep.index.get(q)
-                    if j is None or dep.timestamp[j] > ts:
+        code_versions, timestamps, inputs_col, pointers_col = facts.code_version, facts.timestamp, facts.inputs, facts.pointers
+        current, parent_names = self.code_version[key], self.parent_names[key]
+        # (parent, name, facts, identity mapping?, mapper, index, storage ids, timestamps)
+        deps = [(parent, name, dep, fn is identity, fn, dep.index, dep.storage_id, dep.timestamp)
+                for parent, name, dep, fn in self.deps[key]]
+        known_inputs: dict[tuple[str, ...], bool] = {}  # recorded inputs -> all still dependencies?
+        version_at, differ = self._version_at, self._differ
+
+        def is_stale(pk: str, row: int) -> bool:
+            code_version = code_versions[row]
+            if code_version is None:  # no provenance: timestamps decide
+                ts = timestamps[row]
+                for _, _, _, ident, fn, index, _, dep_ts in deps:
+                    for q in (pk,) if ident else fn(pk):
+                        j = index.get(q)
+                        if j is None or dep_ts[j] > ts:
+                            return True
+                return False
+            if current and current != code_version:
+                return True
+            inputs = inputs_col[row]
+            ok = known_inputs.get(inputs)
+            if ok is None:
+                ok = known_inputs[inputs] = parent_names.issuperset(inputs)
+            if not ok:
+                return True  # a recorded input is no longer a dependency
+            pointers = pointers_col[row]
+            for parent, name, dep, ident, fn, index, storage_ids, _ in deps:
+                qs = (pk,) if ident else fn(pk)
+                if not qs:
+                    continue
+                if name not in pointers or name not in inputs:
+                    return True  # a new dependency
+                pointer = pointers[name]
+                if not pointer:
+                    continue  # "NULL": Dagster compares the latest event with itself
+                for q in qs:
+                    j = index.get(q)
+                    if j is not None and storage_ids[j] > pointer and differ(version_at(parent, dep, q, pointer), dep.data_version[j]):
                         return True
             return False
-        current = self.code_version[key]
-        if current and current != code_version:
-            return True
-        inputs = facts.inputs[row]
-        if not self.parent_names[key].issuperset(inputs):
-            return True  # a recorded input is no longer a dependency
-        pointers = facts.pointers[row]
-        for parent, name, dep, fn in self.deps[key]:
-            qs = fn(pk)
-            if not qs:
-                continue
-            if name not in pointers or name not in inputs:
-                return True  # a new dependency
-            pointer = pointers[name]
-            if not pointer:
-                continue  # "NULL": Dagster compares the latest event with itself
-            for q in qs:
-                j = dep.index.get(q)
-                if j is not None and dep.storage_id[j] > pointer and self._differ(self._version_at(parent, dep, q, pointer),
-                                                                                 dep.data_version[j]):
-                    return True
-        return False
+
+        self._checkers[key] = is_stale
+        return is_stale
 
     @staticmethod
     def _differ(previous: str | None, current: str | None) -> bool:
