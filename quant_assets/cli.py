@@ -95,14 +95,16 @@ SCREENFUL = 40
 NEEDS_RUN_SHOWN = 20
 
 
-def _print_status(lake, instance, slices, symbols: list[str] | None = None, months: list[str] | None = None) -> None:
+def _print_status(lake, instance, slices, symbols: list[str] | None = None, months: list[str] | None = None,
+                  surveyed: dict | None = None) -> None:
     """Per-slice tables (ticks, then backtest / metrics / critique / validation per strategy;
     research; roll-ups per symbol), for the slices of ``symbols`` and ``months`` when given.
     A lake with more than :data:`SCREENFUL` slices and no filter gets a summary instead: per
-    asset the count of slices in each state, then the slices that need a run."""
+    asset the count of slices in each state, then the slices that need a run. ``surveyed``:
+    the landing records of a discover just before (see :func:`quant_assets.sync.plan`)."""
     from quant_assets import sync
 
-    states = sync.plan(lake, instance, slices)
+    states = sync.plan(lake, instance, slices, surveyed=surveyed)
     if symbols or months:
         wanted_symbols = {s.upper() for s in symbols or ()}
         states = [s for s in states if (not symbols or s.symbol in wanted_symbols)
@@ -111,7 +113,7 @@ def _print_status(lake, instance, slices, symbols: list[str] | None = None, mont
             console.print("no slice matches " + " ".join(f"--symbol {x}" for x in symbols or ()) + " "
                           + " ".join(f"--month {m}" for m in months or ()))
             return
-    elif len({(s.month, s.symbol) for s in states if not s.is_rollup}) > SCREENFUL:
+    elif len(set(slices)) > SCREENFUL:
         _print_summary(lake, states)
         return
     _print_tables(lake, states)
@@ -122,13 +124,16 @@ def _print_summary(lake, states) -> None:
     slices that need a run, the first :data:`NEEDS_RUN_SHOWN` named with their assets."""
     from collections import Counter
 
+    from quant_assets.sync import ALL_MONTHS, SETTLED
+
     order = list(_COLOUR)
-    # Counted by (asset key, state), named afterwards: 600k states at 400 x 84, ~24 x 6 names.
+    # Counted by (asset key, state), named afterwards: 600k states at 400 x 84, ~24 x 6 names
+    # (attributes read directly: a property call per state costs 0.2 s there).
     tally = Counter((s.asset, s.state) for s in states)
     counts: dict[str, Counter] = {}
     for (asset, state), n in tally.items():
         counts.setdefault(asset.to_user_string(), Counter())[state] = n
-    n_slices = len({(s.month, s.symbol) for s in states if not s.is_rollup})
+    n_slices = len({(s.month, s.symbol) for s in states if s.month != ALL_MONTHS})
     n_symbols = len({s.symbol for s in states})
     table = Table(title=f"lake {lake.location}: {n_slices:,} slices of {n_symbols:,} symbols (per asset: slices in each "
                         "state; roll-ups: symbols). `quant-assets status --symbol S [--month YYYY-MM]` shows them one by one")
@@ -139,7 +144,7 @@ def _print_summary(lake, states) -> None:
         table.add_row(name, *[f"[{_COLOUR[st]}]{counts[name][st]:,}[/]" if counts[name][st] else "" for st in order])
     console.print(table)
     _print_not_applicable(states)
-    pending = sorted({(s.month, s.symbol) for s in states if s.needs_run}, key=lambda k: (k[0] == "all", k))
+    pending = sorted({(s.month, s.symbol) for s in states if s.state not in SETTLED}, key=lambda k: (k[0] == ALL_MONTHS, k))
     if not pending:
         console.print("[green]every slice is up to date[/]")
         return
@@ -150,7 +155,7 @@ def _print_summary(lake, states) -> None:
             todo.setdefault((s.month, s.symbol), []).append((s.asset.to_user_string(), s.state))
     console.print(f"{len(pending):,} slice(s) or roll-up(s) need a run:")
     for month, symbol in pending[:NEEDS_RUN_SHOWN]:
-        what = f"{symbol} roll-ups" if month == "all" else f"{month}|{symbol}"
+        what = f"{symbol} roll-ups" if month == ALL_MONTHS else f"{month}|{symbol}"
         console.print(f"  {what}: " + ", ".join(f"{a} ({st})" for a, st in sorted(todo[(month, symbol)], key=lambda x: _asset_order(x[0]))))
     if len(pending) > NEEDS_RUN_SHOWN:
         console.print(f"  ... and {len(pending) - NEEDS_RUN_SHOWN:,} more")
@@ -338,8 +343,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     lake = _open_lake(args)
     with _instance() as instance:
-        slices = sync.discover(lake, instance, log=lambda m: console.print(f"[yellow]{m}[/]"))
-        _print_status(lake, instance, slices, symbols=args.symbol, months=args.month)
+        surveyed: dict = {}  # one landing survey per symbol, for discover and the plan
+        slices = sync.discover(lake, instance, log=lambda m: console.print(f"[yellow]{m}[/]"), surveyed=surveyed)
+        _print_status(lake, instance, slices, symbols=args.symbol, months=args.month, surveyed=surveyed)
     return 0
 
 
