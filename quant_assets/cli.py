@@ -114,12 +114,12 @@ def _print_status(lake, instance, slices, symbols: list[str] | None = None, mont
                           + " ".join(f"--month {m}" for m in months or ()))
             return
     elif len(set(slices)) > SCREENFUL:
-        _print_summary(lake, states)
+        _print_summary(lake, slices, states)
         return
     _print_tables(lake, states)
 
 
-def _print_summary(lake, states) -> None:
+def _print_summary(lake, slices, states) -> None:
     """Per asset, the number of its slices (or symbols, for roll-ups) in each state; then the
     slices that need a run, the first :data:`NEEDS_RUN_SHOWN` named with their assets."""
     from collections import Counter
@@ -133,8 +133,8 @@ def _print_summary(lake, states) -> None:
     counts: dict[str, Counter] = {}
     for (asset, state), n in tally.items():
         counts.setdefault(asset.to_user_string(), Counter())[state] = n
-    n_slices = len({(s.month, s.symbol) for s in states if s.month != ALL_MONTHS})
-    n_symbols = len({s.symbol for s in states})
+    pending = sorted({(s.month, s.symbol) for s in states if s.state not in SETTLED}, key=lambda k: (k[0] == ALL_MONTHS, k))
+    n_slices, n_symbols = len(set(slices)), len({symbol for _, symbol in slices})
     table = Table(title=f"lake {lake.location}: {n_slices:,} slices of {n_symbols:,} symbols (per asset: slices in each "
                         "state; roll-ups: symbols). `quant-assets status --symbol S [--month YYYY-MM]` shows them one by one")
     table.add_column("asset", no_wrap=True)
@@ -144,7 +144,6 @@ def _print_summary(lake, states) -> None:
         table.add_row(name, *[f"[{_COLOUR[st]}]{counts[name][st]:,}[/]" if counts[name][st] else "" for st in order])
     console.print(table)
     _print_not_applicable(states)
-    pending = sorted({(s.month, s.symbol) for s in states if s.state not in SETTLED}, key=lambda k: (k[0] == ALL_MONTHS, k))
     if not pending:
         console.print("[green]every slice is up to date[/]")
         return
@@ -170,7 +169,7 @@ def _print_not_applicable(states) -> None:
     """One line per strategy and reason it is n/a for, with its number of slices."""
     from collections import Counter
 
-    n_a = Counter((s.asset, s.reason) for s in states if s.state == "n/a")
+    n_a = Counter((s.asset, s.reason) for s in states if s.state == "n/a")  # (by key: naming 600k is slow)
     lines = Counter()
     for (asset, reason), n in n_a.items():
         if asset.to_user_string().startswith("backtest_"):

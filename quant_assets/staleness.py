@@ -152,6 +152,10 @@ class StaleResolver:
         # (parent, name, facts, identity mapping?, mapper, index, storage ids, timestamps)
         deps = [(parent, name, dep, fn is identity, fn, dep.index, dep.storage_id, dep.timestamp)
                 for parent, name, dep, fn in self.deps[key]]
+        # (index, timestamps) of identity-mapped dependencies, and (mapper, index, timestamps) of
+        # the others, for the no-provenance path (no tuple built per dependency and partition)
+        same = [(index, dep_ts) for _, _, _, ident, _, index, _, dep_ts in deps if ident]
+        mapped = [(fn, index, dep_ts) for _, _, _, ident, fn, index, _, dep_ts in deps if not ident]
         known_inputs: dict[tuple[str, ...], bool] = {}  # recorded inputs -> all still dependencies?
         version_at, differ = self._version_at, self._differ
 
@@ -159,8 +163,12 @@ class StaleResolver:
             code_version = code_versions[row]
             if code_version is None:  # no provenance: timestamps decide
                 ts = timestamps[row]
-                for _, _, _, ident, fn, index, _, dep_ts in deps:
-                    for q in (pk,) if ident else fn(pk):
+                for index, dep_ts in same:
+                    j = index.get(pk)
+                    if j is None or dep_ts[j] > ts:
+                        return True
+                for fn, index, dep_ts in mapped:
+                    for q in fn(pk):
                         j = index.get(q)
                         if j is None or dep_ts[j] > ts:
                             return True

@@ -233,25 +233,26 @@ def _plan(lake: Lake, instance: dg.DagsterInstance, slices: list[tuple[str, str]
         """The state of ``key`` for each target, asset by asset (its facts and checks bound once)."""
         asset, engine, fingerprinted = facts[key], engines.get(key.path[-1]), key in EXTERNAL_SOURCES
         index, metadata, is_stale = asset.index, asset.metadata, resolver.checker(key)
-        states = []
+        states: list[SliceState] = []
+        append, state_of = states.append, SliceState  # (600k iterations at 400 x 84: locals)
         for month, symbol, pk, fidelities in targets:
             row = index.get(pk)
             if row is None:
                 reason = n_a(engine, fidelities)
                 if reason is not None:
-                    states.append(SliceState(key, month, symbol, "n/a", None, reason))
+                    append(state_of(key, month, symbol, "n/a", None, reason))
                 else:
-                    states.append(SliceState(key, month, symbol, "waiting" if _waits(lake, key, symbol, month) else "missing"))
+                    append(state_of(key, month, symbol, "waiting" if _waits(lake, key, symbol, month) else "missing"))
                 continue
             meta = metadata[row]
-            rows = int(meta["dagster/row_count"]) if "dagster/row_count" in meta else None
+            rows = meta.get("dagster/row_count")
             state = "materialized"
             if fingerprinted and month != ALL_MONTHS and (
                     "source_fingerprint" not in meta or meta["source_fingerprint"] != sources(key, symbol, month)):
                 state = "sources changed"
             elif is_stale(pk, row):
                 state = "stale"
-            states.append(SliceState(key, month, symbol, state, rows))
+            append(state_of(key, month, symbol, state, None if rows is None else int(rows)))
         return states
 
     # Computed asset by asset, returned slice by slice (each slice's assets together), then the
