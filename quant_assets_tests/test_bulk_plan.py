@@ -261,6 +261,8 @@ def test_the_bulk_plan_equals_the_per_slice_plan_in_every_state(lake, instance, 
     # superseded event enters the cached history), a strategy parameter change (code version),
     # a new partition, a wiped asset
     rep.ticks(lake, "2024-01", "BTCUSDT", version="v2")
+    rep.ticks(lake, "2024-01", "BTCUSDT", version="v3")  # twice: read past the cursor in two pages
+    monkeypatch.setattr(latest, "CHUNK", 1)
     rep.report("backtest_ema_cross", "2024-03|ETHUSDT")
     instance.wipe_assets([dg.AssetKey("factors_ema_cross")])  # (SQLite cannot wipe single partitions)
     cfg = tmp_path / "strategies.toml"
