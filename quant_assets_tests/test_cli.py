@@ -138,3 +138,23 @@ def test_sync_never_runs_a_failing_step_twice_in_one_invocation(lake, instance, 
     started = [sorted({e.step_key for e in instance.all_logs(r.run_id) if e.is_dagster_event and e.dagster_event.is_step_start})
                for r in runs]
     assert len(runs) == 1, started
+
+
+def test_status_past_a_screenful_prints_a_summary_and_filters_print_tables(lake, instance, capsys, monkeypatch):
+    from quant_assets import cli
+
+    _drop_real_formats(lake)
+    monkeypatch.setattr(cli, "SCREENFUL", 2)  # 3 slices: more than a "screenful"
+    monkeypatch.setattr(cli, "NEEDS_RUN_SHOWN", 2)
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "3 slices of 3 symbols" in out and "2024-01|EURUSD" not in out.split("need a run")[0]
+    ticks_row = next(line for line in out.splitlines() if line.strip("│ ").startswith("ticks "))
+    assert ticks_row.split("│")[3].strip() == "3"  # column "missing": 3 slices
+    assert "6 slice(s) or roll-up(s) need a run:" in out and "... and 4 more" in out
+    assert "2024-01|BTCUSDT: ticks (missing), funding (missing)" in out
+    assert main(["status", "--symbol", "ethusdt"]) == 0
+    out = capsys.readouterr().out
+    assert "2024-01|ETHUSDT" in out and "BTCUSDT" not in out and "roll-ups (all months" in out
+    assert main(["status", "--month", "2024-02"]) == 0
+    assert "no slice matches" in capsys.readouterr().out

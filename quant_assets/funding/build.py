@@ -69,8 +69,24 @@ def expected_fingerprint(lake: Lake, symbol: str, month: str) -> str:
     """Fingerprint of the funding files that would feed (symbol, month) now. Unlike ticks, a
     slice with no funding file still has one (of the empty set): the asset materialises it as
     ``missing`` / ``not applicable`` with that fingerprint, and a file landing later changes it."""
-    records = [r for r in funding_records(lake, symbol) if r.status != "failed" and month in r.months]
-    return sources_fingerprint(records)
+    return expected_fingerprints(lake, symbol).get(month, NO_SOURCES)
+
+
+#: The fingerprint of a month no funding file touches (of the empty set).
+NO_SOURCES = sources_fingerprint([])
+
+
+def expected_fingerprints(lake: Lake, symbol: str, surveyed: list[FileRecord] | None = None) -> dict[str, str]:
+    """:func:`expected_fingerprint` of every month some funding file of ``symbol`` touches, from
+    one survey instead of one per month (any other month has :data:`NO_SOURCES`). ``surveyed``:
+    the records of ``survey(lake, symbol, table=None)`` when the caller already has them."""
+    records = funding_records(lake, symbol) if surveyed is None else surveyed
+    by_month: dict[str, list[FileRecord]] = {}
+    for rec in records:
+        if rec.status != "failed" and rec.format in funding_parse.FUNDING_FORMATS:
+            for month in set(rec.months):
+                by_month.setdefault(month, []).append(rec)
+    return {month: sources_fingerprint(recs) for month, recs in by_month.items()}
 
 
 def read_source(lake: Lake, rec: FileRecord) -> pl.DataFrame:

@@ -241,5 +241,18 @@ def _build_locked(lake: Lake, symbol: str, month: str, check: Callable[[Path, li
 def expected_fingerprint(lake: Lake, symbol: str, month: str) -> str | None:
     """Fingerprint of the files that would feed (symbol, month) now, from the manifest
     (after a ``survey``); None when no file touches it."""
-    records = [r for r in survey(lake, symbol) if r.status != "failed" and month in r.months]
-    return sources_fingerprint(records) if records else None
+    return expected_fingerprints(lake, symbol).get(month)
+
+
+def expected_fingerprints(lake: Lake, symbol: str, surveyed: list[FileRecord] | None = None) -> dict[str, str]:
+    """:func:`expected_fingerprint` of every month some file of ``symbol`` touches, from one
+    survey instead of one per month (a month absent from the result has no file: None).
+    ``surveyed``: the records of ``survey(lake, symbol, table=None)`` when the caller already
+    has them (one survey shared with the funding fingerprints)."""
+    records = survey(lake, symbol) if surveyed is None else [r for r in surveyed if table_of(r) == "ticks"]
+    by_month: dict[str, list[FileRecord]] = {}
+    for rec in records:
+        if rec.status != "failed":
+            for month in set(rec.months):
+                by_month.setdefault(month, []).append(rec)
+    return {month: sources_fingerprint(recs) for month, recs in by_month.items()}

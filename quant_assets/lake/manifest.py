@@ -87,11 +87,12 @@ def upsert(lake: Lake, records: list[FileRecord]) -> None:
         lake.write_parquet(pl.DataFrame(rows, schema=MANIFEST_SCHEMA), lake.manifest_path)
 
 
-def fingerprint(lake: Lake, path: Path, known: dict[str, FileRecord], symbol: str) -> FileRecord:
+def fingerprint(lake: Lake, path: Path, known: dict[str, FileRecord], symbol: str, rel: str | None = None) -> FileRecord:
     """The record for ``path``'s current content: reused from ``known`` when size and mtime
-    are unchanged (no re-hash), else a fresh ``seen`` record with a new SHA-256."""
+    are unchanged (no re-hash), else a fresh ``seen`` record with a new SHA-256. ``rel``:
+    ``lake.relative(path)`` when the caller knows it."""
     st = path.stat()
-    rel = lake.relative(path)
+    rel = lake.relative(path) if rel is None else rel
     prev = known.get(rel)
     if prev is not None and prev.size == st.st_size and prev.mtime_ns == st.st_mtime_ns:
         return prev

@@ -249,7 +249,10 @@ class Lake:
         d = self.landing_dir(symbol)
         if not d.is_dir():
             return []
-        return sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith("."))
+        # scandir: a directory entry knows whether it is a file without a stat of its own
+        # (surveying 33,600 files each planning pass, that stat per file adds up)
+        with os.scandir(d) as entries:
+            return sorted(d / e.name for e in entries if not e.name.startswith(".") and e.is_file())
 
     def relative(self, path: Path) -> str:
         """A lake path as text relative to the root (how the manifest names files)."""
