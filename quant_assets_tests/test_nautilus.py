@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from quant_assets.engines.account import REASON_FLATTEN
 from quant_assets.engines.inputs import BacktestInputError
 from quant_assets.engines.nautilus import run_nautilus
 from quant_assets.engines.result import finalize, summary
@@ -234,3 +235,15 @@ def test_a_negative_maker_fee_is_a_rebate_in_nautilus(tmp_path: Path) -> None:
     assert fills["fee"].to_list() == pytest.approx([-0.0001 * 10.01 * 99.89, -0.0001 * 10.01 * 100.04])
     assert equity["equity"][-1] == pytest.approx(100_000.0 + 10.01 * 0.15 - fills["fee"].sum())
     assert equity["equity"][-1] > 100_000.0 + 10.01 * 0.15  # the rebate adds to the PnL
+
+
+def test_a_fill_after_the_flatten_is_closed_at_once_and_the_run_ends_flat(tmp_path: Path) -> None:
+    # The race behind "run ended with position ...: adapters must flatten at the last tick": an
+    # order that fills after the flatten's cancel and close (see quant_assets_tests/racing.py).
+    path = write(quotes(CALM_BIDS + [100.00] * 3, CALM_ASKS + [100.02] * 3), tmp_path / "t.parquet")
+    fills, equity = finalize(run_nautilus(path, INSTRUMENT, "quant_assets_tests.racing:EntryRacingTheFlatten", MR_PARAMS))
+    # The late entry fills at the last quote's ask; the strategy answers it with a reduce-only
+    # market close tagged REASON_FLATTEN at the bid, so the month still ends flat.
+    assert fills.select("side", "qty", "price", "reason").rows() == [(1, 5.0, 100.02, "entry"), (-1, 5.0, 100.0, REASON_FLATTEN)]
+    assert fills["position"][-1] == 0.0
+    assert equity["position"][-1] == 0.0

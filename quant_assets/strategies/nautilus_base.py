@@ -41,7 +41,13 @@ class RecordedStrategy(Strategy):
 
     The guard keeps its own cash and position from the fills it records (quote currency, base
     units), marks the position at each quote's mid, and liquidates (closes at the touch and
-    halts for the rest of the month) when equity reaches the maintenance margin."""
+    halts for the rest of the month) when equity reaches the maintenance margin.
+
+    Once stopped (flattened at the month's last quote, or halted by a liquidation) the strategy
+    takes no new exposure, and any fill that still leaves a position open (an order whose
+    cancel had not gone through, a closing order racing another) is answered at once with a
+    reduce-only market close tagged like the stop (REASON_FLATTEN or REASON_LIQUIDATION); each later
+    quote checks again, so a run always ends flat."""
 
     def __init__(self, config: RecordedStrategyConfig) -> None:
         super().__init__(config)
@@ -64,6 +70,7 @@ class RecordedStrategy(Strategy):
         self.sample_mid: list[float] = []
         self.last_mid = float("nan")
         self._timer_started = False
+        self._stop_close_id = None  # the reduce-only close in flight after the flatten or halt
 
     # ---- lifecycle -----------------------------------------------------------------
     def on_start(self) -> None:
@@ -81,6 +88,7 @@ class RecordedStrategy(Strategy):
                 "equity", timedelta(microseconds=self.config.equity_interval_ns / 1_000), callback=self._on_sample,
             )
         if self.flattened or self.halted:
+            self._close_after_stop()
             return
         if tick.ts_init >= self.config.flatten_at_ns:
             self.flatten()
@@ -100,7 +108,7 @@ class RecordedStrategy(Strategy):
         """Cancel resting orders and close the position with a market order at the touch."""
         self.flattened = True
         self.cancel_all_orders(self.instrument_id)
-        self.close_at_market(REASON_FLATTEN)
+        self._stop_close_id = self.close_at_market(REASON_FLATTEN)
 
     def liquidate(self, ts: int, mid: float, equity: float) -> None:
         """Equity reached the maintenance margin (or the ruin floor): close at the touch and
@@ -113,12 +121,32 @@ class RecordedStrategy(Strategy):
                       f"or the ruin floor {self.rules.ruin_floor:g}",
         })
         self.cancel_all_orders(self.instrument_id)
-        self.close_at_market(REASON_LIQUIDATION)
+        self._stop_close_id = self.close_at_market(REASON_LIQUIDATION)
 
-    def close_at_market(self, reason: str):
-        """Close the whole position with a reduce-only market order tagged with ``reason``;
-        returns the order's client id (None when already flat)."""
-        pos = self.position_qty()
+    @property
+    def stopped(self) -> bool:
+        """Flattened at the month's end or halted by a liquidation: no new exposure."""
+        return self.flattened or self.halted
+
+    def _close_after_stop(self) -> None:
+        """After the flatten or a liquidation: a position still open (a fill that raced the
+        cancels or the close) gets the resting orders cancelled and a reduce-only market close,
+        unless such a close is already in flight. Reads the position this strategy recorded
+        from its fills (the portfolio may not have applied a fill yet inside its handler)."""
+        if abs(self.pos) < self.instrument.size_increment.as_double() / 2:
+            return
+        if self._stop_close_id is not None:
+            order = self.cache.order(self._stop_close_id)
+            if order is not None and not order.is_closed:
+                return
+        self.cancel_all_orders(self.instrument_id)
+        self._stop_close_id = self.close_at_market(REASON_FLATTEN if self.flattened else REASON_LIQUIDATION, self.pos)
+
+    def close_at_market(self, reason: str, pos: float | None = None):
+        """Close the whole position (``pos``, base units; default: the portfolio's) with a
+        reduce-only market order tagged with ``reason``; returns the order's client id (None
+        when already flat)."""
+        pos = self.position_qty() if pos is None else pos
         if abs(pos) <= 0:
             return None
         order = self.order_factory.market(
@@ -132,6 +160,9 @@ class RecordedStrategy(Strategy):
     def submit_guarded(self, order, price: float, reason: str | None = None) -> bool:
         """Submit ``order`` unless it would take the exposure past the leverage limit at
         ``price`` (quote currency); refused orders are counted. Returns whether it went out."""
+        if self.stopped and not order.is_reduce_only:
+            self.orders_refused += 1
+            return False
         signed = order.quantity.as_double() * (1 if order.side == OrderSide.BUY else -1)
         equity = self.cash + self.pos * (self.last_mid if self.last_mid == self.last_mid else price)
         if not self.rules.allows(self.position_qty(), signed, price, equity):
@@ -171,6 +202,8 @@ class RecordedStrategy(Strategy):
         r["liquidity"].append("maker" if event.liquidity_side == LiquiditySide.MAKER else "taker")
         r["order_id"].append(event.client_order_id.value)
         r["reason"].append(self.order_reasons.get(event.client_order_id.value))
+        if self.flattened or self.halted:
+            self._close_after_stop()
 
     def release_records(self) -> None:
         """Forget the recorded fills and samples (after the adapter has copied them)."""
