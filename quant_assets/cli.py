@@ -107,8 +107,10 @@ def _print_status(lake, instance, slices, symbols: list[str] | None = None, mont
     states = sync.plan(lake, instance, slices, surveyed=surveyed)
     if symbols or months:
         wanted_symbols = {s.upper() for s in symbols or ()}
-        states = [s for s in states if (not symbols or s.symbol in wanted_symbols)
-                  and (not months or s.month in months or (s.is_rollup and symbols))]
+        if symbols:
+            states = [s for s in states if s.symbol in wanted_symbols]
+        if months:  # (a symbol's roll-ups stay with it)
+            states = [s for s in states if s.month in months or (symbols and s.month == sync.ALL_MONTHS)]
         if not states:
             console.print("no slice matches " + " ".join(f"--symbol {x}" for x in symbols or ()) + " "
                           + " ".join(f"--month {m}" for m in months or ()))

@@ -64,9 +64,6 @@ HISTORY = 4
 #: Storage ids per ``fetch_materializations`` call (its limit is 10,000).
 CHUNK = 5_000
 
-#: ``pointers`` value of an input recorded as "NULL" (no event of the input existed).
-NULL_POINTER = None
-
 _OLD_DATA_VERSION_TAG = "dagster/logical_version"
 
 
@@ -79,8 +76,8 @@ class AssetLatest:
     recorded storage id per input (None for Dagster's "NULL"); ``metadata`` the
     :data:`METADATA` values present. ``history[pk]`` lists (storage id, data version) of
     the events ``pk`` superseded while this cache watched, newest first, with no gap: every
-    event of ``pk`` between the oldest listed and the latest is listed. ``cursor``: every
-    event up to this storage id has been seen."""
+    event of ``pk`` between the oldest listed and the latest is listed. ``cursor``: the newest
+    storage id accounted for; a later refresh reads only the events after it."""
 
     asset: str
     partitions: list[str] = field(default_factory=list)
