@@ -289,3 +289,13 @@ def load(instance: dg.DagsterInstance, keys: Iterable[dg.AssetKey]) -> dict[dg.A
                 pass  # a read-only home: plan from memory, the cache is only an accelerator
         out[key] = cached
     return out
+
+
+def missing_from_cache(instance: dg.DagsterInstance, keys: Iterable[dg.AssetKey]) -> list[dg.AssetKey]:
+    """The assets of ``keys`` with materializations but no cache file yet: a plan over them
+    would first read every partition's latest record (minutes at 400 symbols × 84 months)."""
+    directory = cache_dir(instance)
+    keys = list(keys)
+    materialized = {r.asset_entry.asset_key for r in instance.get_asset_records(keys)
+                    if r.asset_entry.last_materialization_storage_id}
+    return [k for k in keys if k in materialized and (directory is None or not _file(directory, k).exists())]

@@ -111,8 +111,9 @@ def report_chain(instance: dg.DagsterInstance, defs: dg.Definitions, slices: Ite
 
     graph = defs.resolve_asset_graph()
     def materializable(kind: type) -> list[dg.AssetKey]:
-        return sorted((k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable
-                       and isinstance(graph.get(k).partitions_def, kind)), key=lambda k: k.to_user_string())
+        # in dependency order, as runs write them (a child older than its parent would be stale)
+        return [k for k in graph.toposorted_asset_keys if graph.get(k).is_materializable
+                and isinstance(graph.get(k).partitions_def, kind)]
 
     slice_keys = [k for k in materializable(dg.MultiPartitionsDefinition) if k.path[-1] not in ("ticks", "funding")]
     rollup_keys = materializable(dg.DynamicPartitionsDefinition)

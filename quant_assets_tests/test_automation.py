@@ -243,3 +243,19 @@ def test_blocking_checks_are_judged_on_each_partition_s_latest_materialization_a
     _report_run_checks(instance, "2024-03|ETHUSDT")
     first = dg.evaluate_automation_conditions(defs=_defs(), instance=instance, cursor=lake_state)
     assert _requested(first) == _expect({s: {"2024-03|ETHUSDT"} for s in SLICE_STAGES})
+
+
+def test_the_nightly_schedule_builds_the_plan_s_cache_within_its_budget_and_judges_staleness_once_built(lake, instance, monkeypatch):
+    from quant_assets import schedules
+
+    instance.add_dynamic_partitions("symbols", list(SYMBOLS))
+    for month in ("2024-01", "2024-02", "2024-03"):
+        for symbol in SYMBOLS:
+            _materialise_slice(instance, month, symbol)
+    _report(instance, "ticks", "2024-01|ETHUSDT", version="v2")  # January of ETHUSDT is stale
+    at = datetime(2024, 3, 12, 2, 0, tzinfo=UTC)
+    recent = ["2024-02|BTCUSDT", "2024-02|ETHUSDT", "2024-03|BTCUSDT", "2024-03|ETHUSDT"]
+    monkeypatch.setattr(schedules, "WARM_BUDGET_S", 0.0)  # no time to build the cache tonight
+    assert nightly_partitions(instance, lake, at) == recent  # missing slices only: there are none
+    monkeypatch.setattr(schedules, "WARM_BUDGET_S", 20.0)
+    assert nightly_partitions(instance, lake, at) == ["2024-01|ETHUSDT", *recent]
