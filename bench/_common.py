@@ -107,3 +107,15 @@ def emit(section: str, lines: list[str], write: bool = True, path: Path = RESULT
     if write:
         write_results(path, section, text)
         print(f"written to {path}")
+
+
+def base_tree(work: Path, commit: str) -> Path:
+    """A detached git worktree of ``commit`` under ``work`` (made once): the "before" code a
+    benchmark imports through ``PYTHONPATH``."""
+    tree = work / f"base-{commit[:12]}"
+    if not (tree / "quant_assets").exists():
+        tree.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "worktree", "add", "--detach", "--force", str(tree), commit], cwd=REPO, check=True,
+                       stdout=subprocess.DEVNULL)
+    return tree
+

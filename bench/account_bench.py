@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, RESULTS, child_main, emit, machine, machine_line, run_child  # noqa: E402
+from _common import base_tree, REPO, RESULTS, child_main, emit, machine, machine_line, run_child  # noqa: E402
 
 WORK = REPO / "bench" / "_work" / "account_bench"
 SECTION = "## Money: funding and margin (issue 17)"
@@ -140,12 +140,7 @@ CHILDREN = {"gen": child_gen, "run": child_run}
 # parent
 # ---------------------------------------------------------------------------------------
 def _base_tree(commit: str) -> Path:
-    tree = WORK / f"base-{commit[:12]}"
-    if not (tree / "quant_assets").exists():
-        tree.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["git", "worktree", "add", "--detach", "--force", str(tree), commit], cwd=REPO, check=True,
-                       stdout=subprocess.DEVNULL)
-    return tree
+    return base_tree(WORK, commit)
 
 
 def main() -> int:

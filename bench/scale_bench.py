@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, RESULTS, child_main, machine, machine_line, run_child, write_results  # noqa: E402
+from _common import base_tree, REPO, RESULTS, child_main, machine, machine_line, run_child, write_results  # noqa: E402
 
 WORK = REPO / "bench" / "_work" / "scale_bench"
 SECTION = "## Orchestration at 400 symbols × 84 months (issue 18)"
@@ -223,12 +223,7 @@ CHILDREN = {"populate": child_populate, "tick": child_tick, "plan": child_plan, 
 # parent
 # ---------------------------------------------------------------------------------------
 def _base_tree(commit: str) -> Path:
-    tree = WORK / f"base-{commit[:12]}"
-    if not (tree / "quant_assets").exists():
-        tree.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["git", "worktree", "add", "--detach", "--force", str(tree), commit], cwd=REPO, check=True,
-                       stdout=subprocess.DEVNULL)
-    return tree
+    return base_tree(WORK, commit)
 
 
 def _populated(state: str, n: int) -> Path:

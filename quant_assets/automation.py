@@ -46,7 +46,8 @@ class _Custom(dg.AutomationCondition):
     """A condition of this module: Dagster's documented extension point (an ``evaluate`` of our
     own), evaluated on the code server (the daemon cannot load user classes)."""
 
-    label: str | None = None
+    def __init__(self, label: str | None = None) -> None:
+        self.label = label
 
     @property
     def requires_cursor(self) -> bool:
@@ -189,9 +190,6 @@ class DepsReady(_Custom):
     are mapped back down.
     """
 
-    def __init__(self, label: str | None = None) -> None:
-        self.label = label
-
     @property
     def name(self) -> str:
         return "deps_ready"
@@ -238,9 +236,6 @@ class RollupDepsReady(_Custom):
     Here each dependency's materialised and in-progress slices are read once and grouped by
     symbol (string work on the keys, no per-key objects). Other mappings fall back to Dagster's.
     """
-
-    def __init__(self, label: str | None = None) -> None:
-        self.label = label
 
     @property
     def name(self) -> str:
