@@ -33,6 +33,9 @@ from quant_assets.funding.settle import funding_summary, settle_funding
 from quant_assets.lake import instruments as inst_mod
 from quant_assets.lake.store import Lake, atomic_dir, file_sha256
 from quant_assets.strategies.spec import ParamError, StrategySpec
+from quant_assets.venues import feed as feed_latency
+from quant_assets.venues import profile as venue_profiles
+from quant_assets.venues.profile import VenueProfile
 
 #: ``events.parquet``: what the account guard did (liquidations), one row per event.
 EVENT_SCHEMA: dict[str, pl.DataType] = {
@@ -80,18 +83,26 @@ def check_sizes(spec: StrategySpec, params: dict[str, Any], rules: AccountRules,
             )
 
 
+def venue_profile(instrument: inst_mod.Instrument) -> VenueProfile:
+    """The venue profile a backtest of ``instrument`` runs under (its venue × kind)."""
+    return venue_profiles.profile_for(instrument.venue, instrument.kind)
+
+
 def run_engine(spec: StrategySpec, ticks_path: Path, instrument: inst_mod.Instrument, params: dict[str, Any],
-               starting_cash: float = STARTING_CASH, rules: AccountRules | None = None) -> EngineRun:
-    """Dispatch to the spec's engine (imported here, never at module load)."""
+               starting_cash: float = STARTING_CASH, rules: AccountRules | None = None,
+               profile: VenueProfile | None = None) -> EngineRun:
+    """Dispatch to the spec's engine (imported here, never at module load) under the venue
+    ``profile`` (default: the instrument's venue × kind profile)."""
     rules = rules or account_rules(instrument, starting_cash)
+    profile = profile or venue_profile(instrument)
     if spec.engine == "nautilus":
         from quant_assets.engines.nautilus import run_nautilus
 
-        return run_nautilus(ticks_path, instrument, spec.impl, params, starting_cash, rules=rules)
+        return run_nautilus(ticks_path, instrument, spec.impl, params, starting_cash, rules=rules, profile=profile)
     if spec.engine == "hftbacktest":
         from quant_assets.engines.hft import run_hftbacktest
 
-        return run_hftbacktest(ticks_path, instrument, params, starting_cash, rules=rules)
+        return run_hftbacktest(ticks_path, instrument, params, starting_cash, rules=rules, profile=profile)
     raise ValueError(f"{spec.name}: unknown engine {spec.engine!r}")
 
 
@@ -118,9 +129,11 @@ def run_backtest(
     instrument = replace(instrument, maker_fee=fees.maker, taker_fee=fees.taker)
     rules = account_rules(instrument, starting_cash)
     check_sizes(spec, params, rules, f"{symbol} {month}")
+    profile = venue_profile(instrument)
     rss_before = psutil.Process().memory_info().rss
     t0 = time.perf_counter()
-    run = run_engine(spec, ticks_path, instrument, params, starting_cash, rules)
+    run = run_engine(spec, ticks_path, instrument, params, starting_cash, rules, profile)
+    feed = feed_latency.measure(ticks_path)
     # Funding is settled on the run's own fills and samples (engine-agnostic): a perpetual pays or
     # receives position x mark x rate at each funding time; a month without funding data says
     # "missing" and books nothing, it is never a silent zero.
@@ -165,6 +178,9 @@ def run_backtest(
                         "events": funding["funding_events"],
                         "source": lake.relative(lake.funding_path(symbol, month)) if funding_rows is not None else None},
             "fee_schedule": {**asdict(fees), "label": fees.label()},
+            # The simulated venue: order latency, fills, queue, depth of size-less quotes.
+            "venue_profile": profile.describe(),
+            "feed_latency": feed,
             "account": {"starting_cash": rules.starting_cash, "max_leverage": rules.max_leverage,
                         "maintenance_margin": rules.maintenance_margin, "ruin_floor": rules.ruin_floor},
             "counters": run.counters,
