@@ -186,8 +186,9 @@ def _print_tables(lake, states) -> None:
 
     by_key = {(s.month, s.symbol, s.asset.to_user_string()): s for s in states}
     strategies = sorted({a.split("_", 1)[1] for (_, _, a) in by_key if a.startswith("backtest_")})
-    stages = ("backtest", "metrics", "critique", "oos_validation")
-    table = Table(title=f"slices of lake {lake.location}  (per strategy: backtest / metrics / critique / out-of-sample validation)")
+    stages = ("backtest", "sensitivity", "metrics", "critique", "oos_validation")
+    table = Table(title=f"slices of lake {lake.location}  (per strategy: backtest / realism sensitivity / metrics / critique / "
+                        "out-of-sample validation)")
     research = sorted({a for (_, _, a) in by_key if a.startswith(("bars_", "sweep_", "agreement_"))})
     table.add_column("partition", no_wrap=True)
     table.add_column("ticks", no_wrap=True)
@@ -201,6 +202,7 @@ def _print_tables(lake, states) -> None:
         table.add_row(f"{month}|{symbol}", *row)
     console.print(table)
     _print_not_applicable(states)
+    _print_sensitivity(lake, strategies, sorted({(s.month, s.symbol) for s in states if not s.is_rollup}))
     if research:
         extra = Table(title="research slices (bars, vectorised sweeps, engine agreement, hand-offs)")
         extra.add_column("partition", no_wrap=True)
@@ -220,6 +222,31 @@ def _print_tables(lake, states) -> None:
             report.add_row(symbol, *[_cell(by_key[(sync.ALL_MONTHS, symbol, a)]) if (sync.ALL_MONTHS, symbol, a) in by_key else ""
                                      for a in names])
         console.print(report)
+
+
+def _print_sensitivity(lake, strategies: list[str], slices: list[tuple[str, str]]) -> None:
+    """PnL of each shown slice under its venue profile and the harsher scenarios, and whether its
+    sign depends on them (``fragile``), from the published sensitivity reports."""
+    from quant_assets.venues.sensitivity import SCENARIOS, read_report
+
+    rows = []
+    for strategy in strategies:
+        for month, symbol in slices:
+            rep = read_report(lake, strategy, symbol, month)
+            if rep is not None:
+                rows.append((strategy, f"{month}|{symbol}", rep))
+    if not rows:
+        return
+    names = ["baseline", *(n for n, _, _ in SCENARIOS)]
+    table = Table(title="realism sensitivity: PnL (quote currency) under the venue profile and harsher assumptions; "
+                        "fragile = its sign depends on them")
+    for col in ("strategy", "partition", *names, "fragile"):
+        table.add_column(col, no_wrap=True, justify="right" if col in names else "left")
+    for strategy, partition, rep in rows:
+        pnl = {r["scenario"]: r["pnl"] for r in rep["scenarios"]}
+        table.add_row(strategy, partition, *["-" if pnl.get(n) is None else f"{pnl[n]:+,.0f}" for n in names],
+                      "[red]fragile[/]" if rep["fragile"] else "[green]no[/]")
+    console.print(table)
 
 
 def _pct(x) -> str:

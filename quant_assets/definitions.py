@@ -15,6 +15,7 @@ from quant_assets.assets.funding import funding
 from quant_assets.assets.critiques import critique_asset, oos_asset
 from quant_assets.assets.metrics import metrics_asset
 from quant_assets.assets.reports import report_asset
+from quant_assets.assets.sensitivity import sensitivity_asset
 from quant_assets.assets.research import research_assets
 from quant_assets.assets.ticks import ticks
 from quant_assets.lake import instruments as inst_mod
@@ -30,6 +31,7 @@ ASSETS = [
     ticks,
     funding,
     *backtest_assets(SPECS),
+    *(sensitivity_asset(s) for s in SPECS.values()),
     *(metrics_asset(s) for s in SPECS.values()),
     *(report_asset(s) for s in SPECS.values()),
     *(critique_asset(s) for s in SPECS.values()),

@@ -25,13 +25,13 @@ TICKS = dg.AssetKey("ticks")
 
 #: The chain re-run each night: backtests, metric sets and critiques (out-of-sample validations
 #: and roll-ups follow by automation when their inputs change).
-CHAIN = dg.AssetSelection.groups("backtests", "metrics", "critiques") - dg.AssetSelection.key_substring("oos_validation_")
+CHAIN = dg.AssetSelection.groups("backtests", "sensitivity", "metrics", "critiques") - dg.AssetSelection.key_substring("oos_validation_")
 
 nightly_job = dg.define_asset_job(
     "nightly_rebacktest",
     selection=CHAIN,
     partitions_def=month_symbol_partitions,
-    description="Backtests, metric sets and critiques of one month × symbol slice.",
+    description="Backtests, realism sensitivity, metric sets and critiques of one month × symbol slice.",
     tags={"quant_assets/trigger": "nightly"},
 )
 

@@ -18,6 +18,7 @@ def lake_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("QUANT_LAKE", str(root))
     # No repository overrides unless a test asks for them.
     monkeypatch.setenv("QUANT_INSTRUMENTS", str(tmp_path / "no-instruments.toml"))
+    monkeypatch.setenv("QUANT_VENUES", str(tmp_path / "no-venues.toml"))
     return root
 
 

@@ -103,6 +103,44 @@ def test_suggestions_outside_the_dictionary_or_its_ranges_are_rejected_with_reas
     assert len(rejected) == 4 + 5  # nothing silently dropped
 
 
+def test_a_suggestion_naming_a_venue_setting_is_refused_with_that_reason() -> None:
+    from quant_assets.strategies.registry import MARKET_MAKER
+
+    c = Critique(diagnosis="d", regime_dependence="r", risks=["x"], verdict="fragile", suggestions=[
+        Suggestion(name="order_latency_ms", value=0.0, hypothesis="fills come sooner"),
+        Suggestion(name="queue_power", value=1.0, hypothesis="a friendlier queue"),
+        Suggestion(name="taker_fee", value=0.0, hypothesis="cheaper"),
+        Suggestion(name="half_spread_ticks", value=3.0, hypothesis="wider quotes"),
+    ])
+    accepted, rejected = check_suggestions(c, MARKET_MAKER, "BINANCE.perpetual@abc123")
+    assert [(s.name, s.value) for s in accepted] == [("half_spread_ticks", 3.0)]
+    assert [r.name for r in rejected] == ["order_latency_ms", "queue_power", "taker_fee"]
+    for r in rejected:
+        assert "is a venue setting (venue profile BINANCE.perpetual@abc123)" in r.reason
+        assert "not the strategy" in r.reason
+
+
+def test_the_prompt_names_the_venue_profile_as_context_and_carries_the_sensitivity() -> None:
+    from quant_assets.venues.profile import builtin
+
+    venue = builtin("BINANCE", "perpetual").describe()
+    sensitivity = {"fragile": True, "reason": "PnL +10.00 under the venue profile changes sign under latency_x5 -3.00",
+                   "scenarios": [{"scenario": "baseline", "pnl": 10.0, "sharpe": 1.2, "fills": 40},
+                                 {"scenario": "latency_x5", "pnl": -3.0, "sharpe": -0.4, "fills": 40}]}
+    trades = _trades(list(np.linspace(-20, 40, 200)))
+    prompt = build_prompt(EMA_CROSS, _metrics(venue_profile=venue["label"], feed_latency="unknown"), trades, REGIMES,
+                          "BTCUSDT", "2024-01", venue=venue, sensitivity=sensitivity)
+    dictionary = prompt.system[1]
+    assert f"Venue profile {venue['label']}" in dictionary and "NOT parameters" in dictionary
+    assert "entry 5 ms" in dictionary and "next touch" in dictionary
+    assert prompt.data["market_data"]["venue_profile"] == venue["label"]
+    assert prompt.data["realism_sensitivity"]["fragile"] is True
+    # the offline critic reads it: a result whose sign depends on the venue is not robust
+    answer = RuleCritic().critique(prompt, EMA_CROSS)
+    assert answer.critique.verdict != "robust"
+    assert any("latency or fees" in r for r in answer.critique.risks)
+
+
 # ---- the offline critic ----------------------------------------------------------------------
 def test_rules_flag_fees_larger_than_gross_pnl_and_suggest_trading_less() -> None:
     prompt = _prompt(metrics=_metrics(gross_pnl=500.0, fees=2_000.0, pnl=-1_500.0, total_return=-0.015, sharpe=-1.0, psr=0.1))

@@ -37,7 +37,7 @@ from quant_assets.lake.store import Lake, atomic_dir, file_sha256
 
 #: Bump when the definition of a stored metric changes: every metrics slice and every roll-up
 #: becomes stale, backtests do not.
-ANALYTICS_VERSION = "2"
+ANALYTICS_VERSION = "3"
 
 AGREEMENT = ("vbt_total_return", "vbt_sharpe", "vbt_max_drawdown")
 
@@ -50,6 +50,9 @@ METRICS_SCHEMA: dict[str, pl.DataType] = {
     # What the result was built from and what the account did (see engines.account, the manifest).
     "instrument_kind": pl.String(), "fidelity": pl.String(), "funding_status": pl.String(), "funding_pnl": pl.Float64(),
     "liquidated": pl.Boolean(), "liquidated_at": pl.Int64(), "orders_refused": pl.Int64(),
+    # The simulated venue it ran under (venues.profile: ``VENUE.kind@version``) and the feed
+    # latency of its data ("measured" or "unknown").
+    "venue_profile": pl.String(), "feed_latency": pl.String(),
     **{name: pl.Float64() for name in PERIOD_METRICS},
     **{name: (pl.Int64() if name == "trades" else pl.Float64()) for name in TRADE_STATS},
     **{name: pl.Float64() for name in AGREEMENT},
@@ -173,6 +176,8 @@ def compute(bt: BacktestSlice, trading_days: int, quotes: pl.LazyFrame | None, s
     reasons = dict(m.reasons)
     if row["funding_pnl"] is None:
         reasons["funding_pnl"] = f"funding {row['funding_status']} ({row['instrument_kind']})"
+    if row["venue_profile"] is None:
+        reasons["venue_profile"] = "the backtest's manifest names no venue profile (it predates them)"
     if rs.notes:
         reasons["_notes"] = "; ".join(rs.notes)
     row["null_reasons"] = json.dumps(reasons, sort_keys=True)
@@ -194,6 +199,8 @@ def _account_facts(bt: BacktestSlice) -> dict[str, Any]:
         "liquidated": bool(liq),
         "liquidated_at": int(liq[0]["ts"]) if liq else None,
         "orders_refused": int((man.get("counters") or {}).get("orders_refused_leverage", 0)),
+        "venue_profile": (man.get("venue_profile") or {}).get("label"),
+        "feed_latency": (man.get("feed_latency") or {}).get("status"),
     }
 
 
@@ -233,6 +240,8 @@ def run_metrics(lake: Lake, strategy: str, symbol: str, month: str, trading_days
             "backtest_path": lake.relative(bt.directory),
             "ticks_path": lake.relative(ticks) if quotes is not None else None,
             "trading_days": trading_days,
+            "venue_profile": bt.manifest.get("venue_profile"),
+            "feed_latency": bt.manifest.get("feed_latency"),
             "files": hashes,
             "null_reasons": sm.metrics.reasons,
             "notes": sm.returns.notes,

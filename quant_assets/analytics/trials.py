@@ -6,6 +6,11 @@ implementation, parameter values) here, once per distinct set, so tuning ``ema_c
 times and adding a variant of it count four trials for the ``ema_cross`` family (variants share
 the implementation). A parameter sweep records its whole grid as one row with ``n_sets``.
 
+Each row says what kind of trial it is: ``parameters`` (a parameter set the strategy was run
+with: what the deflated Sharpe counts) or ``venue_sensitivity`` (a slice re-run under a scaled
+venue profile or fees by the realism sensitivity: the same strategy in a harsher market, not a
+new parameter set, so it is recorded but never counted as a trial of the strategy).
+
 Stored at ``<lake>/trials/trials.parquet`` (read-modify-write under the lake lock, renamed
 into place like every lake file). It only grows: removing a variant does not un-try it.
 """
@@ -23,8 +28,11 @@ from quant_assets.lake.store import Lake
 
 SCHEMA: dict[str, pl.DataType] = {
     "impl": pl.String(), "strategy": pl.String(), "params_hash": pl.String(), "params": pl.String(),
-    "n_sets": pl.Int64(), "first_seen_ns": pl.Int64(),
+    "n_sets": pl.Int64(), "first_seen_ns": pl.Int64(), "kind": pl.String(),
 }
+#: The kind of trial the deflated Sharpe counts.
+PARAMETERS = "parameters"
+VENUE_SENSITIVITY = "venue_sensitivity"
 
 
 def params_hash(params: Mapping[str, object]) -> str:
@@ -34,19 +42,22 @@ def params_hash(params: Mapping[str, object]) -> str:
 def read(lake: Lake) -> pl.DataFrame:
     if not lake.trials_path.exists():
         return pl.DataFrame(schema=SCHEMA)
-    return pl.read_parquet(lake.trials_path)
+    table = pl.read_parquet(lake.trials_path)
+    if "kind" not in table.columns:  # a ledger written before trials had kinds: all parameter sets
+        table = table.with_columns(kind=pl.lit(PARAMETERS))
+    return table.select(list(SCHEMA)).cast(SCHEMA)
 
 
-def record(lake: Lake, impl: str, strategy: str, params: Mapping[str, object], n_sets: int = 1) -> bool:
-    """Add (impl, params) unless already there; True when it was new."""
+def record(lake: Lake, impl: str, strategy: str, params: Mapping[str, object], n_sets: int = 1, kind: str = PARAMETERS) -> bool:
+    """Add (impl, params, kind) unless already there; True when it was new."""
     h = params_hash(params)
     with lake.lock("trials"):
         table = read(lake)
-        if len(table.filter((pl.col("impl") == impl) & (pl.col("params_hash") == h))):
+        if len(table.filter((pl.col("impl") == impl) & (pl.col("params_hash") == h) & (pl.col("kind") == kind))):
             return False
         row = pl.DataFrame(
             [{"impl": impl, "strategy": strategy, "params_hash": h, "params": json.dumps(dict(params), sort_keys=True, default=str),
-              "n_sets": int(n_sets), "first_seen_ns": time.time_ns()}],
+              "n_sets": int(n_sets), "first_seen_ns": time.time_ns(), "kind": kind}],
             schema=SCHEMA,
         )
         lake.write_parquet(pl.concat([table, row]), lake.trials_path)
@@ -54,6 +65,7 @@ def record(lake: Lake, impl: str, strategy: str, params: Mapping[str, object], n
 
 
 def count(lake: Lake, impl: str) -> int:
-    """Parameter sets tried for the implementation ``impl`` (at least 1)."""
-    table = read(lake).filter(pl.col("impl") == impl)
+    """Parameter sets tried for the implementation ``impl`` (at least 1); venue-sensitivity
+    re-runs are not parameter sets and do not count."""
+    table = read(lake).filter((pl.col("impl") == impl) & (pl.col("kind") == PARAMETERS))
     return max(1, int(table["n_sets"].sum()) if len(table) else 0)

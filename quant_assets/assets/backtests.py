@@ -111,6 +111,8 @@ def backtest_asset(spec: StrategySpec) -> dg.AssetsDefinition:
                     "funding_pnl": _funding_pnl(m["funding"]),
                     "liquidated": dg.MetadataValue.bool(bool(s["liquidated"])),
                     "instrument_kind": m["instrument_kind"],
+                    "venue_profile": m["venue_profile"]["label"],
+                    "feed_latency": m["feed_latency"]["status"],
                     "account": dg.MetadataValue.json(m["account"]),
                     "counters": dg.MetadataValue.json(m["counters"]),
                     "events": dg.MetadataValue.int(m["events"]),

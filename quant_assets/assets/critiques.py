@@ -59,7 +59,9 @@ def critique_asset(spec: StrategySpec) -> dg.AssetsDefinition:
     @dg.asset(
         name=name,
         partitions_def=month_symbol_partitions,
-        deps=[dg.AssetKey(f"metrics_{spec.name}")],
+        # The realism sensitivity is part of what the critic reads (is the sign of the result an
+        # artefact of latency or fees?).
+        deps=[dg.AssetKey(f"metrics_{spec.name}"), dg.AssetKey(f"sensitivity_{spec.name}")],
         code_version=f"critique-v{CRITIQUE_VERSION}",
         group_name="critiques",
         kinds={"anthropic", "json"},

@@ -99,6 +99,8 @@ def metrics_asset(spec: StrategySpec) -> dg.AssetsDefinition:
                 "annualisation": f"{row['periods_per_year']:,.0f} periods/year ({row['interval_s']:g} s grid, {trading_days} trading days)",
                 "null_reasons": dg.MetadataValue.json(out.slice.metrics.reasons),
                 "backtest_data_version": out.manifest["backtest_data_version"],
+                "venue_profile": str(row.get("venue_profile")),
+                "feed_latency": str(row.get("feed_latency")),
                 "path": dg.MetadataValue.path(str(out.directory)),
             })
             if png:

@@ -91,6 +91,12 @@ class RuleCritic:
             risks.append(regime_text["risk"])
             if verdict == "robust":
                 verdict = "fragile"
+        realism = d.get("realism_sensitivity") or {}
+        if realism.get("fragile"):
+            findings.append(f"the sign of the result depends on the venue assumptions: {realism['reason']}")
+            risks.append("the result is an artefact of latency or fees: it does not survive a harsher (realistic) venue")
+            if verdict == "robust":
+                verdict = "fragile"
         psr, sharpe = m.get("psr"), m.get("sharpe")
         if verdict == "robust" and (sharpe is None or sharpe <= 0 or psr is None or psr < 0.9):
             verdict = "fragile"

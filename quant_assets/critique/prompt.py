@@ -2,12 +2,14 @@
 
 Three parts, so that what is stable is cached and what is private stays home:
 
-* ``system``: the role and the rules (the same for every call), then the strategy's description
-  and its parameter dictionary (the same for every slice of the strategy). The Anthropic critic
+* ``system``: the role and the rules (the same for every call), then the strategy's description,
+  its parameter dictionary and the venue profile it ran under, as context the critic cannot
+  change (the same for every slice of the strategy on that venue). The Anthropic critic
   marks the end of the system prompt for prompt caching.
 * ``data``: the slice: headline metrics with the reasons for undefined ones, the five best and
   five worst trades with their market context, PnL by volatility regime and by UTC hour, and
-  concentration figures. Fixed-size whatever the number of trades (a month of 100k trades
+  concentration figures, the realism sensitivity (PnL and Sharpe at latency × 0/2/5 and costs
+  × 1.5, and whether the sign depends on them). Fixed-size whatever the number of trades (a month of 100k trades
   gives the same few kilobytes); prices are given relative (bps), never absolute, and the
   symbol is replaced by an alias unless ``reveal_symbol`` is set.
 * ``tool``: the ``submit_critique`` tool whose input schema is :class:`~quant_assets.critique.schema.Critique`.
@@ -28,7 +30,7 @@ import polars as pl
 from quant_assets.critique.schema import MAX_SUGGESTIONS, Critique
 from quant_assets.strategies.spec import StrategySpec
 
-PROMPT_VERSION = "2"
+PROMPT_VERSION = "3"
 TOOL_NAME = "submit_critique"
 #: Upper bound of the serialised prompt (characters): a few thousand tokens.
 MAX_PROMPT_CHARS = 24_000
@@ -63,7 +65,8 @@ Answer only by calling the tool `{TOOL_NAME}` once, with:
 - suggestions: at most {MAX_SUGGESTIONS} parameter changes worth testing on the next month, each a
   parameter from the data dictionary with a value inside its range and the hypothesis it tests.
   Suggest nothing rather than something outside the dictionary. Suggestions will be re-tested
-  out of sample before anyone trusts them."""
+  out of sample before anyone trusts them. The venue profile (latency, fills, queue, fees) is
+  the simulated market, not the strategy: a suggestion naming one of its settings is refused."""
 
 
 def symbol_alias(symbol: str) -> str:
@@ -87,8 +90,27 @@ def _num(x: Any, digits: int = 6) -> Any:
     return float(f"{v:.{digits}g}")
 
 
-def strategy_dictionary(spec: StrategySpec) -> str:
-    """The strategy's description and its tunable parameters (meaning, unit, range, current value)."""
+def venue_context(venue: dict[str, Any] | None, engine: str) -> str:
+    """The venue profile as the critic reads it: what the simulated market does, marked as
+    context it cannot change."""
+    if not venue:
+        return "Venue profile: not recorded for this slice."
+    lat = (f"{venue['latency_model']} order latency, entry {venue['entry_latency_ms']:g} ms, "
+           f"response {venue['response_latency_ms']:g} ms")
+    if venue.get("latency_model") == "lognormal":
+        lat += f" (medians; sigma {venue.get('latency_sigma')})"
+    if engine == "hftbacktest":
+        fills = f"queue position by {venue['queue_model']}" + (f" (n = {venue['queue_power']:g})" if "power" in venue["queue_model"] else "")
+    else:
+        fills = (f"a stop the market gapped through fills at the {venue['stop_fill'].replace('_', ' ')}; slippage probability "
+                 f"{venue['prob_slippage']:g} (one tick); a limit at the touch fills with probability {venue['prob_fill_on_limit']:g}")
+    return (f"Venue profile {venue['label']} (context, NOT parameters: suggestions naming these settings are refused): "
+            f"{lat}; {fills}; quotes without sizes shown with {venue['synthetic_depth']:,.0f} quote currency at the touch.")
+
+
+def strategy_dictionary(spec: StrategySpec, venue: dict[str, Any] | None = None) -> str:
+    """The strategy's description, its tunable parameters (meaning, unit, range, current value)
+    and the venue profile it ran under (:func:`venue_context`)."""
     rows = [
         f"- {d['name']} ({d['type']}, {d['unit'] or 'no unit'}, range [{d['lo']}, {d['hi']}], now {d['value']}): {_clip(str(d['doc']), 300)}"
         for d, p in zip(spec.docs(), spec.params) if p.tunable
@@ -97,6 +119,7 @@ def strategy_dictionary(spec: StrategySpec) -> str:
         f"Strategy `{spec.name}` (engine: {spec.engine}).\n{_clip(spec.description)}\n"
         "Each month is an independent run: it starts flat with fixed cash and closes out at its last quote.\n\n"
         "Data dictionary of the parameters you may suggest changing:\n" + "\n".join(rows)
+        + "\n\n" + venue_context(venue, spec.engine)
     )
 
 
@@ -117,8 +140,16 @@ def _trade_rows(trades: pl.DataFrame) -> list[dict[str, Any]]:
     return [{k: _num(v) for k, v in r.items()} for r in rows.iter_rows(named=True)]
 
 
+def _sensitivity(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    if report is None:
+        return None
+    return {"fragile": report["fragile"], "reason": report["reason"],
+            "scenarios": [{"scenario": r["scenario"], "pnl": _num(r["pnl"]), "sharpe": _num(r["sharpe"]), "fills": r["fills"]}
+                          for r in report["scenarios"]]}
+
+
 def slice_data(spec: StrategySpec, metrics_row: dict[str, Any], trades: pl.DataFrame, regimes: pl.DataFrame,
-               symbol: str, month: str, reveal_symbol: bool = False) -> dict[str, Any]:
+               symbol: str, month: str, reveal_symbol: bool = False, sensitivity: dict[str, Any] | None = None) -> dict[str, Any]:
     """The user-message part of the prompt (see the module docstring)."""
     reasons = json.loads(metrics_row.get("null_reasons") or "{}")
     pnl = trades["pnl"] if len(trades) else pl.Series([], dtype=pl.Float64)
@@ -141,7 +172,10 @@ def slice_data(spec: StrategySpec, metrics_row: dict[str, Any], trades: pl.DataF
             "instrument_kind": metrics_row.get("instrument_kind"),
             "fidelity": metrics_row.get("fidelity"),
             "funding": metrics_row.get("funding_status"),
+            "venue_profile": metrics_row.get("venue_profile"),
+            "feed_latency": metrics_row.get("feed_latency"),
         },
+        "realism_sensitivity": _sensitivity(sensitivity),
         "account": {
             "funding_pnl": _num(metrics_row.get("funding_pnl")),
             "liquidated": metrics_row.get("liquidated"),
@@ -181,9 +215,10 @@ class Prompt:
 
 
 def build_prompt(spec: StrategySpec, metrics_row: dict[str, Any], trades: pl.DataFrame, regimes: pl.DataFrame,
-                 symbol: str, month: str, reveal_symbol: bool = False) -> Prompt:
-    prompt = Prompt((ROLE, strategy_dictionary(spec)),
-                    slice_data(spec, metrics_row, trades, regimes, symbol, month, reveal_symbol), tool_definition())
+                 symbol: str, month: str, reveal_symbol: bool = False, venue: dict[str, Any] | None = None,
+                 sensitivity: dict[str, Any] | None = None) -> Prompt:
+    prompt = Prompt((ROLE, strategy_dictionary(spec, venue)),
+                    slice_data(spec, metrics_row, trades, regimes, symbol, month, reveal_symbol, sensitivity), tool_definition())
     size = len(json.dumps(prompt.as_json()))
     if size > MAX_PROMPT_CHARS:  # every part is bounded; this guards the bounds themselves
         raise ValueError(f"prompt of {size} characters exceeds {MAX_PROMPT_CHARS}: a bound in critique/prompt.py is broken")

@@ -29,7 +29,7 @@ from quant_assets.lake.store import Lake, atomic_dir, file_sha256
 from quant_assets.strategies.spec import StrategySpec
 
 #: Bump when prompts, rules or the stored format change: every critique becomes stale.
-CRITIQUE_VERSION = "1"
+CRITIQUE_VERSION = "2"
 
 
 def read_metric_set(lake: Lake, strategy: str, symbol: str, month: str) -> tuple[dict[str, Any], pl.DataFrame, pl.DataFrame, dict]:
@@ -68,14 +68,18 @@ def run_critique(lake: Lake, spec: StrategySpec, symbol: str, month: str, critic
                  reveal_symbol: bool = False) -> CritiqueOutput:
     """Critique the metric set of (month, symbol) for ``spec`` and publish it. Raises
     :class:`~quant_assets.critique.critics.CritiqueFailed` when the critic cannot answer."""
+    from quant_assets.venues.sensitivity import read_report
+
     row, trades, regimes, metrics_manifest = read_metric_set(lake, spec.name, symbol, month)
-    prompt = build_prompt(spec, row, trades, regimes, symbol, month, reveal_symbol)
+    venue = metrics_manifest.get("venue_profile")
+    prompt = build_prompt(spec, row, trades, regimes, symbol, month, reveal_symbol, venue=venue,
+                          sensitivity=read_report(lake, spec.name, symbol, month))
     answer = _cached(lake, critic, prompt)
     cached = answer is not None
     if answer is None:
         answer = critic.critique(prompt, spec)
         _store(lake, prompt, answer)
-    accepted, rejected = check_suggestions(answer.critique, spec)
+    accepted, rejected = check_suggestions(answer.critique, spec, (venue or {}).get("label"))
     record = {
         "strategy": spec.name, "symbol": symbol, "month": month,
         "critic": answer.critic, "model": answer.model, "rule_based": answer.critic == "rules",
@@ -83,6 +87,7 @@ def run_critique(lake: Lake, spec: StrategySpec, symbol: str, month: str, critic
         "accepted_suggestions": [s.model_dump() for s in accepted],
         "rejected_suggestions": [r.model_dump() for r in rejected],
         "params": spec.resolved(),
+        "venue_profile": (venue or {}).get("label"),
         "usage": answer.usage, "cost_usd": answer.cost_usd, "attempts": answer.attempts,
         "cached": cached, "notes": answer.notes,
         "prompt_sha256": prompt.digest,

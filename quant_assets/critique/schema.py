@@ -5,7 +5,10 @@ forced tool call whose input schema is this model's JSON schema; the offline rul
 Suggestions are hypotheses to test out of sample, never changes applied: :func:`check_suggestions`
 keeps only those naming a tunable parameter of the strategy with a value of the right type,
 inside its range, different from the current value and consistent with the strategy's
-constraints; every other one is kept too, in the rejected list, with the reason.
+constraints; every other one is kept too, in the rejected list, with the reason. A suggestion
+naming a venue setting (latency, queue model, slippage, fees, margin:
+:data:`~quant_assets.venues.profile.VENUE_SETTINGS`) is refused as such: it would change the
+simulated market, not the strategy, and could "pass" out-of-sample validation by doing so.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from quant_assets.strategies.spec import ParamError, StrategySpec
+from quant_assets.venues.profile import VENUE_SETTINGS
 
 Verdict = Literal["robust", "fragile", "overfit-suspect", "insufficient-data"]
 #: Suggestions a critique may carry (more are rejected as such, not silently dropped).
@@ -52,8 +56,10 @@ class RejectedSuggestion(BaseModel):
     reason: str
 
 
-def check_suggestions(critique: Critique, spec: StrategySpec) -> tuple[list[Suggestion], list[RejectedSuggestion]]:
-    """(accepted, rejected) suggestions of ``critique`` for ``spec`` (see the module docstring)."""
+def check_suggestions(critique: Critique, spec: StrategySpec,
+                      venue_profile: str | None = None) -> tuple[list[Suggestion], list[RejectedSuggestion]]:
+    """(accepted, rejected) suggestions of ``critique`` for ``spec`` (see the module docstring);
+    ``venue_profile`` is the label of the profile the slice ran under, named in refusals."""
     accepted: list[Suggestion] = []
     rejected: list[RejectedSuggestion] = []
     current = spec.resolved()
@@ -64,6 +70,10 @@ def check_suggestions(critique: Critique, spec: StrategySpec) -> tuple[list[Sugg
 
         if i >= MAX_SUGGESTIONS:
             reject(f"more than {MAX_SUGGESTIONS} suggestions: only the first {MAX_SUGGESTIONS} are tested")
+            continue
+        if s.name in VENUE_SETTINGS:
+            reject(f"{s.name} is a venue setting (venue profile {venue_profile or 'of the slice'}): it changes the simulated "
+                   "market, not the strategy; venue profiles are set in venues.toml, never by a critique")
             continue
         try:
             param = spec.param(s.name)

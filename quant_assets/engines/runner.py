@@ -106,6 +106,69 @@ def run_engine(spec: StrategySpec, ticks_path: Path, instrument: inst_mod.Instru
     raise ValueError(f"{spec.name}: unknown engine {spec.engine!r}")
 
 
+@dataclass(frozen=True)
+class SliceSetup:
+    """What a backtest of one slice runs with: the resolved parameters, the ticks file, the
+    instrument with the month's fees applied, the account rules and the venue profile."""
+
+    params: dict[str, Any]
+    ticks_path: Path
+    instrument: inst_mod.Instrument
+    fees: inst_mod.FeeChoice
+    rules: AccountRules
+    profile: VenueProfile
+
+
+def setup_slice(lake: Lake, spec: StrategySpec, symbol: str, month: str, starting_cash: float = STARTING_CASH) -> SliceSetup:
+    """Resolve everything a backtest of (month, symbol) needs, validating it before any engine
+    starts: a missing instrument record or a size the account cannot carry raises, naming the
+    slice and the setting."""
+    params = spec.resolved()
+    ticks_path = lake.ticks_path(symbol, month)
+    instrument = inst_mod.resolve(lake, symbol)
+    if instrument is None:
+        raise BacktestInputError(f"{symbol} {month}: no instrument record (materialise `ticks` for it or add [{symbol}] to instruments.toml)")
+    # The month is charged the fee schedule in force when it starts (per-symbol overrides win);
+    # the account trades under the venue kind's margin settings.
+    fees = inst_mod.fee_choice(instrument, month)
+    instrument = replace(instrument, maker_fee=fees.maker, taker_fee=fees.taker)
+    rules = account_rules(instrument, starting_cash)
+    check_sizes(spec, params, rules, f"{symbol} {month}")
+    return SliceSetup(params, ticks_path, instrument, fees, rules, venue_profile(instrument))
+
+
+@dataclass(frozen=True)
+class Simulated:
+    """One engine run of a slice with its funding settled and its result finalised (fills,
+    equity, cash flows: see :mod:`quant_assets.engines.result`)."""
+
+    run: EngineRun
+    fills: pl.DataFrame
+    equity: pl.DataFrame
+    flows: pl.DataFrame
+    settlement: pl.DataFrame
+    funding: dict[str, Any]
+    funding_rows: pl.DataFrame | None
+
+
+def simulate(lake: Lake, spec: StrategySpec, setup: SliceSetup, symbol: str, month: str, starting_cash: float = STARTING_CASH,
+             profile: VenueProfile | None = None, instrument: inst_mod.Instrument | None = None) -> Simulated:
+    """Run the engine on the slice under ``profile`` and ``instrument`` (default: the setup's;
+    the realism sensitivity passes scaled ones) and settle its funding."""
+    run = run_engine(spec, setup.ticks_path, instrument or setup.instrument, setup.params, starting_cash, setup.rules,
+                     profile or setup.profile)
+    # Funding is settled on the run's own fills and samples (engine-agnostic): a perpetual pays or
+    # receives position x mark x rate at each funding time; a month without funding data says
+    # "missing" and books nothing, it is never a silent zero.
+    funding_rows = load_funding(lake, symbol, month) if is_perpetual(symbol) else None
+    annotated = annotate_fills(run.fills)
+    settlement = settle_funding(annotated, run.samples, funding_rows)
+    funding = funding_summary(symbol, settlement, funding_rows)
+    cashflows = settlement.select("ts", kind=pl.lit("funding"), amount=pl.col("amount").fill_null(0.0))
+    fills, equity, flows = finalize_with_flows(run, cashflows, annotated)
+    return Simulated(run, fills, equity, flows, settlement, funding, funding_rows)
+
+
 def run_backtest(
     lake: Lake, spec: StrategySpec, symbol: str, month: str,
     ticks_version: str | None = None, code_version: str | None = None, starting_cash: float = STARTING_CASH,
@@ -118,31 +181,15 @@ def run_backtest(
     one is complete. ``out_dir`` puts the result elsewhere than the strategy's backtest slice
     (the out-of-sample re-tests of suggested parameters use it).
     """
-    params = spec.resolved()
-    ticks_path = lake.ticks_path(symbol, month)
-    instrument = inst_mod.resolve(lake, symbol)
-    if instrument is None:
-        raise BacktestInputError(f"{symbol} {month}: no instrument record (materialise `ticks` for it or add [{symbol}] to instruments.toml)")
-    # The month is charged the fee schedule in force when it starts (per-symbol overrides win);
-    # the account trades under the venue kind's margin settings.
-    fees = inst_mod.fee_choice(instrument, month)
-    instrument = replace(instrument, maker_fee=fees.maker, taker_fee=fees.taker)
-    rules = account_rules(instrument, starting_cash)
-    check_sizes(spec, params, rules, f"{symbol} {month}")
-    profile = venue_profile(instrument)
+    setup = setup_slice(lake, spec, symbol, month, starting_cash)
+    params, ticks_path, instrument, fees, rules, profile = (
+        setup.params, setup.ticks_path, setup.instrument, setup.fees, setup.rules, setup.profile)
     rss_before = psutil.Process().memory_info().rss
     t0 = time.perf_counter()
-    run = run_engine(spec, ticks_path, instrument, params, starting_cash, rules, profile)
+    sim = simulate(lake, spec, setup, symbol, month, starting_cash)
+    run, fills, equity, flows = sim.run, sim.fills, sim.equity, sim.flows
+    settlement, funding, funding_rows = sim.settlement, sim.funding, sim.funding_rows
     feed = feed_latency.measure(ticks_path)
-    # Funding is settled on the run's own fills and samples (engine-agnostic): a perpetual pays or
-    # receives position x mark x rate at each funding time; a month without funding data says
-    # "missing" and books nothing, it is never a silent zero.
-    funding_rows = load_funding(lake, symbol, month) if is_perpetual(symbol) else None
-    annotated = annotate_fills(run.fills)
-    settlement = settle_funding(annotated, run.samples, funding_rows)
-    funding = funding_summary(symbol, settlement, funding_rows)
-    cashflows = settlement.select("ts", kind=pl.lit("funding"), amount=pl.col("amount").fill_null(0.0))
-    fills, equity, flows = finalize_with_flows(run, cashflows, annotated)
     checks = check_backtest(fills, equity, flows, starting_cash, params)
     events = pl.DataFrame(run.account_events, schema=EVENT_SCHEMA) if run.account_events else pl.DataFrame(schema=EVENT_SCHEMA)
     out = out_dir or lake.backtest_dir(spec.name, symbol, month)

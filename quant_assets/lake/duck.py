@@ -36,6 +36,7 @@ VIEWS: dict[str, tuple[str, tuple[str, ...]]] = {
     "regimes": ("metrics/strategy=*/symbol=*/month=*/regimes.parquet", ("strategy", "symbol", "month")),
     "walk_forward": ("reports/strategy=*/symbol=*/walk_forward.parquet", ("strategy", "symbol")),
     "trials": ("trials/trials.parquet", ()),
+    "sensitivity": ("sensitivity/strategy=*/symbol=*/month=*/sensitivity.parquet", ("strategy", "symbol", "month")),
     "suggestions": ("oos/strategy=*/symbol=*/month=*/validation.parquet", ("strategy", "symbol", "month")),
     "bars": ("bars/interval=*/symbol=*/month=*/*.parquet", ("interval", "symbol", "month")),
     "sweeps": ("sweeps/strategy=*/symbol=*/month=*/grid.parquet", ("strategy", "symbol", "month")),

@@ -293,6 +293,11 @@ class Lake:
         the manifest is written last and names the data files' hashes (it is the commit mark)."""
         return self._strategy_dir("backtests", strategy, symbol, month)
 
+    def sensitivity_dir(self, strategy: str, symbol: str, month: str) -> Path:
+        """The realism sensitivity of one backtest slice (``sensitivity.parquet``, ``manifest.json``
+        last): the slice re-run under harsher venue settings."""
+        return self._strategy_dir("sensitivity", strategy, symbol, month)
+
     # ---- metrics, roll-up reports, trials ----------------------------------------------
     def metrics_dir(self, strategy: str, symbol: str, month: str) -> Path:
         """The metric set of one backtest slice; ``manifest.json`` is written last."""
