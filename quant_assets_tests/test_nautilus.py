@@ -157,12 +157,13 @@ def test_a_missing_partition_names_the_path(tmp_path: Path) -> None:
 MR_CALM = (CALM_BIDS, CALM_ASKS)
 
 
-def _mr(tmp_path: Path, bids: list[float], asks: list[float], params: dict | None = None, ask_sz=None, bid_sz=None):
+def _mr(tmp_path: Path, bids: list[float], asks: list[float], params: dict | None = None, ask_sz=None, bid_sz=None,
+        profile=None):
     df = quotes(bids, asks)
     if ask_sz is not None:
         df = df.with_columns(ask_sz=pl.Series(ask_sz, dtype=pl.Float64), bid_sz=pl.Series(bid_sz, dtype=pl.Float64))
     p = {**MR_PARAMS, **(params or {})}
-    run = run_nautilus(write(df, tmp_path / "t.parquet"), INSTRUMENT, MR, p)
+    run = run_nautilus(write(df, tmp_path / "t.parquet"), INSTRUMENT, MR, p, profile=profile)
     from quant_assets.engines.invariants import check_backtest
     from quant_assets.engines.result import finalize_with_flows
 
@@ -364,3 +365,26 @@ def test_runs_with_and_without_latency_share_the_process_and_keep_their_own_resu
     assert first["ts"][0] == _at(5) and delayed["ts"][0] == _at(7) and other["ts"][0] == _at(6)
     keys = [k for k in nautilus._engines if k[0] == INSTRUMENT.venue and k[1] == INSTRUMENT.quote_currency]
     assert sorted(k[3] for k in keys if k[2] == 100_000.0) == [False, True]  # one engine with a latency model, one without
+
+
+def test_ema_cross_counts_the_order_still_in_flight_when_the_signal_flips(tmp_path: Path) -> None:
+    # Long at 5 s, short at 6 s; with 1.5 s of latency the buy (sent at 5 s) has not filled when
+    # the short is decided: the sell must cover it too (20.0, not 10.1), or the position ends
+    # near flat instead of short.
+    path = write(around([100.0] * 5 + [101.0] + [99.0] * 6), tmp_path / "t.parquet")
+    fills, _ = finalize(run_nautilus(path, INSTRUMENT, EMA, EMA_PARAMS, profile=replace(FRICTIONLESS, entry_latency_ms=1_500.0)))
+    assert fills.select("ts", "side", "qty", "price").rows() == [
+        (_at(7), 1, 9.9, 99.01), (_at(8), -1, 20.0, 98.99), (_at(12.5), 1, 10.1, 99.01)]
+    assert fills["position"].to_list() == pytest.approx([9.9, -10.1, 0.0])
+
+
+def test_mean_reversion_sends_no_second_bracket_while_the_first_is_in_flight(tmp_path: Path) -> None:
+    # The entry (sent at 10 s with 5 ms latency) meets the gapped ask 99.00 at 11 s and fills as a
+    # taker; its stop 99.39 is then in the market (bid 98.98) and rejected: the strategy exits at
+    # the next quote. Counting only open orders, it sent a second bracket at 11 s (the first was
+    # still in flight), lost the first one's exits and held the position naked to the month's end.
+    run, fills, checks = _mr(tmp_path, CALM_BIDS + [99.89, 98.98, 98.98, 98.98, 98.98], CALM_ASKS + [99.91, 99.00, 99.00, 99.00, 99.00],
+                             profile=replace(FRICTIONLESS, entry_latency_ms=5.0))
+    assert fills.select("ts", "side", "price", "liquidity", "reason").rows() == [
+        (_at(11), 1, 99.00, "taker", "entry"), (_at(12), -1, 98.98, "taker", "protective-exit")]
+    assert run.counters["protective_exits"] == 1 and all(checks.values()), checks
