@@ -11,8 +11,10 @@ trade_share=0.3))``, written to ``bench/_work/hft_bench/``), in one process:
 0. warm-up: one ``run_hftbacktest`` on a small month, twice; the difference is the one-off
    numba compile of the process (the strategy loop and hftbacktest's jitclasses), reported
    separately and excluded from (a) and (b);
-1. (a) ours: ``run_hftbacktest(path, instrument, params)``: Parquet read, conversion to events,
-   the replay, building the :class:`EngineRun`;
+1. (a) ours: ``run_hftbacktest(path, instrument, params, profile=...)``: Parquet read,
+   conversion to events, the replay, building the :class:`EngineRun`; under the built-in venue
+   profile of the instrument (5 ms constant entry and response latency, ``power_prob(3)``
+   queue: what the market maker's former ``order_latency_ms``/``queue_power`` defaults were);
 2. (b) bare: what a script using hftbacktest directly does with data prepared for it: the
    month's event array saved once (untimed) as hftbacktest's native ``.npz``, then
    ``BacktestAsset().data("month.npz")`` (hftbacktest loads the file itself) →
@@ -74,21 +76,22 @@ def _instrument(path: Path):
     return infer(SYMBOL, pl.scan_parquet(path), "SIM")
 
 
-def _bare(events, end_ts: int, instrument, p: dict[str, Any], order_qty: float) -> float:
-    """(b)/(c): hftbacktest driven by hand on an ``.npz`` path or a ready event array; returns
-    the wall seconds."""
+def _bare(events, end_ts: int, instrument, p: dict[str, Any], order_qty: float, profile) -> float:
+    """(b)/(c): hftbacktest driven by hand on an ``.npz`` path or a ready event array, with the
+    venue ``profile``'s constant latency and power queue; returns the wall seconds."""
     from hftbacktest import BacktestAsset, HashMapMarketDepthBacktest
 
     from quant_assets.strategies.market_maker import market_maker_loop
+    from quant_assets.venues.latency import constant_ns
 
     t0 = time.perf_counter()
-    latency_ns = int(p["order_latency_ms"] * 1_000_000)
+    entry_ns, resp_ns = constant_ns(profile)
     asset = (
         BacktestAsset()
         .data(events)
         .linear_asset(1.0)
-        .constant_order_latency(latency_ns, latency_ns)
-        .power_prob_queue_model(p["queue_power"])
+        .constant_order_latency(entry_ns, resp_ns)
+        .power_prob_queue_model(profile.queue_power)
         .partial_fill_exchange()
         .trading_value_fee_model(instrument.maker_fee, instrument.taker_fee)
         .tick_size(instrument.tick_size)
@@ -115,18 +118,21 @@ def measure(n_events: int = DEFAULT_EVENTS, repeats: int = 2) -> dict[str, Any]:
     from quant_assets.engines.hft_events import read_ticks, to_events
     from quant_assets.engines.result import finalize
     from quant_assets.strategies.registry import MARKET_MAKER
+    from quant_assets.venues.profile import builtin
 
     params = MARKET_MAKER.resolved()
     path = _month(n_events)
     instrument = _instrument(path)
+    profile = builtin(instrument.venue, instrument.kind)
+    assert profile.latency_model == "constant" and profile.queue_model == "power_prob"
 
     # 0. warm-up: the first call compiles, the second shows what is left without compiling
     small = _month(WARMUP_EVENTS)
     t0 = time.perf_counter()
-    hft.run_hftbacktest(small, instrument, params)
+    hft.run_hftbacktest(small, instrument, params, profile=profile)
     first = time.perf_counter() - t0
     t0 = time.perf_counter()
-    hft.run_hftbacktest(small, instrument, params)
+    hft.run_hftbacktest(small, instrument, params, profile=profile)
     compile_s = first - (time.perf_counter() - t0)
 
     # The array (b) replays, built untimed: the same one the adapter feeds (end marker included).
@@ -134,8 +140,9 @@ def measure(n_events: int = DEFAULT_EVENTS, repeats: int = 2) -> dict[str, Any]:
     for _ in range(2):  # the second pass shows the work without the first touch of its memory
         t0 = time.perf_counter()
         ticks = read_ticks(path)
-        events = to_events(ticks, instrument.tick_size, missing_qty=hft.MISSING_SIZE_LOTS * instrument.lot_size,
-                           end_marker_ns=hft.end_marker_pad_ns(params))
+        # the synthetic month has sizes everywhere: missing_qty is never used
+        events = to_events(ticks, instrument.tick_size, missing_qty=instrument.lot_size,
+                           end_marker_ns=hft.end_marker_pad_ns(profile))
         read_convert.append(time.perf_counter() - t0)
     read_convert_s = min(read_convert)
     end_ts = int(events["local_ts"][:-1].max())
@@ -152,10 +159,10 @@ def measure(n_events: int = DEFAULT_EVENTS, repeats: int = 2) -> dict[str, Any]:
     ours, bare, loop = [], [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        run, state = hft.run_hftbacktest_with_state(path, instrument, params)
+        run, state = hft.run_hftbacktest_with_state(path, instrument, params, profile=profile)
         ours.append(time.perf_counter() - t0)
-        bare.append(_bare(str(npz), end_ts, instrument, params, order_qty))
-        loop.append(_bare(events, end_ts, instrument, params, order_qty))
+        bare.append(_bare(str(npz), end_ts, instrument, params, order_qty, profile))
+        loop.append(_bare(events, end_ts, instrument, params, order_qty, profile))
     fills, equity = finalize(run)
     npz.unlink()
 
@@ -186,6 +193,7 @@ def measure(n_events: int = DEFAULT_EVENTS, repeats: int = 2) -> dict[str, Any]:
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "hftbacktest": hftbacktest.__version__,
         "params": params,
+        "venue_profile": profile.label,
     }
 
 

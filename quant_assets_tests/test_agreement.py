@@ -33,8 +33,13 @@ def _stepped_mids(n: int, seed: int = 3) -> list[float]:
 
 
 @pytest.fixture
-def scripted_month(lake):
-    """2024-01 of TESTUSDT: one quote a minute (mid ± 0.5), 1,600 minutes."""
+def scripted_month(lake, tmp_path, monkeypatch):
+    """2024-01 of TESTUSDT: one quote a minute (mid ± 0.5), 1,600 minutes, on a venue without
+    order latency: the bar approximation fills at the signal's bar, and exact agreement needs
+    the event-driven leg to fill at the signal's quote (with latency it fills at the next one)."""
+    venues = tmp_path / "venues.toml"
+    venues.write_text(f"[{INSTRUMENT.venue}.{INSTRUMENT.kind}]\nentry_latency_ms = 0.0\nresponse_latency_ms = 0.0\n")
+    monkeypatch.setenv("QUANT_VENUES", str(venues))
     write(around(_stepped_mids(1_600), half_spread=0.5, step=MIN, size=1_000_000.0), lake.ticks_path("TESTUSDT", "2024-01"))
     inst_mod.record_inferred(lake, INSTRUMENT)
     run_bars(lake, "TESTUSDT", "2024-01")

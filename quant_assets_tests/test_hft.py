@@ -24,6 +24,7 @@ from quant_assets.engines.result import finalize, summary
 from quant_assets.ingest.synthetic import SyntheticSpec, generate
 from quant_assets.lake.instruments import Instrument
 from quant_assets.lake.schema import TICK_SCHEMA
+from quant_assets.venues.profile import builtin, frictionless
 
 S = 1_000_000_000  # ns per second
 T0 = 1_704_067_200 * S  # 2024-01-01T00:00:00Z
@@ -36,8 +37,12 @@ BTC = Instrument("BTCUSDT", "SIM", "BTC", "USDT", 2, 4, 0.01, 0.0001, 0.0002, 0.
 #: Quotes of 10.0 TOY (1000 USD at the first mid of 100) one tick from the mid, no skew.
 TOY_PARAMS = {
     "half_spread_ticks": 1.0, "skew_ticks": 0.0, "order_notional": 1000.0, "max_position_orders": 5,
-    "interval_ms": 100.0, "order_latency_ms": 1.0, "queue_power": 3.0, "equity_interval_s": 1.0,
+    "interval_ms": 100.0, "equity_interval_s": 1.0,
 }
+#: The venue the scripted scenarios run on: 1 ms order entry and response, power-3 queue.
+TOY_VENUE = replace(frictionless("SIM", TOY.kind), entry_latency_ms=1.0, response_latency_ms=1.0)
+#: The built-in 5 ms venue (what a backtest of a SIM spot pair runs under).
+BTC_VENUE = builtin("SIM", BTC.kind)
 
 
 def quote(t: float, bid: float, bid_sz: float | None, ask: float, ask_sz: float | None, recv_lag_ns: int = 0) -> dict:
@@ -177,7 +182,7 @@ def sweep_scenario(final_bid_size: float = 50.0, second_sweep: bool = False) -> 
 
 
 def test_a_sweep_through_the_bid_fills_the_maker_and_the_month_ends_flat(tmp_path):
-    run, state = run_hftbacktest_with_state(write(tmp_path, sweep_scenario()), TOY, TOY_PARAMS)
+    run, state = run_hftbacktest_with_state(write(tmp_path, sweep_scenario()), TOY, TOY_PARAMS, profile=TOY_VENUE)
     fills, equity = finalize(run)
     assert fills.select("side", "qty", "price", "liquidity", "order_id").rows() == [
         (1, 10.0, 99.0, "maker", "1"),  # the first bid, filled by the sweep at its own price
@@ -197,7 +202,7 @@ def test_a_sweep_through_the_bid_fills_the_maker_and_the_month_ends_flat(tmp_pat
 
 
 def test_engine_state_agrees_with_finalize_when_orders_fill_at_once(tmp_path):
-    run, state = run_hftbacktest_with_state(write(tmp_path, sweep_scenario()), TOY, TOY_PARAMS)
+    run, state = run_hftbacktest_with_state(write(tmp_path, sweep_scenario()), TOY, TOY_PARAMS, profile=TOY_VENUE)
     fills, equity = finalize(run)
     # hftbacktest's balance is the trades' cash flow without fees; finalize's cash includes them
     assert state.position == pytest.approx(fills["position"][-1], abs=1e-9)
@@ -208,7 +213,7 @@ def test_engine_state_agrees_with_finalize_when_orders_fill_at_once(tmp_path):
 
 
 def test_what_the_touch_cannot_absorb_is_closed_by_a_synthetic_taker_fill(tmp_path):
-    run, state = run_hftbacktest_with_state(write(tmp_path, sweep_scenario(final_bid_size=3.0)), TOY, TOY_PARAMS)
+    run, state = run_hftbacktest_with_state(write(tmp_path, sweep_scenario(final_bid_size=3.0)), TOY, TOY_PARAMS, profile=TOY_VENUE)
     fills, equity = finalize(run)
     assert fills.select("side", "qty", "price", "liquidity").rows() == [
         (1, 10.0, 99.0, "maker"), (-1, 3.0, 100.0, "taker"), (-1, 7.0, 100.0, "taker"),
@@ -227,15 +232,15 @@ def test_partial_fills_are_recorded_from_the_queue(tmp_path):
     # 5.0 ahead of the maker's 10.0 at 99: a sell of 8.0 at 99 leaves 3.0 for it
     df = ticks(quote(0, 99.0, 5.0, 101.0, 5.0), trade(1, 99.0, 8.0, -1), quote(2, 99.0, 50.0, 101.0, 5.0),
                quote(3, 99.0, 50.0, 101.0, 6.0))
-    run = run_hftbacktest(write(tmp_path, df), TOY, TOY_PARAMS)
+    run = run_hftbacktest(write(tmp_path, df), TOY, TOY_PARAMS, profile=TOY_VENUE)
     fills, _ = finalize(run)
     assert fills.select("side", "qty", "price", "liquidity").rows() == [(1, 3.0, 99.0, "maker"), (-1, 3.0, 99.0, "taker")]
 
 
 def test_inventory_limit_stops_the_bid(tmp_path):
     path = write(tmp_path, sweep_scenario(second_sweep=True))
-    one = finalize(run_hftbacktest(path, TOY, {**TOY_PARAMS, "max_position_orders": 1}))[0]
-    five = finalize(run_hftbacktest(path, TOY, {**TOY_PARAMS, "max_position_orders": 5}))[0]
+    one = finalize(run_hftbacktest(path, TOY, {**TOY_PARAMS, "max_position_orders": 1}, profile=TOY_VENUE))[0]
+    five = finalize(run_hftbacktest(path, TOY, {**TOY_PARAMS, "max_position_orders": 5}, profile=TOY_VENUE))[0]
     assert one.filter(pl.col("liquidity") == "maker").select("side", "qty", "price").rows() == [(1, 10.0, 99.0)]
     assert five.filter(pl.col("liquidity") == "maker").select("side", "qty", "price").rows() == [(1, 10.0, 99.0), (1, 10.0, 98.0)]
     assert five["position"][-1] == 0.0
@@ -250,8 +255,8 @@ def test_inventory_skews_the_quotes(tmp_path):
                quote(3, 99.0, 50.0, 101.0, 6.0))
     path = write(tmp_path, df)
     params = {**TOY_PARAMS, "half_spread_ticks": 3.0}
-    skewed = finalize(run_hftbacktest(path, TOY, {**params, "skew_ticks": 2.0}))[0]
-    plain = finalize(run_hftbacktest(path, TOY, {**params, "skew_ticks": 0.0}))[0]
+    skewed = finalize(run_hftbacktest(path, TOY, {**params, "skew_ticks": 2.0}, profile=TOY_VENUE))[0]
+    plain = finalize(run_hftbacktest(path, TOY, {**params, "skew_ticks": 0.0}, profile=TOY_VENUE))[0]
     assert skewed.select("side", "price", "liquidity").rows() == [(1, 97.0, "maker"), (-1, 101.0, "maker")]
     assert plain.select("side", "price", "liquidity").rows() == [(1, 97.0, "maker"), (-1, 99.0, "taker")]
 
@@ -262,7 +267,7 @@ def test_same_input_same_fills_and_one_compile(tmp_path):
 
     path = write(tmp_path, generate(SyntheticSpec("BTCUSDT", "2024-01", events=20_000)))
     params = {"interval_ms": 1000.0}
-    a, b = run_hftbacktest(path, BTC, params), run_hftbacktest(path, BTC, params)
+    a, b = run_hftbacktest(path, BTC, params, profile=BTC_VENUE), run_hftbacktest(path, BTC, params, profile=BTC_VENUE)
     assert len(a.fills) > 0
     assert a.fills.equals(b.fills) and a.samples.equals(b.samples)
     # compiled once per process, whatever the data (nulls or not, reordered or not)
@@ -284,9 +289,10 @@ def test_skipping_idle_decision_points_changes_nothing(tmp_path):
             side = 1 if rng.random() < 0.5 else -1
             rows.append(trade(t, mid + side, float(rng.integers(1, 30)), side))
     path = write(tmp_path, ticks(*rows))
-    params = {**TOY_PARAMS, "interval_ms": 37.0, "equity_interval_s": 7.0, "order_latency_ms": 20.0, "skew_ticks": 0.5}
-    fast, fast_state = run_hftbacktest_with_state(path, TOY, params)
-    ref, ref_state = run_hftbacktest_with_state(path, TOY, params, skip_idle=False)
+    params = {**TOY_PARAMS, "interval_ms": 37.0, "equity_interval_s": 7.0, "skew_ticks": 0.5}
+    venue = replace(TOY_VENUE, entry_latency_ms=20.0, response_latency_ms=20.0)
+    fast, fast_state = run_hftbacktest_with_state(path, TOY, params, profile=venue)
+    ref, ref_state = run_hftbacktest_with_state(path, TOY, params, skip_idle=False, profile=venue)
     assert len(ref.fills) > 20
     assert fast.fills.equals(ref.fills) and fast.samples.equals(ref.samples)
     assert fast_state.orders_sent == ref_state.orders_sent
@@ -308,19 +314,19 @@ def test_skipping_idle_decision_points_changes_nothing(tmp_path):
 def test_unusable_partitions_raise_clear_errors(tmp_path, df, reason):
     path = write(tmp_path, df)
     with pytest.raises(BacktestInputError, match=reason) as err:
-        run_hftbacktest(path, TOY, TOY_PARAMS)
+        run_hftbacktest(path, TOY, TOY_PARAMS, profile=TOY_VENUE)
     assert str(path) in str(err.value)
     assert isinstance(err.value, ValueError)
 
 
 def test_missing_partition_raises(tmp_path):
     with pytest.raises(BacktestInputError, match="no ticks partition"):
-        run_hftbacktest(tmp_path / "nope.parquet", TOY, TOY_PARAMS)
+        run_hftbacktest(tmp_path / "nope.parquet", TOY, TOY_PARAMS, profile=TOY_VENUE)
 
 
 def test_prices_within_grid_tolerance_are_accepted(tmp_path):
     df = ticks(quote(0, 99.0 + 1e-9, 5.0, 101.0, 5.0), quote(1, 99.0, 5.0, 101.0 - 1e-9, 6.0))
-    run = run_hftbacktest(write(tmp_path, df), TOY, TOY_PARAMS)
+    run = run_hftbacktest(write(tmp_path, df), TOY, TOY_PARAMS, profile=TOY_VENUE)
     fills, equity = finalize(run)
     assert len(fills) == 0 and len(equity) > 0
 
@@ -337,7 +343,7 @@ def test_bad_parameters_raise_before_the_engine_starts(tmp_path):
 
 def test_a_synthetic_month_produces_fills_and_an_equity_curve(tmp_path):
     path = write(tmp_path, generate(SyntheticSpec("BTCUSDT", "2024-01", events=50_000)))
-    run = run_hftbacktest(path, BTC, {})  # the registry defaults: 100 ms decisions
+    run = run_hftbacktest(path, BTC, {}, profile=BTC_VENUE)  # the registry defaults: 100 ms decisions
     fills, equity = finalize(run)
     assert run.events == 50_000
     assert len(fills) > 100 and (fills["liquidity"] == "maker").mean() > 0.9
@@ -360,9 +366,99 @@ def test_a_negative_maker_fee_is_a_rebate_in_hftbacktest(tmp_path):
     # maker_fee = -0.0001 reaches trading_value_fee_model: hftbacktest's own fee total is the
     # rebate on the maker fill (-0.0001 × 99 × 10) plus the taker fee of the close (0.0005 × 100 × 10).
     rebate = replace(TOY, maker_fee=-0.0001)
-    run, state = run_hftbacktest_with_state(write(tmp_path, sweep_scenario()), rebate, TOY_PARAMS)
+    run, state = run_hftbacktest_with_state(write(tmp_path, sweep_scenario()), rebate, TOY_PARAMS, profile=TOY_VENUE)
     fills, equity = finalize(run)
     assert fills["liquidity"].to_list() == ["maker", "taker"]
     assert fills["fee"].to_list() == pytest.approx([-0.0001 * 99.0 * 10.0, 0.0005 * 100.0 * 10.0])
     assert state.fee == pytest.approx(-0.099 + 0.5, rel=1e-12)  # the engine's own accounting
     assert equity["equity"][-1] == pytest.approx(100_000.0 + 10.0 + 0.099 - 0.5)
+
+
+# --- the venue profile: order latency and queue model -----------------------------------------
+
+
+def test_an_order_reaches_the_book_only_after_the_entry_latency(tmp_path):
+    # The maker's first bid (99) is sent at t=0; the sell sweep through it trades at t=1 s. An
+    # entry latency just under 1 s puts the bid in the book before the sweep; just over, after.
+    path = write(tmp_path, sweep_scenario())
+    early = finalize(run_hftbacktest(path, TOY, TOY_PARAMS, profile=replace(TOY_VENUE, entry_latency_ms=999.0)))[0]
+    late = finalize(run_hftbacktest(path, TOY, TOY_PARAMS, profile=replace(TOY_VENUE, entry_latency_ms=1001.0)))[0]
+    assert early.select("ts", "side", "price", "liquidity").rows()[0] == (T0 + S, 1, 99.0, "maker")
+    assert late.is_empty()
+
+
+def test_the_close_out_pays_entry_and_response_latency(tmp_path):
+    # After the last event (t=4 s) the loop cancels its quotes (entry latency to the venue,
+    # response latency back) and only then sends the closing IOC (entry latency again): the
+    # closing fill's exchange time is 4 s + 2 x entry + response.
+    path = write(tmp_path, sweep_scenario())
+    venue = replace(TOY_VENUE, entry_latency_ms=500.0, response_latency_ms=250.0)
+    run = run_hftbacktest(path, TOY, TOY_PARAMS, profile=venue)
+    fills, _ = finalize(run)
+    assert fills.select("side", "price", "liquidity").rows() == [(1, 99.0, "maker"), (-1, 100.0, "taker")]
+    assert fills["ts"][1] == T0 + 4 * S + 2 * 500_000_000 + 250_000_000
+    assert any("500 ms entry, 250 ms response" in n and venue.label in n for n in run.notes)
+
+
+@pytest.fixture(scope="module")
+def btc_month(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("lat") / "t.parquet"
+    generate(SyntheticSpec("BTCUSDT", "2024-01", events=20_000)).write_parquet(path)
+    return path
+
+
+def _mm_fills(path: Path, venue) -> pl.DataFrame:
+    return run_hftbacktest(path, BTC, {"interval_ms": 1000.0}, profile=venue).fills
+
+
+def test_a_lognormal_latency_is_deterministic_and_differs_from_a_constant_one(btc_month):
+    constant = replace(BTC_VENUE, entry_latency_ms=50.0, response_latency_ms=50.0)
+    lognormal = replace(constant, latency_model="lognormal", latency_sigma=1.0, latency_seed=7)
+    a, b = _mm_fills(btc_month, lognormal), _mm_fills(btc_month, lognormal)
+    c = _mm_fills(btc_month, constant)
+    assert len(a) > 10 and a.equals(b)
+    assert not a.equals(c)
+    assert not a.equals(_mm_fills(btc_month, replace(lognormal, latency_seed=8)))
+
+
+def test_a_recorded_latency_file_runs_and_a_flat_one_equals_the_constant_latency(btc_month, tmp_path):
+    from quant_assets.venues.latency import LATENCY_DTYPE
+
+    ts = pl.scan_parquet(btc_month).select(lo=pl.col("ts_recv").min(), hi=pl.col("ts_recv").max()).collect().row(0)
+    req = np.arange(ts[0] - S, ts[1] + 3600 * S, 3600 * S, dtype=np.int64)  # one row an hour
+    flat = np.zeros(len(req), LATENCY_DTYPE)
+    flat["req_ts"], flat["exch_ts"], flat["resp_ts"] = req, req + 50_000_000, req + 80_000_000
+    np.savez(tmp_path / "flat.npz", data=flat)
+    varying = flat.copy()
+    varying["exch_ts"] = req + np.where(np.arange(len(req)) % 2 == 0, 5_000_000, 400_000_000)
+    varying["resp_ts"] = varying["exch_ts"] + 30_000_000
+    np.savez(tmp_path / "varying.npz", data=varying)
+
+    recorded = replace(BTC_VENUE, latency_model="recorded", latency_file=str(tmp_path / "flat.npz"))
+    constant = replace(BTC_VENUE, entry_latency_ms=50.0, response_latency_ms=30.0)
+    flat_fills = _mm_fills(btc_month, recorded)
+    assert len(flat_fills) > 10
+    assert flat_fills.equals(_mm_fills(btc_month, constant))  # interpolating a flat table is exact
+    assert not _mm_fills(btc_month, replace(recorded, latency_file=str(tmp_path / "varying.npz"))).equals(flat_fills)
+
+
+@pytest.mark.parametrize("model", ["risk_adverse", "power_prob2", "power_prob3", "log_prob", "log_prob2"])
+def test_every_queue_model_of_the_profile_runs(tmp_path, model):
+    # The sweep trades 20.0 through the bid (5.0 ahead of the maker): any queue model fills it.
+    run = run_hftbacktest(write(tmp_path, sweep_scenario()), TOY, TOY_PARAMS, profile=replace(TOY_VENUE, queue_model=model))
+    fills, _ = finalize(run)
+    assert fills.select("side", "price", "liquidity").rows() == [(1, 99.0, "maker"), (-1, 100.0, "taker")]
+    assert any(f"queue model {model}" in n for n in run.notes)
+
+
+def test_size_less_quotes_get_the_declared_depth_at_the_first_mid(tmp_path):
+    # No sizes: each side shows synthetic_depth 1,000 USD at the first mid 100 = 10.0 TOY. The
+    # maker buys 10.0 from the sweep; the close-out's IOC at the bid finds all 10.0 in the
+    # declared depth. At 400 USD (4.0 TOY) deep it takes 4.0, the rest is the synthetic close.
+    df = ticks(quote(0, 99.0, None, 101.0, None), trade(1, 98.0, 20.0, -1), quote(2, 99.0, None, 101.0, None))
+    run, state = run_hftbacktest_with_state(write(tmp_path, df), TOY, TOY_PARAMS, profile=replace(TOY_VENUE, synthetic_depth=1_000.0))
+    assert any("each side taken as 10 TOY deep" in n and "synthetic_depth 1,000 USD" in n for n in run.notes)
+    thin, thin_state = run_hftbacktest_with_state(write(tmp_path, df, "thin.parquet"), TOY, TOY_PARAMS,
+                                                  profile=replace(TOY_VENUE, synthetic_depth=400.0))
+    assert state.ioc_qty == pytest.approx(10.0) and state.synthetic_qty == 0.0
+    assert thin_state.ioc_qty == pytest.approx(4.0) and thin_state.synthetic_qty == pytest.approx(6.0)

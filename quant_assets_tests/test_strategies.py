@@ -54,7 +54,7 @@ def test_a_variant_becomes_a_new_strategy(tmp_path: Path) -> None:
         ("[ema_cross]\nfast_period = 2.5\n", "expected an integer"),
         ('[ema_cross]\nnotional = "big"\n', "expected float"),
         ("[ema_cross]\nspeed = 3\n", "unknown parameter 'speed'"),
-        ("[market_maker]\nqueue_power = -1\n", "queue_power = -1.0: out of range"),
+        ("[market_maker]\ninterval_ms = -1\n", "interval_ms = -1.0: out of range"),
         ("[nope]\nx = 1\n", "not a registered strategy"),
         ('[x]\nbase = "nope"\n', "is not a built-in strategy"),
         ("[ema_cross\n", "not valid TOML"),

@@ -4,4 +4,6 @@ the engines themselves are imported inside the functions that run them."""
 
 #: Bump an adapter's version when its behaviour (fill handling, conversion, sampling)
 #: changes what a backtest produces: every slice of that engine becomes stale.
-ADAPTER_VERSIONS = {"nautilus": "nautilus_trader-1.221.0/a2", "hftbacktest": "hftbacktest-2.4.4/a2"}
+#: a3: the venue profile (order latency, fill model with gapped stops at the next touch,
+#: queue model, declared depth of size-less quotes) replaces the fixed settings.
+ADAPTER_VERSIONS = {"nautilus": "nautilus_trader-1.221.0/a3", "hftbacktest": "hftbacktest-2.4.4/a3"}

@@ -5,15 +5,25 @@ The partition is read once (the needed columns), converted to hftbacktest events
 with their aggressor side), and replayed through ``HashMapMarketDepthBacktest`` with one asset:
 
 * ``linear_asset(1.0)``: PnL in the quote currency, one unit of base per unit of qty;
-* ``constant_order_latency``: ``order_latency_ms`` each way (entry and response), in ns;
-* ``power_prob_queue_model(queue_power)`` with ``partial_fill_exchange``;
+* the order latency of the venue profile (:mod:`quant_assets.venues.profile`): a constant one
+  as ``constant_order_latency(entry, response)`` (ns), a lognormal or recorded one as
+  ``intp_order_latency`` over the table :func:`quant_assets.venues.latency.hft_rows` builds
+  for the slice (kept alive, like the event array, until ``close()``: hftbacktest reads it in
+  place);
+* the profile's queue model (``risk_adverse``, ``power_prob``/``2``/``3`` with
+  ``queue_power``, ``log_prob``/``2``) with ``partial_fill_exchange``;
 * ``tick_size``/``lot_size`` and ``trading_value_fee_model(maker_fee, taker_fee)`` from the
   instrument (fees as fractions of traded value, in the quote currency);
 * no ``last_trades_capacity``: the strategy does not read market trades (they still fill its
   orders in the exchange model).
 
-The event array gets an end-marker row one hour after the last tick, so the close-out at the
-last tick runs at real timestamps (hftbacktest stops its clock when the data runs out).
+The event array gets an end-marker row at least one hour (and 1000 of the profile's longest
+order round trips) after the last tick, so the close-out at the last tick runs at real
+timestamps (hftbacktest stops its clock when the data runs out). A quote side without a size
+(FX feeds) gets the profile's ``synthetic_depth`` (quote currency) in base units at the first
+mid (:mod:`quant_assets.engines.depth`). No profile means
+:func:`~quant_assets.venues.profile.frictionless` for the instrument's venue × kind (no
+latency); the runner always passes the slice's own profile.
 
 The strategy is the numba loop :func:`quant_assets.strategies.market_maker.market_maker_loop`;
 its fills (with fee = maker or taker fee × price × qty) and mid samples become the
@@ -48,7 +58,11 @@ import polars as pl
 from quant_assets.engines.account import REASON_FLATTEN, REASON_LIQUIDATION, AccountRules
 from quant_assets.engines.inputs import BacktestInputError, check_memory, inspect_ticks
 from quant_assets.engines.result import RAW_FILL_SCHEMA, SAMPLE_SCHEMA, EngineRun
+from quant_assets.engines import depth
 from quant_assets.lake.instruments import Instrument
+from quant_assets.venues import latency as venue_latency
+from quant_assets.venues import profile as venue_profiles
+from quant_assets.venues.profile import VenueProfile
 
 ENGINE = "hftbacktest"
 ENGINE_VERSION = "2.4.4"
@@ -63,8 +77,13 @@ NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000
 #: Initial fill buffer of the loop (it doubles as needed).
 FILL_CAPACITY = 1 << 14
-#: Quote size used for levels of unknown size (FX quotes without sizes), in lots.
-MISSING_SIZE_LOTS = 1_000
+#: ``VenueProfile.queue_model`` -> the ``BacktestAsset`` method that sets it (hftbacktest 2.4.4);
+#: those :data:`~quant_assets.venues.profile.QUEUE_MODELS` marks take ``queue_power``.
+QUEUE_METHODS = {
+    "risk_adverse": "risk_adverse_queue_model", "power_prob": "power_prob_queue_model",
+    "power_prob2": "power_prob_queue_model2", "power_prob3": "power_prob_queue_model3",
+    "log_prob": "log_prob_queue_model", "log_prob2": "log_prob_queue_model2",
+}
 
 
 @dataclass(frozen=True)
@@ -109,19 +128,45 @@ def _first_mid(ticks: pl.DataFrame, path: Path) -> float:
     return float((first["bid_px"][0] + first["ask_px"][0]) / 2.0)
 
 
-def build_backtest(events: np.ndarray, instrument: Instrument, p: dict[str, Any]):
-    """The ``HashMapMarketDepthBacktest`` for ``events`` (kept alive by the caller until
-    ``close()``: ``BacktestAsset.data`` does not copy)."""
+def _profile(profile: VenueProfile | None, instrument: Instrument) -> VenueProfile:
+    """``profile``, or the frictionless one of the instrument's venue × kind (no latency)."""
+    return profile if profile is not None else venue_profiles.frictionless(instrument.venue, instrument.kind)
+
+
+def latency_rows(profile: VenueProfile, first_local_ts: int, last_local_ts: int) -> np.ndarray | None:
+    """The ``IntpOrderLatency`` table of a slice whose events' local times span
+    [first_local_ts, last_local_ts] (ns); None for a constant latency."""
+    return venue_latency.hft_rows(profile, int(first_local_ts), int(last_local_ts))
+
+
+def build_backtest(events: np.ndarray, instrument: Instrument, profile: VenueProfile | None = None,
+                   rows: np.ndarray | None = None):
+    """The ``HashMapMarketDepthBacktest`` for ``events`` under the venue ``profile`` (default:
+    frictionless). ``rows`` is the profile's latency table for this slice
+    (:func:`latency_rows`), required unless the latency is constant. The caller keeps
+    ``events`` and ``rows`` alive until ``close()``: ``BacktestAsset.data`` and
+    ``intp_order_latency`` read them in place, without a copy."""
     from hftbacktest import BacktestAsset, HashMapMarketDepthBacktest
 
-    latency_ns = int(round(p["order_latency_ms"] * NS_PER_MS))
+    profile = _profile(profile, instrument)
+    asset = BacktestAsset().data(events).linear_asset(1.0)
+    fixed = venue_latency.constant_ns(profile)
+    if fixed is not None:
+        asset = asset.constant_order_latency(*fixed)
+    else:
+        if rows is None:
+            raise ValueError(f"{profile.label}: a {profile.latency_model} latency needs its table (latency_rows)")
+        if rows.dtype != venue_latency.LATENCY_DTYPE or not rows.flags.c_contiguous:
+            # A converted copy would be freed while hftbacktest still reads it.
+            raise ValueError("latency rows must be a C-contiguous array of LATENCY_DTYPE")
+        asset = asset.intp_order_latency(rows)
+    model = profile.queue_model
+    if model not in QUEUE_METHODS:
+        raise ValueError(f"{profile.label}: queue_model {model!r} is not one of {', '.join(QUEUE_METHODS)}")
+    method = getattr(asset, QUEUE_METHODS[model])
+    asset = method(float(profile.queue_power)) if venue_profiles.QUEUE_MODELS[model] else method()
     asset = (
-        BacktestAsset()
-        .data(events)
-        .linear_asset(1.0)
-        .constant_order_latency(latency_ns, latency_ns)
-        .power_prob_queue_model(float(p["queue_power"]))
-        .partial_fill_exchange()
+        asset.partial_fill_exchange()
         .trading_value_fee_model(instrument.maker_fee, instrument.taker_fee)
         .tick_size(instrument.tick_size)
         .lot_size(instrument.lot_size)
@@ -129,10 +174,43 @@ def build_backtest(events: np.ndarray, instrument: Instrument, p: dict[str, Any]
     return HashMapMarketDepthBacktest([asset])
 
 
-def end_marker_pad_ns(p: dict[str, Any]) -> int:
-    """How far past the last event the end marker sits: well beyond the close-out's few order
-    round trips (each 2 × order latency)."""
-    return max(3600 * NS_PER_S, 1000 * 2 * int(round(p["order_latency_ms"] * NS_PER_MS)))
+def max_round_trip_ns(profile: VenueProfile, rows: np.ndarray | None = None) -> int:
+    """The longest order round trip (entry + response, ns) the profile can give this slice:
+    the constant one, or the largest ``resp_ts − req_ts`` of its latency table."""
+    fixed = venue_latency.constant_ns(profile)
+    if fixed is not None:
+        return fixed[0] + fixed[1]
+    if rows is None or len(rows) == 0:
+        raise ValueError(f"{profile.label}: a {profile.latency_model} latency needs its table (latency_rows)")
+    return int((rows["resp_ts"] - rows["req_ts"]).max())
+
+
+def end_marker_pad_ns(profile: VenueProfile, rows: np.ndarray | None = None) -> int:
+    """How far past the last event the end marker sits (ns): well beyond the close-out's few
+    order round trips, at the longest round trip the profile gives the slice."""
+    return max(3600 * NS_PER_S, 1000 * max_round_trip_ns(profile, rows))
+
+
+def latency_notes(profile: VenueProfile, rows: np.ndarray | None, first_local_ts: int, last_local_ts: int) -> list[str]:
+    """What the run note says about the order latency: the model, and for a recorded file a
+    slice outside the recorded times (hftbacktest then holds the first or last row's latency)."""
+    fixed = venue_latency.constant_ns(profile)
+    if fixed is not None:
+        return [f"order latency {fixed[0] / NS_PER_MS:g} ms entry, {fixed[1] / NS_PER_MS:g} ms response "
+                f"(constant; venue profile {profile.label}); queue model {_queue_label(profile)}"]
+    out = [f"order latency: {profile.latency_model} (median {profile.entry_latency_ms * profile.latency_scale:g} ms entry) "
+           f"through hftbacktest's IntpOrderLatency (venue profile {profile.label}); queue model {_queue_label(profile)}"]
+    if profile.latency_model == "recorded" and rows is not None:
+        lo, hi = int(rows["req_ts"][0]), int(rows["req_ts"][-1])
+        if first_local_ts < lo or last_local_ts > hi:
+            out.append(f"the recorded latency file covers req_ts {lo}..{hi} ns, the slice {first_local_ts}..{last_local_ts}: "
+                       "outside it hftbacktest uses the first or last row's latency")
+    return out
+
+
+def _queue_label(profile: VenueProfile) -> str:
+    takes_power = venue_profiles.QUEUE_MODELS.get(profile.queue_model, False)
+    return f"{profile.queue_model}({profile.queue_power:g})" if takes_power else profile.queue_model
 
 
 def run_loop(hbt, events: np.ndarray, end_ts: int, instrument: Instrument, p: dict[str, Any], order_qty: float,
@@ -194,7 +272,7 @@ def _fills_frame(raw: np.ndarray, instrument: Instrument, close_oid: int = -1, c
 
 def run_hftbacktest_with_state(
     ticks_path: Path, instrument: Instrument, params: dict[str, Any], starting_cash: float = 100_000.0,
-    skip_idle: bool = True, rules: AccountRules | None = None,
+    skip_idle: bool = True, rules: AccountRules | None = None, profile: VenueProfile | None = None,
 ) -> tuple[EngineRun, EngineState]:
     """:func:`run_hftbacktest`, plus hftbacktest's own end-of-run state (for reconciliation).
     ``skip_idle=False`` steps the loop through every decision point (the reference behaviour)."""
@@ -211,19 +289,24 @@ def run_hftbacktest_with_state(
         raise RuntimeError(f"hftbacktest {hftbacktest.__version__} installed; this adapter is written for {ENGINE_VERSION}")
 
     rules = rules or AccountRules(starting_cash)
+    profile = _profile(profile, instrument)
     t0 = time.perf_counter()
     ticks = read_ticks(ticks_path)
-    order_qty = order_quantity(p["order_notional"], _first_mid(ticks, ticks_path), instrument.lot_size, instrument.size_precision)
+    first_mid = _first_mid(ticks, ticks_path)
+    order_qty = order_quantity(p["order_notional"], first_mid, instrument.lot_size, instrument.size_precision)
+    first_local, last_local = int(ticks["ts_recv"].min()), int(ticks["ts_recv"].max())
+    rows = latency_rows(profile, first_local, last_local)
+    missing = ticks.select((pl.col("kind") == "quote") & (pl.col("bid_sz").is_null() | pl.col("ask_sz").is_null())).sum().item()
+    missing_qty = depth.synthetic_qty(profile, first_mid, instrument.lot_size, instrument.size_precision)
     # The end marker row lets the close-out after the last event run at real timestamps.
-    events = to_events(ticks, instrument.tick_size, missing_qty=MISSING_SIZE_LOTS * instrument.lot_size,
-                       end_marker_ns=end_marker_pad_ns(p))
+    events = to_events(ticks, instrument.tick_size, missing_qty=missing_qty, end_marker_ns=end_marker_pad_ns(profile, rows))
     n_ticks = ticks.height
     # hftbacktest deletes a level whose size rounds to 0 lots: such quotes empty that side.
     sub_lot = int(ticks.select(((pl.col("bid_sz") < instrument.lot_size / 2) | (pl.col("ask_sz") < instrument.lot_size / 2)).sum()).item() or 0)
     del ticks
     end_ts = int(events["local_ts"][:-1].max())
     event_rows = len(events)
-    hbt = build_backtest(events, instrument, p)
+    hbt = build_backtest(events, instrument, profile, rows)
     try:
         raw, sample_ts, sample_mid, info_arr = run_loop(hbt, events, end_ts, instrument, p, order_qty, skip_idle, rules)
     finally:
@@ -233,7 +316,7 @@ def run_hftbacktest_with_state(
     fills = _fills_frame(raw, instrument, int(info["close_oid"]), REASON_LIQUIDATION if halted else REASON_FLATTEN)
     samples = pl.DataFrame({"ts": sample_ts, "mid": sample_mid}, schema=SAMPLE_SCHEMA)
     wall = time.perf_counter() - t0
-    del events  # only now: hftbacktest read it in place until close()
+    del events  # only now: hftbacktest read it (and the latency rows) in place until close()
 
     lot = instrument.lot_size
     state = EngineState(
@@ -243,6 +326,10 @@ def run_hftbacktest_with_state(
         event_rows=event_rows, order_qty=order_qty,
     )
     notes = [f"order_qty {order_qty} {instrument.base_currency} ({p['order_notional']} {instrument.quote_currency} at the first mid)"]
+    notes += latency_notes(profile, rows, first_local, last_local)
+    if missing:
+        notes.append(depth.note(missing_qty, profile, first_mid, instrument.base_currency, instrument.quote_currency,
+                                f"{missing} quote(s) without a size on a side"))
     if sub_lot:
         notes.append(f"{sub_lot} quote(s) with a size under half a lot ({instrument.lot_size}): hftbacktest treats them as an empty side")
     if info["untracked_orders"]:
@@ -277,13 +364,15 @@ def run_hftbacktest_with_state(
 
 
 def run_hftbacktest(ticks_path: Path, instrument: Instrument, params: dict[str, Any], starting_cash: float = 100_000.0,
-                    rules: AccountRules | None = None) -> EngineRun:
+                    rules: AccountRules | None = None, profile: VenueProfile | None = None) -> EngineRun:
     """Backtest the ``market_maker`` strategy with ``params`` (validated against its spec;
-    missing ones take their defaults) on one canonical ticks partition.
+    missing ones take their defaults) on one canonical ticks partition, under the venue
+    ``profile`` (order latency, queue model, synthetic depth; default: frictionless for the
+    instrument's venue × kind, i.e. no order latency).
 
     ``events`` in the result counts canonical ticks (quotes + trades); ``wall_s`` covers the
     Parquet read, the conversion, the replay and building the result (not the input checks).
     Raises :class:`~quant_assets.engines.inputs.BacktestInputError` for an unusable partition
     and :class:`~quant_assets.strategies.spec.ParamError` for bad parameters.
     """
-    return run_hftbacktest_with_state(ticks_path, instrument, params, starting_cash, rules=rules)[0]
+    return run_hftbacktest_with_state(ticks_path, instrument, params, starting_cash, rules=rules, profile=profile)[0]

@@ -172,7 +172,10 @@ def _rows_kernel(
     for k in range(idx.shape[0]):
         i = idx[k]
         f = tick_flags[0] if one_flag else tick_flags[k]
-        r = start[k]
+        # The counting pass gets an empty ``start``: reading it there was an out-of-bounds read
+        # (numba does no bounds checks) that segfaulted when the heap layout put it on an
+        # unmapped page (seen when NautilusTrader had run first in the process).
+        r = start[k] if write else 0
         n = 0
         if is_quote[i]:
             p = prevq[k]

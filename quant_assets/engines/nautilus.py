@@ -12,6 +12,29 @@ The venue: one simulated exchange per instrument venue, NETTING OMS, a MARGIN ac
 only the quote currency (so cash and PnL are in quote currency), an L1 book from the quotes,
 resting limit orders also filled by trades (``trade_execution=True``), maker/taker fees from
 the instrument. Strategies close out at the month's last quote (see ``nautilus_base``).
+
+The venue profile (:mod:`quant_assets.venues.profile`; None means
+:func:`~quant_assets.venues.profile.frictionless` for the instrument's venue × kind, the runner
+always passes the slice's own) sets, before each run of the cached engine:
+
+* the order entry latency as a ``LatencyModel(base_latency_nanos=entry)``: NautilusTrader adds
+  the base to its insert, update and cancel latencies (each 0 here), so submit, modify and
+  cancel all take the entry latency. A command sent at ``t`` reaches the matching engine when
+  the engine's clock first reaches ``t + latency`` (the next data point or timer at or after
+  it), so a market order fills at the first quote at or after ``t + latency``. There is no
+  response latency in 1.221 (fills reach the strategy at once): the notes say so. A zero
+  latency runs with no latency model at all, on an engine of its own: NautilusTrader has no way
+  to remove one, and a zero-latency model still defers a command sent while another is being
+  processed (an exit sent from a fill handler) to the next data point, unlike no model.
+  With latency, copies of the last quote follow the data at ``k × latency`` (k = 1..
+  :data:`END_MARKERS`) so the month's closing orders still reach the book (at the last touch);
+* the fill model (:class:`~quant_assets.engines.nautilus_fills.VenueFillModel`): limit fills at
+  the touch with ``prob_fill_on_limit``, slippage of market-type orders with ``prob_slippage``,
+  both seeded by ``fill_seed``, and a stop the market gapped through filled at the next touch
+  (``stop_fill = "next_touch"``) instead of at its trigger;
+* the size of a quote without sizes (FX files, quotes made from trades): the profile's
+  ``synthetic_depth`` (quote currency) in base units at the slice's first price, at least a lot
+  (:mod:`quant_assets.engines.depth`), instead of an infinitely deep touch.
 """
 
 from __future__ import annotations
@@ -25,21 +48,28 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from quant_assets.engines import depth
 from quant_assets.engines.account import AccountRules
 from quant_assets.engines.fidelity import TRADES_ONLY, TRADES_ONLY_HALF_SPREAD_BPS, assumption
 from quant_assets.engines.inputs import inspect_ticks
 from quant_assets.engines.result import EngineRun, raw_fills
 from quant_assets.lake.instruments import Instrument
+from quant_assets.venues import latency as venue_latency
+from quant_assets.venues import profile as venue_profiles
+from quant_assets.venues.profile import VenueProfile
 
 #: Rows per chunk fed to the engine: ~250k ticks keeps the engine's working set near 0.5 GB
 #: (measured in ../shared/STACK.md) while the per-chunk overhead stays negligible.
 CHUNK_ROWS = 250_000
 COLUMNS = ["ts_event", "ts_recv", "kind", "bid_px", "bid_sz", "ask_px", "ask_sz", "price", "size", "side", "trade_id"]
 
-#: Size assumed at the touch (base units) when a quote has none (e.g. FX quote files).
-UNKNOWN_SIZE = 1e9
+#: Copies of the last quote fed after the data when orders have latency: the flatten's cancel
+#: and close, and up to two closes answering fills that raced them, reach the book.
+END_MARKERS = 3
 
-_engines: dict[tuple[str, str, float], Any] = {}
+#: The process's engines: (venue, quote currency, starting cash, with a latency model) ->
+#: (BacktestEngine, its SimulatedExchange).
+_engines: dict[tuple[str, str, float, bool], tuple[Any, Any]] = {}
 
 
 def _currency(code: str):
@@ -103,19 +133,24 @@ def nautilus_instrument(inst: Instrument):
                         expiration_ns=expiration_ns, **margin, **common)
 
 
-def _engine(instrument, starting_cash: float):
-    """The process's engine for this venue and quote currency, reset for a new run."""
+def _engine(instrument, starting_cash: float, latency_ns: int = 0):
+    """(engine, exchange): the process's engine for this venue, quote currency and cash, reset
+    for a new run, with the order latency ``latency_ns`` (ns; 0: no latency model, on an engine
+    of its own, see the module docstring)."""
     from nautilus_trader.backtest.engine import BacktestEngine
-    from nautilus_trader.backtest.models import FillModel, MakerTakerFeeModel
+    from nautilus_trader.backtest.models import FillModel, LatencyModel, MakerTakerFeeModel
     from nautilus_trader.cache.config import CacheConfig
     from nautilus_trader.config import BacktestEngineConfig, LoggingConfig, RiskEngineConfig
     from nautilus_trader.model.enums import AccountType, OmsType
     from nautilus_trader.model.objects import Money
 
+    from quant_assets.engines.nautilus_fills import ExchangeHandle
+
     venue = instrument.id.venue
-    key = (venue.value, instrument.quote_currency.code, starting_cash)
-    engine = _engines.get(key)
-    if engine is not None:
+    key = (venue.value, instrument.quote_currency.code, starting_cash, latency_ns > 0)
+    cached = _engines.get(key)
+    if cached is not None:
+        engine, exchange = cached
         engine.reset()
         engine.clear_strategies()
         engine.clear_data()
@@ -136,13 +171,20 @@ def _engine(instrument, starting_cash: float):
             account_type=AccountType.MARGIN,
             base_currency=instrument.quote_currency,
             starting_balances=[Money(starting_cash, instrument.quote_currency)],
-            fill_model=FillModel(),
+            fill_model=FillModel(),  # replaced by the profile's before each run
             fee_model=MakerTakerFeeModel(),
+            latency_model=LatencyModel(base_latency_nanos=latency_ns) if latency_ns > 0 else None,
+            modules=[handle := ExchangeHandle()],
             trade_execution=True,
         )
-        _engines[key] = engine
+        exchange = handle.exchange
+        # The handle has done its job: out of the module list, it costs no call per data point.
+        exchange.modules.remove(handle)
+        _engines[key] = (engine, exchange)
+    if latency_ns > 0:
+        exchange.set_latency_model(LatencyModel(base_latency_nanos=latency_ns))
     engine.add_instrument(instrument)
-    return engine
+    return engine, exchange
 
 
 def trade_quotes(price: np.ndarray, tick: float, half_spread_bps: float = TRADES_ONLY_HALF_SPREAD_BPS) -> tuple[np.ndarray, np.ndarray]:
@@ -154,39 +196,80 @@ def trade_quotes(price: np.ndarray, tick: float, half_spread_bps: float = TRADES
     return bid, ask
 
 
-def _chunks(path: Path, instrument, chunk_rows: int, trades_only: bool = False):
+class _SliceInfo:
+    """What :func:`_chunks` learns while it reads the slice: the first price (quote currency;
+    the first quote's mid, or the first trade's price on trades-only data), the synthetic depth
+    it gave size-less quotes (base units), how many quote sides had no size, and the last quote
+    fed to the engine (for the end markers)."""
+
+    def __init__(self) -> None:
+        self.first_price: float | None = None
+        self.synthetic_qty: float | None = None
+        self.sizeless_quotes = 0
+        self.made_quotes = 0
+        self.last_quote = None
+        self.last_ts = 0  # ts_init (ns) of the last data point fed
+
+
+def _first_price(df: pl.DataFrame) -> float | None:
+    q = df.filter((pl.col("kind") == "quote") & pl.col("bid_px").is_not_null() & pl.col("ask_px").is_not_null()).head(1)
+    if q.height:
+        return float((q["bid_px"][0] + q["ask_px"][0]) / 2.0)
+    t = df.filter((pl.col("kind") == "trade") & pl.col("price").is_not_null()).head(1)
+    return float(t["price"][0]) if t.height else None
+
+
+def _chunks(path: Path, instrument, chunk_rows: int, trades_only: bool = False, profile: VenueProfile | None = None,
+            info: _SliceInfo | None = None):
     """Yield (data list in file order, events) per chunk; quotes and trades interleaved as in
     the file, so ``add_data(..., sort=False)`` keeps the canonical (ts_recv, seq) order. With
-    ``trades_only`` each trade is followed by a quote made from it (:func:`trade_quotes`, sizes
-    :data:`UNKNOWN_SIZE`) at the same timestamps: the strategies' only view of the market."""
+    ``trades_only`` each trade is followed by a quote made from it (:func:`trade_quotes`) at the
+    same timestamps: the strategies' only view of the market. A quote side without a size (and
+    every made quote) shows the ``profile``'s synthetic depth (base units at the slice's first
+    price, recorded in ``info``)."""
     import pyarrow.parquet as pq
     from nautilus_trader.model.data import QuoteTick, TradeTick
 
+    info = info if info is not None else _SliceInfo()
+    profile = profile or venue_profiles.frictionless(instrument.id.venue.value, "spot")
     iid = instrument.id
     pp, sp = instrument.price_precision, instrument.size_precision
+    lot = instrument.size_increment.as_double()
     pf = pq.ParquetFile(path)
     for batch in pf.iter_batches(batch_size=chunk_rows, columns=COLUMNS):
         df = pl.from_arrow(batch)
+        info.last_ts = max(info.last_ts, int(df["ts_recv"].max()))
+        if info.first_price is None:
+            info.first_price = _first_price(df)
+            if info.first_price is not None:
+                info.synthetic_qty = depth.synthetic_qty(profile, info.first_price, lot, sp)
         is_quote = (df["kind"] == "quote").to_numpy()
         out = np.empty(len(df), dtype=object)
-        # FX quote feeds often carry no sizes: treat the touch as deep rather than empty.
-        q = df.filter(pl.Series(is_quote)).with_columns(pl.col("bid_sz", "ask_sz").fill_null(UNKNOWN_SIZE))
+        q = df.filter(pl.Series(is_quote))
         if len(q):
+            sizeless = q.select(pl.col("bid_sz").is_null().sum() + pl.col("ask_sz").is_null().sum()).item()
+            if sizeless:
+                # FX quote feeds often carry no sizes: the touch shows the declared depth.
+                info.sizeless_quotes += int(sizeless)
+                q = q.with_columns(pl.col("bid_sz", "ask_sz").fill_null(info.synthetic_qty))
             out[is_quote] = QuoteTick.from_raw_arrays_to_list(
                 iid, pp, sp,
                 q["bid_px"].to_numpy(writable=True), q["ask_px"].to_numpy(writable=True),
                 q["bid_sz"].to_numpy(writable=True), q["ask_sz"].to_numpy(writable=True),
                 q["ts_event"].to_numpy().astype(np.uint64), q["ts_recv"].to_numpy().astype(np.uint64),
             )
+            info.last_quote = out[np.flatnonzero(is_quote)[-1]]
         t = df.filter(~pl.Series(is_quote))
         made = None
         if trades_only and len(t):
             bid, ask = trade_quotes(t["price"].to_numpy(), instrument.price_increment.as_double())
-            deep = np.full(len(t), UNKNOWN_SIZE)
+            deep = np.full(len(t), info.synthetic_qty)
             made = QuoteTick.from_raw_arrays_to_list(
                 iid, pp, sp, bid, ask, deep, deep.copy(),
                 t["ts_event"].to_numpy().astype(np.uint64), t["ts_recv"].to_numpy().astype(np.uint64),
             )
+            info.made_quotes += len(made)
+            info.last_quote = made[-1]
         if len(t):
             # AggressorSide: 1 buyer, 2 seller, 0 none; our side is +1 / -1 / null.
             aggressor = t["side"].fill_null(0).to_numpy().astype(np.int64)
@@ -211,6 +294,18 @@ def _chunks(path: Path, instrument, chunk_rows: int, trades_only: bool = False):
         yield out.tolist(), len(df)
 
 
+def end_markers(last_quote, last_ts: int, latency_ns: int, n: int = END_MARKERS) -> list:
+    """``n`` copies of ``last_quote`` at ``last_ts + k × latency_ns`` (k = 1..n; ns): after the
+    data the market stays at its last touch while the month's closing orders are in flight."""
+    from nautilus_trader.model.data import QuoteTick
+
+    q = last_quote
+    return [
+        QuoteTick(q.instrument_id, q.bid_price, q.ask_price, q.bid_size, q.ask_size, last_ts + k * latency_ns, last_ts + k * latency_ns)
+        for k in range(1, n + 1)
+    ]
+
+
 def load_strategy_class(impl: str):
     module, _, attr = impl.partition(":")
     return getattr(importlib.import_module(module), attr)
@@ -224,22 +319,28 @@ def run_nautilus(
     starting_cash: float = 100_000.0,
     chunk_rows: int = CHUNK_ROWS,
     rules: AccountRules | None = None,
+    profile: VenueProfile | None = None,
 ) -> EngineRun:
     """Backtest one partition with the strategy class named by ``impl`` and its resolved
-    ``params`` under the account ``rules`` (default: 1x, no maintenance margin). Raises
-    :class:`~quant_assets.engines.inputs.BacktestInputError` for a partition that cannot be
-    backtested (no quotes, off-grid prices)."""
+    ``params`` under the account ``rules`` (default: 1x, no maintenance margin) and the venue
+    ``profile`` (order latency, fill model, synthetic depth; default:
+    :func:`~quant_assets.venues.profile.frictionless` for the instrument's venue × kind, i.e.
+    no latency). Raises :class:`~quant_assets.engines.inputs.BacktestInputError` for a
+    partition that cannot be backtested (no quotes, off-grid prices)."""
     import nautilus_trader
 
+    from quant_assets.engines.nautilus_fills import VenueFillModel
     from quant_assets.strategies.nautilus_base import RecordedStrategyConfig
 
     rules = rules or AccountRules(starting_cash)
+    profile = profile if profile is not None else venue_profiles.frictionless(instrument.venue, instrument.kind)
 
     stats = inspect_ticks(ticks_path, instrument, engine="nautilus")
     trades_only = stats.fidelity == TRADES_ONLY
+    latency_ns, latency_note = venue_latency.nautilus_entry_ns(profile)
     t0 = time.perf_counter()
     nt_inst = nautilus_instrument(instrument)
-    engine = _engine(nt_inst, starting_cash)
+    engine, exchange = _engine(nt_inst, starting_cash, latency_ns)
     cls = load_strategy_class(impl)
     strategy = cls(
         RecordedStrategyConfig(
@@ -253,12 +354,21 @@ def run_nautilus(
         )
     )
     engine.add_strategy(strategy)
+    # Built per run: its constructor seeds the random draws (FillModel uses the global `random`).
+    fills_model = VenueFillModel(profile.prob_fill_on_limit, profile.prob_slippage, profile.fill_seed,
+                                 next_touch=profile.stop_fill == "next_touch", exchange=exchange)
+    engine.change_fill_model(nt_inst.id.venue, fills_model)
     events = 0
-    for data, n in _chunks(ticks_path, nt_inst, chunk_rows, trades_only):
+    info = _SliceInfo()
+    for data, n in _chunks(ticks_path, nt_inst, chunk_rows, trades_only, profile, info):
         engine.add_data(data, validate=False, sort=False)
         engine.run(streaming=True)
         engine.clear_data()
         events += n
+    if latency_ns > 0 and info.last_quote is not None:
+        engine.add_data(end_markers(info.last_quote, info.last_ts, latency_ns), validate=False, sort=False)
+        engine.run(streaming=True)
+        engine.clear_data()
     engine.end()
     wall = time.perf_counter() - t0
 
@@ -274,8 +384,14 @@ def run_nautilus(
     # The engine keeps references to strategies it ran even after clear_strategies(); drop the
     # recorded lists so a process running many slices does not keep every month's samples.
     strategy.release_records()
+    notes += venue_notes(profile, latency_ns, latency_note, fills_model.stops_at_touch)
+    base, quote = nt_inst.base_currency.code, nt_inst.quote_currency.code
     if trades_only:
-        notes.append(assumption(TRADES_ONLY) + "; the touch is taken as deep (no size is known)")
+        notes.append(assumption(TRADES_ONLY))
+    if info.synthetic_qty is not None and (info.sizeless_quotes or info.made_quotes):
+        what = (f"{info.made_quotes} quote(s) made from trades" if info.made_quotes
+                else f"{info.sizeless_quotes} quote side(s) without a size")
+        notes.append(depth.note(info.synthetic_qty, profile, float(info.first_price), base, quote, what))
     if abs(left) > 0:
         notes.append(f"position {left} left after the last quote; closed by the adapter at the last touch")
     return EngineRun(
@@ -283,3 +399,22 @@ def run_nautilus(
         events=events, wall_s=wall, starting_cash=starting_cash, quote_currency=nt_inst.quote_currency.code, notes=notes,
         account_events=account_events, counters=counters, fidelity=stats.fidelity,
     )
+
+
+def venue_notes(profile: VenueProfile, latency_ns: int, latency_note: str | None, stops_at_touch: int) -> list[str]:
+    """What a run's notes say about the venue profile it ran under."""
+    out = []
+    if latency_ns > 0:
+        out.append(f"order entry latency {latency_ns / 1e6:g} ms on submit, modify and cancel "
+                   f"(NautilusTrader LatencyModel; venue profile {profile.label})")
+    if latency_note:
+        out.append(latency_note)
+    if profile.response_latency_ms * profile.latency_scale > 0:
+        out.append(f"NautilusTrader 1.221 has no response latency: fills and acknowledgements reach the strategy at once "
+                   f"(the profile's {profile.response_latency_ms * profile.latency_scale:g} ms response latency is not modelled)")
+    if stops_at_touch:
+        out.append(f"{stops_at_touch} triggered stop(s) filled at the touch of the quote or trade that triggered them "
+                   "(stop_fill = next_touch), not at their trigger price")
+    if profile.stop_fill == "trigger":
+        out.append("stops fill at their trigger price (stop_fill = trigger): optimistic by any gap the market jumped")
+    return out

@@ -12,8 +12,10 @@ sweep's own simulation of that combination (:mod:`quant_assets.research.sweep`) 
 order at the last bar, because the event-driven strategies flatten at the month's last quote
 (where they take no signal). Lengths in bars become quote updates as in the hand-off
 (:func:`quant_assets.research.handoff.to_event_params`). On a slice with exactly one quote per
-bar the two legs see the same prices at the same times and must agree exactly (the tests check
-this on a scripted path).
+bar, on a venue without order latency, the two legs see the same prices at the same times and
+must agree exactly (the tests check this on a scripted path). The event-driven leg runs under
+the slice's venue profile like any backtest: its order latency (the bar approximation has none)
+fills each order at the first quote after it, a real part of the gap this check reports.
 
 Gaps are relative, so one tolerance serves every symbol and size:
 

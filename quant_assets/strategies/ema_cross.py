@@ -20,6 +20,13 @@ class EmaCross(RecordedStrategy):
         self.slow = ExponentialMovingAverage(self.params["slow_period"], PriceType.MID)
         self.target = 0  # -1 short, 0 flat, +1 long
 
+    def pending_qty(self) -> float:
+        """Signed base quantity of this instrument's orders not yet filled: in flight (sent, not
+        yet at the venue) or working there."""
+        orders = {o.client_order_id: o for o in self.cache.orders_inflight(instrument_id=self.instrument_id)}
+        orders.update({o.client_order_id: o for o in self.cache.orders_open(instrument_id=self.instrument_id)})
+        return sum(o.leaves_qty.as_double() * (1 if o.side == OrderSide.BUY else -1) for o in orders.values())
+
     def on_signal_tick(self, tick: QuoteTick, mid: float) -> None:
         self.fast.handle_quote_tick(tick)
         self.slow.handle_quote_tick(tick)
@@ -31,7 +38,9 @@ class EmaCross(RecordedStrategy):
         self.target = want
         position = self.position_qty()
         qty = self.qty_for(self.params["notional"], mid).as_double()
-        delta = want * qty - position  # the current position is closed and the new one opened in one order
+        # The current position is closed and the new one opened in one order, counting what the
+        # orders still on their way to the venue (order latency) will add.
+        delta = want * qty - position - self.pending_qty()
         if abs(delta) > 0:
             order = self.order_factory.market(
                 self.instrument_id,

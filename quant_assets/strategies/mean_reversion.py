@@ -119,7 +119,10 @@ class MeanReversion(RecordedStrategy):
         z = self.zscore(mid)
         if z is None or abs(z) < self.params["entry_z"]:
             return
-        if self.cache.orders_open_count(instrument_id=self.instrument_id) > 0:
+        # An order still on its way to the venue (order latency) is not open yet: counting only
+        # open orders would send a second bracket and lose track of the first one's exits.
+        if (self.cache.orders_open_count(instrument_id=self.instrument_id) > 0
+                or self.cache.orders_inflight_count(instrument_id=self.instrument_id) > 0):
             return
         buy = z < 0
         entry = tick.bid_price if buy else tick.ask_price

@@ -102,8 +102,8 @@ MARKET_MAKER = StrategySpec(
         "Grid-free market making on hftbacktest: every decision interval, quote one bid and one ask "
         "around the mid at half_spread_ticks, both shifted against the inventory by skew_ticks per "
         "order of inventory (a linear GLFT-style skew); no new orders on the side that would exceed "
-        "max_position_orders. Queue position by power_prob_queue_model, partial fills, constant "
-        "order latency, maker/taker fees from the instrument."
+        "max_position_orders. Partial fills, maker/taker fees from the instrument; order latency "
+        "and the queue position model are the venue profile's (quant_assets.venues), not parameters."
     ),
     params=(
         Param("half_spread_ticks", float, 2.0, "distance of each quote from the mid", "ticks", 0.0, 10_000.0, fewer_trades=1),
@@ -111,8 +111,6 @@ MARKET_MAKER = StrategySpec(
         Param("order_notional", float, 1_000.0, "size of each quote", "quote currency", 1.0, 1e9),
         Param("max_position_orders", int, 5, "inventory limit, in multiples of the order size", "orders", 1, 10_000),
         Param("interval_ms", float, 100.0, "decision interval: quotes are revised at most this often", "ms", 1.0, 60_000.0, fewer_trades=1),
-        Param("order_latency_ms", float, 5.0, "one-way order entry latency; responses take the same", "ms", 0.0, 10_000.0),
-        Param("queue_power", float, 3.0, "exponent n of power_prob_queue_model (higher: fills come later in the queue)", "", 0.1, 20.0),
         EQUITY_INTERVAL,
     ),
 )
