@@ -94,6 +94,16 @@ class StrategySpec:
     #: Invariants between parameters: (predicate on the resolved values, what is expected).
     constraints: tuple[tuple[Callable[[dict], bool], str], ...] = ()
 
+    def __post_init__(self) -> None:
+        # Latency, queue, fills and fees belong to the venue (quant_assets.venues): a strategy
+        # parameter of that name would let a tuner, or a critic, change the market itself.
+        from quant_assets.venues.profile import VENUE_SETTINGS
+
+        clash = sorted(p.name for p in self.params if p.name in VENUE_SETTINGS)
+        if clash:
+            raise ParamError(f"{self.name}: {', '.join(clash)} is a venue setting, not a strategy parameter: "
+                             "set it in the venue profile (venues.toml)")
+
     def param(self, name: str) -> Param:
         for p in self.params:
             if p.name == name:
