@@ -39,7 +39,7 @@ def test_fragile_means_the_sign_of_the_pnl_depends_on_the_venue() -> None:
 def built_slice(lake, instance):
     write_landing(lake, SyntheticSpec("BTCUSDT", "2024-01", seed=5, events=20_000))
     instance.add_dynamic_partitions("symbols", ["BTCUSDT"])
-    result = dg.materialize(ASSETS, selection=["ticks", "funding", "venue_profile", "backtest_ema_cross", "sensitivity_ema_cross"],
+    result = dg.materialize(ASSETS, selection=["ticks", "funding", "backtest_ema_cross", "sensitivity_ema_cross"],
                             partition_key=PK, instance=instance,
                             resources={"lake": LakeResource(), "critic": CriticResource()}, raise_on_error=False)
     assert result.success
