@@ -201,6 +201,14 @@ def test_a_sweep_through_the_bid_fills_the_maker_and_the_month_ends_flat(tmp_pat
     assert run.engine == "hftbacktest" and run.engine_version == "2.4.4" and run.events == 5
 
 
+def test_zero_latency_runs_to_the_end_of_the_month(tmp_path):
+    # A constant latency of exactly 0 ns (the realism sensitivity's latency x0) once left the
+    # close-out waiting forever on a same-timestamp response; it now ends flat like any other.
+    zero = replace(TOY_VENUE, entry_latency_ms=0.0, response_latency_ms=0.0)
+    fills, _ = finalize(run_hftbacktest(write(tmp_path, sweep_scenario()), TOY, TOY_PARAMS, profile=zero))
+    assert fills["position"][-1] == 0.0 and fills["side"].to_list()[0] == 1
+
+
 def test_engine_state_agrees_with_finalize_when_orders_fill_at_once(tmp_path):
     run, state = run_hftbacktest_with_state(write(tmp_path, sweep_scenario()), TOY, TOY_PARAMS, profile=TOY_VENUE)
     fills, equity = finalize(run)

@@ -74,6 +74,8 @@ HFT_FIXED_BYTES = 300 << 20
 #: Order id of the synthetic closing fill in the result.
 FLATTEN_ORDER_ID = "flatten-eod"
 NS_PER_MS = 1_000_000
+#: Smallest constant order latency given to hftbacktest (see build_backtest).
+MIN_LATENCY_NS = 1
 NS_PER_S = 1_000_000_000
 #: Initial fill buffer of the loop (it doubles as needed).
 FILL_CAPACITY = 1 << 14
@@ -152,7 +154,10 @@ def build_backtest(events: np.ndarray, instrument: Instrument, profile: VenuePro
     asset = BacktestAsset().data(events).linear_asset(1.0)
     fixed = venue_latency.constant_ns(profile)
     if fixed is not None:
-        asset = asset.constant_order_latency(*fixed)
+        # At exactly 0 ns the loop's close-out waits on a response that hftbacktest delivers at
+        # the same timestamp and never advances (the realism sensitivity's latency x0 hung);
+        # 1 ns is zero latency for every purpose of the data (timestamps in ns, quotes ms apart).
+        asset = asset.constant_order_latency(max(fixed[0], MIN_LATENCY_NS), max(fixed[1], MIN_LATENCY_NS))
     else:
         if rows is None:
             raise ValueError(f"{profile.label}: a {profile.latency_model} latency needs its table (latency_rows)")
