@@ -79,10 +79,16 @@ def test_demo_end_to_end_in_a_subprocess(tmp_path):
         assert pk in out.stdout
     table = out.stdout[out.stdout.index("lake "):]
     assert table.count("ok 5,000") == 4  # ticks, with row counts
-    # and per slice backtest / metrics / critique of three strategies, the out-of-sample validations
+    # and per slice backtest / realism sensitivity / metrics / critique of three strategies, the out-of-sample validations
     # of January (February has no next month: they wait), bars, a sweep and its agreement, then three roll-ups and
     # two factor analyses per symbol (and January's sweep hand-offs; February's wait)
-    assert table.count(" ok") == 4 * (1 + 3 * 3 + 3) + 2 * 3 + 2 + 2 * (3 + 2) and "FAILED" not in out.stdout
+    assert table.count(" ok") == 4 * (1 + 3 * 4 + 3) + 2 * 3 + 2 + 2 * (3 + 2) and "FAILED" not in out.stdout
+    # every backtested slice of the demo has its realism sensitivity, shown by the demo
+    lake = tmp_path / "lake"
+    backtests = {p.parent.relative_to(lake / "backtests") for p in lake.glob("backtests/*/*/*/manifest.json")}
+    assert len(backtests) == 12
+    assert backtests == {p.parent.relative_to(lake / "sensitivity") for p in lake.glob("sensitivity/*/*/*/manifest.json")}
+    assert "realism sensitivity" in out.stdout
     assert "sweeps on bars" in out.stdout and "re-tested event-driven on the next month" in out.stdout
     assert "engine agreement" in out.stdout and "factor analysis of the strategies' signals" in out.stdout
     assert table.count("waiting") == 2 * 3 + 2
