@@ -19,6 +19,7 @@ from quant_assets.assets.backtests import backtest_assets
 from quant_assets.assets.critiques import critique_asset, oos_asset
 from quant_assets.assets.funding import funding
 from quant_assets.assets.metrics import metrics_asset
+from quant_assets.assets.sensitivity import sensitivity_asset
 from quant_assets.assets.reports import report_asset
 from quant_assets.assets.ticks import ticks
 from quant_assets.engines.invariants import CHECKS
@@ -30,12 +31,13 @@ from resources import CriticResource, LakeResource
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 MONTHS = ("2024-01", "2024-02")
 STRATEGIES = ("ema_cross", "mean_reversion", "market_maker")
-SLICE_STAGES = ("backtest", "metrics", "critique")
+SLICE_STAGES = ("backtest", "sensitivity", "metrics", "critique")
 
 
 def _defs(specs=None) -> dg.Definitions:
     specs = specs or registry.load()
-    assets = [ticks, funding, *backtest_assets(specs), *(metrics_asset(s) for s in specs.values()),
+    assets = [ticks, funding, *backtest_assets(specs), *(sensitivity_asset(s) for s in specs.values()),
+              *(metrics_asset(s) for s in specs.values()),
               *(report_asset(s) for s in specs.values()), *(critique_asset(s) for s in specs.values()),
               *(oos_asset(s) for s in specs.values())]
     return dg.Definitions(assets=assets, resources={"lake": LakeResource(), "critic": CriticResource()})
@@ -127,18 +129,18 @@ def test_a_new_month_for_one_symbol_rebuilds_that_slice_its_predecessor_validati
     assert _requested(first) == _expect({s: {"2024-03|BTCUSDT"} for s in SLICE_STAGES})
     requested, ticks_used = _until_quiet(instance, _defs(), lake_state)
     assert requested == _expect({
-        "backtest": {"2024-03|BTCUSDT"}, "metrics": {"2024-03|BTCUSDT"}, "critique": {"2024-03|BTCUSDT"},
+        "backtest": {"2024-03|BTCUSDT"}, "sensitivity": {"2024-03|BTCUSDT"}, "metrics": {"2024-03|BTCUSDT"}, "critique": {"2024-03|BTCUSDT"},
         "oos_validation": {"2024-02|BTCUSDT"},  # February's suggestions can now be tested on March
         "report": {"BTCUSDT"},  # once the month's slices are done
     })
-    assert sum(len(p) for p in requested.values()) == 3 * 5 and ticks_used == 2
+    assert sum(len(p) for p in requested.values()) == 3 * 6 and ticks_used == 2
 
 
 def test_a_changed_file_for_an_old_month_rebuilds_only_that_month(lake, instance, lake_state):
     _report(instance, "ticks", "2024-01|ETHUSDT", version="v2")
     requested, _ = _until_quiet(instance, _defs(), lake_state)
     assert requested == _expect({
-        "backtest": {"2024-01|ETHUSDT"}, "metrics": {"2024-01|ETHUSDT"}, "critique": {"2024-01|ETHUSDT"},
+        "backtest": {"2024-01|ETHUSDT"}, "sensitivity": {"2024-01|ETHUSDT"}, "metrics": {"2024-01|ETHUSDT"}, "critique": {"2024-01|ETHUSDT"},
         "oos_validation": {"2024-01|ETHUSDT"}, "report": {"ETHUSDT"},
     })
 
@@ -149,7 +151,7 @@ def test_a_parameter_change_rebuilds_only_that_strategy(lake, instance, lake_sta
     requested, _ = _until_quiet(instance, _defs(registry.load(cfg)), lake_state)
     every = {f"{m}|{s}" for m in MONTHS for s in SYMBOLS}
     assert requested == _expect({
-        "backtest": every, "metrics": every, "critique": every,
+        "backtest": every, "sensitivity": every, "metrics": every, "critique": every,
         "oos_validation": {f"2024-01|{s}" for s in SYMBOLS},  # February's waits for March
         "report": set(SYMBOLS),
     }, strategies=("mean_reversion",))
