@@ -28,7 +28,7 @@ SYMBOLS = bulk.symbols(N_SYMBOLS)
 MONTHS = ("2024-01", "2024-02")
 STRATEGIES = ("ema_cross", "mean_reversion", "market_maker")
 #: Month × symbol assets downstream of ticks, by what they follow.
-CHAIN = [f"{stage}_{s}" for s in STRATEGIES for stage in ("backtest", "metrics", "critique")]
+CHAIN = [f"{stage}_{s}" for s in STRATEGIES for stage in ("backtest", "sensitivity", "metrics", "critique")]
 RESEARCH = ["bars_1m", "sweep_ema_cross", "agreement_ema_cross"]
 VALIDATIONS = [f"oos_validation_{s}" for s in STRATEGIES] + ["sweep_oos_ema_cross"]
 ROLLUPS = [f"report_{s}" for s in STRATEGIES] + ["factors_ema_cross", "factors_mean_reversion"]
@@ -42,10 +42,12 @@ def _defs(specs=None) -> dg.Definitions:
     from quant_assets.assets.metrics import metrics_asset
     from quant_assets.assets.reports import report_asset
     from quant_assets.assets.research import research_assets
+    from quant_assets.assets.sensitivity import sensitivity_asset
     from quant_assets.assets.ticks import ticks
 
     specs = specs or registry.load()
-    assets = [ticks, funding, *backtest_assets(specs), *(metrics_asset(s) for s in specs.values()),
+    assets = [ticks, funding, *backtest_assets(specs), *(sensitivity_asset(s) for s in specs.values()),
+              *(metrics_asset(s) for s in specs.values()),
               *(report_asset(s) for s in specs.values()), *(critique_asset(s) for s in specs.values()),
               *(oos_asset(s) for s in specs.values()), *research_assets(specs)]
     return dg.Definitions(assets=assets, resources={"lake": LakeResource(), "critic": CriticResource()})
@@ -140,7 +142,7 @@ def test_a_parameter_change_rebuilds_that_strategy_on_every_slice_and_nothing_el
     cfg.write_text("[mean_reversion]\nentry_z = 3.0\n")
     requested = _until_quiet(scale_instance, _defs(registry.load(cfg)), cursor)
     every = {f"{m}|{s}" for m in MONTHS for s in SYMBOLS}
-    assert requested == {"backtest_mean_reversion": every, "metrics_mean_reversion": every,
+    assert requested == {"backtest_mean_reversion": every, "sensitivity_mean_reversion": every, "metrics_mean_reversion": every,
                          "critique_mean_reversion": every,
                          "oos_validation_mean_reversion": {f"2024-01|{s}" for s in SYMBOLS},  # February's waits for March
                          "report_mean_reversion": set(SYMBOLS),
