@@ -115,12 +115,12 @@ def discover(lake: Lake, instance: dg.DagsterInstance, log: Callable[[str], None
 
 def _strategy_engines() -> dict[str, str]:
     """Asset name -> engine of its strategy, for every per-strategy asset whose applicability
-    follows its backtest's (backtest, metrics, critique, out-of-sample test, report)."""
+    follows its backtest's (backtest, sensitivity, metrics, critique, out-of-sample test, report)."""
     from quant_assets.definitions import SPECS
 
     out = {}
     for name, spec in SPECS.items():
-        for prefix in ("backtest_", "metrics_", "critique_", "oos_validation_", "report_"):
+        for prefix in ("backtest_", "sensitivity_", "metrics_", "critique_", "oos_validation_", "report_"):
             out[prefix + name] = spec.engine
     return out
 

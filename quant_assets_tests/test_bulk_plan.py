@@ -18,6 +18,7 @@ from quant_assets import latest, staleness, sync
 from quant_assets.assets.backtests import backtest_assets
 from quant_assets.assets.critiques import critique_asset, oos_asset
 from quant_assets.assets.funding import funding
+from quant_assets.assets.sensitivity import sensitivity_asset
 from quant_assets.assets.metrics import metrics_asset
 from quant_assets.assets.reports import report_asset
 from quant_assets.assets.research import research_assets
@@ -117,7 +118,8 @@ def _defs(specs=None) -> dg.Definitions:
     test minutes long, and every roll-up follows the same rules."""
     specs = specs or registry.load()
     some = {name: specs[name] for name in ("ema_cross", "market_maker")}
-    assets = [ticks, funding, *backtest_assets(specs), *(metrics_asset(s) for s in specs.values()),
+    assets = [ticks, funding, *backtest_assets(specs), *(sensitivity_asset(s) for s in specs.values()),
+              *(metrics_asset(s) for s in specs.values()),
               *(report_asset(s) for s in some.values()), *(critique_asset(s) for s in specs.values()),
               *(oos_asset(s) for s in specs.values()), *research_assets({"ema_cross": specs["ema_cross"]})]
     return dg.Definitions(assets=assets, resources={"lake": LakeResource(), "duckdb": DuckDBResource(), "critic": CriticResource()})
@@ -159,7 +161,7 @@ class Reporter:
             "source_fingerprint": fingerprint or expected_fingerprint(lake, symbol, month)})
         self.report("funding", pk, "not-applicable", metadata={"source_fingerprint": NO_SOURCES})
 
-    def chain(self, month: str, symbol: str, provenance: bool = True, stages=("backtest", "metrics", "critique")) -> None:
+    def chain(self, month: str, symbol: str, provenance: bool = True, stages=("backtest", "sensitivity", "metrics", "critique")) -> None:
         pk = f"{month}|{symbol}"
         strategies = ("ema_cross", "mean_reversion") if symbol == TRADES_ONLY else ("ema_cross", "mean_reversion", "market_maker")
         for stage in stages:

@@ -54,10 +54,10 @@ def test_status_shows_states(lake, instance, capsys):
     capsys.readouterr()
     main(["status"])
     out = capsys.readouterr().out
-    # per slice: ticks, then backtest / metrics / critique of three strategies (their out-of-sample
+    # per slice: ticks, then backtest / sensitivity / metrics / critique of three strategies (their out-of-sample
     # validations wait for a next month), bars, a sweep and its engine agreement; per symbol: three roll-ups
     # and two factor analyses
-    assert out.count(" ok") == 3 * (1 + 3 * 3 + 3) + 3 * (3 + 2) and "missing" not in out
+    assert out.count(" ok") == 3 * (1 + 3 * 4 + 3) + 3 * (3 + 2) and "missing" not in out
     assert out.count("waiting") == 3 * 3 + 3  # and the sweeps' hand-offs wait too
 
 
