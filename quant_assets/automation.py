@@ -356,3 +356,13 @@ def rebuild_stale_slices() -> dg.AutomationCondition:
 
 def rebuild_rollups() -> dg.AutomationCondition:
     return (_triggers() & ~AC.in_progress() & RollupDepsReady(label="rollup_deps_ready")).with_label("rebuild_rollups")
+
+
+def rebuild_venue_profiles() -> dg.AutomationCondition:
+    """A symbol's venue settings (``venue_profile``, one partition per symbol, no dependencies):
+    built when its symbol appears (the partition becomes missing) and recomputed for every symbol
+    when the settings' code version changes (an edit of venues.toml or instruments.toml). Each
+    recomputation is cheap and, where that symbol's settings did not move, keeps its data version,
+    so nothing downstream of it is requested."""
+    return ((AC.missing().newly_true() | AC.code_version_changed()).since_last_handled()
+            & ~AC.in_progress()).with_label("rebuild_venue_profiles")

@@ -68,7 +68,8 @@ def _sync(lake, instance) -> int:
         replan = lambda: sync.plan(lake, instance, slices)  # noqa: E731
         for i, (month, symbol, result) in enumerate(sync.run_slices(instance, states, replan=replan), start=1):
             mark = "[green]ok[/]" if result.success else "[red]FAILED[/]"
-            what = f"{symbol} roll-ups (all months)" if month == sync.ALL_MONTHS else f"{month}|{symbol}"
+            what = (f"{symbol} roll-ups (all months)" if month == sync.ALL_MONTHS
+                    else f"venue settings of {symbol}" if month == sync.INPUTS else f"{month}|{symbol}")
             console.print(f"[{i}] {what} {mark} (run {result.run_id[:8]})")
             if not result.success:
                 failed += 1

@@ -18,7 +18,9 @@ from quant_assets.assets.reports import report_asset
 from quant_assets.assets.sensitivity import sensitivity_asset
 from quant_assets.assets.research import research_assets
 from quant_assets.assets.ticks import ticks
+from quant_assets.assets.venues import venue_profile_asset
 from quant_assets.lake import instruments as inst_mod
+from quant_assets.venues import profile as venue_profiles
 from quant_assets.strategies import registry
 from quant_assets.schedules import nightly_job, nightly_rebacktest
 from quant_assets.sensors import ingest_job, landing_sensor
@@ -27,9 +29,11 @@ from resources import CriticResource, DuckDBResource, LakeResource
 
 SPECS = registry.load()
 inst_mod.validate_config()  # a bad instruments.toml stops loading with the file and row named
+venue_profiles.validate_config()  # likewise venues.toml, naming the file, table and setting
 ASSETS = [
     ticks,
     funding,
+    venue_profile_asset(),
     *backtest_assets(SPECS),
     *(sensitivity_asset(s) for s in SPECS.values()),
     *(metrics_asset(s) for s in SPECS.values()),

@@ -73,6 +73,11 @@ def mapper(graph, child: dg.AssetKey, parent: dg.AssetKey) -> Mapper | None:
     child_def, parent_def = child_node.partitions_def, parent_node.partitions_def
     if isinstance(mapping, dg.IdentityPartitionMapping) and child_def == parent_def:
         return identity
+    if (isinstance(mapping, dg.MultiToSingleDimensionPartitionMapping) and mapping.partition_dimension_name == "symbol"
+            and _dimension_names(child_def) == ["month", "symbol"]
+            and parent_def == child_def.get_partitions_def_for_dimension("symbol")):
+        # a slice reads its symbol's per-symbol input (venue_profile): "2024-01|BTCUSDT" -> BTCUSDT
+        return lambda pk: (pk.split("|", 1)[1],)
     if _dimension_names(parent_def) != ["month", "symbol"]:
         return None
     months = list(parent_def.get_partitions_def_for_dimension("month").get_partition_keys())

@@ -55,6 +55,10 @@ def _waits(lake: Lake, key: dg.AssetKey, symbol: str, month: str) -> bool:
     return not next_month_ready(lake, name.removeprefix(prefix), symbol, month)
 
 
+#: The ``month`` :func:`run_slices` yields for the run of per-symbol inputs (venue settings),
+#: with a count of symbols as its ``symbol``.
+INPUTS = "inputs"
+
 #: States that need no run: done, waiting for the next month, or not applicable to the data.
 SETTLED = ("materialized", "waiting", "n/a")
 
@@ -284,21 +288,29 @@ def run_slices(
     finish; roll-up runs have ``month == ALL_MONTHS``. A failed run does not stop the others,
     and no asset of a slice that failed (or was skipped after a failure) runs again in the same
     call: one invocation never runs a failing step twice."""
+    graph = defs.resolve_asset_graph()
     slice_keys = {s.asset for s in states if not s.is_rollup}
-    rollup_keys = {s.asset for s in states if s.is_rollup}
+    # Per-symbol assets that slices read (venue_profile) run before the slices, the others
+    # (roll-ups over the months) after them.
+    input_keys = {s.asset for s in states if s.is_rollup and _is_input(graph, s.asset)}
+    rollup_keys = {s.asset for s in states if s.is_rollup} - input_keys
+    inputs: set[str] = set()
     # A roll-up that is n/a for its symbol (every month of it is) is never run.
     rollup_na = {(s.symbol, s.asset) for s in states if s.is_rollup and s.state == "n/a"}
     by_slice: dict[tuple[str, str], list[dg.AssetKey]] = {}
     rollups: dict[str, set[dg.AssetKey]] = {}
     for s in states:
         if s.needs_run:
-            if s.is_rollup:
+            if s.asset in input_keys:
+                inputs.add(s.symbol)
+            elif s.is_rollup:
                 rollups.setdefault(s.symbol, set()).add(s.asset)
             else:
                 by_slice.setdefault((s.month, s.symbol), []).append(s.asset)
     config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     failed: set[tuple[str, str, str]] = set()
-    graph = defs.resolve_asset_graph()
+    if inputs:
+        yield INPUTS, f"{len(inputs)} symbol(s)", _run_inputs(instance, input_keys, inputs, resources, config)
     for (month, symbol), keys in sorted(by_slice.items()):
         selection = dg.AssetSelection.assets(*keys).downstream() & dg.AssetSelection.assets(*slice_keys)
         result = dg.materialize(
@@ -350,3 +362,28 @@ def run_slices(
             run_config=config,
         )
         yield ALL_MONTHS, symbol, result
+
+
+def _is_input(graph, key: dg.AssetKey) -> bool:  # noqa: ANN001 - dagster's BaseAssetGraph
+    """A per-symbol asset that month × symbol slices depend on (not a roll-up of them)."""
+    return any(graph.get(child).partitions_def == month_symbol_partitions for child in graph.get(key).child_keys)
+
+
+def _run_inputs(instance: dg.DagsterInstance, keys: set[dg.AssetKey], symbols: set[str], resources: dict | None,
+                config: dict) -> dg.ExecuteInProcessResult:
+    """One run building the per-symbol inputs of ``symbols``: a partition range from the first to
+    the last of them in the symbols' registration order (the assets are batched, so one step
+    builds them all; a symbol in between whose settings did not move is recomputed to the same
+    data version, which makes nothing downstream stale)."""
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    order = {s: i for i, s in enumerate(instance.get_dynamic_partitions(symbol_partitions.name))}
+    ranked = sorted(symbols, key=lambda s: order.get(s, len(order)))
+    tags = {"quant_assets/trigger": "sync"}
+    if len(ranked) == 1:
+        return dg.materialize(ASSETS, selection=dg.AssetSelection.assets(*keys), partition_key=ranked[0],
+                              instance=instance, resources=resources or defs.resources, tags=tags,
+                              raise_on_error=False, run_config=config)
+    tags |= {ASSET_PARTITION_RANGE_START_TAG: ranked[0], ASSET_PARTITION_RANGE_END_TAG: ranked[-1]}
+    return dg.materialize(ASSETS, selection=dg.AssetSelection.assets(*keys), instance=instance,
+                          resources=resources or defs.resources, tags=tags, raise_on_error=False, run_config=config)

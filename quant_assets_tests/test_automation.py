@@ -22,10 +22,12 @@ from quant_assets.assets.metrics import metrics_asset
 from quant_assets.assets.sensitivity import sensitivity_asset
 from quant_assets.assets.reports import report_asset
 from quant_assets.assets.ticks import ticks
+from quant_assets.assets.venues import venue_profile_asset
 from quant_assets.engines.invariants import CHECKS
 from quant_assets.definitions import defs as project_defs
 from quant_assets.schedules import nightly_partitions, nightly_rebacktest
 from quant_assets.strategies import registry
+from quant_assets.venues.scope import symbol_venue
 from resources import CriticResource, LakeResource
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
@@ -36,7 +38,7 @@ SLICE_STAGES = ("backtest", "sensitivity", "metrics", "critique")
 
 def _defs(specs=None) -> dg.Definitions:
     specs = specs or registry.load()
-    assets = [ticks, funding, *backtest_assets(specs), *(sensitivity_asset(s) for s in specs.values()),
+    assets = [ticks, funding, venue_profile_asset(), *backtest_assets(specs), *(sensitivity_asset(s) for s in specs.values()),
               *(metrics_asset(s) for s in specs.values()),
               *(report_asset(s) for s in specs.values()), *(critique_asset(s) for s in specs.values()),
               *(oos_asset(s) for s in specs.values())]
@@ -48,8 +50,10 @@ BACKTEST_CHECKS = list(CHECKS)
 
 
 def _report(instance, key: str, pk: str, version: str = "v1", checks_pass: bool = True) -> None:
+    # a symbol's venue settings have the data version the asset computes: the digest of the settings in force
+    data_version = symbol_venue(LakeResource().lake(), pk).version if key == "venue_profile" else f"{key}-{pk}-{version}"
     instance.report_runless_asset_event(
-        dg.AssetMaterialization(asset_key=key, partition=pk, tags={"dagster/data_version": f"{key}-{pk}-{version}"}))
+        dg.AssetMaterialization(asset_key=key, partition=pk, tags={"dagster/data_version": data_version}))
     if key == "ticks":
         # the landing sensor's ticks runs build the slice's funding partition with it; a spot
         # slice's says "not applicable", with the same data version every time
@@ -79,9 +83,23 @@ def _materialise_slice(instance, month: str, symbol: str, version: str = "v1", s
             _report(instance, name, pk, version)
 
 
-@pytest.fixture
-def lake_state(lake, instance):
+#: The two symbols trade on two venues (instruments.toml), so that a venue's settings can change alone.
+VENUE_OF = {"BTCUSDT": "BINANCE", "ETHUSDT": "COINBASE"}
+
+
+def _register_symbols(instance, tmp_path, monkeypatch) -> None:
+    """The symbols' partitions and venue settings (on two venues), as sync or automation build them first."""
+    cfg = tmp_path / "instruments.toml"
+    cfg.write_text("".join(f'[{s}]\nvenue = "{v}"\n' for s, v in VENUE_OF.items()))
+    monkeypatch.setenv("QUANT_INSTRUMENTS", str(cfg))
     instance.add_dynamic_partitions("symbols", list(SYMBOLS))
+    for symbol in SYMBOLS:
+        _report(instance, "venue_profile", symbol)
+
+
+@pytest.fixture
+def lake_state(lake, instance, tmp_path, monkeypatch):
+    _register_symbols(instance, tmp_path, monkeypatch)
     for month in MONTHS:
         for symbol in SYMBOLS:
             _materialise_slice(instance, month, symbol)
@@ -157,6 +175,28 @@ def test_a_parameter_change_rebuilds_only_that_strategy(lake, instance, lake_sta
     }, strategies=("mean_reversion",))
 
 
+def test_editing_one_venue_s_profile_rebuilds_only_the_slices_on_that_venue(lake, instance, lake_state, tmp_path, monkeypatch):
+    venues = tmp_path / "venues.toml"
+    venues.write_text("[COINBASE.spot]\nentry_latency_ms = 50.0\n")
+    monkeypatch.setenv("QUANT_VENUES", str(venues))
+    requested, _ = _until_quiet(instance, _defs(), lake_state)
+    eth = {f"{m}|ETHUSDT" for m in MONTHS}
+    # every symbol recomputes its venue settings (the asset's code changed); only ETHUSDT's moved
+    assert requested.pop("venue_profile") == set(SYMBOLS)
+    assert requested == _expect({"backtest": eth, "sensitivity": eth, "metrics": eth, "critique": eth,
+                                 "oos_validation": {"2024-01|ETHUSDT"}, "report": {"ETHUSDT"}})
+
+
+def test_a_fee_schedule_edit_rebuilds_the_slices_of_that_venue_and_kind_only(lake, instance, lake_state, tmp_path, monkeypatch):
+    cfg = tmp_path / "instruments.toml"
+    cfg.write_text(cfg.read_text() + '[[fees]]\nvenue = "BINANCE"\nkind = "spot"\nfrom = "2019-01-01"\nmaker = 0.0008\ntaker = 0.0009\n')
+    requested, _ = _until_quiet(instance, _defs(), lake_state)
+    btc = {f"{m}|BTCUSDT" for m in MONTHS}
+    assert requested.pop("venue_profile") == set(SYMBOLS)
+    assert requested == _expect({"backtest": btc, "sensitivity": btc, "metrics": btc, "critique": btc,
+                                 "oos_validation": {"2024-01|BTCUSDT"}, "report": {"BTCUSDT"}})
+
+
 def test_a_change_in_analytics_code_rebuilds_metrics_and_what_follows_only(lake, instance, lake_state, monkeypatch):
     monkeypatch.setattr(metrics_mod, "METRICS_CODE_VERSION", "metrics-v999")
     requested, _ = _until_quiet(instance, _defs(), lake_state)
@@ -181,6 +221,7 @@ def test_every_downstream_asset_carries_a_named_condition_and_the_automation_run
               for k in graph.get_all_asset_keys()}
     assert labels.pop("ticks") is None  # the landing sensor drives ticks
     assert labels.pop("funding") is None  # and funding
+    assert labels.pop("venue_profile") == "rebuild_venue_profiles"
     assert set(labels.values()) == {"rebuild_stale_slices", "rebuild_rollups"}
     assert all(v == "rebuild_rollups" for k, v in labels.items() if k.startswith("report_"))
     states = {s.name: s.default_status for s in project_defs.sensors}
@@ -191,8 +232,8 @@ def test_every_downstream_asset_carries_a_named_condition_and_the_automation_run
     assert all(pools[k] == {automation.ENGINE_POOL} for k in pools if k.startswith(("backtest_", "oos_validation_")))
 
 
-def test_the_nightly_schedule_requests_recent_months_and_stale_or_failed_slices(lake, instance):
-    instance.add_dynamic_partitions("symbols", list(SYMBOLS))
+def test_the_nightly_schedule_requests_recent_months_and_stale_or_failed_slices(lake, instance, tmp_path, monkeypatch):
+    _register_symbols(instance, tmp_path, monkeypatch)
     for month in ("2024-01", "2024-02", "2024-03"):
         for symbol in SYMBOLS:
             _materialise_slice(instance, month, symbol)
@@ -247,10 +288,10 @@ def test_blocking_checks_are_judged_on_each_partition_s_latest_materialization_a
     assert _requested(first) == _expect({s: {"2024-03|ETHUSDT"} for s in SLICE_STAGES})
 
 
-def test_the_nightly_schedule_builds_the_plan_s_cache_within_its_budget_and_judges_staleness_once_built(lake, instance, monkeypatch):
+def test_the_nightly_schedule_builds_the_plan_s_cache_within_its_budget_and_judges_staleness_once_built(lake, instance, tmp_path, monkeypatch):
     from quant_assets import schedules
 
-    instance.add_dynamic_partitions("symbols", list(SYMBOLS))
+    _register_symbols(instance, tmp_path, monkeypatch)
     for month in ("2024-01", "2024-02", "2024-03"):
         for symbol in SYMBOLS:
             _materialise_slice(instance, month, symbol)

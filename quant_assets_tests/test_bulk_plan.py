@@ -23,6 +23,7 @@ from quant_assets.assets.metrics import metrics_asset
 from quant_assets.assets.reports import report_asset
 from quant_assets.assets.research import research_assets
 from quant_assets.assets.ticks import ticks
+from quant_assets.assets.venues import venue_profile_asset
 from quant_assets.funding.build import NO_SOURCES, expected_fingerprint as expected_funding_fingerprint
 from quant_assets.ingest.build import expected_fingerprint
 from quant_assets.partitions import partition_key
@@ -118,7 +119,7 @@ def _defs(specs=None) -> dg.Definitions:
     test minutes long, and every roll-up follows the same rules."""
     specs = specs or registry.load()
     some = {name: specs[name] for name in ("ema_cross", "market_maker")}
-    assets = [ticks, funding, *backtest_assets(specs), *(sensitivity_asset(s) for s in specs.values()),
+    assets = [ticks, funding, venue_profile_asset(), *backtest_assets(specs), *(sensitivity_asset(s) for s in specs.values()),
               *(metrics_asset(s) for s in specs.values()),
               *(report_asset(s) for s in some.values()), *(critique_asset(s) for s in specs.values()),
               *(oos_asset(s) for s in specs.values()), *research_assets({"ema_cross": specs["ema_cross"]})]
@@ -196,6 +197,8 @@ def populated(lake, instance):
 
 
 def _populate(lake, rep: Reporter, symbols: list[str]) -> None:
+    for symbol in symbols:  # the symbols' venue settings come first (sync builds them before the slices)
+        rep.report("venue_profile", symbol)
     for symbol in symbols:
         for month in MONTHS:
             rep.ticks(lake, month, symbol)

@@ -329,21 +329,34 @@ venue = "FX"
         inst_mod.validate_config(bad)
 
 
-def test_editing_a_fee_schedule_or_margin_setting_makes_the_backtests_stale(tmp_path, monkeypatch):
+def test_fee_margin_and_profile_edits_move_the_venue_settings_of_that_venue_s_symbols_only(tmp_path, monkeypatch, lake):
     from quant_assets.assets.backtests import backtest_asset
+    from quant_assets.assets.venues import venue_profile_asset
     from quant_assets.strategies.registry import EMA_CROSS
+    from quant_assets.venues.scope import symbol_venue
 
-    def version() -> str:
-        (cv,) = backtest_asset(EMA_CROSS).code_versions_by_key.values()
-        return cv
+    def versions() -> tuple[str, str, str, str]:
+        (backtest,) = backtest_asset(EMA_CROSS).code_versions_by_key.values()
+        (venue,) = venue_profile_asset().code_versions_by_key.values()
+        return backtest, venue, symbol_venue(lake, "BTCUSDT-PERP").version, symbol_venue(lake, "ETHUSDT").version
 
-    before = version()
     cfg = tmp_path / "instruments.toml"
-    cfg.write_text('[[fees]]\nvenue = "BINANCE"\nkind = "perpetual"\nfrom = "2019-09-01"\nmaker = -0.0001\ntaker = 0.0004\n')
+    symbols = '[BTCUSDT-PERP]\nvenue = "BINANCE"\n[ETHUSDT]\nvenue = "BINANCE"\n'
+    cfg.write_text(symbols)
     monkeypatch.setenv("QUANT_INSTRUMENTS", str(cfg))
-    fees_changed = version()
-    cfg.write_text('[[margin]]\nvenue = "BINANCE"\nkind = "perpetual"\nmax_leverage = 10\nmaintenance_margin = 0.005\n')
-    margin_changed = version()
-    assert len({before, fees_changed, margin_changed}) == 3
-    # the strategy's own part is unchanged: only the venue settings moved
-    assert {v.rsplit("-venue-", 1)[0] for v in (before, fees_changed, margin_changed)} == {before.rsplit("-venue-", 1)[0]}
+    before = versions()
+    cfg.write_text(symbols + '[[fees]]\nvenue = "BINANCE"\nkind = "perpetual"\nfrom = "2019-09-01"\nmaker = -0.0001\ntaker = 0.0004\n')
+    fees = versions()
+    cfg.write_text(symbols + '[[margin]]\nvenue = "BINANCE"\nkind = "perpetual"\nmax_leverage = 10\nmaintenance_margin = 0.005\n')
+    margin = versions()
+    venues = tmp_path / "venues.toml"
+    venues.write_text("[BINANCE.spot]\nentry_latency_ms = 20.0\n")
+    monkeypatch.setenv("QUANT_VENUES", str(venues))
+    profile = versions()
+    # the backtest's code version no longer carries the venue: it enters per symbol, as a data version
+    assert len({v[0] for v in (before, fees, margin, profile)}) == 1
+    assert len({v[1] for v in (before, fees, margin, profile)}) == 4  # every edit asks each symbol to recompute
+    # the perpetual's settings moved with the perpetual's fees and margin, the spot pair's with the spot profile
+    assert len({before[2], fees[2], margin[2]}) == 3 and profile[2] == margin[2]
+    assert before[3] == fees[3] == margin[3] != profile[3]
+

@@ -105,3 +105,17 @@ def test_a_relative_latency_file_resolves_against_the_venues_file_folder(tmp_pat
     (other / "latency" / "perp.npz").write_bytes((folder / "latency" / "perp.npz").read_bytes())
     copy = _write(other, path.read_text())
     assert profile.configured(copy)[("BINANCE", "perpetual")].version == p.version
+
+
+def test_a_symbol_s_venue_settings_come_from_its_landing_files_before_its_first_ingest(lake):
+    from quant_assets.venues.scope import UnknownVenueError, symbol_venue
+    from quant_assets_tests import builders as b
+
+    with pytest.raises(UnknownVenueError, match=r"ETHUSDT: no instrument record.*landing/ETHUSDT/"):
+        symbol_venue(lake, "ETHUSDT")
+    b.write(lake.landing_dir("ETHUSDT") / "ETHUSDT-trades-2024-01.csv", b.binance_trades_csv(10))
+    sv = symbol_venue(lake, "ETHUSDT")
+    assert (sv.venue, sv.kind, sv.fee_tier, sv.venue_from) == ("BINANCE", "spot", "VIP0", "landing formats")
+    assert sv.profile["label"] == profile.profile_for("BINANCE", "spot").label
+    assert sv.fees and sv.margin["max_leverage"] == 1.0  # Binance spot's built-in schedule; spot is unlevered
+    assert sv.version == symbol_venue(lake, "ETHUSDT").version  # a digest of the settings: stable

@@ -7,13 +7,13 @@ parameter values), so tuning one strategy makes only that strategy's slices stal
 
 import dagster as dg
 
+from quant_assets.assets.venues import venue_dep
 from quant_assets.analytics.plots import equity_png, markdown_image
 from quant_assets.batching import BACKFILL_POLICY, Built, NotBuilt, build_slices
 from quant_assets.automation import ENGINE_POOL, rebuild_stale_slices
 from quant_assets.engines import ADAPTER_VERSIONS
 from quant_assets.engines.inputs import BacktestInputError, NotApplicableError
 from quant_assets.engines.invariants import CHECKS
-from quant_assets.lake.fees import settings_digest
 from quant_assets.engines.runner import run_backtest
 from quant_assets.partitions import month_symbol_partitions, split_key
 from quant_assets.strategies import registry
@@ -54,14 +54,14 @@ def _description(spec: StrategySpec) -> str:
 
 
 def backtest_asset(spec: StrategySpec) -> dg.AssetsDefinition:
-    # The venue's fee schedules and margin settings change what a backtest books: editing them
-    # (instruments.toml) makes the backtests stale, like a parameter change.
-    code_version = f"{spec.code_version(ADAPTER_VERSIONS[spec.engine])}-venue-{settings_digest()}"
+    # The venue's settings (profile, fees, margin) enter through the venue_profile dependency,
+    # per symbol: editing one venue makes only its symbols' backtests stale.
+    code_version = spec.code_version(ADAPTER_VERSIONS[spec.engine])
 
     @dg.asset(
         name=f"backtest_{spec.name}",
         partitions_def=month_symbol_partitions,
-        deps=[TICKS, FUNDING],
+        deps=[TICKS, FUNDING, venue_dep()],
         code_version=code_version,
         group_name="backtests",
         kinds={spec.engine, "parquet"},

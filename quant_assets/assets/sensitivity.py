@@ -9,6 +9,7 @@ fails on a fragile slice (a warning, not a block: a fragile result is a finding,
 
 import dagster as dg
 
+from quant_assets.assets.venues import venue_dep
 from quant_assets.automation import ENGINE_POOL, rebuild_stale_slices
 from quant_assets.batching import BACKFILL_POLICY, Built, NotBuilt, build_slices
 from quant_assets.engines import ADAPTER_VERSIONS
@@ -36,7 +37,7 @@ def sensitivity_asset(spec: StrategySpec) -> dg.AssetsDefinition:
     @dg.asset(
         name=name,
         partitions_def=month_symbol_partitions,
-        deps=[dg.AssetKey(f"backtest_{spec.name}"), TICKS],
+        deps=[dg.AssetKey(f"backtest_{spec.name}"), TICKS, venue_dep()],
         code_version=code_version,
         group_name="sensitivity",
         kinds={spec.engine, "parquet"},
