@@ -32,7 +32,7 @@ def test_sync_materialises_every_missing_slice_once(lake, instance, capsys):
     ]
     assert sorted(instance.get_dynamic_partitions("symbols")) == ["BTCUSDT", "ETHUSDT", "EURUSD"]
     runs = instance.get_runs(filters=dg.RunsFilter(tags={"quant_assets/trigger": "sync"}))
-    assert len(runs) == 3 + 3 and all(r.is_success for r in runs)  # a run per slice, then one per symbol for its roll-ups
+    assert len(runs) == 1 + 3 + 3 and all(r.is_success for r in runs)  # the symbols' venue settings, a run per slice, then one per symbol for its roll-ups
 
     # nothing changed: nothing to do
     assert main(["sync"]) == 0
@@ -57,7 +57,7 @@ def test_status_shows_states(lake, instance, capsys):
     # per slice: ticks, then backtest / sensitivity / metrics / critique of three strategies (their out-of-sample
     # validations wait for a next month), bars, a sweep and its engine agreement; per symbol: three roll-ups
     # and two factor analyses
-    assert out.count(" ok") == 3 * (1 + 3 * 4 + 3) + 3 * (3 + 2) and "missing" not in out
+    assert out.count(" ok") == 3 * (1 + 3 * 4 + 3) + 3 * (1 + 3 + 2) and "missing" not in out
     assert out.count("waiting") == 3 * 3 + 3  # and the sweeps' hand-offs wait too
 
 
@@ -82,7 +82,7 @@ def test_demo_end_to_end_in_a_subprocess(tmp_path):
     # and per slice backtest / realism sensitivity / metrics / critique of three strategies, the out-of-sample validations
     # of January (February has no next month: they wait), bars, a sweep and its agreement, then three roll-ups and
     # two factor analyses per symbol (and January's sweep hand-offs; February's wait)
-    assert table.count(" ok") == 4 * (1 + 3 * 4 + 3) + 2 * 3 + 2 + 2 * (3 + 2) and "FAILED" not in out.stdout
+    assert table.count(" ok") == 4 * (1 + 3 * 4 + 3) + 2 * 3 + 2 + 2 * (1 + 3 + 2) and "FAILED" not in out.stdout
     # every backtested slice of the demo has its realism sensitivity, shown by the demo
     lake = tmp_path / "lake"
     backtests = {p.parent.relative_to(lake / "backtests") for p in lake.glob("backtests/*/*/*/manifest.json")}
