@@ -247,8 +247,9 @@ __all__ = ["KINDS", "FeeRow", "MarginRow", "fee_schedule", "schedule_row", "marg
 
 def settings_digest(path: Path | None = None) -> str:
     """A short hash of every fee schedule row and margin setting in force (built-in and
-    configured, without where they were read from): part of the backtests' code version, so
-    editing a schedule or a margin setting makes the backtests stale. 12 hex characters."""
+    configured, without where they were read from): part of the ``venue_profile`` asset's code
+    version (:func:`quant_assets.venues.scope.config_digest`), so editing a schedule or a margin
+    setting makes every symbol recompute its own venue settings. 12 hex characters."""
     import hashlib
 
     fees = sorted((r.venue, r.kind, r.tier, r.start.isoformat(), r.end.isoformat() if r.end else "", r.maker, r.taker)
