@@ -103,13 +103,14 @@ def bar_intervals() -> tuple[str, ...]:
 
 
 AGREEMENT_TOLERANCE_ENV = "QUANT_AGREEMENT_TOLERANCE"
-DEFAULT_AGREEMENT_TOLERANCE = 0.25
+DEFAULT_AGREEMENT_TOLERANCE = 0.10
 
 
 def agreement_tolerance() -> float:
-    """Largest relative gap between the vectorised and the event-driven run of the same
-    parameters (orders, fees, PnL; see :mod:`quant_assets.research.agreement`) before the
-    ``engines_agree`` check fails: ``$QUANT_AGREEMENT_TOLERANCE`` or 0.25 (a fraction)."""
+    """Largest share of the scale (the larger |PnL| or fee bill) the cash of unmatched orders
+    may carry between the vectorised and the event-driven run of the same strategy before the
+    ``engines_agree`` check fails (see :mod:`quant_assets.research.agreement`):
+    ``$QUANT_AGREEMENT_TOLERANCE`` or 0.10 (a fraction)."""
     value = os.environ.get(AGREEMENT_TOLERANCE_ENV)
     if not value:
         return DEFAULT_AGREEMENT_TOLERANCE
@@ -118,7 +119,7 @@ def agreement_tolerance() -> float:
     except ValueError:
         tol = -1.0
     if not tol >= 0.0:
-        raise ValueError(f"{AGREEMENT_TOLERANCE_ENV}={value!r}: expected a fraction >= 0 (0.25 = 25%)")
+        raise ValueError(f"{AGREEMENT_TOLERANCE_ENV}={value!r}: expected a fraction >= 0 (0.10 = 10%)")
     return tol
 
 

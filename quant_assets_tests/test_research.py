@@ -12,7 +12,7 @@ import pytest
 from scipy.stats import kurtosis, norm, skew
 
 from quant_assets.research.bars import bars, parse_interval
-from quant_assets.research.sweep import SweepSettings, bar_inputs, run_sweep
+from quant_assets.research.sweep import SweepSettings, bar_path, run_sweep
 from quant_assets.strategies.registry import EMA_CROSS
 from quant_assets.strategies.spec import Axis
 
@@ -49,31 +49,44 @@ def test_bars_take_ohlc_from_trades_else_mids_and_skip_empty_minutes():
         parse_interval("1 minute")
 
 
-def _bars(n: int = 3_000, seed: int = 7) -> pl.DataFrame:
+def _bars(n: int = 3_000, seed: int = 7, t0: int = T0) -> pl.DataFrame:
+    """Quote bars of a random walk: each bar's first quote a little off its last one."""
     rng = np.random.default_rng(seed)
     mid = 100.0 * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
     spread = 0.01 + 0.01 * rng.random(n)
-    return pl.DataFrame({"ts": T0 + np.arange(n, dtype=np.int64) * MIN, "mid_close": mid, "spread_close": spread})
+    open_mid = mid * np.exp(rng.normal(0, 0.0005, n))
+    ts = t0 + np.arange(n, dtype=np.int64) * MIN
+    return pl.DataFrame({"ts": ts, "mid_close": mid, "bid_close": mid - spread / 2, "ask_close": mid + spread / 2,
+                         "bid_open": open_mid - spread / 2, "ask_open": open_mid + spread / 2, "quote_open_ts": ts + 1})
 
 
-def _loop(bars_df: pl.DataFrame, fast: int, slow: int, notional: float, fee: float, cash0: float) -> tuple[float, int]:
-    """The vectorised form's rules as a plain bar-by-bar loop: (total return, orders)."""
-    _, close, half = bar_inputs(bars_df)
+def _loop(bars_df: pl.DataFrame, fast: int, slow: int, notional: float, fee: float, cash0: float,
+          history: pl.DataFrame | None = None) -> tuple[float, int]:
+    """The vectorised form's rules as a plain bar-by-bar loop: (total return, orders). EMAs
+    seeded at the combination's own warm-up start, decisions on a bar's close from the month's
+    first bar once warm (three slow lengths), executed at the next bar's first quote."""
+    path = bar_path(bars_df, history)
+    h, warm = path.history, 3 * slow
+    a = max(0, h - warm)
+    close = path.close
     a_f, a_s = 2 / (fast + 1), 2 / (slow + 1)
-    ef = es = close[0]
-    cash, pos, side, orders = cash0, 0.0, 0, 0
-    for i, c in enumerate(close):
-        if i:
+    ef = es = close[a]
+    cash, pos, side, orders, pending = cash0, 0.0, 0, 0, None
+    for i in range(a, len(close)):
+        c = close[i]
+        if i > a:
             ef, es = a_f * c + (1 - a_f) * ef, a_s * c + (1 - a_s) * es
-        if i < slow - 1 or i < fast - 1:
+        if pending is not None:
+            want, target = pending
+            delta = target - pos
+            price = path.ask_open[i] if want > 0 else path.bid_open[i]
+            cash -= delta * price + abs(delta) * price * fee
+            pos, orders, pending = target, orders + 1, None
+        if i < h or i - a + 1 < warm or i == len(close) - 1:
             continue
         want = 1 if ef > es else -1 if ef < es else side
         if want != side and want != 0:
-            target = want * notional / c
-            delta = target - pos
-            price = c + want * half[i]
-            cash -= delta * price + abs(delta) * price * fee
-            pos, side, orders = target, want, orders + 1
+            pending, side = (want, want * notional / c), want
     return (cash + pos * close[-1]) / cash0 - 1.0, orders
 
 
@@ -90,6 +103,24 @@ def test_the_sweep_grid_matches_a_plain_loop_of_the_same_rules():
     assert res.table["rank"].to_list() == list(range(1, 10))
     assert res.table["sharpe"].to_list() == sorted(res.table["sharpe"].to_list(), reverse=True)
     assert 0.0 <= res.summary["spa_pvalue"] <= 1.0 and len(res.summary["top"]) == 2
+
+
+def test_a_sweep_warmed_on_the_previous_month_decides_from_its_first_bar():
+    # The previous month's last 600 bars warm every combination (3 x slow <= 600): the month is
+    # the loop over history + month with decisions only in the month; cold, it waits 3 x slow.
+    prev, month = _bars(n=800, seed=1, t0=T0 - 800 * MIN), _bars(n=2_000, seed=2)
+    axes = (Axis("fast_period", 5, 25, 20), Axis("slow_period", 60, 200, 140))
+    warm = run_sweep(month, EMA_CROSS, fee=0.0004, trading_days=365, starting_cash=100_000.0, axes=axes,
+                     settings=SweepSettings(top_k=1, spa_reps=20), history=prev.tail(600))
+    cold = run_sweep(month, EMA_CROSS, fee=0.0004, trading_days=365, starting_cash=100_000.0, axes=axes,
+                     settings=SweepSettings(top_k=1, spa_reps=20))
+    assert warm.summary["history_bars"] == 600 and cold.summary["history_bars"] == 0
+    for res, hist in ((warm, prev.tail(600)), (cold, None)):
+        for row in res.table.iter_rows(named=True):
+            total, orders = _loop(month, row["fast_period"], row["slow_period"], 10_000.0, 0.0004, 100_000.0, hist)
+            assert (row["orders"], row["total_return"]) == (orders, pytest.approx(total, rel=1e-9, abs=1e-12)), row
+    # Warm, the first order comes on the month's second bar (decided at the first bar's close).
+    assert warm.table["orders"].min() >= 1 and cold.summary["warmup"]["longest_wait_bars"] == 3 * 200 - 1
 
 
 def test_the_deflated_sharpe_of_the_best_is_the_formula_by_hand():

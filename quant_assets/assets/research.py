@@ -121,7 +121,7 @@ def sweep_asset(spec: StrategySpec, interval: str) -> dg.AssetsDefinition:
                 # the month's fee schedule, as the engine backtests are charged (a switch pays the taker fee)
                 taker_fee = inst_mod.fees_for(instrument, month)[1]
                 out = run_sweep_slice(the_lake, spec, symbol, month, taker_fee, instrument.trading_days, STARTING_CASH,
-                                      interval, settings)
+                                      interval, settings, lot=instrument.lot_size)
             except (ResearchInputError, ValueError) as exc:
                 raise dg.Failure(description=f"{name} {pk}: {exc}", allow_retries=False) from exc
             s = out.summary
@@ -215,16 +215,15 @@ def handoff_asset(spec: StrategySpec) -> dg.AssetsDefinition:
 
 
 def _agreement_md(t) -> str:
-    lines = ["| sweep rank | params (bars) | orders vector / event | fees vector / event | PnL vector / event | worst gap | agree |",
-             "|---:|---|---|---|---|---:|---|"]
+    lines = ["| sweep rank | params (bars) | orders vector / event | PnL vector / event | gap: latency / spread / size / fees / unmatched | agree |",
+             "|---:|---|---|---|---|---|"]
     for r in t.iter_rows(named=True):
         if r["vector_orders"] is None:
-            lines.append(f"| {r['sweep_rank']} | `{r['params_bars']}` | - | - | - | - | {r['reason']} |")
+            lines.append(f"| {r['sweep_rank']} | `{r['params_bars']}` | - | - | - | {r['reason']} |")
             continue
-        worst = max(r["orders_gap"], r["fees_gap"], r["pnl_gap"])
+        parts = " / ".join(f"{r[f'gap_{c}']:+,.2f}" for c in ("latency", "spread", "size", "fees", "unmatched"))
         lines.append(f"| {r['sweep_rank']} | `{r['params_bars']}` | {r['vector_orders']} / {r['event_orders']} | "
-                     f"{r['vector_fees']:.2f} / {r['event_fees']:.2f} | {r['vector_pnl']:.2f} / {r['event_pnl']:.2f} | "
-                     f"{worst:.1%} | {r['agree']} |")
+                     f"{r['vector_pnl']:,.2f} / {r['event_pnl']:,.2f} | {parts} | {r['agree']} |")
     return "\n".join(lines)
 
 
@@ -239,10 +238,12 @@ def agreement_asset(spec: StrategySpec) -> dg.AssetsDefinition:
         group_name="research",
         kinds={"vectorbt", spec.engine, "parquet"},
         description=(
-            f"The best combination of `sweep_{spec.name}`, run both ways on the same slice: vectorised on bars (the "
-            "sweep's own simulation, closed at the last bar) and event-driven on ticks (lengths in bars converted to "
-            "quote updates). Orders, fees and PnL side by side, with their relative gaps; the `engines_agree` check "
-            f"warns when a gap passes the tolerance (`${AGREEMENT_TOLERANCE_ENV}`, default 0.25). Output: "
+            f"The best combination of `sweep_{spec.name}`, the same strategy run both ways on the same slice: vectorised "
+            "on bars (the sweep's own simulation, closed at the last quote) and event-driven on ticks with its signal on "
+            "NautilusTrader's bars of the same interval, under the venue profile. Orders side by side and the PnL gap "
+            "split into latency, spread, size, fees and unmatched orders; the `engines_agree` check warns when the "
+            "legs trade different signals (order counts apart, opposite sides, or unmatched cash past "
+            f"`${AGREEMENT_TOLERANCE_ENV}`, default 0.10 of the scale). Output: "
             f"`agreements/strategy={spec.name}/symbol=S/month=M/`; DuckDB view `agreements`."
         ),
         metadata={"strategy": spec.name},
@@ -268,19 +269,22 @@ def agreement_asset(spec: StrategySpec) -> dg.AssetsDefinition:
                 raise dg.Failure(description=f"{name} {pk}: {exc}", allow_retries=False) from None
             t = out.table
             compared = t.filter(t["vector_orders"].is_not_null())
-            worst = {g: float(compared[g].max()) for g in ("orders_gap", "fees_gap", "pnl_gap")} if len(compared) else {}
+            worst = ({"unmatched_share": float(compared["unmatched_share"].max()),
+                      "orders_apart": float((compared["event_orders"] - compared["vector_orders"]).abs().max())}
+                     if len(compared) else {})
             check_md: dict[str, object] = {"tolerance": tolerance, **{f"worst_{k}": dg.MetadataValue.float(v) for k, v in worst.items()}}
             if not len(t):
                 description = f"nothing to compare: {out.manifest['reason']}"
             elif out.agree:
-                description = f"vectorised and event-driven runs agree within {tolerance:.0%}"
+                description = (f"both legs trade the same signal (orders within {out.manifest['order_slack']}, unmatched cash "
+                               f"within {tolerance:.0%}); the PnL gap is execution: " + "; ".join(
+                                   f"rank {r['sweep_rank']}: {r['reason']}" for r in t.iter_rows(named=True)))
             else:
                 description = "; ".join(f"rank {r['sweep_rank']}: {r['reason']}" for r in t.iter_rows(named=True) if not r["agree"])
             return Built(
                 metadata={
                     "compared": dg.MetadataValue.int(len(t)),
                     "agree": out.agree,
-                    "quotes_per_bar": dg.MetadataValue.float(out.manifest["quotes_per_bar"]),
                     "comparison": dg.MetadataValue.md(_agreement_md(t)) if len(t) else out.manifest["reason"],
                     "path": dg.MetadataValue.path(str(out.directory)),
                 },

@@ -6,4 +6,6 @@ the engines themselves are imported inside the functions that run them."""
 #: changes what a backtest produces: every slice of that engine becomes stale.
 #: a3: the venue profile (order latency, fill model with gapped stops at the next touch,
 #: queue model, declared depth of size-less quotes) replaces the fixed settings.
-ADAPTER_VERSIONS = {"nautilus": "nautilus_trader-1.221.0/a3", "hftbacktest": "hftbacktest-2.4.4/a3"}
+#: a4 (nautilus): time bars built like the research layer's (left-open, no empty bars) for
+#: strategies that signal on bars; the previous month's end fed first as a warm-up.
+ADAPTER_VERSIONS = {"nautilus": "nautilus_trader-1.221.0/a4", "hftbacktest": "hftbacktest-2.4.4/a3"}

@@ -53,6 +53,7 @@ from quant_assets.engines.account import AccountRules
 from quant_assets.engines.fidelity import TRADES_ONLY, TRADES_ONLY_HALF_SPREAD_BPS, assumption
 from quant_assets.engines.inputs import inspect_ticks
 from quant_assets.engines.result import EngineRun, raw_fills
+from quant_assets.engines.warmup import WarmupFeed
 from quant_assets.lake.instruments import Instrument
 from quant_assets.venues import latency as venue_latency
 from quant_assets.venues import profile as venue_profiles
@@ -140,7 +141,7 @@ def _engine(instrument, starting_cash: float, latency_ns: int = 0):
     from nautilus_trader.backtest.engine import BacktestEngine
     from nautilus_trader.backtest.models import FillModel, LatencyModel, MakerTakerFeeModel
     from nautilus_trader.cache.config import CacheConfig
-    from nautilus_trader.config import BacktestEngineConfig, LoggingConfig, RiskEngineConfig
+    from nautilus_trader.config import BacktestEngineConfig, DataEngineConfig, LoggingConfig, RiskEngineConfig
     from nautilus_trader.model.enums import AccountType, OmsType
     from nautilus_trader.model.objects import Money
 
@@ -162,6 +163,11 @@ def _engine(instrument, starting_cash: float, latency_ns: int = 0):
                 # Our strategies size every order themselves; the default 100 orders/s throttle
                 # would reject legitimate bursts of a fast strategy on busy seconds.
                 risk_engine=RiskEngineConfig(bypass=True),
+                # Time bars as the research layer builds them (quant_assets.research.bars): left-open
+                # (a tick on a boundary is processed before the boundary's timer), stamped at their
+                # close, and absent where no quote arrived (no bar repeating the last close).
+                data_engine=DataEngineConfig(time_bars_interval_type="left-open", time_bars_timestamp_on_close=True,
+                                             time_bars_build_with_no_updates=False),
                 run_analysis=False,
             )
         )
@@ -220,13 +226,14 @@ def _first_price(df: pl.DataFrame) -> float | None:
 
 
 def _chunks(path: Path, instrument, chunk_rows: int, trades_only: bool = False, profile: VenueProfile | None = None,
-            info: _SliceInfo | None = None):
+            info: _SliceInfo | None = None, from_ts: int | None = None):
     """Yield (data list in file order, events) per chunk; quotes and trades interleaved as in
     the file, so ``add_data(..., sort=False)`` keeps the canonical (ts_recv, seq) order. With
     ``trades_only`` each trade is followed by a quote made from it (:func:`trade_quotes`) at the
     same timestamps: the strategies' only view of the market. A quote side without a size (and
     every made quote) shows the ``profile``'s synthetic depth (base units at the slice's first
-    price, recorded in ``info``)."""
+    price, recorded in ``info``). ``from_ts``: only ticks with ``ts_recv >= from_ts`` (ns; the
+    warm-up tail of the previous month), reading only the row groups that can hold them."""
     import pyarrow.parquet as pq
     from nautilus_trader.model.data import QuoteTick, TradeTick
 
@@ -236,8 +243,17 @@ def _chunks(path: Path, instrument, chunk_rows: int, trades_only: bool = False, 
     pp, sp = instrument.price_precision, instrument.size_precision
     lot = instrument.size_increment.as_double()
     pf = pq.ParquetFile(path)
-    for batch in pf.iter_batches(batch_size=chunk_rows, columns=COLUMNS):
+    groups = None
+    if from_ts is not None:
+        col = pf.schema_arrow.get_field_index("ts_recv")
+        groups = [i for i in range(pf.num_row_groups)
+                  if (st := pf.metadata.row_group(i).column(col).statistics) is None or not st.has_min_max or st.max >= from_ts]
+    for batch in pf.iter_batches(batch_size=chunk_rows, columns=COLUMNS, row_groups=groups):
         df = pl.from_arrow(batch)
+        if from_ts is not None:
+            df = df.filter(pl.col("ts_recv") >= from_ts)
+            if not df.height:
+                continue
         info.last_ts = max(info.last_ts, int(df["ts_recv"].max()))
         if info.first_price is None:
             info.first_price = _first_price(df)
@@ -320,13 +336,16 @@ def run_nautilus(
     chunk_rows: int = CHUNK_ROWS,
     rules: AccountRules | None = None,
     profile: VenueProfile | None = None,
+    warmup: WarmupFeed | None = None,
 ) -> EngineRun:
     """Backtest one partition with the strategy class named by ``impl`` and its resolved
     ``params`` under the account ``rules`` (default: 1x, no maintenance margin) and the venue
     ``profile`` (order latency, fill model, synthetic depth; default:
     :func:`~quant_assets.venues.profile.frictionless` for the instrument's venue × kind, i.e.
-    no latency). Raises :class:`~quant_assets.engines.inputs.BacktestInputError` for a
-    partition that cannot be backtested (no quotes, off-grid prices)."""
+    no latency), after the ``warmup`` feed (the previous month's end, indicators only; the
+    strategy then waits until it has seen the declared count of inputs; default: none). Raises
+    :class:`~quant_assets.engines.inputs.BacktestInputError` for a partition that cannot be
+    backtested (no quotes, off-grid prices)."""
     import nautilus_trader
 
     from quant_assets.engines.nautilus_fills import VenueFillModel
@@ -351,6 +370,8 @@ def run_nautilus(
             starting_cash=float(starting_cash),
             max_leverage=float(rules.max_leverage),
             maintenance_margin=float(rules.maintenance_margin),
+            trade_from_ns=int(stats.first_ts),
+            warmup_inputs=int(warmup.declared.count) if warmup is not None else 0,
         )
     )
     engine.add_strategy(strategy)
@@ -358,6 +379,13 @@ def run_nautilus(
     fills_model = VenueFillModel(profile.prob_fill_on_limit, profile.prob_slippage, profile.fill_seed,
                                  next_touch=profile.stop_fill == "next_touch", exchange=exchange)
     engine.change_fill_model(nt_inst.id.venue, fills_model)
+    if warmup is not None and warmup.feeds:
+        # The previous month's end: its own slice info, so nothing of the month (first price,
+        # synthetic depth, last quote) comes from it.
+        for data, _ in _chunks(warmup.path, nt_inst, chunk_rows, trades_only, profile, _SliceInfo(), from_ts=warmup.from_ts):
+            engine.add_data(data, validate=False, sort=False)
+            engine.run(streaming=True)
+            engine.clear_data()
     events = 0
     info = _SliceInfo()
     for data, n in _chunks(ticks_path, nt_inst, chunk_rows, trades_only, profile, info):
@@ -385,6 +413,8 @@ def run_nautilus(
     # recorded lists so a process running many slices does not keep every month's samples.
     strategy.release_records()
     notes += venue_notes(profile, latency_ns, latency_note, fills_model.stops_at_touch)
+    if warmup is not None and warmup.status != "none":
+        notes.append(f"warm-up ({warmup.declared.describe()}): {warmup.reason}")
     base, quote = nt_inst.base_currency.code, nt_inst.quote_currency.code
     if trades_only:
         notes.append(assumption(TRADES_ONLY))

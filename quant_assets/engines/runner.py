@@ -27,6 +27,7 @@ from quant_assets.engines.fidelity import assumption
 from quant_assets.engines.invariants import Outcome, check_backtest
 from quant_assets.engines.account import AccountRules, max_notional
 from quant_assets.engines.result import EngineRun, annotate_fills, finalize_with_flows, summary
+from quant_assets.engines.warmup import WarmupFeed, plan_warmup
 from quant_assets.funding.build import load_funding
 from quant_assets.funding.schema import is_perpetual
 from quant_assets.funding.settle import funding_summary, settle_funding
@@ -90,16 +91,20 @@ def venue_profile(instrument: inst_mod.Instrument) -> VenueProfile:
 
 def run_engine(spec: StrategySpec, ticks_path: Path, instrument: inst_mod.Instrument, params: dict[str, Any],
                starting_cash: float = STARTING_CASH, rules: AccountRules | None = None,
-               profile: VenueProfile | None = None) -> EngineRun:
+               profile: VenueProfile | None = None, warmup: WarmupFeed | None = None) -> EngineRun:
     """Dispatch to the spec's engine (imported here, never at module load) under the venue
-    ``profile`` (default: the instrument's venue × kind profile)."""
+    ``profile`` (default: the instrument's venue × kind profile), after the ``warmup`` feed."""
     rules = rules or account_rules(instrument, starting_cash)
     profile = profile or venue_profile(instrument)
     if spec.engine == "nautilus":
         from quant_assets.engines.nautilus import run_nautilus
 
-        return run_nautilus(ticks_path, instrument, spec.impl, params, starting_cash, rules=rules, profile=profile)
+        return run_nautilus(ticks_path, instrument, spec.impl, params, starting_cash, rules=rules, profile=profile,
+                            warmup=warmup)
     if spec.engine == "hftbacktest":
+        if warmup is not None and warmup.status != "none":
+            # No strategy of this engine keeps indicators across ticks; one that did would need it.
+            raise ParamError(f"{spec.name}: declares a warm-up, which the hftbacktest adapter does not feed")
         from quant_assets.engines.hft import run_hftbacktest
 
         return run_hftbacktest(ticks_path, instrument, params, starting_cash, rules=rules, profile=profile)
@@ -109,7 +114,8 @@ def run_engine(spec: StrategySpec, ticks_path: Path, instrument: inst_mod.Instru
 @dataclass(frozen=True)
 class SliceSetup:
     """What a backtest of one slice runs with: the resolved parameters, the ticks file, the
-    instrument with the month's fees applied, the account rules and the venue profile."""
+    instrument with the month's fees applied, the account rules, the venue profile and the
+    warm-up feed (the previous month's end; :mod:`quant_assets.engines.warmup`)."""
 
     params: dict[str, Any]
     ticks_path: Path
@@ -117,6 +123,7 @@ class SliceSetup:
     fees: inst_mod.FeeChoice
     rules: AccountRules
     profile: VenueProfile
+    warmup: WarmupFeed
 
 
 def setup_slice(lake: Lake, spec: StrategySpec, symbol: str, month: str, starting_cash: float = STARTING_CASH) -> SliceSetup:
@@ -134,7 +141,8 @@ def setup_slice(lake: Lake, spec: StrategySpec, symbol: str, month: str, startin
     instrument = replace(instrument, maker_fee=fees.maker, taker_fee=fees.taker)
     rules = account_rules(instrument, starting_cash)
     check_sizes(spec, params, rules, f"{symbol} {month}")
-    return SliceSetup(params, ticks_path, instrument, fees, rules, venue_profile(instrument))
+    warmup = plan_warmup(lambda m: lake.ticks_path(symbol, m), month, spec.warmup(params))
+    return SliceSetup(params, ticks_path, instrument, fees, rules, venue_profile(instrument), warmup)
 
 
 @dataclass(frozen=True)
@@ -156,7 +164,7 @@ def simulate(lake: Lake, spec: StrategySpec, setup: SliceSetup, symbol: str, mon
     """Run the engine on the slice under ``profile`` and ``instrument`` (default: the setup's;
     the realism sensitivity passes scaled ones) and settle its funding."""
     run = run_engine(spec, setup.ticks_path, instrument or setup.instrument, setup.params, starting_cash, setup.rules,
-                     profile or setup.profile)
+                     profile or setup.profile, setup.warmup)
     # Funding is settled on the run's own fills and samples (engine-agnostic): a perpetual pays or
     # receives position x mark x rate at each funding time; a month without funding data says
     # "missing" and books nothing, it is never a silent zero.
@@ -228,6 +236,8 @@ def run_backtest(
             # The simulated venue: order latency, fills, queue, depth of size-less quotes.
             "venue_profile": profile.describe(),
             "feed_latency": feed,
+            # What the indicators were warmed on before the month (the previous month's end).
+            "warmup": setup.warmup.describe(),
             "account": {"starting_cash": rules.starting_cash, "max_leverage": rules.max_leverage,
                         "maintenance_margin": rules.maintenance_margin, "ruin_floor": rules.ruin_floor},
             "counters": run.counters,

@@ -1,17 +1,27 @@
 """Time bars from canonical ticks: the input of vectorised research (sweeps, factor analysis).
 
-One row per interval that holds at least one tick (empty intervals are absent, not filled):
+One row per interval that holds at least one tick (empty intervals are absent, not filled).
+Bars are on the **receive clock** (``ts_recv``, the clock both engines run on: what a strategy
+could have built at the time) and **left-open**: the bar starting at ``ts`` holds the ticks
+received in (``ts``, ``ts + interval``] and closes at ``ts + interval``, as NautilusTrader's
+time bars do (a tick stamped exactly on a boundary is processed before the boundary's timer, so
+it belongs to the bar that closes there). So the event-driven strategies that signal on bars
+built inside NautilusTrader see exactly these bars.
 
-- ``ts``: bar start, ns since epoch (UTC), on the interval grid of ``ts_event``;
+- ``ts``: bar start, ns since epoch (UTC), on the interval grid;
 - ``open``/``high``/``low``/``close``: from the bar's trades when it has any, else from its
   mid quotes (``source`` says which), in quote currency;
 - ``volume``: traded size (base units), ``trades``: trade count, ``quotes``: quote count;
 - ``mid_close``, ``bid_close``, ``ask_close``: the last quote of the bar (null when the bar has
-  no quote); ``spread_mean``/``spread_close``: ask - bid, in quote currency.
+  no quote); ``spread_mean``/``spread_close``: ask - bid, in quote currency;
+- ``bid_open``, ``ask_open``, ``quote_open_ts``: the first quote of the bar and when it was
+  received (null when the bar has none): where an order decided at the previous bar's close
+  meets the market first.
 
-Strategies that signal on the mid (every built-in one) use ``mid_close``; fills are priced at
-``mid_close`` ± half ``spread_close``. The ticks partition is ordered by ``ts_recv``, and a bar's
-first/last follow that order. The group-by streams (polars), so memory is bounded by the number
+Strategies that signal on the mid (every built-in one) use ``mid_close``; a vectorised order
+decided at a bar's close fills at the next bar's first quote (``ask_open`` to buy,
+``bid_open`` to sell). The ticks partition is ordered by ``ts_recv``, and a bar's first/last
+follow that order. The group-by streams (polars), so memory is bounded by the number
 of bars, not ticks.
 """
 
@@ -28,7 +38,8 @@ BAR_SCHEMA: dict[str, pl.DataType] = {
     "ts": pl.Int64(), "open": pl.Float64(), "high": pl.Float64(), "low": pl.Float64(), "close": pl.Float64(),
     "volume": pl.Float64(), "trades": pl.UInt32(), "quotes": pl.UInt32(), "source": pl.String(),
     "mid_close": pl.Float64(), "bid_close": pl.Float64(), "ask_close": pl.Float64(),
-    "spread_mean": pl.Float64(), "spread_close": pl.Float64(),
+    "spread_mean": pl.Float64(), "spread_close": pl.Float64(), "bid_open": pl.Float64(), "ask_open": pl.Float64(),
+    "quote_open_ts": pl.Int64(),
 }
 
 
@@ -48,7 +59,8 @@ def bars(ticks: pl.LazyFrame, interval_ns: int) -> pl.LazyFrame:
     spread = (pl.col("ask_px") - pl.col("bid_px")).filter(quote)
     px = pl.col("price").filter(trade)
     agg = (
-        ticks.with_columns(((pl.col("ts_event") // interval_ns) * interval_ns).alias("ts"))
+        # left-open bars on the receive clock: (ts, ts + interval]
+        ticks.with_columns((((pl.col("ts_recv") - 1) // interval_ns) * interval_ns).alias("ts"))
         .group_by("ts", maintain_order=True)
         .agg(
             t_open=px.first(), t_high=px.max(), t_low=px.min(), t_close=px.last(),
@@ -57,6 +69,8 @@ def bars(ticks: pl.LazyFrame, interval_ns: int) -> pl.LazyFrame:
             trades=trade.sum().cast(pl.UInt32), quotes=quote.sum().cast(pl.UInt32),
             bid_close=pl.col("bid_px").filter(quote).last(), ask_close=pl.col("ask_px").filter(quote).last(),
             spread_mean=spread.mean(), spread_close=spread.last(),
+            bid_open=pl.col("bid_px").filter(quote).first(), ask_open=pl.col("ask_px").filter(quote).first(),
+            quote_open_ts=pl.col("ts_recv").filter(quote).first(),
         )
     )
     has_trades = pl.col("trades") > 0
@@ -69,6 +83,7 @@ def bars(ticks: pl.LazyFrame, interval_ns: int) -> pl.LazyFrame:
             pl.col("volume").fill_null(0.0), "trades", "quotes",
             pl.when(has_trades).then(pl.lit("trades")).otherwise(pl.lit("mid")).alias("source"),
             pl.col("m_close").alias("mid_close"), "bid_close", "ask_close", "spread_mean", "spread_close",
+            "bid_open", "ask_open", "quote_open_ts",
         )
         .sort("ts")
         .cast(BAR_SCHEMA)  # type: ignore[arg-type]

@@ -7,9 +7,13 @@ same bar as the critiques' out-of-sample test decides "improved": the candidate'
 Sharpe must beat the baseline's plus the expected best of K noise tries
 (:func:`quant_assets.critique.oos.p_better`).
 
-Units: the vectorised form counts EMA lengths in bars; the event-driven strategy in quote
-updates. A length of L bars becomes round(L × q) quote updates, q = the mean quotes per bar of
-month M's bars (clipped to the parameter's range). The table shows both.
+Units: the vectorised form counts EMA lengths in bars of the sweep's interval. An event-driven
+strategy whose signal runs on time bars of the same interval (``ema_cross`` with ``bar_s`` =
+60, the default) takes the same lengths: the candidate re-tested is the strategy the sweep
+ranked. Bars of another interval are converted by the ratio of the intervals; a strategy on
+quote updates (``bar_s = 0``) gets round(L × q) updates, q = month M's mean quotes per bar
+(known at the end of M, before the out-of-sample month M+1), clipped to the parameter's range.
+The table shows both.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from quant_assets.lake.store import Lake, atomic_dir, file_sha256
 from quant_assets.research.run import quotes_per_bar, read_sweep
 from quant_assets.strategies.spec import ParamError, StrategySpec
 
-HANDOFF_VERSION = "1"
+HANDOFF_VERSION = "2"
 #: Parameters the vectorised form counts in bars and the event-driven strategy in quote updates.
 BAR_LENGTH_PARAMS = ("fast_period", "slow_period")
 
@@ -51,15 +55,19 @@ class HandoffOutput:
     data_version: str
 
 
-def to_event_params(spec: StrategySpec, bar_params: dict[str, Any], quotes_per_bar: float) -> dict[str, Any]:
-    """Event-driven parameters for a sweep combination (lengths in bars -> quote updates)."""
+def to_event_params(spec: StrategySpec, bar_params: dict[str, Any], quotes_per_bar: float,
+                    interval_s: float = 60.0) -> dict[str, Any]:
+    """Event-driven parameters for a sweep combination (lengths in bars of ``interval_s``
+    seconds; see the module docstring)."""
+    bar_s = int(spec.resolved().get("bar_s", 0) or 0)
+    factor = interval_s / bar_s if bar_s else quotes_per_bar
     out = {}
     for name, value in bar_params.items():
-        if name in BAR_LENGTH_PARAMS:
+        if name in BAR_LENGTH_PARAMS and factor != 1.0:
             p = spec.param(name)
-            value = int(round(value * quotes_per_bar))
+            value = int(round(value * factor))
             value = int(min(max(value, p.lo if p.lo is not None else value), p.hi if p.hi is not None else value))
-        out[name] = value
+        out[name] = int(value) if name in BAR_LENGTH_PARAMS else value
     return out
 
 
@@ -79,7 +87,7 @@ def run_handoff(lake: Lake, spec: StrategySpec, symbol: str, month: str, trading
     with lake.lock(f"handoff-{spec.name}-{symbol}-{month}"), atomic_dir(final, "handoff") as out:
         for cand in top:
             bar_params = {k: cand[k] for k in names}
-            event = to_event_params(spec, bar_params, qpb)
+            event = to_event_params(spec, bar_params, qpb, float(summary.get("interval_s", 60.0)))
             row: dict[str, Any] = {
                 "strategy": spec.name, "symbol": symbol, "sweep_month": month, "oos_month": oos_month,
                 "sweep_rank": cand["rank"], "sweep_params_bars": json.dumps(bar_params), "event_params": json.dumps(event),

@@ -18,10 +18,12 @@ import polars as pl
 
 from quant_assets.lake.store import Lake, atomic_dir, file_sha256
 from quant_assets.research.bars import build_bars, parse_interval
-from quant_assets.research.sweep import GRIDS, SweepSettings, run_sweep
+from quant_assets.research.sweep import GRIDS, SweepSettings, history_needed, quote_bars, run_sweep
 from quant_assets.strategies.spec import StrategySpec
 
-RESEARCH_VERSION = "1"
+#: 2: bars on the receive clock, left-open, with their first quote; sweeps execute at the next
+#: bar's first quote, in whole lots, after a warm-up on the previous month's last bars.
+RESEARCH_VERSION = "2"
 
 
 class ResearchInputError(ValueError):
@@ -80,20 +82,40 @@ def quotes_per_bar(bars: pl.DataFrame) -> float:
     return float(bars["quotes"].mean() or 1.0)
 
 
+def history_bars(lake: Lake, interval: str, symbol: str, month: str, count: int) -> tuple[pl.DataFrame | None, dict[str, Any]]:
+    """The last ``count`` quote bars of the month before ``month`` (the warm-up of a vectorised
+    strategy) and what was found: ``{"from_month", "bars", "status", "sha256"}``."""
+    from quant_assets.engines.warmup import previous_month
+
+    prev = previous_month(month)
+    path = lake.bars_path(interval, symbol, prev)
+    if count <= 0:
+        return None, {"from_month": prev, "bars": 0, "status": "none"}
+    if not path.exists():
+        return None, {"from_month": prev, "bars": 0, "status": "cold", "reason": f"no {interval} bars for {prev}: cold start"}
+    tail = quote_bars(pl.read_parquet(path)).tail(count)
+    status = "warm" if tail.height >= count else "partial"
+    return tail, {"from_month": prev, "bars": tail.height, "status": status, "wanted": count, "sha256": file_sha256(path)}
+
+
 def run_sweep_slice(lake: Lake, spec: StrategySpec, symbol: str, month: str, fee: float, trading_days: int,
-                    starting_cash: float, interval: str = "1m", settings: SweepSettings = SweepSettings()) -> SweepOutput:
-    """Sweep ``spec``'s grid on the bars slice and publish the ranked grid and its tests."""
+                    starting_cash: float, interval: str = "1m", settings: SweepSettings = SweepSettings(),
+                    lot: float | None = None) -> SweepOutput:
+    """Sweep ``spec``'s grid on the bars slice, warmed on the previous month's last bars, and
+    publish the ranked grid and its tests. ``lot``: the instrument's lot (orders in whole lots)."""
     from quant_assets.analytics.plots import heatmap_png
 
     if spec.name not in GRIDS:
         raise ResearchInputError(f"{spec.name}: no vectorised form (strategies with a sweep grid: {', '.join(GRIDS)})")
     path, bars = read_bars(lake, interval, symbol, month)
-    result = run_sweep(bars, spec, fee, trading_days, starting_cash, parse_interval(interval) / 1e9, settings)
+    interval_s = parse_interval(interval) / 1e9
+    history, warm = history_bars(lake, interval, symbol, month, history_needed(spec, GRIDS[spec.name], interval_s))
+    result = run_sweep(bars, spec, fee, trading_days, starting_cash, interval_s, settings, history=history, lot=lot)
     axes = [a["name"] for a in result.summary["axes"]]
     png = (heatmap_png(result.table, axes[0], axes[1], "sharpe", f"{spec.name} {symbol} {month}: Sharpe over the grid")
            if len(axes) == 2 and result.table.height else None)
     summary = {**result.summary, "strategy": spec.name, "symbol": symbol, "month": month, "interval": interval,
-               "bars_sha256": file_sha256(path), "research_version": RESEARCH_VERSION}
+               "bars_sha256": file_sha256(path), "research_version": RESEARCH_VERSION, "history": warm}
     out = lake.sweep_dir(spec.name, symbol, month)
     with lake.lock(f"sweep-{spec.name}-{symbol}-{month}"), atomic_dir(out, "sweep") as new:
         lake.write_parquet(result.table, new / "grid.parquet")

@@ -12,12 +12,20 @@ biased upwards:
 - Hansen's SPA test (``arch``) of "the best combination beats staying flat", on hourly returns,
   its p-value reported with the ranking.
 
-Units: the vectorised form of ``ema_cross`` reads its EMA lengths in **bars** (1 bar = the bar
-interval) where the event-driven strategy reads quote updates; the bar slice's quotes per bar
-converts one into the other when candidates are handed to the event-driven engine. Fills are
-taken at the bar's last mid ± half its last spread (the taker price), with the instrument's
-taker fee; the position is ``notional`` quote currency at each switch, as in the event-driven
-strategy.
+Units: the vectorised form of ``ema_cross`` reads its EMA lengths in **bars** of the bar
+interval, as the event-driven strategy does on NautilusTrader's time bars of the same interval
+(``bar_s``): one signal in both engines. It runs on the bars that hold a quote (the mid bars
+NautilusTrader builds; bars with trades only carry no mid). A decision is taken on a bar's
+close (``mid_close``) and **executed at the next bar's first quote** (``ask_open`` to buy,
+``bid_open`` to sell): never at the price that produced the signal. The position is
+``notional`` quote currency at the decision's mid, rounded down to the instrument's lot (at
+least one lot) when ``lot`` is given, as the event-driven strategy sizes it; each order pays
+the instrument's taker fee.
+
+Warm-up: the previous month's last bars (``history``) run through the indicators first, and a
+combination decides nothing until its slow EMA has seen its declared warm-up
+(:meth:`~quant_assets.strategies.spec.StrategySpec.warmup`: three slow lengths): a month without
+history waits that long into itself, as the event-driven strategy does.
 """
 
 from __future__ import annotations
@@ -74,32 +82,117 @@ def combinations(spec: StrategySpec, axes: tuple[Axis, ...]) -> list[dict[str, A
     return out
 
 
-def bar_inputs(bars: pl.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ts ns, mid close, half spread) from bars, carried forward over bars without a quote;
-    bars before the first quote are dropped."""
-    df = bars.select("ts", pl.col("mid_close").forward_fill(), (pl.col("spread_close").forward_fill() / 2).alias("half"))
-    df = df.filter(pl.col("mid_close").is_not_null()).with_columns(pl.col("half").fill_null(0.0))
-    return df["ts"].to_numpy(), df["mid_close"].to_numpy(), df["half"].to_numpy()
+@dataclass(frozen=True)
+class BarPath:
+    """The bars a vectorised strategy runs on, as aligned arrays (one row per bar with a quote):
+    ``ts`` bar start (ns), ``close`` the bar's last mid, ``bid_open``/``ask_open`` its first
+    quote, ``bid_close``/``ask_close`` its last (quote currency), ``open_ts`` when its first quote
+    arrived (ns). The first ``history`` rows are
+    the previous month's end: indicators only, never a decision."""
+
+    ts: np.ndarray
+    close: np.ndarray
+    bid_open: np.ndarray
+    ask_open: np.ndarray
+    bid_close: np.ndarray
+    ask_close: np.ndarray
+    open_ts: np.ndarray
+    history: int = 0
+
+    def __len__(self) -> int:
+        return len(self.close)
+
+    def month(self) -> BarPath:
+        """The month's own rows (without the history)."""
+        h = self.history
+        return BarPath(self.ts[h:], self.close[h:], self.bid_open[h:], self.ask_open[h:], self.bid_close[h:],
+                       self.ask_close[h:], self.open_ts[h:], 0)
 
 
-def ema_cross_orders(close: np.ndarray, fast: np.ndarray, slow: np.ndarray, notional: float) -> tuple[np.ndarray, np.ndarray]:
-    """Target amounts (bars × combinations, base units) of EMA crosses: +1 × notional / mid when
-    the fast EMA is above the slow one, -1 × when below, unchanged when equal; no position until
-    the slow EMA has ``slow_period`` bars (it is NaN before). NaN (no order) except where the
-    target changes. The fill price of an order is the mid plus half the spread in the order's
-    direction, the sign of its amount (see :func:`order_prices`). Also returns the indices of
-    the bars where any column has an order."""
+def quote_bars(bars: pl.DataFrame) -> pl.DataFrame:
+    """The bars that hold a quote (the strategies' mid bars)."""
+    return bars.filter(pl.col("mid_close").is_not_null() & pl.col("bid_open").is_not_null() & pl.col("ask_open").is_not_null())
+
+
+def bar_path(bars: pl.DataFrame, history: pl.DataFrame | None = None) -> BarPath:
+    """The month's quote bars, after ``history`` (the previous month's last quote bars, or None)."""
+    parts = [quote_bars(history)] if history is not None and history.height else []
+    h = parts[0].height if parts else 0
+    df = pl.concat([*parts, quote_bars(bars)], how="diagonal_relaxed") if parts else quote_bars(bars)
+    col = lambda c: df[c].cast(pl.Float64).to_numpy()  # noqa: E731
+    return BarPath(df["ts"].to_numpy(), col("mid_close"), col("bid_open"), col("ask_open"), col("bid_close"),
+                   col("ask_close"), df["quote_open_ts"].to_numpy(), h)
+
+
+def ema_cross_orders(path: BarPath, fast: np.ndarray, slow: np.ndarray, start: np.ndarray, notional: float,
+                     lot: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Target amounts (bars × combinations, base units) of EMA crosses on ``path``: at each bar
+    ``i >= start[j]`` (column j's first decision: past the history and its warm-up) the side is
+    +1 when the fast EMA is above the slow one, -1 when below, unchanged when equal; a change of
+    side becomes an order of ``side × notional / close[i]`` (rounded down to ``lot``, at least
+    one) **at bar i + 1**, the next bar: NaN (no order) elsewhere. The last bar decides nothing
+    (no bar follows it). Also returns the indices of the bars where any column has an order.
+    Fill prices: :func:`order_prices`."""
     # Column-major (Fortran) arrays: every kernel here and in vectorbt walks one column at a
     # time, so a column must be contiguous in memory.
     amount = np.full(fast.shape, np.nan, order="F")
-    has_order = np.zeros(len(close), dtype=np.bool_)
-    _orders_kernel()(close, np.asfortranarray(fast), np.asfortranarray(slow), notional, amount, has_order)
+    has_order = np.zeros(len(path), dtype=np.bool_)
+    _orders_kernel()(path.close, np.asfortranarray(fast), np.asfortranarray(slow), np.asarray(start, dtype=np.int64),
+                     notional, float(lot or 0.0), amount, has_order)
     return amount, np.flatnonzero(has_order)
 
 
-def order_prices(amount: np.ndarray, close: np.ndarray, half: np.ndarray) -> np.ndarray:
-    """Taker fill prices of ``amount``'s orders: mid ± half spread (NaN where there is no order)."""
-    return close[:, None] + np.sign(amount) * half[:, None]
+def order_prices(amount: np.ndarray, bid_open: np.ndarray, ask_open: np.ndarray) -> np.ndarray:
+    """Taker fill prices of ``amount``'s orders at their bar's first quote: the ask to buy, the
+    bid to sell (NaN where there is no order)."""
+    return np.where(amount > 0, ask_open[:, None], np.where(amount < 0, bid_open[:, None], np.nan))
+
+
+def history_needed(spec: StrategySpec, axes: tuple[Axis, ...], interval_s: float) -> int:
+    """Bars of the previous month a sweep of ``axes`` reads: the longest warm-up of its grid."""
+    combos = combinations(spec, axes)
+    return int(warmups(spec, combos, interval_s).max()) if combos else 0
+
+
+def warmups(spec: StrategySpec, combos: list[dict[str, Any]], interval_s: float) -> np.ndarray:
+    """Per combination, the bars its warm-up declares (:meth:`StrategySpec.warmup`, on bars of
+    the sweep's interval)."""
+    bar_s = {"bar_s": int(interval_s)} if any(p.name == "bar_s" for p in spec.params) else {}
+    return np.array([spec.warmup({**c, **bar_s}).count for c in combos], dtype=np.int64)
+
+
+def warm_plan(spec: StrategySpec, combos: list[dict[str, Any]], history: int, interval_s: float
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Per combination (first input, first decision), bar indices on a path with ``history``
+    bars of the previous month: its indicators start at its own warm-up's first bar (the
+    event-driven strategy is fed exactly its declared warm-up, so its EMAs start there too), and
+    it decides from the month's first bar once it has seen its warm-up, or later in the month."""
+    need = warmups(spec, combos, interval_s)
+    first_input = np.maximum(0, history - need)
+    return first_input, np.maximum(history, first_input + need - 1)
+
+
+def warm_starts(spec: StrategySpec, combos: list[dict[str, Any]], history: int, interval_s: float) -> np.ndarray:
+    """Per combination, the first bar that may decide (see :func:`warm_plan`)."""
+    return warm_plan(spec, combos, history, interval_s)[1]
+
+
+def ema_columns(close: np.ndarray, windows: np.ndarray, first_input: np.ndarray) -> np.ndarray:
+    """EMAs (bars × columns) of ``close`` with ``windows[j]`` starting at ``first_input[j]``
+    (NaN before): vectorbt's ``MA`` (ewm, the event-driven EMA's definition: alpha 2/(n+1), seeded
+    with its first input, defined from the n-th), computed once per distinct (start, window)."""
+    import pandas as pd
+    import vectorbt as vbt
+
+    out = np.full((len(close), len(windows)), np.nan, order="F")
+    for a in np.unique(first_input):
+        cols = np.flatnonzero(first_input == a)
+        wins = sorted({int(w) for w in windows[cols]})
+        ma = vbt.MA.run(pd.Series(close[a:]), window=wins, ewm=True).ma.to_numpy()
+        ma = ma.reshape(len(close) - a, len(wins))
+        for j in cols:
+            out[a:, j] = ma[:, wins.index(int(windows[j]))]
+    return out
 
 
 _KERNEL = None
@@ -114,18 +207,22 @@ def _orders_kernel():
         from numba import njit
 
         @njit(cache=True, nogil=True)
-        def kernel(close, fast, slow, notional, amount, has_order):  # pragma: no cover - numba
+        def kernel(close, fast, slow, start, notional, lot, amount, has_order):  # pragma: no cover - numba
             n, m = fast.shape
             for j in range(m):
                 side = 0.0
-                for i in range(n):
+                for i in range(start[j], n - 1):
                     d = fast[i, j] - slow[i, j]
                     if d != d:  # NaN: the slow EMA is not ready yet
                         continue
                     want = 1.0 if d > 0 else (-1.0 if d < 0 else side)
                     if want != side and want != 0.0:
-                        amount[i, j] = want * notional / close[i]
-                        has_order[i] = True
+                        q = notional / close[i]
+                        if lot > 0.0:
+                            # as the event-driven strategy sizes it: whole lots, at least one
+                            q = max(1, int(q / lot)) * lot
+                        amount[i + 1, j] = want * q
+                        has_order[i + 1] = True
                         side = want
 
         _KERNEL = kernel
@@ -197,37 +294,33 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
 
 
 def run_sweep(bars: pl.DataFrame, spec: StrategySpec, fee: float, trading_days: int, starting_cash: float,
-              interval_s: float = 60.0, settings: SweepSettings = SweepSettings(), axes: tuple[Axis, ...] | None = None
-              ) -> SweepResult:
-    """Sweep ``spec``'s grid on ``bars`` (see the module docstring)."""
+              interval_s: float = 60.0, settings: SweepSettings = SweepSettings(), axes: tuple[Axis, ...] | None = None,
+              history: pl.DataFrame | None = None, lot: float | None = None) -> SweepResult:
+    """Sweep ``spec``'s grid on ``bars`` (see the module docstring), after ``history`` (the
+    previous month's last bars: warm-up only), sizing orders in whole ``lot`` units when given."""
     import pandas as pd
-    import vectorbt as vbt
 
     axes = axes or GRIDS[spec.name]
     combos = combinations(spec, axes)
     if not combos:
         raise ValueError(f"{spec.name}: no grid combination passes the parameter rules")
-    ts, close, half = bar_inputs(bars)
-    if len(close) < MIN_BARS:
+    path = bar_path(bars, history)
+    month = path.month()
+    if len(month) < MIN_BARS:
         # Too little data to rank anything: an empty, explained result rather than a failed run.
         empty = pl.DataFrame(schema={"combo": pl.Int64, **{a.name: pl.Float64 for a in axes}, "total_return": pl.Float64,
                                      "sharpe": pl.Float64, "max_drawdown": pl.Float64, "trades": pl.Int64,
                                      "orders": pl.Int64, "fees": pl.Float64, "rank": pl.UInt32})
-        reason = f"{len(close)} bars with a quote: a sweep needs at least {MIN_BARS}"
+        reason = f"{len(month)} bars with a quote: a sweep needs at least {MIN_BARS}"
         return SweepResult(empty, {"top": [], "n_trials": 0, "var_sharpe_annual": None, "spa_pvalue": None, "reason": reason,
-                                   "combinations": 0, "bars": len(close), "interval_s": interval_s, "fee": fee,
-                                   "axes": [a.__dict__ for a in axes], "starting_cash": starting_cash}, np.empty((0, 0)))
+                                   "combinations": 0, "bars": len(month), "history_bars": path.history,
+                                   "interval_s": interval_s, "fee": fee, "axes": [a.__dict__ for a in axes],
+                                   "starting_cash": starting_cash}, np.empty((0, 0)))
     # tz-naive UTC: a tz-aware index makes vectorbt convert it to objects on every wrap.
-    index = pd.DatetimeIndex(pd.to_datetime(ts, unit="ns"))
-    close_s = pd.Series(close, index=index)
-    fasts = sorted({c["fast_period"] for c in combos})
-    slows = sorted({c["slow_period"] for c in combos})
-    # Stored one EMA per row: taking a chunk's rows and transposing gives column-major
-    # (bars × combinations) arrays without a copy.
-    ema_f = np.ascontiguousarray(vbt.MA.run(close_s, window=fasts, ewm=True).ma.to_numpy().T)
-    ema_s = np.ascontiguousarray(vbt.MA.run(close_s, window=slows, ewm=True).ma.to_numpy().T)
-    fi = np.array([fasts.index(c["fast_period"]) for c in combos])
-    si = np.array([slows.index(c["slow_period"]) for c in combos])
+    index = pd.DatetimeIndex(pd.to_datetime(month.ts, unit="ns"))
+    first_input, starts = warm_plan(spec, combos, path.history, interval_s)
+    fasts = np.array([c["fast_period"] for c in combos])
+    slows = np.array([c["slow_period"] for c in combos])
     freq = pd.Timedelta(seconds=interval_s)
     cols: dict[str, list] = {k: [] for k in ("total_return", "sharpe", "max_drawdown", "trades", "orders", "fees")}
     ann_factor = trading_days * 86_400.0 / interval_s
@@ -235,8 +328,8 @@ def run_sweep(bars: pl.DataFrame, spec: StrategySpec, fee: float, trading_days: 
     # collection after each chunk scans only that chunk's objects.
     gc.freeze()
     try:
-        hourly_parts = _sweep_chunks(combos, fi, si, ema_f, ema_s, close, half, index, freq, fee, starting_cash,
-                                     ann_factor, settings, cols)
+        hourly_parts = _sweep_chunks(combos, fasts, slows, first_input, starts, path, index, freq, fee, starting_cash,
+                                     ann_factor, settings, cols, lot)
     finally:
         gc.unfreeze()
     hourly = np.hstack(hourly_parts)
@@ -245,23 +338,33 @@ def run_sweep(bars: pl.DataFrame, spec: StrategySpec, fee: float, trading_days: 
         pl.col("sharpe").rank("ordinal", descending=True).alias("rank")
     ).sort("rank", nulls_last=True)
     summary = _ranking_tests(table, hourly, trading_days, settings, [a.name for a in axes])
-    summary.update({"combinations": len(combos), "bars": len(close), "interval_s": interval_s, "fee": fee,
+    cold = int(np.count_nonzero(starts > path.history))
+    summary.update({"combinations": len(combos), "bars": len(month), "interval_s": interval_s, "fee": fee,
                     "axes": [a.__dict__ for a in axes], "notional": float(combos[0]["notional"]),
-                    "starting_cash": starting_cash})
+                    "starting_cash": starting_cash, "lot": lot, "history_bars": path.history,
+                    "execution": "next bar's first quote (ask to buy, bid to sell)",
+                    "warmup": {"history_bars": path.history, "combinations_waiting_in_month": cold,
+                               "longest_wait_bars": int(max(0, starts.max() - path.history))}})
     return SweepResult(table, summary, hourly)
 
 
-def _sweep_chunks(combos, fi, si, ema_f, ema_s, close, half, index, freq, fee, starting_cash, ann_factor,
-                  settings, cols) -> list[np.ndarray]:
+def _sweep_chunks(combos, fasts, slows, first_input, starts, path: BarPath, index, freq, fee, starting_cash, ann_factor,
+                  settings, cols, lot) -> list[np.ndarray]:
     """Simulate the combinations chunk by chunk; fills ``cols``; returns hourly returns per chunk."""
     import vectorbt as vbt
 
+    month = path.month()
+    h = path.history
     hour = index.to_numpy().astype("datetime64[h]")
     hour_ends = np.flatnonzero(np.append(hour[1:] != hour[:-1], True))
     hourly_parts = []
-    per_chunk = max(1, min(settings.chunk, settings.chunk_cells // max(1, len(close))))
+    per_chunk = max(1, min(settings.chunk, settings.chunk_cells // max(1, len(path))))
     for part in _chunks(len(combos), per_chunk):
-        amount, rows = ema_cross_orders(close, ema_f[fi[part]].T, ema_s[si[part]].T, float(combos[0]["notional"]))
+        ema_f = ema_columns(path.close, fasts[part], first_input[part])
+        ema_s = ema_columns(path.close, slows[part], first_input[part])
+        amount, rows = ema_cross_orders(path, ema_f, ema_s, starts[part], float(combos[0]["notional"]), lot)
+        # Orders come after the history's last bar (decisions start there): the month's rows.
+        amount, rows = amount[h:], rows - h
         n_cols = amount.shape[1]
         # vectorbt simulates only the bars where some column of the chunk trades: with target
         # amounts, an order depends on the cash and position left by the previous orders, never
@@ -269,7 +372,8 @@ def _sweep_chunks(combos, fi, si, ema_f, ema_s, close, half, index, freq, fee, s
         # this against a plain loop) at a fraction of the cells.
         sub = amount[rows]
         pf = vbt.Portfolio.from_orders(
-            close=close[rows][:, None], size=sub, size_type="targetamount", price=order_prices(sub, close[rows], half[rows]),
+            close=month.close[rows][:, None], size=sub, size_type="targetamount",
+            price=order_prices(sub, month.bid_open[rows], month.ask_open[rows]),
             fees=fee, init_cash=starting_cash, freq=freq,
             # Order records sized to the orders there are (the default is one per cell: GBs).
             max_orders=max(1, int(np.count_nonzero(sub == sub))), max_logs=0,
@@ -278,7 +382,7 @@ def _sweep_chunks(combos, fi, si, ema_f, ema_s, close, half, index, freq, fee, s
         # pandas wrappers (pf.value(), pf.returns(), .sharpe_ratio()) cost more than the simulation.
         records = pf.orders.values.copy()
         records["idx"] = rows[records["idx"]]
-        value = _value_from_orders(records, close, n_cols, starting_cash)
+        value = _value_from_orders(records, month.close, n_cols, starting_cash)
         sharpe, mdd = value_metrics(value, starting_cash, ann_factor)
         cols["total_return"] += list(value[-1] / starting_cash - 1.0)
         cols["sharpe"] += list(sharpe)
@@ -291,7 +395,7 @@ def _sweep_chunks(combos, fi, si, ema_f, ema_s, close, half, index, freq, fee, s
         # Hourly returns compounded from the bars' = value at each hour's last bar over the previous one.
         marks = value[hour_ends]
         hourly_parts.append(np.vstack([marks[:1] / starting_cash, marks[1:] / marks[:-1]]) - 1.0)
-        del pf, records, value, amount, sub
+        del pf, records, value, amount, sub, ema_f, ema_s
         gc.collect()  # vectorbt's objects form cycles: without this a long sweep keeps every chunk
     return hourly_parts
 

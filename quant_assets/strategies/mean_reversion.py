@@ -112,6 +112,9 @@ class MeanReversion(RecordedStrategy):
 
     on_order_denied = on_order_rejected
 
+    def on_warmup_tick(self, tick: QuoteTick, mid: float) -> None:
+        self._push(mid)  # the previous month's last quotes fill the window
+
     def on_signal_tick(self, tick: QuoteTick, mid: float) -> None:
         self._push(mid)
         if self._guard_position(tick.ts_init):

@@ -22,7 +22,11 @@ class RecordedStrategyConfig(StrategyConfig, frozen=True):
     """``params``: the spec's resolved values; ``flatten_at_ns``: ts_init (ns) of the month's
     last quote, at which every position is closed; ``equity_interval_ns``: sampling period;
     ``starting_cash`` (quote currency), ``max_leverage`` and ``maintenance_margin`` (fraction of
-    notional): the account rules of the venue."""
+    notional): the account rules of the venue. ``trade_from_ns``: ts_init (ns) of the month's
+    first tick; data before it is the previous month's end, fed to warm the indicators (see
+    :meth:`RecordedStrategy.on_warmup_tick`), never traded. ``warmup_inputs``: how many signal
+    inputs (bars or quote updates, :class:`~quant_assets.strategies.spec.Warmup`) the strategy
+    must have seen before it trades (0: as soon as its indicators are defined)."""
 
     instrument_id: InstrumentId
     params: dict
@@ -31,6 +35,8 @@ class RecordedStrategyConfig(StrategyConfig, frozen=True):
     starting_cash: float = 100_000.0
     max_leverage: float = 1.0
     maintenance_margin: float = 0.0
+    trade_from_ns: int = 0
+    warmup_inputs: int = 0
 
 
 class RecordedStrategy(Strategy):
@@ -80,6 +86,10 @@ class RecordedStrategy(Strategy):
     def on_quote_tick(self, tick: QuoteTick) -> None:
         mid = (tick.bid_price.as_double() + tick.ask_price.as_double()) / 2.0
         self.last_mid = mid
+        if tick.ts_init < self.config.trade_from_ns:
+            # The previous month's end: indicators only. No sample, no order, no account check.
+            self.on_warmup_tick(tick, mid)
+            return
         if not self._timer_started:
             self._timer_started = True
             self.sample_ts.append(tick.ts_init)
@@ -103,6 +113,16 @@ class RecordedStrategy(Strategy):
 
     def on_signal_tick(self, tick: QuoteTick, mid: float) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def on_warmup_tick(self, tick: QuoteTick, mid: float) -> None:
+        """A quote of the warm-up (before ``trade_from_ns``): update the indicators, never trade.
+        Strategies whose signal runs on bars get their warm-up bars in ``on_bar`` and may leave
+        this empty."""
+
+    def trading(self, ts: int) -> bool:
+        """Whether a signal computed at ``ts`` (ns, the engine's clock) may trade: the month has
+        begun (not the warm-up) and the strategy has not stopped."""
+        return ts >= self.config.trade_from_ns and not self.stopped
 
     def flatten(self) -> None:
         """Cancel resting orders and close the position with a market order at the touch."""

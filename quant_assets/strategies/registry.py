@@ -31,7 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from quant_assets.settings import REPO_ROOT
-from quant_assets.strategies.spec import Axis, Param, ParamError, StrategySpec
+from quant_assets.strategies.spec import Axis, Param, ParamError, StrategySpec, Warmup
 
 CONFIG_ENV = "QUANT_STRATEGIES"
 
@@ -41,6 +41,19 @@ EQUITY_INTERVAL = Param(
     tunable=False,
 )
 
+#: An EMA of length n seeded with its first input still gives that input a weight of
+#: (1 - 2/(n+1))^k after k inputs: e^-2 (13.5%) when it reports itself initialised (k = n).
+#: Strategies on EMAs warm up for this many lengths of their slowest EMA (weight e^-6, 0.25%).
+EMA_WARMUP_LENGTHS = 3
+
+
+def _ema_cross_warmup(v: dict) -> Warmup:
+    count = EMA_WARMUP_LENGTHS * int(v["slow_period"])
+    if v["bar_s"]:
+        return Warmup(count, "bars", int(v["bar_s"]) * 1_000_000_000)
+    return Warmup(count, "quotes")
+
+
 EMA_CROSS = StrategySpec(
     name="ema_cross",
     engine="nautilus",
@@ -48,20 +61,31 @@ EMA_CROSS = StrategySpec(
     description=(
         "Trend following on the mid price: long when the fast EMA of the mid is above the slow EMA, "
         "short when below; switches with market orders (taker fees) on every cross, one position "
-        "of a fixed quote-currency notional."
+        "of a fixed quote-currency notional. The EMAs run on the closes of time bars of the mid built by "
+        "NautilusTrader from the quotes (bar_s seconds, the research layer's bars: the same signal as the "
+        "vectorised sweep), and a decision at a bar's close trades at the first quote the order meets; "
+        "with bar_s = 0 they run on every quote update. It trades only once the slow EMA has seen "
+        f"{EMA_WARMUP_LENGTHS} times its length (warmed up from the previous month's end where there is one)."
     ),
+    version="2",
     params=(
-        Param("fast_period", int, 50, "fast EMA length, in quote updates", "ticks", 2, 100_000, fewer_trades=1),
-        Param("slow_period", int, 200, "slow EMA length, in quote updates", "ticks", 3, 1_000_000, fewer_trades=1),
+        Param("fast_period", int, 30, "fast EMA length, in bars of bar_s seconds (quote updates when bar_s = 0)",
+              "bars", 2, 100_000, fewer_trades=1),
+        Param("slow_period", int, 120, "slow EMA length, in bars of bar_s seconds (quote updates when bar_s = 0)",
+              "bars", 3, 1_000_000, fewer_trades=1),
         Param("notional", float, 10_000.0, "position size at entry", "quote currency", 1.0, 1e9),
+        Param("bar_s", int, 60, "interval of the time bars the EMAs run on (0: every quote update)", "s", 0, 86_400,
+              tunable=False),
         EQUITY_INTERVAL,
     ),
     constraints=((lambda v: v["fast_period"] < v["slow_period"], "fast_period must be below slow_period"),),
+    warmup_rule=_ema_cross_warmup,
 )
 
 #: Sweep grids of the strategies with a vectorised form (``sweep_<strategy>`` assets). The
-#: vectorised ``ema_cross`` reads its EMA lengths in bars of ``bars_1m`` (not quote updates):
-#: 10 × 10 = 100 combinations per slice; ``bench/sweep_bench.py`` sweeps a 1,000-point grid.
+#: vectorised ``ema_cross`` reads its EMA lengths in bars of ``bars_1m``, as the event-driven one
+#: does with ``bar_s = 60``: 10 × 10 = 100 combinations per slice; ``bench/sweep_bench.py``
+#: sweeps a 1,000-point grid.
 SWEEP_GRIDS: dict[str, tuple[Axis, ...]] = {
     "ema_cross": (Axis("fast_period", 10, 100, 10), Axis("slow_period", 150, 2400, 250)),
 }
@@ -92,6 +116,9 @@ MEAN_REVERSION = StrategySpec(
         Param("notional", float, 10_000.0, "position size at entry", "quote currency", 1.0, 1e9),
         EQUITY_INTERVAL,
     ),
+    version="2",
+    # The rolling mean and deviation are exact once the window is full.
+    warmup_rule=lambda v: Warmup(int(v["window"]), "quotes"),
 )
 
 MARKET_MAKER = StrategySpec(

@@ -76,6 +76,39 @@ class Param:
 
 
 @dataclass(frozen=True)
+class Warmup:
+    """The history a strategy's indicators need before it may trade: ``count`` inputs of its
+    signal, each a time bar of ``bar_ns`` ns (``unit="bars"``) or a quote update
+    (``unit="quotes"``). ``count == 0``: nothing to warm. A backtest of month M reads that much
+    of M−1's end and feeds it to the strategy with trading disabled; in a month without a
+    previous one the strategy waits the same count of M's own inputs (it never trades on
+    indicators that still weigh their seed)."""
+
+    count: int = 0
+    unit: Literal["bars", "quotes"] = "quotes"
+    bar_ns: int = 0
+
+    def __post_init__(self) -> None:
+        if self.count < 0 or (self.unit == "bars" and self.count and self.bar_ns <= 0):
+            raise ValueError(f"warm-up of {self.count} {self.unit} (bar {self.bar_ns} ns): expected a count >= 0 and bars > 0 ns")
+
+    @property
+    def duration_ns(self) -> int | None:
+        """Time the warm-up spans (bars only; a count of quotes has no fixed duration)."""
+        return self.count * self.bar_ns if self.unit == "bars" else None
+
+    def describe(self) -> str:
+        if not self.count:
+            return "none"
+        if self.unit == "bars":
+            return f"{self.count:,} bars of {self.bar_ns / 1e9:g} s"
+        return f"{self.count:,} quote updates"
+
+
+NO_WARMUP = Warmup()
+
+
+@dataclass(frozen=True)
 class StrategySpec:
     """A registered strategy.
 
@@ -93,6 +126,9 @@ class StrategySpec:
     values: Mapping[str, int | float | bool] = field(default_factory=dict)
     #: Invariants between parameters: (predicate on the resolved values, what is expected).
     constraints: tuple[tuple[Callable[[dict], bool], str], ...] = ()
+    #: The warm-up its indicators need, from its resolved parameters (:class:`Warmup`); part of
+    #: the strategy's code: bump ``version`` when it changes.
+    warmup_rule: Callable[[dict], Warmup] | None = None
 
     def __post_init__(self) -> None:
         # Latency, queue, fills and fees belong to the venue (quant_assets.venues): a strategy
@@ -127,6 +163,10 @@ class StrategySpec:
         spec = replace(self, values=merged)
         spec.resolved()
         return spec
+
+    def warmup(self, overrides: Mapping[str, object] | None = None) -> Warmup:
+        """The warm-up of this spec's parameters (with ``overrides``)."""
+        return self.warmup_rule(self.resolved(overrides)) if self.warmup_rule is not None else NO_WARMUP
 
     def code_version(self, adapter_version: str) -> str:
         params = json.dumps(self.resolved(), sort_keys=True)
