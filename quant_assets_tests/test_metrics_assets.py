@@ -98,7 +98,7 @@ def test_a_changed_backtest_slice_makes_exactly_its_metric_slice_and_its_roll_up
     assert set(before.values()) == {"materialized"}
     # Tune ema_cross and re-run its January backtest only: a new data version for that slice.
     cfg = tmp_path / "strategies.toml"
-    cfg.write_text("[ema_cross]\nfast_period = 30\n")
+    cfg.write_text("[ema_cross]\nfast_period = 40\n")
     specs = registry.load(cfg)
     tuned = [ticks, *backtest_assets(specs), *(metrics_asset(s) for s in specs.values()), *(report_asset(s) for s in specs.values())]
     assert _run(instance, ["backtest_ema_cross"], "2024-01|BTCUSDT", assets=tuned).success

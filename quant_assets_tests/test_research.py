@@ -34,17 +34,20 @@ def test_bars_take_ohlc_from_trades_else_mids_and_skip_empty_minutes():
     rows = [
         q(T0 + 1, 99.0, 101.0), tr(T0 + 2, 100.5, 1.0), tr(T0 + 3, 102.0, 2.0), tr(T0 + 4, 99.5, 0.5), q(T0 + 5, 100.0, 100.5),
         q(T0 + MIN + 1, 100.0, 102.0), q(T0 + MIN + 2, 103.0, 104.0), q(T0 + MIN + 3, 101.0, 102.0),
-        q(T0 + 3 * MIN, 90.0, 91.0),  # minute 2 has no tick at all
+        q(T0 + 3 * MIN + 1, 90.0, 91.0),  # minute 2 has no tick at all
+        q(T0 + 4 * MIN, 92.0, 93.0),  # on the boundary: received as minute 3 closes, so part of it
     ]
     out = bars(_ticks(rows), parse_interval("1m")).collect()
     assert out["ts"].to_list() == [T0, T0 + MIN, T0 + 3 * MIN]
     first, second, last = out.rows(named=True)
+    assert (first["bid_open"], first["ask_open"], first["quote_open_ts"]) == (99.0, 101.0, T0 + 1)
+    assert (last["bid_open"], last["bid_close"], last["quotes"]) == (90.0, 92.0, 2)
     assert (first["open"], first["high"], first["low"], first["close"]) == (100.5, 102.0, 99.5, 99.5)
     assert first["source"] == "trades" and first["volume"] == 3.5 and first["trades"] == 3 and first["quotes"] == 2
     assert first["mid_close"] == 100.25 and first["spread_close"] == 0.5 and first["spread_mean"] == 1.25
     assert (second["open"], second["high"], second["low"], second["close"]) == (101.0, 103.5, 101.0, 101.5)
     assert second["source"] == "mid" and second["volume"] == 0.0 and second["trades"] == 0
-    assert last["close"] == 90.5
+    assert last["close"] == 92.5
     with pytest.raises(ValueError, match="expected a whole number and a unit"):
         parse_interval("1 minute")
 
@@ -167,7 +170,8 @@ def test_bars_and_sweep_assets_publish_a_ranked_grid_with_a_heat_map(lake, insta
     assert (out / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
     con = duck.connect(lake)
     assert con.execute("SELECT count(*) FROM sweeps WHERE strategy='ema_cross'").fetchone()[0] == 100
-    assert con.execute("SELECT count(*) FROM bars WHERE interval='1m'").fetchone()[0] == md["bars"].value
+    # the sweep runs on the bars that hold a quote (the mid bars the event-driven strategy sees)
+    assert con.execute("SELECT count(*) FROM bars WHERE interval='1m' AND mid_close IS NOT NULL").fetchone()[0] == md["bars"].value
     # The number of candidates kept is the launchpad's config.
     more = dg.materialize(ASSETS, selection=["sweep_ema_cross"], partition_key="2024-01|BTCUSDT", instance=instance,
                           resources={"lake": LakeResource(), "critic": CriticResource()},
@@ -222,10 +226,10 @@ def test_the_top_sweep_candidates_are_re_tested_event_driven_on_the_next_month(l
     t = pl.read_parquet(lake.handoff_dir("ema_cross", "BTCUSDT", "2024-01") / "handoff.parquet")
     summary = json.loads((lake.sweep_dir("ema_cross", "BTCUSDT", "2024-01") / "summary.json").read_text())
     assert t["sweep_rank"].to_list() == [c["rank"] for c in summary["top"]] == [1, 2, 3]
-    qpb = mat.metadata["quotes_per_bar"].value
     for row, cand in zip(t.iter_rows(named=True), summary["top"], strict=True):
         event = json.loads(row["event_params"])
-        assert event["fast_period"] == max(2, round(cand["fast_period"] * qpb))  # bars -> quote updates
+        # ema_cross signals on 1-minute bars, as the sweep: the candidate is the combination itself
+        assert (event["fast_period"], event["slow_period"]) == (cand["fast_period"], cand["slow_period"])
         assert row["oos_candidate_sharpe"] is not None and row["oos_baseline_sharpe"] is not None and row["n_tested"] == 3
         assert (lake.handoff_dir("ema_cross", "BTCUSDT", "2024-01") / "runs" / f"rank{cand['rank']}" / "2024-02" / "fills.parquet").exists()
     assert duck.connect(lake).execute("SELECT count(*) FROM handoffs").fetchone()[0] == 3

@@ -28,12 +28,12 @@ def test_builtin_strategies_have_documented_parameters(tmp_path: Path) -> None:
 def test_tuning_one_parameter_changes_only_that_strategy_code_version(tmp_path: Path) -> None:
     base = _versions(registry.load(tmp_path / "none.toml"))
     cfg = tmp_path / "strategies.toml"
-    cfg.write_text("[ema_cross]\nfast_period = 30\n")
+    cfg.write_text("[ema_cross]\nfast_period = 40\n")
     tuned = _versions(registry.load(cfg))
     assert tuned["ema_cross"] != base["ema_cross"]
     assert {k: v for k, v in tuned.items() if k != "ema_cross"} == {k: v for k, v in base.items() if k != "ema_cross"}
     # the same value as the default gives the same version as no config
-    cfg.write_text("[ema_cross]\nfast_period = 50\n")
+    cfg.write_text("[ema_cross]\nfast_period = 30\n")
     assert _versions(registry.load(cfg)) == base
 
 

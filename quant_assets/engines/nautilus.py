@@ -337,13 +337,15 @@ def run_nautilus(
     rules: AccountRules | None = None,
     profile: VenueProfile | None = None,
     warmup: WarmupFeed | None = None,
+    trade_from_ns: int | None = None,
 ) -> EngineRun:
     """Backtest one partition with the strategy class named by ``impl`` and its resolved
     ``params`` under the account ``rules`` (default: 1x, no maintenance margin) and the venue
     ``profile`` (order latency, fill model, synthetic depth; default:
     :func:`~quant_assets.venues.profile.frictionless` for the instrument's venue × kind, i.e.
     no latency), after the ``warmup`` feed (the previous month's end, indicators only; the
-    strategy then waits until it has seen the declared count of inputs; default: none). Raises
+    strategy then waits until it has seen the declared count of inputs; default: none). Data
+    before ``trade_from_ns`` (default: the file's first tick) only warms the indicators. Raises
     :class:`~quant_assets.engines.inputs.BacktestInputError` for a partition that cannot be
     backtested (no quotes, off-grid prices)."""
     import nautilus_trader
@@ -370,7 +372,7 @@ def run_nautilus(
             starting_cash=float(starting_cash),
             max_leverage=float(rules.max_leverage),
             maintenance_margin=float(rules.maintenance_margin),
-            trade_from_ns=int(stats.first_ts),
+            trade_from_ns=int(stats.first_ts if trade_from_ns is None else trade_from_ns),
             warmup_inputs=int(warmup.declared.count) if warmup is not None else 0,
         )
     )
