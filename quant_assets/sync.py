@@ -45,10 +45,15 @@ EXTERNAL_SOURCES: dict[dg.AssetKey, tuple[Callable[[Lake, str, list[FileRecord]]
 
 
 def _waits(lake: Lake, key: dg.AssetKey, symbol: str, month: str) -> bool:
-    """An out-of-sample test of ``month`` (a critique's or a sweep's) waits until month+1 has its metric set."""
+    """An out-of-sample test of ``month`` (a critique's or a sweep's) waits until month+1 has its
+    metric set; a walk-forward fold of ``month`` until a month before it has sweep returns."""
     from quant_assets.critique.oos import next_month_ready
 
     name = key.path[-1]
+    if name.startswith("wf_fold_") and month != ALL_MONTHS:
+        from quant_assets.research.walkforward import WalkForwardSettings, in_sample_months
+
+        return not in_sample_months(lake, name.removeprefix("wf_fold_"), symbol, month, WalkForwardSettings.from_env())
     prefix = next((p for p in ("oos_validation_", "sweep_oos_") if name.startswith(p)), None)
     if prefix is None or month == ALL_MONTHS:
         return False

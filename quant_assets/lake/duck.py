@@ -43,6 +43,7 @@ VIEWS: dict[str, tuple[str, tuple[str, ...]]] = {
     "handoffs": ("handoffs/strategy=*/symbol=*/month=*/handoff.parquet", ("strategy", "symbol", "month")),
     "factor_ic": ("factors/strategy=*/symbol=*/ic.parquet", ("strategy", "symbol")),
     "agreements": ("agreements/strategy=*/symbol=*/month=*/agreement.parquet", ("strategy", "symbol", "month")),
+    "wf_folds": ("wf_folds/strategy=*/symbol=*/month=*/fold.parquet", ("strategy", "symbol", "month")),
 }
 
 

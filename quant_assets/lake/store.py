@@ -337,6 +337,15 @@ class Lake:
         """The vectorised sweep's best combination against the event-driven engine on the same slice."""
         return self._strategy_dir("agreements", strategy, symbol, month)
 
+    def wf_fold_dir(self, strategy: str, symbol: str, month: str) -> Path:
+        """One fold of the walk-forward optimisation: parameters chosen on the sweeps before
+        ``month``, run event-driven on ``month``; ``manifest.json`` is written last."""
+        return self._strategy_dir("wf_folds", strategy, symbol, month)
+
+    def walkforward_dir(self, strategy: str, symbol: str) -> Path:
+        """The walk-forward optimisation of a strategy on one symbol: its folds stitched."""
+        return self._strategy_dir("walkforward", strategy, symbol)
+
     @property
     def trials_path(self) -> Path:
         return self.root / "trials" / "trials.parquet"
