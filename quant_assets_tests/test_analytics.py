@@ -173,6 +173,24 @@ def test_edge_slices_give_nulls_with_reasons_never_nan(case: str) -> None:
         assert sm.row["periods"] == 0 and "at least 2" in reasons["sharpe"]
 
 
+def test_risk_on_deployed_capital_is_not_diluted_by_idle_cash() -> None:
+    # 100 units at 100 (a 10,000 position) on 100,000 of cash; the price falls to 90: -1,000.
+    mids = np.r_[np.full(10, 100.0), np.linspace(100.0, 90.0, 41), np.full(49, 90.0)]
+    row = compute(_slice([(10, 1, 100.0, 100.0, 0.0), (60, -1, 100.0, 90.0, 0.0)], mids), 365, None, "s", "T", "2024-01").row
+    assert row["pnl"] == pytest.approx(-1_000.0) and row["total_return"] == pytest.approx(-0.01)
+    assert row["return_on_deployed"] == pytest.approx(-0.10, rel=1e-12)
+    assert row["max_drawdown_on_deployed"] == pytest.approx(-0.10, rel=1e-12)
+    assert row["deployed_peak"] == pytest.approx(10_000.0) and 9_000.0 < row["deployed_avg"] < 10_000.0
+    # fees are charged against the notional they were paid on, entry and exit included
+    fees = compute(_slice([(10, 1, 100.0, 100.0, 10.0), (60, -1, 100.0, 90.0, 10.0)], mids), 365, None, "s", "T", "2024-01").row
+    assert fees["return_on_deployed"] == pytest.approx((1 - 10 / 10_000) * 0.9 * (1 - 10 / 9_000) - 1, rel=1e-12)
+    # a round trip between two samples still deploys capital; never in the market: null with the reason
+    quick = compute(_slice([(10, 1, 100.0, 100.0, 0.0), (10, -1, 100.0, 99.0, 0.0)], np.full(30, 100.0)), 365, None, "s", "T", "2024-01").row
+    assert quick["deployed_peak"] == pytest.approx(10_000.0) and quick["return_on_deployed"] == pytest.approx(-0.01)
+    flat = compute(_slice([], mids), 365, None, "s", "T", "2024-01").row
+    assert flat["return_on_deployed"] is None and "never in the market" in json.loads(flat["null_reasons"])["return_on_deployed"]
+
+
 def test_closed_days_are_left_out_of_the_periods() -> None:
     # Friday moves, Saturday and Sunday flat (an FX weekend), Monday moves: 1-hour samples.
     hours = 24 * 4
