@@ -12,9 +12,9 @@ mention a timestamp, a file path or a price. :class:`Scrubber` replaces, in that
   futures-style ``27DEC24``, quarters (``Q1 2024``) -> ``<date>``; epochs of 10, 13, 16 or 19
   digits (s, ms, us, ns; a unit suffix included) -> ``<timestamp>``; with ``strict``, a bare
   year ``19xx``/``20xx`` standing alone (not part of a number such as ``2000.0``) -> ``<year>``;
-* the symbol (when it is to be hidden) -> its alias;
 * with a price range, every number inside it (``43,012.5``) -> ``<price>``: the range is the
-  slice's own prices, widened by :data:`PRICE_MARGIN` either way.
+  slice's own prices, widened by :data:`PRICE_MARGIN` either way;
+* the symbol (when it is to be hidden, as a whole token) -> its alias.
 
 A bare year is not scrubbed from the strategy dictionary (``strict=False``): parameter values
 such as ``slow_period 2000`` would be lost, and the dictionary is code and config, not data.
@@ -68,13 +68,13 @@ class Scrubber:
             text = pattern.sub(repl, text)
         if strict:
             text = _BARE_YEAR.sub("<year>", text)
-        for h in self.hide:
-            if h:
-                # whole tokens only: a short symbol ("ES") must not eat words ("fees")
-                text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(h)}(?![A-Za-z0-9])", self.alias, text, flags=re.I)
         if self.prices is not None:
             lo, hi = self.prices[0] / PRICE_MARGIN, self.prices[1] * PRICE_MARGIN
             text = _NUMBER.sub(lambda m: "<price>" if lo <= abs(_value(m.group())) <= hi else m.group(), text)
+        for h in self.hide:  # last: the alias is never scrubbed itself
+            if h:
+                # whole tokens only: a short symbol ("ES") must not eat words ("fees")
+                text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(h)}(?![A-Za-z0-9])", self.alias, text, flags=re.I)
         return text
 
 
