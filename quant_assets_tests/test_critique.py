@@ -276,7 +276,7 @@ def test_rules_name_a_deep_drawdown_on_the_capital_deployed() -> None:
     deployed = _metrics(starting_equity=100_000.0, deployed_avg=10_000.0, deployed_peak=10_000.0,
                         return_on_deployed=-0.08, max_drawdown_on_deployed=-0.15)
     c = RuleCritic().critique(_prompt(metrics=deployed), EMA_CROSS).critique
-    assert "On the capital actually deployed (on average 10.00% of the starting equity)" in c.diagnosis
+    assert "On the capital actually deployed (on average 10.00% of the starting equity, at most 10.00%)" in c.diagnosis
     assert any("-15.00% on the capital deployed" in r for r in c.risks)
 
 

@@ -7,8 +7,8 @@ the frequency of its tearsheet, bootstrap intervals and deflated Sharpe, so a po
 and its interval always describe the same returns; the same set on the equity grid (intraday,
 where drawdowns are deeper) is kept beside it as ``metrics_grid``. Trade statistics cover every
 month's trades. Robustness: :mod:`quant_assets.analytics.robustness`. Risk on the capital
-actually deployed (:mod:`quant_assets.analytics.deployed`) is chained across months the same
-way and reported beside the account's figures (``deployed``).
+actually deployed (:mod:`quant_assets.analytics.deployed`) is reported beside the account's
+figures (``deployed``): the months' PnL paths end to end over the peak capital at risk.
 
 Output at ``<lake>/reports/strategy=X/symbol=S/``:
 
@@ -36,7 +36,7 @@ import numpy as np
 import polars as pl
 
 from quant_assets.analytics import robustness
-from quant_assets.analytics.deployed import DeployedSeries, deployed_metrics, deployed_returns, stitch_deployed
+from quant_assets.analytics.deployed import DeployedCapital, deployed_capital, deployed_metrics, stitch_deployed
 from quant_assets.analytics.periods import period_metrics
 from quant_assets.analytics.returns import SECONDS_PER_DAY, ReturnSeries, daily, sample_returns, stitch
 from quant_assets.analytics.slice_metrics import ANALYTICS_VERSION, read_backtest
@@ -74,14 +74,13 @@ def money_summary(monthly: pl.DataFrame) -> dict[str, Any]:
     }
 
 
-def _deployed_summary(stitched: DeployedSeries) -> dict[str, Any]:
-    """The months' returns on deployed capital chained (see :mod:`quant_assets.analytics.deployed`):
-    figures, their null reasons, the periods in the market and the notes."""
+def _deployed_summary(stitched: DeployedCapital) -> dict[str, Any]:
+    """The months on deployed capital (see :mod:`quant_assets.analytics.deployed`): figures,
+    their null reasons and the periods in the market."""
     m = deployed_metrics(stitched)
-    return {"definition": "returns on the gross notional at risk (|position| x mid, or after a fill x its price), "
-                          "over the periods in the market, compounded across months",
-            "metrics": m.values, "null_reasons": m.reasons, "periods_in_market": len(stitched.returns),
-            "notes": stitched.notes}
+    return {"definition": "PnL and its largest drawdown over the peak gross notional at risk (|position| x mid, or after "
+                          "a fill x its price) of all the months; the months' PnL paths added end to end",
+            "metrics": m.values, "null_reasons": m.reasons, "periods_in_market": len(stitched.deployed)}
 
 
 class RollupError(ValueError):
@@ -147,7 +146,7 @@ def run_report(
         bt = read_backtest(lake, strategy, symbol, month)
         rs = sample_returns(bt.equity, bt.interval_s, trading_days)
         series.append((month, rs))
-        deployed.append(deployed_returns(bt.equity, bt.fills, bt.interval_s))
+        deployed.append(deployed_capital(bt.equity, bt.fills, bt.interval_s, bt.starting_cash))
         t = pl.read_parquet(mdir / "trades.parquet").with_columns(month=pl.lit(month))
         trades.append(t)
         monthly.append(_monthly_row(mdir / "metrics.parquet"))

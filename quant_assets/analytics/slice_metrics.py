@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from quant_assets.analytics.deployed import DEPLOYED_METRICS, deployed_metrics, deployed_returns
+from quant_assets.analytics.deployed import DEPLOYED_METRICS, deployed_capital, deployed_metrics
 from quant_assets.analytics.periods import PERIOD_METRICS, MetricSet, period_metrics
 from quant_assets.analytics.returns import ReturnSeries, sample_returns
 from quant_assets.analytics.trades import (
@@ -123,6 +123,7 @@ def _agreement(rs: ReturnSeries, pf, other_flows: float = 0.0, starting_cash: fl
     ``other_flows`` (quote currency: funding, insurance) are cash vectorbt's order replay cannot
     book; they are added to its final value, so its total return stays comparable."""
     import pandas as pd
+    import vectorbt  # noqa: F401  registers the ``.vbt`` accessor: a flat month builds no portfolio that would import it
 
     m = MetricSet()
     if pf is not None:
@@ -158,8 +159,7 @@ def compute(bt: BacktestSlice, trading_days: int, quotes: pl.LazyFrame | None, s
         m.undefined(TRADE_STATS[1:], "no fills: the strategy never traded this month" if len(equity) else "empty equity curve")
     flows = bt.cashflows if bt.cashflows is not None else empty_cashflows()
     m.update(_agreement(rs, pf, float(flows["amount"].sum()) if len(flows) else 0.0, bt.starting_cash))
-    deployed = deployed_returns(equity, fills, bt.interval_s)
-    m.update(deployed_metrics(deployed))
+    m.update(deployed_metrics(deployed_capital(equity, fills, bt.interval_s, bt.starting_cash)))
     regimes = sample_regimes(equity, bt.interval_s, rs.periods_per_year) if len(equity) else pl.DataFrame(
         schema={"ts": pl.Int64(), "mid": pl.Float64(), "vol": pl.Float64(), "regime": pl.String()})
     trades = market_context(table, equity, regimes, quotes)
@@ -187,8 +187,8 @@ def compute(bt: BacktestSlice, trading_days: int, quotes: pl.LazyFrame | None, s
         reasons["funding_pnl"] = f"funding {row['funding_status']} ({row['instrument_kind']})"
     if row["venue_profile"] is None:
         reasons["venue_profile"] = "the backtest's manifest names no venue profile (it predates them)"
-    if rs.notes or deployed.notes:
-        reasons["_notes"] = "; ".join([*rs.notes, *deployed.notes])
+    if rs.notes:
+        reasons["_notes"] = "; ".join(rs.notes)
     row["null_reasons"] = json.dumps(reasons, sort_keys=True)
     return SliceMetrics(row, m, rs, trades, regime_table, equity)
 

@@ -104,8 +104,9 @@ class RuleCritic:
         cap = d.get("capital_at_risk") or {}
         if cap.get("return_on_deployed") is not None:
             findings.append(f"On the capital actually deployed (on average {_pct(cap.get('deployed_avg_over_starting_equity'))} "
-                            f"of the starting equity) the month returned {_pct(cap['return_on_deployed'])} with a maximum "
-                            f"drawdown of {_pct(cap.get('max_drawdown_on_deployed'))}.")
+                            f"of the starting equity, at most {_pct(cap.get('deployed_peak_over_starting_equity'))}) the "
+                            f"month's PnL was {_pct(cap['return_on_deployed'])} of the peak, with a maximum drawdown of "
+                            f"{_pct(cap.get('max_drawdown_on_deployed'))} of it")
             dd = cap.get("max_drawdown_on_deployed")
             if dd is not None and dd <= DEEP_DEPLOYED_DRAWDOWN:
                 risks.append(f"a drawdown of {_pct(dd)} on the capital deployed, against {_pct(m.get('max_drawdown'))} on the "
@@ -117,7 +118,7 @@ class RuleCritic:
         diagnosis = (
             f"Rule-based (offline) critique. Net return {_pct(m.get('total_return'))}, Sharpe {sharpe}, max drawdown "
             f"{_pct(m.get('max_drawdown'))}, {trades} trades with win rate {_pct(m.get('trade_win_rate'))}. "
-            + (" ".join(findings) if findings else "No rule fired beyond the headline figures.")
+            + ((". ".join(findings) + ".") if findings else "No rule fired beyond the headline figures.")
         )
         if not risks:
             risks.append("no rule-based risk found; this is not evidence of robustness beyond the rules checked")

@@ -139,6 +139,14 @@ def _num(x: Any, digits: int = 6) -> Any:
     return float(f"{v:.{digits}g}")
 
 
+def _plain(v: Any) -> str:
+    """A dictionary value as written (``10000``, ``2.5``), but from 1e9 up in exponent form: a run
+    of 10 digits reads as an epoch and would be scrubbed."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    return f"{v:g}" if abs(v) >= 1e9 else f"{v:.12g}"
+
+
 def venue_context(venue: dict[str, Any] | None, engine: str) -> str:
     """The venue profile as the critic reads it: what the simulated market does, marked as
     context it cannot change."""
@@ -161,7 +169,8 @@ def strategy_dictionary(spec: StrategySpec, venue: dict[str, Any] | None = None)
     """The strategy's description, its tunable parameters (meaning, unit, range, current value)
     and the venue profile it ran under (:func:`venue_context`)."""
     rows = [
-        f"- {d['name']} ({d['type']}, {d['unit'] or 'no unit'}, range [{d['lo']}, {d['hi']}], now {d['value']}): {_clip(str(d['doc']), 300)}"
+        f"- {d['name']} ({d['type']}, {d['unit'] or 'no unit'}, range [{_plain(d['lo'])}, {_plain(d['hi'])}], "
+        f"now {_plain(d['value'])}): {_clip(str(d['doc']), 300)}"
         for d, p in zip(spec.docs(), spec.params) if p.tunable
     ]
     return (
@@ -208,8 +217,9 @@ def _deployed(metrics_row: dict[str, Any]) -> dict[str, Any]:
     equity = metrics_row.get("starting_equity") or 0.0
     frac = lambda k: _num(metrics_row[k] / equity) if equity > 0 and metrics_row.get(k) is not None else None  # noqa: E731
     return {
-        "definition": "gross notional held (|position| x mid) per period in the market; returns are the PnL of each such "
-                      "period over it, compounded; fractions",
+        "definition": "deployed capital = gross notional held (|position| x mid); return and max drawdown are the "
+                      "month's PnL and its largest fall over the peak deployed capital; fractions (-1 = lost the peak "
+                      "once; can go below -1)",
         "return_on_deployed": _num(metrics_row.get("return_on_deployed")),
         "max_drawdown_on_deployed": _num(metrics_row.get("max_drawdown_on_deployed")),
         "deployed_avg_over_starting_equity": frac("deployed_avg"),
