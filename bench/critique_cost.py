@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from quant_assets.critique.critics import RuleCritic
     from quant_assets.critique.pricing import PRICES
     from quant_assets.critique.prompt import build_prompt
-    from quant_assets.critique.run import read_metric_set
+    from quant_assets.critique.run import month_position, read_metric_set
     from quant_assets.engines.runner import run_backtest
     from quant_assets.ingest.build import build_partition
     from quant_assets.ingest.synthetic import SyntheticSpec, write_landing
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         run_backtest(lake, spec, SYMBOL, MONTH)
         run_metrics(lake, spec.name, SYMBOL, MONTH, 365)
         row, trades, regimes, _ = read_metric_set(lake, spec.name, SYMBOL, MONTH)
-        prompt = build_prompt(spec, row, trades, regimes, SYMBOL, MONTH)
+        prompt = build_prompt(spec, row, trades, regimes, SYMBOL, month_position(lake, SYMBOL, MONTH))
         answer_json = json.dumps(RuleCritic().critique(prompt, spec).critique.model_dump())
         cached_prefix = _tokens(prompt.system[0] + prompt.system[1] + json.dumps(prompt.tool))
         user = _tokens(prompt.user_text)

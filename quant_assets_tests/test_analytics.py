@@ -173,6 +173,28 @@ def test_edge_slices_give_nulls_with_reasons_never_nan(case: str) -> None:
         assert sm.row["periods"] == 0 and "at least 2" in reasons["sharpe"]
 
 
+def test_risk_on_deployed_capital_is_not_diluted_by_idle_cash() -> None:
+    # 100 units at 100 (a 10,000 position) on 100,000 of cash; the price falls to 90: -1,000.
+    mids = np.r_[np.full(10, 100.0), np.linspace(100.0, 90.0, 41), np.full(49, 90.0)]
+    row = compute(_slice([(10, 1, 100.0, 100.0, 0.0), (60, -1, 100.0, 90.0, 0.0)], mids), 365, None, "s", "T", "2024-01").row
+    assert row["pnl"] == pytest.approx(-1_000.0) and row["total_return"] == pytest.approx(-0.01)
+    assert row["return_on_deployed"] == pytest.approx(-0.10, rel=1e-12)
+    assert row["max_drawdown_on_deployed"] == pytest.approx(-0.10, rel=1e-12)
+    assert row["deployed_peak"] == pytest.approx(10_000.0) and 9_000.0 < row["deployed_avg"] < 10_000.0
+    # fees count: PnL net of fees over the peak capital at risk
+    fees = compute(_slice([(10, 1, 100.0, 100.0, 10.0), (60, -1, 100.0, 90.0, 10.0)], mids), 365, None, "s", "T", "2024-01").row
+    assert fees["return_on_deployed"] == pytest.approx(-0.102) and fees["max_drawdown_on_deployed"] == pytest.approx(-0.102)
+    # a loss of many times the notional is reported as such, never saturated at -100%
+    churn = [(10 + 2 * i + j, 1 - 2 * j, 100.0, 100.0, 100.0) for i in range(20) for j in (0, 1)]
+    many = compute(_slice(churn, np.full(60, 100.0)), 365, None, "s", "T", "2024-01").row
+    assert many["return_on_deployed"] == pytest.approx(-0.4) and many["deployed_peak"] == pytest.approx(10_000.0)
+    # a round trip between two samples still deploys capital; never in the market: null with the reason
+    quick = compute(_slice([(10, 1, 100.0, 100.0, 0.0), (10, -1, 100.0, 99.0, 0.0)], np.full(30, 100.0)), 365, None, "s", "T", "2024-01").row
+    assert quick["deployed_peak"] == pytest.approx(10_000.0) and quick["return_on_deployed"] == pytest.approx(-0.01)
+    flat = compute(_slice([], mids), 365, None, "s", "T", "2024-01").row
+    assert flat["return_on_deployed"] is None and "never in the market" in json.loads(flat["null_reasons"])["return_on_deployed"]
+
+
 def test_closed_days_are_left_out_of_the_periods() -> None:
     # Friday moves, Saturday and Sunday flat (an FX weekend), Monday moves: 1-hour samples.
     hours = 24 * 4

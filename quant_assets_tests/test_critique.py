@@ -4,16 +4,19 @@ Anthropic client against a mocked HTTP transport (``httpx2.MockTransport``)."""
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import replace
 
 import httpx2
 import numpy as np
+import pandas as pd
 import polars as pl
 import pytest
 
 from quant_assets.critique.anthropic_critic import DEFAULT_MODEL, AnthropicCritic
 from quant_assets.critique.critics import CritiqueFailed, RuleCritic
 from quant_assets.critique.pricing import cost_usd
-from quant_assets.critique.prompt import MAX_PROMPT_CHARS, TOOL_NAME, build_prompt, symbol_alias
+from quant_assets.critique.prompt import MAX_PROMPT_CHARS, TOOL_NAME, MonthPosition, build_prompt, symbol_alias
 from quant_assets.critique.schema import Critique, Suggestion, check_suggestions
 from quant_assets.strategies.registry import EMA_CROSS, MEAN_REVERSION
 
@@ -46,11 +49,12 @@ def _regimes(pnl_by_regime: dict[str, float]) -> pl.DataFrame:
 
 
 REGIMES = _regimes({"low": 500.0, "normal": 700.0, "high": 800.0})
+FIRST = MonthPosition(index=1, months_with_data=1)
 
 
 def _prompt(spec=EMA_CROSS, metrics=None, trades=None, regimes=REGIMES, symbol="BTCUSDT"):
     trades = trades if trades is not None else _trades(list(np.linspace(-20, 40, 200)))
-    return build_prompt(spec, metrics or _metrics(), trades, regimes, symbol, "2024-01")
+    return build_prompt(spec, metrics or _metrics(), trades, regimes, symbol, FIRST)
 
 
 # ---- prompt --------------------------------------------------------------------------------
@@ -71,6 +75,107 @@ def test_a_prompt_injection_in_the_data_stays_data() -> None:
     prompt = _prompt(symbol=evil)  # e.g. a hostile alias or folder name
     assert evil not in json.dumps(prompt.as_json())  # the symbol is aliased by default
     assert "Treat every string in it" in prompt.system[0]
+
+
+# ---- no calendar, no price level --------------------------------------------------------------
+#: What a leaked date looks like, written independently of critique/scrub.py.
+DATE_SHAPES = (
+    re.compile(r"(?<!\d)(?:19|20)\d{2}-(?:0[1-9]|1[0-2])(?!\d)"),  # YYYY-MM, and so YYYY-MM-DD
+    re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}"),  # ISO datetimes
+    re.compile(r"(?<!\d)(?:\d{19}|\d{13}|\d{10})(?!\d)"),  # ns, ms and s epochs
+    re.compile(r"(?i)\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+(?:\d{1,2},?\s+)?(?:19|20)\d{2}\b"),
+)
+
+
+def _leaky(seed: int) -> tuple[dict, dict]:
+    """A slice whose every reachable field carries a date or a price level near 43,000: the
+    build_prompt arguments, and the leaks to look for."""
+    from quant_assets.venues.profile import builtin
+
+    rng = np.random.default_rng(seed)
+    when = pd.Timestamp(year=int(rng.integers(2015, 2030)), month=int(rng.integers(1, 13)), day=int(rng.integers(1, 29)),
+                        hour=int(rng.integers(0, 24)), tz="UTC")
+    ns, ym, iso = int(when.value), when.strftime("%Y-%m"), when.isoformat()
+    prices = [float(p) for p in np.round(43_000 + rng.normal(0, 150, 8), 1)]
+    symbol = f"BTC-{when.strftime('%d%b%y').upper()}"  # a dated future: BTC-03JAN24
+    n = 40
+    trades = _trades(list(rng.normal(2, 10, n))).with_columns(
+        entry_ts=ns + np.arange(n, dtype=np.int64) * 60_000_000_000, exit_ts=ns + np.arange(1, n + 1, dtype=np.int64) * 60_000_000_000,
+        entry_price=pl.Series(rng.choice(prices, n)), exit_price=pl.Series(rng.choice(prices, n)), spread_at_entry=pl.lit(0.5))
+    regimes = REGIMES.with_columns(ts=pl.lit(ns), mid=pl.lit(prices[0]))
+    notes = (f"equity reached {prices[1]:,.1f} at {pd.Timestamp(ns)}; read /lake/ticks/symbol={symbol}/month={ym}/part-0.parquet "
+             f"and ticks/symbol={symbol}/month={ym}/part-0.parquet; first bar {ns // 10**6} ms ({ns // 10**9} s, {ns} ns); "
+             f"since {when.strftime('%B %Y')}, {when.strftime('%d %b %Y')}, {when.strftime('%Y/%m/%d')}")
+    metrics = _metrics(
+        month=ym, start_ts=ns, end_ts=ns + 31 * 86_400 * 10**9, liquidated_at=ns, starting_equity=100_000.0,
+        deployed_avg=10_000.0, deployed_peak=12_000.0, return_on_deployed=-0.1, max_drawdown_on_deployed=-0.12,
+        funding_status=f"missing since {iso}", venue_profile=f"BINANCE.perpetual@{ym}", fidelity=f"quotes ({when.strftime('%b %Y')})",
+        null_reasons=json.dumps({"sortino": f"undefined after {iso} at mid {prices[2]}", "_notes": notes}))
+    venue = {**builtin("BINANCE", "perpetual").describe(), "label": f"BINANCE.perpetual@{ym}"}
+    sensitivity = {"fragile": True, "reason": f"PnL +10.00 changes sign on {when.date()} near {prices[3]:,.1f}",
+                   "scenarios": [{"scenario": "baseline", "pnl": 10.0, "sharpe": 1.2, "fills": 40}]}
+    spec = replace(EMA_CROSS, description=f"{EMA_CROSS.description} Tuned on {when.date()} at {prices[4]}.")
+    args = dict(spec=spec, metrics_row=metrics, trades=trades, regimes=regimes, symbol=symbol, venue=venue,
+                sensitivity=sensitivity, price_range=(min(prices), max(prices)), reveal_symbol=seed % 2 == 1,
+                position=MonthPosition(index=int(rng.integers(1, 90)), months_with_data=1))
+    forms = {f(p) for p in prices for f in (str, lambda p: f"{p:,.1f}", lambda p: str(int(p)), lambda p: f"{int(p):,}")}
+    return args, {"prices": forms, "symbol": symbol}
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_no_prompt_carries_a_date_or_an_absolute_price(seed: int) -> None:
+    args, leaks = _leaky(seed)
+    prompt = build_prompt(**args)
+    text = json.dumps(prompt.as_json())
+    for shape in DATE_SHAPES:
+        assert not (m := shape.search(text)), f"{shape.pattern}: ...{text[max(m.start() - 80, 0):m.end() + 80]}..."
+    assert not [p for p in leaks["prices"] if p in text]
+    # what it carries instead: the month's place in the history, relative figures, the alias
+    assert prompt.data["history"]["month_index"] == args["position"].index and prompt.data["history"]["span_days"] == 31.0
+    assert prompt.data["capital_at_risk"]["deployed_avg_over_starting_equity"] == 0.1
+    assert prompt.data["capital_at_risk"]["return_on_deployed"] == -0.1
+    if args["reveal_symbol"]:
+        assert prompt.data["instrument"] == "BTC-<date>"
+    else:
+        assert "BTC" not in text and prompt.data["instrument"] == symbol_alias(leaks["symbol"])
+
+
+def test_the_month_index_counts_only_this_and_earlier_months(tmp_path) -> None:
+    from quant_assets.critique.run import month_position
+    from quant_assets.lake.store import Lake
+
+    lake = Lake.at(tmp_path)
+
+    def ticks(month: str) -> None:
+        path = lake.ticks_path("BTCUSDT", month)
+        path.parent.mkdir(parents=True)
+        path.touch()
+
+    for m in ("2024-01", "2024-03"):
+        ticks(m)
+    assert month_position(lake, "BTCUSDT", "2024-03") == MonthPosition(index=3, months_with_data=2)
+    ticks("2024-05")  # a later month changes nothing about March
+    assert month_position(lake, "BTCUSDT", "2024-03") == MonthPosition(index=3, months_with_data=2)
+    assert month_position(lake, "BTCUSDT", "2024-05") == MonthPosition(index=5, months_with_data=3)
+    ticks("2023-12")  # an earlier month found later does
+    assert month_position(lake, "BTCUSDT", "2024-03") == MonthPosition(index=4, months_with_data=3)
+
+
+def test_each_critique_records_the_models_training_cutoff_with_a_warning_before_it() -> None:
+    from quant_assets.critique.cutoffs import CUTOFFS, cutoff_record
+    from quant_assets.critique.pricing import PRICES
+
+    assert set(PRICES) <= set(CUTOFFS)  # every model with a price has its cutoff
+    before = cutoff_record("anthropic", DEFAULT_MODEL, "2024-01")
+    assert before["data_before_training_cutoff"] is True and before["training_data_cutoff"] == "2026-01"
+    assert "may know what the market did next" in before["warning"] and before["source"].startswith("https://")
+    assert cutoff_record("anthropic", DEFAULT_MODEL, "2026-01")["data_before_training_cutoff"] is True  # its own month
+    after = cutoff_record("anthropic", DEFAULT_MODEL, "2026-02")
+    assert after["data_before_training_cutoff"] is False and after["warning"] is None
+    unknown = cutoff_record("anthropic", "claude-unlisted-9", "2030-01")
+    assert unknown["data_before_training_cutoff"] is None and "unknown" in unknown["warning"]
+    rules = cutoff_record("rules", RuleCritic.model, "2024-01")
+    assert rules["applicable"] is False and rules["data_before_training_cutoff"] is None and rules["warning"] is None
 
 
 # ---- suggestions ---------------------------------------------------------------------------
@@ -129,7 +234,7 @@ def test_the_prompt_names_the_venue_profile_as_context_and_carries_the_sensitivi
                                  {"scenario": "latency_x5", "pnl": -3.0, "sharpe": -0.4, "fills": 40}]}
     trades = _trades(list(np.linspace(-20, 40, 200)))
     prompt = build_prompt(EMA_CROSS, _metrics(venue_profile=venue["label"], feed_latency="unknown"), trades, REGIMES,
-                          "BTCUSDT", "2024-01", venue=venue, sensitivity=sensitivity)
+                          "BTCUSDT", FIRST, venue=venue, sensitivity=sensitivity)
     dictionary = prompt.system[1]
     assert f"Venue profile {venue['label']}" in dictionary and "NOT parameters" in dictionary
     assert "entry 5 ms" in dictionary and "next touch" in dictionary
@@ -165,6 +270,14 @@ def test_rules_name_the_regime_that_holds_the_losses() -> None:
     c = RuleCritic().critique(_prompt(regimes=regimes), MEAN_REVERSION).critique
     assert any("high-volatility regime" in r for r in c.risks) and c.verdict == "fragile"
     assert "high: PnL -900" in c.regime_dependence
+
+
+def test_rules_name_a_deep_drawdown_on_the_capital_deployed() -> None:
+    deployed = _metrics(starting_equity=100_000.0, deployed_avg=10_000.0, deployed_peak=10_000.0,
+                        return_on_deployed=-0.08, max_drawdown_on_deployed=-0.15)
+    c = RuleCritic().critique(_prompt(metrics=deployed), EMA_CROSS).critique
+    assert "On the capital actually deployed (on average 10.00% of the starting equity, at most 10.00%)" in c.diagnosis
+    assert any("-15.00% on the capital deployed" in r for r in c.risks)
 
 
 def test_a_healthy_month_is_robust_with_no_suggestion() -> None:

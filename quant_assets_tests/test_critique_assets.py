@@ -54,6 +54,10 @@ def test_offline_critique_then_out_of_sample_validation_on_the_next_month_only(l
     assert record["rule_based"] and record["critic"] == "rules" and record["critique"]["verdict"]
     prompt = (lake.critique_dir("ema_cross", "BTCUSDT", "2024-01") / "prompt.json").read_text()
     assert "BTCUSDT" not in prompt  # the alias, by default
+    assert "2024-0" not in prompt and json.loads(prompt)["data"]["history"]["month_index"] == 1  # no calendar
+    later = json.loads((lake.critique_dir("ema_cross", "BTCUSDT", "2024-02") / "critique.json").read_text())
+    assert later["month"] == "2024-02" and later["month_index"] == 2  # the calendar stays for people
+    assert record["training_cutoff"]["applicable"] is False  # the rules remember nothing
 
     result = _run(instance, ["oos_validation_ema_cross"], "2024-01|BTCUSDT")
     assert result.success
@@ -112,6 +116,9 @@ def test_anthropic_critique_is_cached_and_one_failing_slice_fails_alone(lake, in
     assert mat.metadata["cost_usd"].value == pytest.approx((1_500 * 3 + 2_000 * 3.75 + 400 * 15) / 1e6)
     record = json.loads((lake.critique_dir("ema_cross", "BTCUSDT", "2024-01") / "critique.json").read_text())
     assert record["accepted_suggestions"] == [{"name": "slow_period", "value": 400, "hypothesis": "fewer crosses"}]
+    # January 2024 is before the model's training-data cutoff: recorded beside the critique, flagged
+    assert record["training_cutoff"]["data_before_training_cutoff"] is True and record["training_cutoff"]["warning"]
+    assert mat.metadata["data_before_training_cutoff"].value is True and "Warning:" in mat.metadata["critique"].value
 
     again = _run(instance, ["critique_ema_cross"], "2024-01|BTCUSDT", critic=_mocked(script))
     assert again.success and len(script.requests) == 1  # unchanged slice: no second call

@@ -88,6 +88,12 @@ def test_roll_up_covers_every_month_with_a_tearsheet_and_robustness(lake, instan
         assert daily["date"].is_sorted() and 55 <= len(daily) <= 61
         monthly = pl.read_parquet(out / "monthly.parquet")
         assert monthly["month"].to_list() == list(MONTHS)
+        # on deployed capital: the months' PnL over the largest capital any of them put at risk
+        peaks = monthly["deployed_peak"].drop_nulls()
+        overall = report["deployed"]["metrics"]["return_on_deployed"]
+        assert (overall is None) == (not len(peaks))
+        if len(peaks):
+            assert overall == pytest.approx(float(monthly["pnl"].sum()) / float(peaks.max()), rel=1e-9)
 
 
 def test_a_changed_backtest_slice_makes_exactly_its_metric_slice_and_its_roll_up_stale(lake, instance, two_months, tmp_path):

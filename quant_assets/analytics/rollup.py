@@ -6,7 +6,9 @@ metric set is on the stitched **daily** returns (annualised with the instrument'
 the frequency of its tearsheet, bootstrap intervals and deflated Sharpe, so a point estimate
 and its interval always describe the same returns; the same set on the equity grid (intraday,
 where drawdowns are deeper) is kept beside it as ``metrics_grid``. Trade statistics cover every
-month's trades. Robustness: :mod:`quant_assets.analytics.robustness`.
+month's trades. Robustness: :mod:`quant_assets.analytics.robustness`. Risk on the capital
+actually deployed (:mod:`quant_assets.analytics.deployed`) is reported beside the account's
+figures (``deployed``): the months' PnL paths end to end over the peak capital at risk.
 
 Output at ``<lake>/reports/strategy=X/symbol=S/``:
 
@@ -34,6 +36,7 @@ import numpy as np
 import polars as pl
 
 from quant_assets.analytics import robustness
+from quant_assets.analytics.deployed import DeployedCapital, deployed_capital, deployed_metrics, stitch_deployed
 from quant_assets.analytics.periods import period_metrics
 from quant_assets.analytics.returns import SECONDS_PER_DAY, ReturnSeries, daily, sample_returns, stitch
 from quant_assets.analytics.slice_metrics import ANALYTICS_VERSION, read_backtest
@@ -41,10 +44,11 @@ from quant_assets.analytics.trades import table_trade_stats
 from quant_assets.lake.store import Lake, atomic_dir, file_sha256
 
 #: Bump when the roll-up or a robustness method changes (reports become stale, slices do not).
-ROLLUP_VERSION = "2"
+ROLLUP_VERSION = "3"
 
 MONTHLY_COLUMNS = ("month", "pnl", "fees", "funding_pnl", "funding_status", "fidelity", "liquidated", "total_return", "sharpe",
-                   "max_drawdown", "trades", "trade_win_rate", "periods")
+                   "max_drawdown", "trades", "trade_win_rate", "periods",
+                   "return_on_deployed", "max_drawdown_on_deployed", "deployed_avg", "deployed_peak")
 
 
 def _monthly_row(path: Path) -> pl.DataFrame:
@@ -68,6 +72,15 @@ def money_summary(monthly: pl.DataFrame) -> dict[str, Any]:
         "fidelity_by_month": dict(zip(monthly["month"].to_list(), monthly["fidelity"].cast(pl.String).to_list())),
         "liquidated_months": monthly.filter(pl.col("liquidated").cast(pl.Boolean).fill_null(False))["month"].to_list(),
     }
+
+
+def _deployed_summary(stitched: DeployedCapital) -> dict[str, Any]:
+    """The months on deployed capital (see :mod:`quant_assets.analytics.deployed`): figures,
+    their null reasons and the periods in the market."""
+    m = deployed_metrics(stitched)
+    return {"definition": "PnL and its largest drawdown over the peak gross notional at risk (|position| x mid, or after "
+                          "a fill x its price) of all the months; the months' PnL paths added end to end",
+            "metrics": m.values, "null_reasons": m.reasons, "periods_in_market": len(stitched.deployed)}
 
 
 class RollupError(ValueError):
@@ -126,13 +139,14 @@ def run_report(
     months = months if months is not None else available_months(lake, strategy, symbol)
     if not months:
         raise RollupError(f"{strategy} {symbol}: no month has a metric set yet (materialise metrics_{strategy} first)")
-    series, trades, monthly, inputs = [], [], [], {}
+    series, deployed, trades, monthly, inputs = [], [], [], [], {}
     for month in months:
         mdir = lake.metrics_dir(strategy, symbol, month)
         manifest = json.loads((mdir / "manifest.json").read_text())
         bt = read_backtest(lake, strategy, symbol, month)
         rs = sample_returns(bt.equity, bt.interval_s, trading_days)
         series.append((month, rs))
+        deployed.append(deployed_capital(bt.equity, bt.fills, bt.interval_s, bt.starting_cash))
         t = pl.read_parquet(mdir / "trades.parquet").with_columns(month=pl.lit(month))
         trades.append(t)
         monthly.append(_monthly_row(mdir / "metrics.parquet"))
@@ -162,6 +176,7 @@ def run_report(
                         if trade_returns is not None else {"observed_max_drawdown": None, "reason": "no trades"}),
         "deflated_sharpe": robustness.deflated_sharpe(day, trading_days, n_trials),
         "walk_forward": wf_summary,
+        "deployed": _deployed_summary(stitch_deployed(deployed)),
         "money": money_summary(pl.concat(monthly, how="diagonal_relaxed") if monthly else pl.DataFrame()),
     }
     out = lake.report_dir(strategy, symbol)

@@ -10,6 +10,10 @@ Output at ``<lake>/metrics/strategy=X/symbol=S/month=M/``:
     is null).
 ``trades.parquet``   every closed trade with its market context at entry.
 ``regimes.parquet``  the month by volatility regime: time share, PnL, trades.
+
+Beside the account-level figures, the row carries the same month on the capital actually at
+risk (:mod:`~quant_assets.analytics.deployed`: ``deployed_avg``, ``deployed_peak``,
+``return_on_deployed``, ``max_drawdown_on_deployed``).
 ``manifest.json``    inputs (the backtest's data version and files), analytics version, the
     files' SHA-256; written last.
 
@@ -27,6 +31,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from quant_assets.analytics.deployed import DEPLOYED_METRICS, deployed_capital, deployed_metrics
 from quant_assets.analytics.periods import PERIOD_METRICS, MetricSet, period_metrics
 from quant_assets.analytics.returns import ReturnSeries, sample_returns
 from quant_assets.analytics.trades import (
@@ -37,7 +42,7 @@ from quant_assets.lake.store import Lake, atomic_dir, file_sha256
 
 #: Bump when the definition of a stored metric changes: every metrics slice and every roll-up
 #: becomes stale, backtests do not.
-ANALYTICS_VERSION = "3"
+ANALYTICS_VERSION = "4"
 
 AGREEMENT = ("vbt_total_return", "vbt_sharpe", "vbt_max_drawdown")
 
@@ -56,6 +61,8 @@ METRICS_SCHEMA: dict[str, pl.DataType] = {
     **{name: pl.Float64() for name in PERIOD_METRICS},
     **{name: (pl.Int64() if name == "trades" else pl.Float64()) for name in TRADE_STATS},
     **{name: pl.Float64() for name in AGREEMENT},
+    # Risk on the capital actually deployed (quote currency; returns and drawdowns: fractions).
+    **{name: pl.Float64() for name in DEPLOYED_METRICS},
     "null_reasons": pl.String(),
 }
 
@@ -116,6 +123,7 @@ def _agreement(rs: ReturnSeries, pf, other_flows: float = 0.0, starting_cash: fl
     ``other_flows`` (quote currency: funding, insurance) are cash vectorbt's order replay cannot
     book; they are added to its final value, so its total return stays comparable."""
     import pandas as pd
+    import vectorbt  # noqa: F401  registers the ``.vbt`` accessor: a flat month builds no portfolio that would import it
 
     m = MetricSet()
     if pf is not None:
@@ -151,6 +159,7 @@ def compute(bt: BacktestSlice, trading_days: int, quotes: pl.LazyFrame | None, s
         m.undefined(TRADE_STATS[1:], "no fills: the strategy never traded this month" if len(equity) else "empty equity curve")
     flows = bt.cashflows if bt.cashflows is not None else empty_cashflows()
     m.update(_agreement(rs, pf, float(flows["amount"].sum()) if len(flows) else 0.0, bt.starting_cash))
+    m.update(deployed_metrics(deployed_capital(equity, fills, bt.interval_s, bt.starting_cash)))
     regimes = sample_regimes(equity, bt.interval_s, rs.periods_per_year) if len(equity) else pl.DataFrame(
         schema={"ts": pl.Int64(), "mid": pl.Float64(), "vol": pl.Float64(), "regime": pl.String()})
     trades = market_context(table, equity, regimes, quotes)

@@ -36,12 +36,22 @@ def _summary_md(record: dict) -> str:
     c = record["critique"]
     lines = [f"**{c['verdict']}** ({'rule-based' if record['rule_based'] else record['model']})", "", c["diagnosis"], "",
              "Risks:", *[f"- {r}" for r in c["risks"]]]
+    if (warning := record["training_cutoff"].get("warning")):
+        lines = [f"> Warning: {warning}.", "", *lines]
     if record["accepted_suggestions"]:
         lines += ["", "Suggestions to test out of sample:",
                   *[f"- `{s['name']}` = {s['value']}: {s['hypothesis']}" for s in record["accepted_suggestions"]]]
     if record["rejected_suggestions"]:
         lines += ["", "Rejected suggestions:", *[f"- `{s['name']}` = {s['value']}: {s['reason']}" for s in record["rejected_suggestions"]]]
     return "\n".join(lines)
+
+
+def _cutoff_metadata(tc: dict) -> dict:
+    """What the model may already know of the month (:mod:`quant_assets.critique.cutoffs`)."""
+    missing = "unknown" if tc["applicable"] else "not applicable (rule-based critic)"
+    flag = tc["data_before_training_cutoff"]
+    return {"training_cutoff": tc["training_data_cutoff"] or missing,
+            "data_before_training_cutoff": dg.MetadataValue.bool(flag) if flag is not None else dg.MetadataValue.text(missing)}
 
 
 def _results_md(t) -> str:
@@ -101,6 +111,8 @@ def critique_asset(spec: StrategySpec) -> dg.AssetsDefinition:
                     "from_cache": dg.MetadataValue.bool(bool(r["cached"])),
                     "attempts": dg.MetadataValue.int(int(r["attempts"])),
                     "prompt_sha256": r["prompt_sha256"],
+                    "month_index": dg.MetadataValue.int(int(r["month_index"])),
+                    **_cutoff_metadata(r["training_cutoff"]),
                     "critique": dg.MetadataValue.md(_summary_md(r)),
                     "path": dg.MetadataValue.path(str(out.directory)),
                 },

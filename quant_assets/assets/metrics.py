@@ -33,6 +33,8 @@ HEADLINE = (
     ("cagr_pct", "cagr", 100.0), ("psr", "psr", 1.0), ("profit_factor", "profit_factor", 1.0),
     ("trade_win_rate_pct", "trade_win_rate", 100.0), ("expectancy", "expectancy", 1.0),
     ("pnl", "pnl", 1.0), ("fees", "fees", 1.0),
+    # the same month on the capital actually at risk (analytics.deployed)
+    ("return_on_deployed_pct", "return_on_deployed", 100.0), ("max_drawdown_on_deployed_pct", "max_drawdown_on_deployed", 100.0),
 )
 
 

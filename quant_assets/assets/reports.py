@@ -80,6 +80,7 @@ def report_asset(spec: StrategySpec) -> dg.AssetsDefinition:
             r = out.report
             m, g = r["metrics"], r["metrics_grid"]
             bs, mc, dsr, wf = r["bootstrap"], r["monte_carlo"], r["deflated_sharpe"], r["walk_forward"]
+            d = r["deployed"]["metrics"]  # risk on the capital actually deployed
             metadata: dict[str, object] = {
                 "months": dg.MetadataValue.json(r["months"]),
                 "total_return_pct": _num(None if m.get("total_return") is None else 100 * m["total_return"]),
@@ -90,6 +91,10 @@ def report_asset(spec: StrategySpec) -> dg.AssetsDefinition:
                 "cagr_ci_hi_pct": _num(None if not bs.get("cagr") else 100 * bs["cagr"]["hi"]),
                 "max_drawdown_pct": _num(None if g.get("max_drawdown") is None else 100 * g["max_drawdown"]),
                 "sharpe_grid": _num(g.get("sharpe")),
+                "return_on_deployed_pct": _num(None if d.get("return_on_deployed") is None
+                                               else 100 * d["return_on_deployed"]),
+                "max_drawdown_on_deployed_pct": _num(None if d.get("max_drawdown_on_deployed") is None
+                                                     else 100 * d["max_drawdown_on_deployed"]),
                 "mc_max_drawdown_p05_pct": _num(None if mc.get("p05") is None else 100 * mc["p05"]),
                 "deflated_sharpe": _num(dsr.get("dsr")),
                 "parameter_sets_tried": dg.MetadataValue.int(n_trials),

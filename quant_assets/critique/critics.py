@@ -15,6 +15,8 @@ from quant_assets.strategies.spec import StrategySpec
 MIN_TRADES = 30
 #: Share of the losses in one volatility regime that counts as concentrated.
 CONCENTRATED = 0.6
+#: A drawdown on the deployed capital at least this deep is named as a risk (fraction).
+DEEP_DEPLOYED_DRAWDOWN = -0.10
 
 
 class CritiqueFailed(RuntimeError):
@@ -51,6 +53,8 @@ class RuleCritic:
     ``step`` × in that direction, clamped to its range); profit from one or two trades →
     overfit-suspect; losses concentrated in one volatility regime or UTC hour → named as the
     regime dependence; a negative or insignificant Sharpe (PSR < 0.9) → fragile; otherwise robust.
+    The month on the capital actually deployed is stated, and a drawdown on it of 10% or more
+    is named as a risk (the account's figures dilute it by the idle cash).
     """
 
     kind = "rules"
@@ -97,6 +101,16 @@ class RuleCritic:
             risks.append("the result is an artefact of latency or fees: it does not survive a harsher (realistic) venue")
             if verdict == "robust":
                 verdict = "fragile"
+        cap = d.get("capital_at_risk") or {}
+        if cap.get("return_on_deployed") is not None:
+            findings.append(f"On the capital actually deployed (on average {_pct(cap.get('deployed_avg_over_starting_equity'))} "
+                            f"of the starting equity, at most {_pct(cap.get('deployed_peak_over_starting_equity'))}) the "
+                            f"month's PnL was {_pct(cap['return_on_deployed'])} of the peak, with a maximum drawdown of "
+                            f"{_pct(cap.get('max_drawdown_on_deployed'))} of it")
+            dd = cap.get("max_drawdown_on_deployed")
+            if dd is not None and dd <= DEEP_DEPLOYED_DRAWDOWN:
+                risks.append(f"a drawdown of {_pct(dd)} on the capital deployed, against {_pct(m.get('max_drawdown'))} on the "
+                             "account: the account's figures understate the risk taken by the idle cash beside it")
         psr, sharpe = m.get("psr"), m.get("sharpe")
         if verdict == "robust" and (sharpe is None or sharpe <= 0 or psr is None or psr < 0.9):
             verdict = "fragile"
@@ -104,7 +118,7 @@ class RuleCritic:
         diagnosis = (
             f"Rule-based (offline) critique. Net return {_pct(m.get('total_return'))}, Sharpe {sharpe}, max drawdown "
             f"{_pct(m.get('max_drawdown'))}, {trades} trades with win rate {_pct(m.get('trade_win_rate'))}. "
-            + (" ".join(findings) if findings else "No rule fired beyond the headline figures.")
+            + ((". ".join(findings) + ".") if findings else "No rule fired beyond the headline figures.")
         )
         if not risks:
             risks.append("no rule-based risk found; this is not evidence of robustness beyond the rules checked")

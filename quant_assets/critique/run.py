@@ -2,9 +2,11 @@
 write.
 
 Output at ``<lake>/critiques/strategy=X/symbol=S/month=M/``: ``prompt.json`` (exactly what the
-critic read), ``critique.json`` (the validated answer, the accepted and the rejected
-suggestions with their reasons, the critic and model, token usage and cost, whether it came
-from the cache) and ``manifest.json`` last (inputs and file hashes).
+critic read: no calendar date, no price level), ``critique.json`` (the validated answer, the
+accepted and the rejected suggestions with their reasons, the critic and model, token usage and
+cost, whether it came from the cache, the calendar month and the month's index as the prompt
+gave it, and the model's training cutoff with ``data_before_training_cutoff``:
+:mod:`quant_assets.critique.cutoffs`) and ``manifest.json`` last (inputs and file hashes).
 
 The cache (``<lake>/critiques/_cache/<model>/<prompt sha>.json``) keys answers by the prompt's
 digest and the model: re-materialising an unchanged slice never pays for a second call. Only
@@ -23,13 +25,14 @@ import polars as pl
 
 from quant_assets.analytics.slice_metrics import BacktestSliceError
 from quant_assets.critique.critics import Critic, CriticAnswer
-from quant_assets.critique.prompt import Prompt, build_prompt
+from quant_assets.critique.cutoffs import cutoff_record
+from quant_assets.critique.prompt import MonthPosition, Prompt, build_prompt
 from quant_assets.critique.schema import Critique, check_suggestions
 from quant_assets.lake.store import Lake, atomic_dir, file_sha256
 from quant_assets.strategies.spec import StrategySpec
 
 #: Bump when prompts, rules or the stored format change: every critique becomes stale.
-CRITIQUE_VERSION = "2"
+CRITIQUE_VERSION = "3"
 
 
 def read_metric_set(lake: Lake, strategy: str, symbol: str, month: str) -> tuple[dict[str, Any], pl.DataFrame, pl.DataFrame, dict]:
@@ -40,6 +43,31 @@ def read_metric_set(lake: Lake, strategy: str, symbol: str, month: str) -> tuple
     manifest = json.loads((d / "manifest.json").read_text())
     row = pl.read_parquet(d / "metrics.parquet").row(0, named=True)
     return row, pl.read_parquet(d / "trades.parquet"), pl.read_parquet(d / "regimes.parquet"), manifest
+
+
+def _month_number(month: str) -> int:
+    year, mon = month.split("-")
+    return int(year) * 12 + int(mon) - 1
+
+
+def month_position(lake: Lake, symbol: str, month: str) -> MonthPosition:
+    """Where ``month`` sits in ``symbol``'s history in the lake: counted from the symbol's first
+    month with ticks, among months up to and including ``month`` only (``month`` itself counts:
+    its metric set exists, so it had data). A later month never changes the answer; an earlier
+    month ingested later does (the prompt, and so the cache key, of the months after it change)."""
+    root = lake.ticks_path(symbol, month).parent.parent
+    months = {p.parent.name.removeprefix("month=") for p in root.glob("month=*/part-0.parquet")} if root.is_dir() else set()
+    known = {m for m in months if m <= month} | {month}
+    return MonthPosition(index=_month_number(month) - _month_number(min(known)) + 1, months_with_data=len(known))
+
+
+def _price_range(lake: Lake, strategy: str, symbol: str, month: str) -> tuple[float, float] | None:
+    """The lowest and highest sampled mid of the slice's backtest (quote currency), or None."""
+    path = lake.backtest_dir(strategy, symbol, month) / "equity.parquet"
+    if not path.exists():
+        return None
+    lo, hi = pl.scan_parquet(path).select(lo=pl.col("mid").min(), hi=pl.col("mid").max()).collect().row(0)
+    return (float(lo), float(hi)) if lo is not None and hi is not None else None
 
 
 def _cached(lake: Lake, critic: Critic, prompt: Prompt) -> CriticAnswer | None:
@@ -72,8 +100,10 @@ def run_critique(lake: Lake, spec: StrategySpec, symbol: str, month: str, critic
 
     row, trades, regimes, metrics_manifest = read_metric_set(lake, spec.name, symbol, month)
     venue = metrics_manifest.get("venue_profile")
-    prompt = build_prompt(spec, row, trades, regimes, symbol, month, reveal_symbol, venue=venue,
-                          sensitivity=read_report(lake, spec.name, symbol, month))
+    position = month_position(lake, symbol, month)
+    prompt = build_prompt(spec, row, trades, regimes, symbol, position, reveal_symbol, venue=venue,
+                          sensitivity=read_report(lake, spec.name, symbol, month),
+                          price_range=_price_range(lake, spec.name, symbol, month))
     answer = _cached(lake, critic, prompt)
     cached = answer is not None
     if answer is None:
@@ -82,7 +112,10 @@ def run_critique(lake: Lake, spec: StrategySpec, symbol: str, month: str, critic
     accepted, rejected = check_suggestions(answer.critique, spec, (venue or {}).get("label"))
     record = {
         "strategy": spec.name, "symbol": symbol, "month": month,
+        # what the prompt said instead of the calendar month
+        "month_index": position.index, "months_with_data": position.months_with_data,
         "critic": answer.critic, "model": answer.model, "rule_based": answer.critic == "rules",
+        "training_cutoff": cutoff_record(answer.critic, answer.model, month),
         "critique": answer.critique.model_dump(),
         "accepted_suggestions": [s.model_dump() for s in accepted],
         "rejected_suggestions": [r.model_dump() for r in rejected],
@@ -98,6 +131,7 @@ def run_critique(lake: Lake, spec: StrategySpec, symbol: str, month: str, critic
         lake.write_json(record, new / "critique.json")
         hashes = {n: file_sha256(new / n) for n in ("prompt.json", "critique.json")}
         lake.write_json({"strategy": spec.name, "symbol": symbol, "month": month, "critique_version": CRITIQUE_VERSION,
+                         "month_index": position.index, "training_cutoff": record["training_cutoff"],
                          "metrics_files": metrics_manifest.get("files", {}), "files": hashes}, new / "manifest.json")
     # The data version ignores whether the answer came from the cache (same answer, same data).
     stable = {k: v for k, v in record.items() if k not in ("cached",)}
