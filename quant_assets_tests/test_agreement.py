@@ -41,7 +41,7 @@ def scripted_month(lake, tmp_path, monkeypatch):
     venues.write_text(f"[{INSTRUMENT.venue}.{INSTRUMENT.kind}]\nentry_latency_ms = 0.0\nresponse_latency_ms = 0.0\n")
     monkeypatch.setenv("QUANT_VENUES", str(venues))
     write(around(_stepped_mids(1_600), half_spread=0.5, step=MIN, size=1_000_000.0), lake.ticks_path("TESTUSDT", "2024-01"))
-    inst_mod.record_inferred(lake, INSTRUMENT)
+    inst_mod.record_inferred(lake, INSTRUMENT, "2024-01")
     run_bars(lake, "TESTUSDT", "2024-01")
     # A small notional: this path loses on every switch, and vectorbt caps orders by cash.
     spec = EMA_CROSS.with_values({"notional": 1_000.0})

@@ -143,7 +143,7 @@ def oos_asset(spec: StrategySpec) -> dg.AssetsDefinition:
 
         def build_one(pk: str) -> Built | NotBuilt:
             month, symbol = split_key(pk)
-            trading_days = inst_mod.trading_days_of(the_lake, symbol)
+            trading_days = inst_mod.trading_days_of(the_lake, symbol, month=month)
             try:
                 out = run_oos(the_lake, spec, symbol, month, trading_days)
             except WaitingForNextMonth as exc:

@@ -113,7 +113,7 @@ def sweep_asset(spec: StrategySpec, interval: str) -> dg.AssetsDefinition:
 
         def build_one(pk: str) -> Built:
             month, symbol = split_key(pk)
-            instrument = inst_mod.resolve(the_lake, symbol)
+            instrument = inst_mod.resolve(the_lake, symbol, month=month)
             if instrument is None:
                 raise dg.Failure(description=f"{name} {pk}: no instrument record for {symbol}", allow_retries=False)
             try:
@@ -189,7 +189,7 @@ def handoff_asset(spec: StrategySpec) -> dg.AssetsDefinition:
 
         def build_one(pk: str) -> Built | NotBuilt:
             month, symbol = split_key(pk)
-            trading_days = inst_mod.trading_days_of(the_lake, symbol)
+            trading_days = inst_mod.trading_days_of(the_lake, symbol, month=month)
             try:
                 out = run_handoff(the_lake, spec, symbol, month, trading_days)
             except WaitingForNextMonth as exc:

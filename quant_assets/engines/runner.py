@@ -125,7 +125,8 @@ def setup_slice(lake: Lake, spec: StrategySpec, symbol: str, month: str, startin
     slice and the setting."""
     params = spec.resolved()
     ticks_path = lake.ticks_path(symbol, month)
-    instrument = inst_mod.resolve(lake, symbol)
+    # The instrument as known in this month: its records up to the month, never a later one's.
+    instrument = inst_mod.resolve(lake, symbol, month=month)
     if instrument is None:
         raise BacktestInputError(f"{symbol} {month}: no instrument record (materialise `ticks` for it or add [{symbol}] to instruments.toml)")
     # The month is charged the fee schedule in force when it starts (per-symbol overrides win);
