@@ -54,6 +54,7 @@ import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -186,8 +187,9 @@ def point_in_time_lengths(spec: StrategySpec, signal: SignalDef, months: dict[st
             start = int(frame["ts"].min()) if frame.height else 0
             day = frame.filter(pl.col("ts") < start + CALIBRATION_NS)
             qpb = float(day["quotes"].sum()) / day.height if day.height else 1.0
+            until = datetime.fromtimestamp((start + CALIBRATION_NS) / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
             out[month] = MonthLengths(bar_lengths(spec, signal, qpb), qpb,
-                                      f"first month: its first day of bars (samples before {start + CALIBRATION_NS} ns left out)",
+                                      f"first month: its own first day of bars (its samples before {until} UTC left out)",
                                       start + CALIBRATION_NS)
         quotes += int(frame["quotes"].sum())
         bars += frame.height
