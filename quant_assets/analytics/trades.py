@@ -183,7 +183,8 @@ def sample_regimes(equity: pl.DataFrame, interval_s: float, periods_per_year: fl
         return df.with_columns(vol_lo=pl.lit(None, pl.Float64), vol_hi=pl.lit(None, pl.Float64), regime=pl.lit(None, pl.String))
     grid_ns = int(max(REGIME_GRID_S, interval_s) * NS_PER_S)
     step = pl.col("ts") // grid_ns
-    grid = df.filter(step != step.shift(-1, fill_value=-1)).select("ts", "vol")  # the last sample of each grid step
+    ordered = df if df["ts"].is_sorted() else df.sort("ts", maintain_order=True)
+    grid = ordered.filter(step != step.shift(-1, fill_value=-1)).select("ts", "vol")  # the last sample of each grid step
     past = pd.Series(grid["vol"].fill_nan(None).to_numpy(), dtype="float64").shift(1)  # strictly before each grid point
     need = max(1, int(np.ceil(REGIME_MIN_HISTORY_S / max(REGIME_GRID_S, interval_s))))
     # pandas' expanding quantile (a skip list) over at most one value per grid step; "lower"
