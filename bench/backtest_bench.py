@@ -64,7 +64,7 @@ def child_gen(lake_root: str, months: list[str], events: int, seed: int) -> dict
         result = build_partition(lake, SYMBOL, month)
         quotes += result.quotes
         inst = inst_mod.infer(SYMBOL, pl.scan_parquet(result.path), "BINANCE")
-        inst_mod.record_inferred(lake, inst)
+        inst_mod.record_inferred(lake, inst, month)
     return {"quotes": quotes, "events": events * len(months)}
 
 
@@ -84,7 +84,7 @@ def child_ours(lake_root: str, month: str) -> dict:
     out = run_backtest(Lake.at(lake_root), spec, SYMBOL, month)
     seconds = time.perf_counter() - t0
     m = out.manifest
-    return {"seconds": seconds, "events": m["events"], "engine_s": m["engine_wall_s"], "fills": m["summary"]["fills"]}
+    return {"seconds": seconds, "events": m["events"], "engine_s": out.run["engine_wall_s"], "fills": m["summary"]["fills"]}
 
 
 def child_bare(lake_root: str, month: str) -> dict:
@@ -105,7 +105,7 @@ def child_bare(lake_root: str, month: str) -> dict:
     from quant_assets.strategies.nautilus_base import RecordedStrategyConfig
 
     lake = Lake.at(lake_root)
-    inst = nautilus_instrument(inst_mod.resolve(lake, SYMBOL))
+    inst = nautilus_instrument(inst_mod.resolve(lake, SYMBOL, month=month))
     t0 = time.perf_counter()
     df = pl.read_parquet(lake.ticks_path(SYMBOL, month))
     q = df.filter(pl.col("kind") == "quote")

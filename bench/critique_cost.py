@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     lake = Lake.at(WORK)
     write_landing(lake, SyntheticSpec(SYMBOL, MONTH, seed=42, events=args.events))
     built = build_partition(lake, SYMBOL, MONTH)
-    inst_mod.record_inferred(lake, inst_mod.infer(SYMBOL, pl.scan_parquet(built.path), "BINANCE"))
+    inst_mod.record_inferred(lake, inst_mod.infer(SYMBOL, pl.scan_parquet(built.path), "BINANCE"), MONTH)
     rows = []
     for spec in registry.BUILTIN:
         run_backtest(lake, spec, SYMBOL, MONTH)

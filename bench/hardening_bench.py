@@ -96,7 +96,7 @@ def child_synth(lake_root: str, events: int, overlapping: bool) -> dict:
     write_landing(lake, SyntheticSpec(SYMBOL, MONTH, seed=1, events=events))
     survey(lake, SYMBOL)
     path = build_partition(lake, SYMBOL, MONTH).path
-    instruments.record_inferred(lake, instruments.infer(SYMBOL, pl.scan_parquet(path), "BINANCE"))
+    instruments.record_inferred(lake, instruments.infer(SYMBOL, pl.scan_parquet(path), "BINANCE"), MONTH)
     return {}
 
 
@@ -114,7 +114,7 @@ def child_hft(lake_root: str) -> dict:
     spec = registry.load()["market_maker"]
     path = lake.ticks_path(SYMBOL, MONTH)
     before = _hwm_kib()
-    run = run_engine(spec, path, instruments.resolve(lake, SYMBOL), spec.resolved())
+    run = run_engine(spec, path, instruments.resolve(lake, SYMBOL, month=MONTH), spec.resolved())
     return {"ticks": run.events, "hwm_before_kib": before, "hwm_kib": _hwm_kib()}
 
 

@@ -67,7 +67,7 @@ def child_gen(lake_root: str, months: list[str], events: int, equity_interval_s:
     for i, month in enumerate(months):
         write_landing(lake, SyntheticSpec(SYMBOL, month, seed=10 + i, events=events))
         built = build_partition(lake, SYMBOL, month)
-        inst_mod.record_inferred(lake, inst_mod.infer(SYMBOL, pl.scan_parquet(built.path), "BINANCE"))
+        inst_mod.record_inferred(lake, inst_mod.infer(SYMBOL, pl.scan_parquet(built.path), "BINANCE"), month)
         out = run_backtest(lake, spec, SYMBOL, month)
         samples += out.manifest["summary"]["equity_samples"]
         fills += out.manifest["summary"]["fills"]

@@ -46,7 +46,7 @@ def _lake_with(root: Path, data: Path, symbol: str, month: str):
     path = lake.ticks_path(symbol, month)
     path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(data, path)
-    inst_mod.record_inferred(lake, inst_mod.infer(symbol, pl.scan_parquet(path), "BINANCE"))
+    inst_mod.record_inferred(lake, inst_mod.infer(symbol, pl.scan_parquet(path), "BINANCE"), month)
     return lake
 
 
@@ -80,7 +80,7 @@ def child_run(engine: str, path: str, warmup: str) -> dict:
         t_sens = time.perf_counter() - t0
     return {"backtest_s": t_bt, "sensitivity_s": t_sens, "events": bt.manifest["events"], "profile": bt.manifest["venue_profile"]["label"],
             "rows": [{k: r[k] for k in ("scenario", "pnl", "sharpe", "fills")} for r in out.rows], "fragile": out.fragile,
-            "reason": out.reason, "walls": out.manifest["wall_s"]}
+            "reason": out.reason, "walls": out.run["wall_s"]}
 
 
 CHILDREN = {"gen": child_gen, "run": child_run}

@@ -54,7 +54,7 @@ def _lake(root: Path, files: dict[str, Path]):
         path = lake.ticks_path("BTCUSDT", month)
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(data, path)
-        inst_mod.record_inferred(lake, inst_mod.infer("BTCUSDT", pl.scan_parquet(path), "BINANCE"))
+        inst_mod.record_inferred(lake, inst_mod.infer("BTCUSDT", pl.scan_parquet(path), "BINANCE"), month)
     return lake
 
 

@@ -39,7 +39,7 @@ def scripted_month(lake):
     bar's close meets the next quote, the next bar's first, in both legs."""
     write(around(_stepped_mids(1_600), half_spread=0.5, step=MIN, size=1_000_000.0, t0=T0 + 7_000_000_000),
           lake.ticks_path("TESTUSDT", "2024-01"))
-    inst_mod.record_inferred(lake, INSTRUMENT)
+    inst_mod.record_inferred(lake, INSTRUMENT, "2024-01")
     run_bars(lake, "TESTUSDT", "2024-01")
     # A small notional: this path loses on every switch, and vectorbt caps orders by cash.
     spec = EMA_CROSS.with_values({"notional": 1_000.0})

@@ -254,3 +254,35 @@ def test_walk_forward_uses_only_past_months_in_sample() -> None:
     assert summary["windows"] == 4
     _, none = robustness.walk_forward(months[:1])
     assert none["windows"] == 0 and "at least 2" in none["reason"]
+
+
+def _equity(vol_per_min: np.ndarray, interval_s: float = 60.0) -> pl.DataFrame:
+    rng = np.random.default_rng(11)
+    mid = 100.0 * np.exp(np.cumsum(vol_per_min * rng.standard_normal(len(vol_per_min))))
+    ts = T0 + np.arange(len(mid), dtype=np.int64) * int(interval_s * 1e9)
+    return pl.DataFrame({"ts": ts, "mid": mid, "equity": np.full(len(mid), 100_000.0)})
+
+
+def test_volatility_regimes_use_only_the_volatility_before_each_sample() -> None:
+    from quant_assets.analytics.trades import REGIME_MIN_HISTORY_S, sample_regimes
+
+    # three calm days, then a day four times as volatile
+    day = 1_440
+    vol = np.concatenate([np.full(3 * day, 1e-4), np.full(day, 4e-4)])
+    equity = _equity(vol)
+    full = sample_regimes(equity, 60.0, 525_600.0)
+    # the cold start: no regime until a day of volatility history exists, never an invented one
+    first_day = full.head(REGIME_MIN_HISTORY_S // 60)
+    assert first_day["regime"].null_count() == len(first_day)
+    # labels of the first three days do not change when the volatile day is cut off: nothing
+    # about a sample depends on what comes after it (whole-month terciles would move them)
+    calm = sample_regimes(equity.head(3 * day), 60.0, 525_600.0)
+    assert full.head(3 * day).equals(calm)
+    assert set(calm["regime"].drop_nulls()) == {"low", "normal", "high"}
+    # the cut points at a sample are terciles of the volatility before it
+    i = 2 * day + 17
+    past = full["vol"].head(i).drop_nulls().to_numpy()
+    lo, hi = full["vol_lo"][i], full["vol_hi"][i]
+    assert np.mean(past <= lo) == pytest.approx(1 / 3, abs=0.02) and np.mean(past <= hi) == pytest.approx(2 / 3, abs=0.02)
+    # once its hour-long window is inside it, the volatile day is high against the calm past
+    assert (full["regime"].tail(day - 60) == "high").all()

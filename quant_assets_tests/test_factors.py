@@ -11,7 +11,10 @@ import polars as pl
 import pytest
 from scipy.stats import spearmanr
 
-from quant_assets.research.factors import SIGNAL_DEFS, FactorInputError, FactorSettings, analyse, quintile_turnover, samples
+from quant_assets.research.factors import (
+    CALIBRATION_NS, SIGNAL_DEFS, FactorInputError, FactorSettings, analyse, point_in_time_lengths, quintile_turnover, samples,
+    trailing_quantiles,
+)
 
 HOUR = 3_600_000_000_000
 T0 = 1_704_067_200_000_000_000  # 2024-01-01 UTC, ns
@@ -39,14 +42,79 @@ def test_a_planted_signal_has_the_ic_and_quintile_order_it_must():
     q = one["quantile_mean_bps"]
     assert q == sorted(q) and one["top_minus_bottom_bps"] > 15  # monotone, top quintile beats the bottom
     # alphalens's IC of a month is the Spearman correlation of the signal with the forward return
-    # over that month's samples (forward returns may reach into the next month's prices).
+    # over that month's samples; a forward return that would reach into the next month's prices
+    # does not count (January's last sample has none), so January's IC is known at its end.
     sig, mid = df["signal"].to_numpy(), df["mid"].to_numpy()
     fwd = mid[1:] / mid[:-1] - 1.0
-    jan = slice(0, 600)
+    jan = slice(0, 599)
     by_hand = spearmanr(sig[jan], fwd[jan]).statistic
     assert res.ic.filter(pl.col("month") == "2024-01")["1h"][0] == pytest.approx(by_hand, rel=1e-12)
     assert res.report["periods"]["4h"]["ic_mean"] < one["ic_mean"]  # a one-hour edge fades over four
     assert res.png[:4] == b"\x89PNG"
+
+
+def _three_months(n_per_month: int = 600) -> pl.DataFrame:
+    """Like :func:`_planted` over three months (January and February identical to two months')."""
+    two = _planted(n_per_month)
+    rng = np.random.default_rng(9)
+    ts = T0 + (2 * 31 * 24 + np.arange(n_per_month)) * HOUR
+    march = pl.DataFrame({"ts": ts, "month": ["2024-03"] * n_per_month, "signal": rng.normal(size=n_per_month) * 10.0,
+                          "mid": two["mid"][-1] * np.cumprod(1 + rng.normal(0, 0.01, n_per_month))})
+    return pl.concat([two, march.select(two.columns)])
+
+
+def test_quintiles_are_trailing_and_a_later_month_changes_no_earlier_part():
+    settings = FactorSettings(periods=(1, 4), quantile_window=200, quantile_min_history=50)
+    two, three = _planted(), _three_months()
+    a, b = analyse(two, "BTCUSDT", settings), analyse(three, "BTCUSDT", settings)
+    # every per-month part of January and February is unchanged by March (whose signal is ten
+    # times larger: month-wide or all-history bins would move everyone's quintile)
+    assert b.ic.filter(pl.col("month") != "2024-03").equals(a.ic)
+    assert b.samples.filter(pl.col("month") != "2024-03").equals(a.samples)
+    # the cold start: the first 50 samples have no quintile; the rest rank against the 200 before them
+    q = a.samples["quantile"]
+    assert q.head(50).null_count() == 50 and q.slice(50).null_count() == 0
+    sig = a.samples["signal"].to_numpy()
+    past = sig[300 - 200:300]
+    assert q[300] == min(5, int(np.floor(np.mean(past < sig[300]) * 5)) + 1)
+    assert a.report["quantile_cold_start"] == 50 and a.report["kept"] == 1_150
+    # a forward return never reaches into the next month: January's last 4h return is null
+    jan = a.samples.filter(pl.col("month") == "2024-01")
+    assert jan["fwd_4h"].tail(4).null_count() == 4 and jan["fwd_4h"].head(596).null_count() == 0
+    # a planted signal still orders its trailing quintiles
+    assert a.report["periods"]["1h"]["quantile_mean_bps"] == sorted(a.report["periods"]["1h"]["quantile_mean_bps"])
+
+
+def test_trailing_quantiles_by_hand():
+    x = np.array([5.0, 1.0, 3.0, 2.0, 4.0, 0.0, 9.0])
+    # window 3, at least 2 predecessors: x[2]=3 beats 1 of (5, 1) -> share 1/2 -> bin 2 of 3; x[3]=2
+    # beats 1 of (5, 1, 3); x[4]=4 beats 2 of (1, 3, 2); x[5]=0 none; x[6]=9 all
+    assert trailing_quantiles(x, 3, 3, 2).tolist() == [0, 0, 2, 2, 3, 1, 3]
+
+
+def test_lengths_in_quote_updates_are_converted_with_earlier_months_only():
+    from dataclasses import replace
+
+    from quant_assets.strategies.registry import MEAN_REVERSION
+
+    minute = 60_000_000_000
+    spec = replace(MEAN_REVERSION, values={"window": 600})
+    def bars(month_index: int, quotes: int, n: int = 3 * 1_440) -> pl.DataFrame:
+        return pl.DataFrame({"ts": T0 + month_index * 31 * 86_400_000_000_000 + np.arange(n, dtype=np.int64) * minute,
+                             "quotes": [quotes] * n})
+    jan = bars(0, 10).with_columns(quotes=pl.when(pl.col("ts") < T0 + CALIBRATION_NS).then(20).otherwise(10))
+    months = {"2024-01": jan, "2024-02": bars(1, 30), "2024-03": bars(2, 100)}
+    got = point_in_time_lengths(spec, SIGNAL_DEFS["zscore_reversion"], months)
+    # January: its first day only (20 quotes a bar), its samples before the day's end left out
+    assert (got["2024-01"].quotes_per_bar, got["2024-01"].lengths, got["2024-01"].from_ts) == (20.0, {"window": 30}, T0 + CALIBRATION_NS)
+    # February: January's bars (1,440 x 20 + 2,880 x 10); March: January and February's, never its own
+    jan_mean = (1_440 * 20 + 2_880 * 10) / 4_320
+    assert got["2024-02"].quotes_per_bar == pytest.approx(jan_mean) and got["2024-02"].from_ts is None
+    assert got["2024-03"].quotes_per_bar == pytest.approx((4_320 * jan_mean + 4_320 * 30) / 8_640)
+    assert got["2024-03"].lengths == {"window": round(600 / got["2024-03"].quotes_per_bar)}
+    # appending a month changes no earlier month's lengths
+    assert {m: got[m] for m in ("2024-01", "2024-02")} == point_in_time_lengths(
+        spec, SIGNAL_DEFS["zscore_reversion"], {m: months[m] for m in ("2024-01", "2024-02")})
 
 
 def test_turnover_is_the_share_that_came_from_another_quintile():
@@ -55,6 +123,8 @@ def test_turnover_is_the_share_that_came_from_another_quintile():
     # In quintile 5 with a predecessor in the same month: t=1 (from 5), t=3 (from 1), t=6 (from 3); t=4 crosses months.
     assert quintile_turnover(q, month, 5, 1) == pytest.approx(2 / 3)
     assert quintile_turnover(q, month, 2, 1) is None
+    # a predecessor with no quintile yet (0: the cold start) is left out, not counted as a move
+    assert quintile_turnover(np.array([0, 5, 5, 0, 5]), np.array(["a"] * 5), 5, 1) == pytest.approx(0.0)
 
 
 def test_signals_follow_the_strategies_definitions():

@@ -71,8 +71,54 @@ def test_an_instruments_table_written_before_kinds_existed_still_loads(lake):
     assert table["BTCUSDT"].kind == "spot" and table["BTCUSDT-PERP"].kind == "perpetual"
     assert table["BTCUSDT-PERP"].raw_symbol == "BTCUSDT"
     # and rewriting it (the next ingest) stores the new columns
-    inst_mod.record_inferred(lake, replace(SPOT, symbol="ETHUSDT", raw_symbol="", kind=""))
+    inst_mod.record_inferred(lake, replace(SPOT, symbol="ETHUSDT", raw_symbol="", kind=""), "2024-01")
     assert set(pl.read_parquet(lake.instruments_path)["kind"]) == {"spot", "perpetual"}
+
+
+def test_instrument_records_are_dated_and_a_month_never_reads_a_later_one(lake):
+    coarse = replace(SPOT, price_precision=2, tick_size=0.01)
+    fine = replace(SPOT, price_precision=3, tick_size=0.001, taker_fee=0.0009)
+    inst_mod.record_inferred(lake, coarse, "2024-01")
+    inst_mod.record_inferred(lake, coarse, "2024-02")
+    inst_mod.record_inferred(lake, fine, "2024-03")  # the venue's tick size became finer in March
+    assert inst_mod.resolve(lake, "BTCUSDT", month="2024-01").tick_size == 0.01
+    assert inst_mod.resolve(lake, "BTCUSDT", month="2024-02").tick_size == 0.01
+    march = inst_mod.resolve(lake, "BTCUSDT", month="2024-03")
+    assert (march.tick_size, march.taker_fee) == (0.001, 0.0009)
+    # later months keep the finest precision seen so far (merged as before), with their own fields
+    inst_mod.record_inferred(lake, coarse, "2024-04")
+    april = inst_mod.resolve(lake, "BTCUSDT", month="2024-04")
+    assert (april.tick_size, april.taker_fee) == (0.001, coarse.taker_fee)
+    # month=None (per-symbol settings): every record
+    assert inst_mod.resolve(lake, "BTCUSDT", month=None).tick_size == 0.001
+    # a month before any record has none; a re-ingest of a month replaces its record only
+    assert inst_mod.resolve(lake, "BTCUSDT", month="2023-12") is None
+    inst_mod.record_inferred(lake, fine, "2024-01")
+    assert inst_mod.resolve(lake, "BTCUSDT", month="2024-01").tick_size == 0.001
+    table = pl.read_parquet(lake.instruments_path)
+    assert table.select("symbol", "month").rows() == [("BTCUSDT", m) for m in ("2024-01", "2024-02", "2024-03", "2024-04")]
+    with pytest.raises(TypeError, match="month"):
+        inst_mod.resolve(lake, "BTCUSDT")  # the month must be said, never defaulted
+
+
+def test_an_undated_table_still_serves_the_months_not_ingested_since(lake):
+    """A table written before records were dated: its rows serve every month without a dated
+    record of its own (as the old table did); a month re-ingested since reads its own record."""
+    old = {k: v for k, v in inst_mod.SCHEMA.items()}
+    merged_then = replace(SPOT, price_precision=3, tick_size=0.001)  # merged across every month, later ones too
+    lake.instruments_path.parent.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame([inst_mod.asdict(merged_then)], schema=old).write_parquet(lake.instruments_path)
+    assert inst_mod.resolve(lake, "BTCUSDT", month="2024-01").tick_size == 0.001
+    inst_mod.record_inferred(lake, replace(SPOT, price_precision=2, tick_size=0.01), "2024-01")  # January re-ingested
+    assert inst_mod.resolve(lake, "BTCUSDT", month="2024-01").tick_size == 0.01
+    assert inst_mod.resolve(lake, "BTCUSDT", month="2024-02").tick_size == 0.001  # not re-ingested: as before
+    table = pl.read_parquet(lake.instruments_path)
+    assert table["month"].to_list() == [None, "2024-01"]
+    # DuckDB shows a record per symbol x month (null: the undated row)
+    from quant_assets.lake import duck
+
+    assert duck.connect(lake).sql("SELECT month, tick_size FROM instruments ORDER BY month NULLS FIRST").fetchall() == [
+        (None, 0.001), ("2024-01", 0.01)]
 
 
 def _toml(tmp_path: Path, text: str) -> Path:
@@ -292,7 +338,7 @@ taker = 0.0004
     path = lake.ticks_path(sym, month)
     path.parent.mkdir(parents=True, exist_ok=True)
     write(around([100.0] * 5 + [101.0] * 5 + [99.0] * 5), path)
-    inst_mod.record_inferred(lake, Instrument(sym, "BINANCE", "TEST", "USDT", 2, 2, 0.01, 0.01, 0.001, 0.001))
+    inst_mod.record_inferred(lake, Instrument(sym, "BINANCE", "TEST", "USDT", 2, 2, 0.01, 0.01, 0.001, 0.001), month)
     spec = replace(registry.EMA_CROSS, values={"fast_period": 2, "slow_period": 3, "notional": 1000.0, "equity_interval_s": 1.0})
     out = run_backtest(lake, spec, sym, month)
 

@@ -77,7 +77,7 @@ def test_an_hftbacktest_month_over_the_budget_is_refused_before_the_engine_start
     write_landing(lake, SyntheticSpec("BTCUSDT", "2024-01", seed=3, events=20_000))
     survey(lake, "BTCUSDT")
     path = build_partition(lake, "BTCUSDT", "2024-01").path
-    instruments.record_inferred(lake, instruments.infer("BTCUSDT", pl.scan_parquet(path), "BINANCE"))
+    instruments.record_inferred(lake, instruments.infer("BTCUSDT", pl.scan_parquet(path), "BINANCE"), "2024-01")
     monkeypatch.setenv("QUANT_MEMORY_BUDGET_MB", "64")  # below the engine's fixed ~300 MiB
     spec = registry.load()["market_maker"]
     with pytest.raises(MemoryBudgetError) as err:

@@ -34,7 +34,8 @@ def _months(lake, with_december: bool = True):
     if with_december:
         write(around(_walk(720, 1), t0=DEC_END - 720 * 10 * S + int(3.5 * S), step=10 * S), lake.ticks_path("TESTUSDT", "2023-12"))
     write(around(_walk(2_160, 2), t0=JAN + int(3.5 * S), step=10 * S), lake.ticks_path("TESTUSDT", "2024-01"))
-    inst_mod.record_inferred(lake, INSTRUMENT)
+    for month in ("2023-12", "2024-01") if with_december else ("2024-01",):
+        inst_mod.record_inferred(lake, INSTRUMENT, month)
 
 
 def test_previous_month_wraps_the_year():

@@ -42,7 +42,7 @@ from quant_assets.lake.store import Lake, atomic_dir, file_sha256
 
 #: Bump when the definition of a stored metric changes: every metrics slice and every roll-up
 #: becomes stale, backtests do not.
-ANALYTICS_VERSION = "4"
+ANALYTICS_VERSION = "4"  # 4: capital at risk (analytics.deployed); volatility regimes from the past only (analytics.trades)
 
 AGREEMENT = ("vbt_total_return", "vbt_sharpe", "vbt_max_drawdown")
 
@@ -161,7 +161,8 @@ def compute(bt: BacktestSlice, trading_days: int, quotes: pl.LazyFrame | None, s
     m.update(_agreement(rs, pf, float(flows["amount"].sum()) if len(flows) else 0.0, bt.starting_cash))
     m.update(deployed_metrics(deployed_capital(equity, fills, bt.interval_s, bt.starting_cash)))
     regimes = sample_regimes(equity, bt.interval_s, rs.periods_per_year) if len(equity) else pl.DataFrame(
-        schema={"ts": pl.Int64(), "mid": pl.Float64(), "vol": pl.Float64(), "regime": pl.String()})
+        schema={"ts": pl.Int64(), "mid": pl.Float64(), "vol": pl.Float64(), "vol_lo": pl.Float64(), "vol_hi": pl.Float64(),
+                "regime": pl.String()})
     trades = market_context(table, equity, regimes, quotes)
     regime_table = regime_summary(equity, regimes, trades)
     pos = equity["position"].to_numpy() if len(equity) else np.zeros(0)

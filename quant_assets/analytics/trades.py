@@ -14,8 +14,19 @@ measured on timestamps (ns), not on vectorbt's bar counts, as the index is irreg
 
 :func:`market_context` adds, per trade: UTC hour and weekday of the entry, the quoted spread at
 entry (quote currency and bps of the mid, from the ``ticks`` partition), the realised volatility
-of the mid over the hour before entry (annualised) and its regime (the month's terciles: low /
-normal / high). :func:`regime_summary` gives the month's time, PnL and trades per regime.
+of the mid over the hour before entry (annualised) and its regime (low / normal / high).
+:func:`regime_summary` gives the month's time, PnL and trades per regime.
+
+**No look-ahead in the regimes.** A sample's regime compares its volatility with tercile cut
+points computed only from the volatility *before* it in the same month (an expanding window:
+each month is its own run, started flat, so its history starts with it). The cut points are
+refreshed every :data:`REGIME_GRID_S` from the volatility sampled on that grid (the last sample
+of each step: a month of 1-second equity keeps the cost of a month of minutes), and a sample
+uses those of the last grid point at or before it, which read grid points strictly before that
+one. Until :data:`REGIME_MIN_HISTORY_S` of volatility history exists (the first day of each
+month, cold start) a sample's regime is null, counted as ``unknown``: no regime is invented
+from data that lies ahead. Whole-month terciles would have labelled the first hours of a month
+by how volatile its last weeks turned out.
 """
 
 from __future__ import annotations
@@ -31,6 +42,10 @@ from quant_assets.analytics.returns import NS_PER_S
 
 #: Window of the realised volatility that sets the regime at each sample.
 VOL_WINDOW_S = 3_600
+#: Volatility history (seconds) a month needs before a sample gets a regime (the cold start).
+REGIME_MIN_HISTORY_S = 86_400
+#: How often the regimes' tercile cut points are refreshed from the past (seconds).
+REGIME_GRID_S = 60
 REGIMES = ("low", "normal", "high")
 
 TRADE_STATS = ("trades", "trade_win_rate", "expectancy", "avg_win", "avg_loss", "avg_holding_s", "best_trade", "worst_trade")
@@ -153,21 +168,37 @@ def table_trade_stats(table: pl.DataFrame) -> MetricSet:
 
 
 def sample_regimes(equity: pl.DataFrame, interval_s: float, periods_per_year: float) -> pl.DataFrame:
-    """Per equity sample: ``ts``, ``vol`` (annualised realised volatility of the mid's log
-    returns over the preceding :data:`VOL_WINDOW_S`, null until the window has two returns) and
-    ``regime`` (terciles of ``vol`` over the month; null where ``vol`` is)."""
+    """Per equity sample: ``ts``, ``mid``, ``vol`` (annualised realised volatility of the mid's
+    log returns over the preceding :data:`VOL_WINDOW_S`, null until the window has two returns),
+    ``vol_lo``/``vol_hi`` (the tercile cut points from the volatility before the sample, see the
+    module docstring; null during the cold start) and ``regime`` (``low`` at or below ``vol_lo``,
+    ``high`` at or above ``vol_hi``, else ``normal``; null where ``vol`` or a cut point is)."""
+    import pandas as pd
+
     window = max(2, int(round(VOL_WINDOW_S / interval_s)))
     df = equity.select("ts", "mid").with_columns(
         vol=(pl.col("mid").log().diff().rolling_std(window, min_samples=2) * float(np.sqrt(periods_per_year)))
     )
-    vols = df["vol"].drop_nulls().drop_nans()
-    if len(vols) == 0:
-        return df.with_columns(regime=pl.lit(None, pl.String))
-    lo, hi = float(vols.quantile(1 / 3)), float(vols.quantile(2 / 3))
-    return df.with_columns(
-        regime=pl.when(pl.col("vol").is_null() | pl.col("vol").is_nan()).then(None)
-        .when(pl.col("vol") <= lo).then(pl.lit("low"))
-        .when(pl.col("vol") >= hi).then(pl.lit("high"))
+    if df.height == 0:
+        return df.with_columns(vol_lo=pl.lit(None, pl.Float64), vol_hi=pl.lit(None, pl.Float64), regime=pl.lit(None, pl.String))
+    grid_ns = int(max(REGIME_GRID_S, interval_s) * NS_PER_S)
+    step = pl.col("ts") // grid_ns
+    ordered = df if df["ts"].is_sorted() else df.sort("ts", maintain_order=True)
+    grid = ordered.filter(step != step.shift(-1, fill_value=-1)).select("ts", "vol")  # the last sample of each grid step
+    past = pd.Series(grid["vol"].fill_nan(None).to_numpy(), dtype="float64").shift(1)  # strictly before each grid point
+    need = max(1, int(np.ceil(REGIME_MIN_HISTORY_S / max(REGIME_GRID_S, interval_s))))
+    # pandas' expanding quantile (a skip list) over at most one value per grid step; "lower"
+    # keeps each cut point an observed volatility, as polars' whole-month quantile did.
+    cuts = grid.select("ts").with_columns(
+        vol_lo=pl.Series(past.expanding(min_periods=need).quantile(1 / 3, interpolation="lower").to_numpy()).fill_nan(None),
+        vol_hi=pl.Series(past.expanding(min_periods=need).quantile(2 / 3, interpolation="lower").to_numpy()).fill_nan(None),
+    )
+    out = df.with_row_index("_i").sort("ts").join_asof(cuts, on="ts", strategy="backward").sort("_i").drop("_i")
+    bad = pl.col("vol").is_null() | pl.col("vol").is_nan() | pl.col("vol_lo").is_null()
+    return out.with_columns(
+        regime=pl.when(bad).then(None)
+        .when(pl.col("vol") <= pl.col("vol_lo")).then(pl.lit("low"))
+        .when(pl.col("vol") >= pl.col("vol_hi")).then(pl.lit("high"))
         .otherwise(pl.lit("normal"))
     )
 

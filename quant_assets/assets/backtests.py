@@ -116,9 +116,10 @@ def backtest_asset(spec: StrategySpec) -> dg.AssetsDefinition:
                     "account": dg.MetadataValue.json(m["account"]),
                     "counters": dg.MetadataValue.json(m["counters"]),
                     "events": dg.MetadataValue.int(m["events"]),
-                    "events_per_s": dg.MetadataValue.float(m["events_per_s"]),
-                    "engine_wall_s": dg.MetadataValue.float(m["engine_wall_s"]),
-                    "peak_rss_mb": dg.MetadataValue.float(m["peak_rss_mb"]),
+                    # run.json: facts about this run, not the data (kept out of the manifest)
+                    "events_per_s": dg.MetadataValue.float(out.run["events_per_s"]),
+                    "engine_wall_s": dg.MetadataValue.float(out.run["engine_wall_s"]),
+                    "peak_rss_mb": dg.MetadataValue.float(out.run["peak_rss_mb"]),
                     "quote_currency": m["quote_currency"],
                     "ticks_data_version": str(m["ticks_data_version"]),
                     "path": dg.MetadataValue.path(str(out.directory)),

@@ -107,8 +107,8 @@ def critique_asset(spec: StrategySpec) -> dg.AssetsDefinition:
                     "cache_write_tokens": dg.MetadataValue.int(int(usage.get("cache_creation_input_tokens", 0))),
                     "cache_read_tokens": dg.MetadataValue.int(int(usage.get("cache_read_input_tokens", 0))),
                     # A cached answer cost nothing now; the first call's cost is in critique.json.
-                    "cost_usd": dg.MetadataValue.float(0.0 if r["cached"] else float(r["cost_usd"] or 0.0)),
-                    "from_cache": dg.MetadataValue.bool(bool(r["cached"])),
+                    "cost_usd": dg.MetadataValue.float(0.0 if out.cached else float(r["cost_usd"] or 0.0)),
+                    "from_cache": dg.MetadataValue.bool(out.cached),
                     "attempts": dg.MetadataValue.int(int(r["attempts"])),
                     "prompt_sha256": r["prompt_sha256"],
                     "month_index": dg.MetadataValue.int(int(r["month_index"])),
@@ -155,7 +155,7 @@ def oos_asset(spec: StrategySpec) -> dg.AssetsDefinition:
 
         def build_one(pk: str) -> Built | NotBuilt:
             month, symbol = split_key(pk)
-            trading_days = inst_mod.trading_days_of(the_lake, symbol)
+            trading_days = inst_mod.trading_days_of(the_lake, symbol, month=month)
             try:
                 out = run_oos(the_lake, spec, symbol, month, trading_days)
             except WaitingForNextMonth as exc:

@@ -87,7 +87,7 @@ def metrics_asset(spec: StrategySpec) -> dg.AssetsDefinition:
 
         def build_one(pk: str) -> Built:
             month, symbol = split_key(pk)
-            trading_days = inst_mod.trading_days_of(the_lake, symbol)
+            trading_days = inst_mod.trading_days_of(the_lake, symbol, month=month)
             try:
                 out = run_metrics(the_lake, spec.name, symbol, month, trading_days)
             except BacktestSliceError as exc:

@@ -71,7 +71,7 @@ def report_asset(spec: StrategySpec) -> dg.AssetsDefinition:
         settings = RollupSettings(config.bootstrap_reps, config.monte_carlo_sims, config.in_sample_months, config.seed)
 
         def build_one(symbol: str) -> Built:
-            trading_days = inst_mod.trading_days_of(the_lake, symbol)
+            trading_days = inst_mod.trading_days_of(the_lake, symbol, month=None)
             n_trials = trials.count(the_lake, spec.impl)
             try:
                 out = run_report(the_lake, spec.name, symbol, trading_days, n_trials, settings=settings)

@@ -113,7 +113,7 @@ def sweep_asset(spec: StrategySpec, interval: str) -> dg.AssetsDefinition:
 
         def build_one(pk: str) -> Built:
             month, symbol = split_key(pk)
-            instrument = inst_mod.resolve(the_lake, symbol)
+            instrument = inst_mod.resolve(the_lake, symbol, month=month)
             if instrument is None:
                 raise dg.Failure(description=f"{name} {pk}: no instrument record for {symbol}", allow_retries=False)
             try:
@@ -189,7 +189,7 @@ def handoff_asset(spec: StrategySpec) -> dg.AssetsDefinition:
 
         def build_one(pk: str) -> Built | NotBuilt:
             month, symbol = split_key(pk)
-            trading_days = inst_mod.trading_days_of(the_lake, symbol)
+            trading_days = inst_mod.trading_days_of(the_lake, symbol, month=month)
             try:
                 out = run_handoff(the_lake, spec, symbol, month, trading_days)
             except WaitingForNextMonth as exc:
@@ -303,7 +303,9 @@ class FactorConfig(dg.Config):
 
     sample: str = Field(default="1h", description="signal sampling interval (s, m or h), like 1h")
     periods: list[int] = Field(default=[1, 4, 24], description="forward-return horizons, in samples")
-    quantiles: int = Field(default=5, description="signal bins per month")
+    quantiles: int = Field(default=5, description="signal bins, each sample ranked against the samples before it")
+    quantile_window: int = Field(default=720, ge=2, description="past samples a sample's quintile is ranked against")
+    quantile_min_history: int = Field(default=100, ge=1, description="fewest past samples before a sample gets a quintile")
 
 
 def factors_asset(spec: StrategySpec, interval: str) -> dg.AssetsDefinition:
@@ -320,9 +322,11 @@ def factors_asset(spec: StrategySpec, interval: str) -> dg.AssetsDefinition:
         description=(
             f"alphalens-reloaded factor analysis of `{spec.name}`'s signal `{signal.name}` ({signal.description}) on "
             f"one symbol across all its months of `bars_{interval}`, with the strategy's current lengths: information "
-            "coefficient per month, mean forward return by quintile, quintile turnover. Output: "
-            f"`factors/strategy={spec.name}/symbol=S/` (report.json, ic.parquet, quantile_returns.parquet, factor.png); "
-            "DuckDB view `factor_ic`."
+            "coefficient per month, mean forward return by quintile, quintile turnover. No look-ahead: each sample's "
+            "quintile ranks it against the samples before it, forward returns stay inside their month, lengths in quote "
+            "updates are converted with the months before. Output: "
+            f"`factors/strategy={spec.name}/symbol=S/` (report.json, ic.parquet, quantile_returns.parquet, samples.parquet, "
+            "factor.png); DuckDB views `factor_ic`, `factor_samples`."
         ),
         metadata={"strategy": spec.name, "signal": signal.name},
         automation_condition=rebuild_rollups(),
@@ -333,7 +337,8 @@ def factors_asset(spec: StrategySpec, interval: str) -> dg.AssetsDefinition:
 
         def build_one(symbol: str) -> Built:
             try:
-                settings = FactorSettings(config.sample, tuple(config.periods), config.quantiles)
+                settings = FactorSettings(config.sample, tuple(config.periods), config.quantiles,
+                                          quantile_window=config.quantile_window, quantile_min_history=config.quantile_min_history)
                 out = run_factors(the_lake, spec, signal, symbol, interval, settings)
             except (FactorInputError, ValueError) as exc:
                 raise dg.Failure(description=f"{name} {symbol}: {exc}", allow_retries=False) from None

@@ -64,7 +64,7 @@ def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
         inferred: list[inst_mod.Instrument] = []
 
         def check(candidate: Path, sources: list[FileRecord]) -> None:
-            new, resolved = inst_mod.for_candidate(lk, symbol, candidate, [r.format for r in sources])
+            new, resolved = inst_mod.for_candidate(lk, symbol, month, candidate, [r.format for r in sources])
             inferred.append(new)
             outcomes.extend(evaluate(candidate, resolved))
             if not all(o.passed for o in outcomes):
@@ -78,7 +78,8 @@ def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
                 f"{symbol} {month}: {exc}; the published partition was left unchanged",
                 metadata={o.name: o.offending_rows for o in exc.outcomes}, checks=_check_results(exc.outcomes),
             ) from exc
-        inst_mod.record_inferred(lk, inferred[-1])
+        # The month's own record (dated): later months never change what this month trades on.
+        inst_mod.record_inferred(lk, inferred[-1], month)
         return Built(
             metadata={
                 "dagster/row_count": result.rows,

@@ -57,7 +57,7 @@ def fold_asset(spec: StrategySpec, settings: WalkForwardSettings) -> dg.AssetsDe
         def build_one(pk: str) -> Built | NotBuilt:
             month, symbol = split_key(pk)
             try:
-                out = run_fold(the_lake, spec, symbol, month, inst_mod.trading_days_of(the_lake, symbol), settings)
+                out = run_fold(the_lake, spec, symbol, month, inst_mod.trading_days_of(the_lake, symbol, month=month), settings)
             except NoInSample as exc:
                 return NotBuilt(f"{name} {pk}: {exc}")
             except NotApplicableError as exc:
@@ -105,7 +105,7 @@ def walkforward_asset(spec: StrategySpec) -> dg.AssetsDefinition:
 
         def build_one(symbol: str) -> Built | NotBuilt:
             try:
-                out = run_walkforward(the_lake, spec.name, symbol, inst_mod.trading_days_of(the_lake, symbol))
+                out = run_walkforward(the_lake, spec.name, symbol, inst_mod.trading_days_of(the_lake, symbol, month=None))
             except NoInSample as exc:
                 return NotBuilt(f"{name} {symbol}: {exc}")
             r = out.report

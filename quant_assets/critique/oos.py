@@ -200,7 +200,7 @@ def run_oos(lake: Lake, spec: StrategySpec, symbol: str, month: str, trading_day
         digest = file_sha256(out / "validation.parquet")
         manifest = {"strategy": spec.name, "symbol": symbol, "critique_month": month, "oos_month": oos_month,
                     "oos_version": OOS_VERSION, "level": level, "suggestions": n,
-                    "critique_sha256": file_sha256(crit_path), "baseline_backtest": str(_published(oos_bt.directory, out, final)),
+                    "critique_sha256": file_sha256(crit_path), "baseline_backtest": lake.relative(_published(oos_bt.directory, out, final)),
                     "oos_ticks": lake.relative(lake.ticks_path(symbol, oos_month)),
                     "files": {"validation.parquet": digest}}
         lake.write_json(manifest, out / "manifest.json")

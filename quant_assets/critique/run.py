@@ -4,9 +4,11 @@ write.
 Output at ``<lake>/critiques/strategy=X/symbol=S/month=M/``: ``prompt.json`` (exactly what the
 critic read: no calendar date, no price level), ``critique.json`` (the validated answer, the
 accepted and the rejected suggestions with their reasons, the critic and model, token usage and
-cost, whether it came from the cache, the calendar month and the month's index as the prompt
-gave it, and the model's training cutoff with ``data_before_training_cutoff``:
-:mod:`quant_assets.critique.cutoffs`) and ``manifest.json`` last (inputs and file hashes).
+cost of the call that produced the answer, the calendar month and the month's index as the
+prompt gave it, and the model's training cutoff with ``data_before_training_cutoff``:
+:mod:`quant_assets.critique.cutoffs`), ``run.json`` (whether this run took the answer from the
+cache: a fact about the run, kept out of critique.json so the same prompt and answer publish the
+same bytes) and ``manifest.json`` last (inputs and file hashes).
 
 The cache (``<lake>/critiques/_cache/<model>/<prompt sha>.json``) keys answers by the prompt's
 digest and the model: re-materialising an unchanged slice never pays for a second call. Only
@@ -88,8 +90,9 @@ def _store(lake: Lake, prompt: Prompt, answer: CriticAnswer) -> None:
 @dataclass(frozen=True)
 class CritiqueOutput:
     directory: Path
-    record: dict[str, Any]
+    record: dict[str, Any]  # critique.json
     data_version: str
+    cached: bool = False  # this run took the answer from the cache (run.json)
 
 
 def run_critique(lake: Lake, spec: StrategySpec, symbol: str, month: str, critic: Critic,
@@ -122,18 +125,18 @@ def run_critique(lake: Lake, spec: StrategySpec, symbol: str, month: str, critic
         "params": spec.resolved(),
         "venue_profile": (venue or {}).get("label"),
         "usage": answer.usage, "cost_usd": answer.cost_usd, "attempts": answer.attempts,
-        "cached": cached, "notes": answer.notes,
+        "notes": answer.notes,
         "prompt_sha256": prompt.digest,
     }
     out = lake.critique_dir(spec.name, symbol, month)
     with lake.lock(f"critique-{spec.name}-{symbol}-{month}"), atomic_dir(out, "critique") as new:
         lake.write_json(prompt.as_json(), new / "prompt.json")
         lake.write_json(record, new / "critique.json")
+        lake.write_json({"cached": cached}, new / "run.json")
         hashes = {n: file_sha256(new / n) for n in ("prompt.json", "critique.json")}
         lake.write_json({"strategy": spec.name, "symbol": symbol, "month": month, "critique_version": CRITIQUE_VERSION,
                          "month_index": position.index, "training_cutoff": record["training_cutoff"],
                          "metrics_files": metrics_manifest.get("files", {}), "files": hashes}, new / "manifest.json")
-    # The data version ignores whether the answer came from the cache (same answer, same data).
-    stable = {k: v for k, v in record.items() if k not in ("cached",)}
-    version = hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:24]
-    return CritiqueOutput(out, record, version)
+    # Whether the answer came from the cache is not in the record: same answer, same data version.
+    version = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    return CritiqueOutput(out, record, version, cached)

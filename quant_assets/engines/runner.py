@@ -6,6 +6,12 @@ Output at ``<lake>/backtests/strategy=X/symbol=S/month=M/``: ``fills.parquet``,
 ``funding.parquet`` (each funding time: position, mark, rate, amount received), then
 ``manifest.json`` last, which names the files' SHA-256: a reader that trusts the manifest never
 sees a mixed slice.
+
+``run.json`` holds what the run that made the folder measured about itself (wall times,
+events per second, peak RSS): facts about that process, not about the data, which differ
+between two runs of the same inputs. They are kept out of ``manifest.json`` so that the same
+data, code and parameters give byte-identical published files (the no-look-ahead test compares
+them); ``run.json`` is not in the manifest's file list nor in the data version.
 """
 
 from __future__ import annotations
@@ -55,6 +61,11 @@ class BacktestOutput:
     equity: pl.DataFrame
     data_version: str  # hash of the result files
     checks: list[Outcome] = field(default_factory=list)  # the result's invariants (engines.invariants)
+    run: dict[str, Any] = field(default_factory=dict)  # run.json: wall times, events/s, peak RSS of this run
+
+
+#: ``run.json`` of a result folder: facts about the run that made it (see the module docstring).
+RUN_FACTS = "run.json"
 
 
 #: Parameters that size a strategy's position (quote currency), checked against the account.
@@ -132,7 +143,8 @@ def setup_slice(lake: Lake, spec: StrategySpec, symbol: str, month: str, startin
     slice and the setting."""
     params = spec.resolved()
     ticks_path = lake.ticks_path(symbol, month)
-    instrument = inst_mod.resolve(lake, symbol)
+    # The instrument as known in this month: its records up to the month, never a later one's.
+    instrument = inst_mod.resolve(lake, symbol, month=month)
     if instrument is None:
         raise BacktestInputError(f"{symbol} {month}: no instrument record (materialise `ticks` for it or add [{symbol}] to instruments.toml)")
     # The month is charged the fee schedule in force when it starts (per-symbol overrides win);
@@ -245,18 +257,21 @@ def run_backtest(
             "starting_cash": starting_cash,
             "quote_currency": run.quote_currency,
             "events": run.events,
-            "engine_wall_s": round(run.wall_s, 4),
-            "wall_s": round(wall, 4),
-            "events_per_s": round(run.events_per_s, 1),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "rss_growth_mb": round((psutil.Process().memory_info().rss - rss_before) / 2**20, 1),
             "files": hashes,
             "summary": head,
             "checks": {c.name: {"passed": c.passed, "detail": c.detail} for c in checks},
             "notes": run.notes,
         }
+        run_facts = {
+            "engine_wall_s": round(run.wall_s, 4),
+            "wall_s": round(wall, 4),
+            "events_per_s": round(run.events_per_s, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "rss_growth_mb": round((psutil.Process().memory_info().rss - rss_before) / 2**20, 1),
+        }
+        lake.write_json(run_facts, new / RUN_FACTS)
         lake.write_json(manifest, new / "manifest.json")
     # The deflated Sharpe of the roll-ups needs every parameter set this implementation was run with.
     trials.record(lake, spec.impl, spec.name, params)
     version = hashlib.sha256("|".join(hashes[k] for k in sorted(hashes)).encode()).hexdigest()[:24]
-    return BacktestOutput(out, manifest, head, equity, version, checks)
+    return BacktestOutput(out, manifest, head, equity, version, checks, run_facts)

@@ -42,6 +42,7 @@ VIEWS: dict[str, tuple[str, tuple[str, ...]]] = {
     "sweeps": ("sweeps/strategy=*/symbol=*/month=*/grid.parquet", ("strategy", "symbol", "month")),
     "handoffs": ("handoffs/strategy=*/symbol=*/month=*/handoff.parquet", ("strategy", "symbol", "month")),
     "factor_ic": ("factors/strategy=*/symbol=*/ic.parquet", ("strategy", "symbol")),
+    "factor_samples": ("factors/strategy=*/symbol=*/samples.parquet", ("strategy", "symbol")),
     "agreements": ("agreements/strategy=*/symbol=*/month=*/agreement.parquet", ("strategy", "symbol", "month")),
     "wf_folds": ("wf_folds/strategy=*/symbol=*/month=*/fold.parquet", ("strategy", "symbol", "month")),
 }

@@ -19,6 +19,20 @@ venue × kind × ``fee_tier`` schedule row in effect when it starts (:mod:`quant
 unless the symbol's table sets ``maker_fee``/``taker_fee``, which win.
 ``trading_days`` is the instrument's trading days per year, the annualisation of every metric
 (crypto trades every day: 365; FX about 260; a stock exchange 252).
+
+**Dated records.** The table keeps one inferred record per symbol × ``month``: what that month's
+ticks alone say (written by each ingest of the month, replacing the month's previous record).
+A month resolves to the merge of its symbol's records of months up to and including itself
+(:func:`merge_inferred`, the later month's fields with the finest precision seen so far), so an
+old month never trades on a tick size first seen in a later month, and appending a month
+changes nothing about the months before it. ``month=None`` (settings that do not depend on the
+month, such as a symbol's venue) merges every record.
+
+A table written before records were dated has no ``month`` (or a null one): such an *undated*
+row was merged across every month ingested then, later ones included. It still serves the
+months that have no dated record of their own (they were last ingested before records were
+dated), merged with the dated records before them, exactly as the old table served them; a
+month re-ingested since has its own dated record and no longer reads the undated row.
 """
 
 from __future__ import annotations
@@ -91,6 +105,9 @@ SCHEMA: dict[str, pl.DataType] = {
     "lot_size": pl.Float64(), "maker_fee": pl.Float64(), "taker_fee": pl.Float64(), "trading_days": pl.Int64(),
     "source": pl.String(), "kind": pl.String(), "raw_symbol": pl.String(), "fee_tier": pl.String(),
 }
+#: The stored table: an instrument per symbol × month (``YYYY-MM`` whose ticks it was inferred
+#: from; null for an undated row of a table written before records were dated).
+TABLE_SCHEMA: dict[str, pl.DataType] = {**SCHEMA, "month": pl.String()}
 
 
 def split_currencies(symbol: str) -> tuple[str, str]:
@@ -143,25 +160,62 @@ def merge_inferred(old: Instrument | None, new: Instrument) -> Instrument:
     return replace(new, price_precision=p, size_precision=s, tick_size=10.0**-p, lot_size=10.0**-s)
 
 
-def read_inferred(lake: Lake) -> dict[str, Instrument]:
+def read_records(lake: Lake, symbol: str | None = None) -> pl.DataFrame:
+    """The stored records (:data:`TABLE_SCHEMA`), of ``symbol`` only when given. A table written
+    before kind/raw_symbol/fee_tier or months existed lacks those columns: they read as null
+    (the dataclass defaults then fill the identity from the symbol; a null month is undated)."""
     if not lake.instruments_path.exists():
-        return {}
-    # A table written before kind/raw_symbol/fee_tier existed lacks those columns (or holds
-    # nulls): the dataclass defaults fill them from the symbol.
+        return pl.DataFrame(schema=TABLE_SCHEMA)
+    table = pl.scan_parquet(lake.instruments_path)
+    if symbol is not None:
+        table = table.filter(pl.col("symbol") == symbol)
+    df = table.collect()
+    missing = [pl.lit(None, dtype).alias(c) for c, dtype in TABLE_SCHEMA.items() if c not in df.columns]
+    # unique: an object-store merge of two copies may hold the same undated row twice
+    return df.with_columns(missing).select(list(TABLE_SCHEMA)).cast(TABLE_SCHEMA).unique(maintain_order=True)
+
+
+def _instrument(row: dict[str, object]) -> Instrument:
     known = {f.name for f in fields(Instrument)}
-    return {
-        r["symbol"]: Instrument(**{k: v for k, v in r.items() if k in known and v is not None})
-        for r in pl.read_parquet(lake.instruments_path).iter_rows(named=True)
-    }
+    return Instrument(**{k: v for k, v in row.items() if k in known and v is not None})  # type: ignore[arg-type]
 
 
-def record_inferred(lake: Lake, inst: Instrument) -> None:
-    """Store ``inst`` (merged with what was inferred before) in the lake's table."""
+def as_of(records: pl.DataFrame, month: str | None) -> dict[str, Instrument]:
+    """Per symbol of ``records``: the instrument known in ``month`` (see the module docstring):
+    its dated records of months <= ``month`` merged in month order, plus its undated row when
+    ``month`` has no dated record of its own; ``month=None``: every record."""
+    out: dict[str, Instrument] = {}
+    for (symbol,), rows in records.sort("symbol", "month", nulls_last=False).group_by("symbol", maintain_order=True):
+        dated = rows.filter(pl.col("month").is_not_null())
+        if month is not None:
+            dated = dated.filter(pl.col("month") <= month)
+        use_undated = month is None or not (rows["month"] == month).any()
+        chosen = pl.concat([rows.filter(pl.col("month").is_null()), dated]) if use_undated else dated
+        merged = None
+        for row in chosen.iter_rows(named=True):  # undated first, then dated months in order
+            merged = merge_inferred(merged, _instrument(row))
+        if merged is not None:
+            out[str(symbol)] = merged
+    return out
+
+
+def read_inferred(lake: Lake, month: str | None = None) -> dict[str, Instrument]:
+    """Every symbol's inferred instrument as known in ``month`` (None: every record merged)."""
+    return as_of(read_records(lake), month)
+
+
+def record_inferred(lake: Lake, inst: Instrument, month: str) -> None:
+    """Store ``inst``, inferred from ``month``'s ticks, as the record of (symbol, month),
+    replacing that month's previous record; other months' records are left as they are."""
     with lake.lock("instruments"):
-        table = read_inferred(lake)
-        table[inst.symbol] = merge_inferred(table.get(inst.symbol), inst)
-        rows = [asdict(i) for _, i in sorted(table.items())]
-        lake.write_parquet(pl.DataFrame(rows, schema=SCHEMA), lake.instruments_path)
+        table = read_records(lake)
+        keep = table.filter(~((pl.col("symbol") == inst.symbol) & (pl.col("month") == month).fill_null(False)))
+        # Rows of a table written before kinds existed get their identity filled in (once).
+        old = pl.any_horizontal(pl.col("kind", "raw_symbol", "fee_tier").is_null())
+        filled = [{**asdict(_instrument(r)), "month": r["month"]} for r in keep.filter(old).iter_rows(named=True)]
+        rows = [keep.filter(~old), pl.DataFrame(filled, schema=TABLE_SCHEMA),
+                pl.DataFrame([{**asdict(inst), "month": month}], schema=TABLE_SCHEMA)]
+        lake.write_parquet(pl.concat(rows).sort("symbol", "month", nulls_last=False), lake.instruments_path)
 
 
 def overrides(path: Path | None = None) -> dict[str, dict[str, object]]:
@@ -210,15 +264,18 @@ def apply_overrides(symbol: str, inferred: Instrument | None, over: dict[str, ob
     return inst
 
 
-def resolve(lake: Lake, symbol: str, config: Path | None = None) -> Instrument | None:
-    """The instrument for ``symbol``: inferred values with the config's overrides applied."""
-    return apply_overrides(symbol, read_inferred(lake).get(symbol), overrides(config).get(symbol))
+def resolve(lake: Lake, symbol: str, config: Path | None = None, *, month: str | None) -> Instrument | None:
+    """The instrument for ``symbol`` in ``month`` (``YYYY-MM``): its records up to that month
+    merged (see the module docstring) with the config's overrides applied. ``month=None``
+    merges every record: for settings that do not depend on the month (a symbol's venue)."""
+    return apply_overrides(symbol, as_of(read_records(lake, symbol), month).get(symbol), overrides(config).get(symbol))
 
 
-def trading_days_of(lake: Lake, symbol: str) -> int:
-    """Trading days per year of ``symbol`` (the annualisation of its metrics); the default when
-    it has no instrument record."""
-    inst = resolve(lake, symbol)
+def trading_days_of(lake: Lake, symbol: str, *, month: str | None) -> int:
+    """Trading days per year of ``symbol`` (the annualisation of its metrics) as known in
+    ``month`` (None: every record, for roll-ups over all months); the default when it has no
+    instrument record."""
+    inst = resolve(lake, symbol, month=month)
     return inst.trading_days if inst else DEFAULT_TRADING_DAYS
 
 
@@ -231,11 +288,16 @@ def venue_of(formats: list[str | None]) -> str:
     return "SIM"
 
 
-def for_candidate(lake: Lake, symbol: str, candidate: Path, formats: list[str | None]) -> tuple[Instrument, Instrument]:
-    """(inferred, resolved) instrument for a candidate ticks file before it is published:
-    inferred from the file merged with earlier months, resolved with the config applied."""
-    inferred = merge_inferred(read_inferred(lake).get(symbol), infer(symbol, pl.scan_parquet(candidate), venue_of(formats)))
-    resolved = apply_overrides(symbol, inferred, overrides().get(symbol))
+def for_candidate(lake: Lake, symbol: str, month: str, candidate: Path, formats: list[str | None]) -> tuple[Instrument, Instrument]:
+    """(inferred, resolved) instrument for a candidate ticks file of ``month`` before it is
+    published: inferred from the file alone (the record :func:`record_inferred` stores for the
+    month), and resolved as the month will be once it is: merged with the records of the months
+    before it (never later ones), the config applied."""
+    inferred = infer(symbol, pl.scan_parquet(candidate), venue_of(formats))
+    records = read_records(lake, symbol).filter((pl.col("month") != month).fill_null(True))
+    candidate_row = pl.DataFrame([{**asdict(inferred), "month": month}], schema=TABLE_SCHEMA)
+    known = as_of(pl.concat([records, candidate_row]), month)[symbol]
+    resolved = apply_overrides(symbol, known, overrides().get(symbol))
     assert resolved is not None
     return inferred, resolved
 

@@ -59,7 +59,7 @@ COMMIT_MARKS = frozenset({"manifest.json"})
 LEDGERS: dict[str, tuple[str, ...]] = {
     "trials/trials.parquet": ("impl", "params_hash"),
     "manifest/landing.parquet": ("path",),
-    "instruments/instruments.parquet": ("symbol",),
+    "instruments/instruments.parquet": ("symbol", "month"),  # a record per symbol x month
 }
 
 
@@ -318,7 +318,14 @@ class RemoteLake:
         try:
             self.fs.get_file(f"{self.base}/{rel}", str(tmp))
             theirs, ours = pl.read_parquet(tmp), pl.read_parquet(path)
-            merged = pl.concat([theirs.join(ours.select(keys), on=keys, how="anti").select(ours.columns), ours])
+            # nulls_equal: a key may be null (an undated instrument row of an older table) and
+            # still names one row. A key column one side lacks (that side's table predates it)
+            # reads as null there.
+            dtype = {k: ours.schema.get(k) or theirs.schema.get(k) or pl.String() for k in keys}
+            theirs = theirs.with_columns(pl.lit(None, dtype[k]).alias(k) for k in keys if k not in theirs.columns)
+            ours = ours.with_columns(pl.lit(None, dtype[k]).alias(k) for k in keys if k not in ours.columns)
+            merged = pl.concat([theirs.join(ours.select(keys), on=keys, how="anti", nulls_equal=True), ours],
+                               how="diagonal_relaxed")
             merged.write_parquet(tmp)
             os.replace(tmp, path)
         finally:

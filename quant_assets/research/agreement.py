@@ -198,7 +198,7 @@ def run_agreement(lake: Lake, spec: StrategySpec, symbol: str, month: str, toler
     qpb = quotes_per_bar(bars)
     names = [a["name"] for a in summary["axes"]]
     if lot is None:
-        inst = inst_mod.resolve(lake, symbol)
+        inst = inst_mod.resolve(lake, symbol, month=month)
         lot = inst.lot_size if inst is not None else None
     history, _ = history_bars(lake, interval, symbol, month, history_needed(spec, tuple(_axes(summary)), interval_s))
     path = bar_path(bars, history)

@@ -65,7 +65,8 @@ def _venue_kind(lake: Lake, symbol: str, instruments: Path | None) -> tuple[str,
     """(venue, kind, fee tier, where from) of ``symbol``: its instrument record (inferred at
     ingest, with instruments.toml applied), else its instruments.toml table, else the venue
     implied by its landing files' formats (a symbol whose ticks were never ingested)."""
-    inst = inst_mod.resolve(lake, symbol, instruments)
+    # Venue and kind are per symbol, not per month: every record of the symbol.
+    inst = inst_mod.resolve(lake, symbol, instruments, month=None)
     if inst is not None:
         return inst.venue, str(inst.kind), inst.fee_tier, "instrument record" if "inferred" in inst.source else "instruments.toml"
     from quant_assets.ingest.landing import survey

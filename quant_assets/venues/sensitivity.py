@@ -13,7 +13,9 @@ flat, of no sign). A slice that never trades in any scenario is not fragile but 
 
 The re-runs enter the trials ledger as ``venue_sensitivity`` trials (what they are), never as
 parameter sets. Output at ``<lake>/sensitivity/strategy=X/symbol=S/month=M/``:
-``sensitivity.parquet`` (one row per scenario, baseline first) and ``manifest.json`` last.
+``sensitivity.parquet`` (one row per scenario, baseline first), ``run.json`` (each scenario's
+wall time: a fact about the run, kept out of the manifest so the same inputs publish the same
+bytes) and ``manifest.json`` last.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +94,7 @@ class SensitivityOutput:
     reason: str
     manifest: dict[str, Any]
     data_version: str
+    run: dict[str, Any] = field(default_factory=dict)  # run.json: each scenario's wall time (s)
 
 
 def run_sensitivity(lake: Lake, spec: StrategySpec, symbol: str, month: str) -> SensitivityOutput:
@@ -149,12 +152,14 @@ def run_sensitivity(lake: Lake, spec: StrategySpec, symbol: str, month: str) -> 
             "venue_profile": (manifest.get("venue_profile") or {}).get("label"),
             "backtest_data_version": backtest_data_version(manifest), "backtest_code_version": manifest.get("code_version"),
             "backtest_files": manifest.get("files", {}), "fragile": fragile, "reason": reason,
-            "scenarios": [list(s) for s in SCENARIOS], "flat_pnl": FLAT_PNL, "wall_s": walls,
+            "scenarios": [list(s) for s in SCENARIOS], "flat_pnl": FLAT_PNL,
             "files": {"sensitivity.parquet": file_sha256(new / "sensitivity.parquet")},
         }
+        run_facts = {"wall_s": walls}
+        lake.write_json(run_facts, new / "run.json")
         lake.write_json(report, new / "manifest.json")
     version = hashlib.sha256(json.dumps([rows, fragile], sort_keys=True, default=str).encode()).hexdigest()[:24]
-    return SensitivityOutput(out, rows, fragile, reason, report, version)
+    return SensitivityOutput(out, rows, fragile, reason, report, version, run_facts)
 
 
 def read_report(lake: Lake, strategy: str, symbol: str, month: str) -> dict[str, Any] | None:
