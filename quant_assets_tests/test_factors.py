@@ -136,8 +136,18 @@ def test_signals_follow_the_strategies_definitions():
     ef = es = mid[0]
     for i in range(1, n):
         ef, es = a_f * mid[i] + (1 - a_f) * ef, a_s * mid[i] + (1 - a_s) * es
-    assert ema.height == n - 49  # defined from the slow length on
+    assert ema.height == n - 149  # sampled once the strategy's warm-up (3 slow lengths) is seen
     assert ema["signal"][-1] == pytest.approx((ef - es) / mid[-1], rel=1e-9)
+    # The previous month's last 150 bars warm it: sampled from the month's first bar, the EMAs
+    # seeded at the history's first bar (the strategy's own warm-up feed).
+    prev = bars.with_columns(ts=pl.col("ts") - n * 60_000_000_000)
+    warm = samples(bars, SIGNAL_DEFS["ema_spread"], {"fast_period": 5, "slow_period": 50}, 60_000_000_000, history=prev)
+    both = np.concatenate([mid[-150:], mid])
+    ef = es = both[0]
+    for x in both[1:]:
+        ef, es = a_f * x + (1 - a_f) * ef, a_s * x + (1 - a_s) * es
+    assert warm.height == n and warm["ts"][0] == bars["ts"][0]
+    assert warm["signal"][-1] == pytest.approx((ef - es) / mid[-1], rel=1e-9)
     z = samples(bars, SIGNAL_DEFS["zscore_reversion"], {"window": 30}, 60_000_000_000)
     w = mid[-30:]
     assert z["signal"][-1] == pytest.approx(-(mid[-1] - w.mean()) / w.std(ddof=1), rel=1e-9)

@@ -41,7 +41,12 @@ month and checks every earlier month's part is unchanged):
   :data:`CALIBRATION_NS` of bars and leaves out its samples before the end of that day (the
   lengths were not known yet). A length already counted in bars is used as it is.
 
-Every month's signal restarts from its first bar, as the backtests do (each month starts flat).
+*Warm-up, as the strategies have it*: a month's signal runs over the previous month's last
+bars first (the strategy's warm-up, :func:`warmup_bars`: three slow lengths for the EMA spread,
+the window for the z-score) and is sampled from the month's first bar; where the previous
+month is absent (or shorter), samples wait until the signal has seen its warm-up, as the
+strategy waits before it trades. Signals run on the bars that hold a quote (the mid bars the
+event-driven strategies see).
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ from quant_assets.lake.store import Lake, atomic_dir, file_sha256
 from quant_assets.research.bars import parse_interval
 from quant_assets.strategies.spec import StrategySpec
 
-FACTOR_VERSION = "2"  # 2: trailing quintiles, forward returns within the month, point-in-time lengths
+FACTOR_VERSION = "2"  # 2: trailing quintiles, forward returns within the month, point-in-time lengths, warm-up
 BPS = 1e4
 #: The first month's lengths are converted with its first day of bars (see the module docstring).
 CALIBRATION_NS = 86_400 * 1_000_000_000
@@ -213,11 +218,29 @@ def trailing_quantiles(signal: np.ndarray, quantiles: int, window: int, min_hist
     return out
 
 
-def samples(bars: pl.DataFrame, signal: SignalDef, lengths: dict[str, int], sample_ns: int) -> pl.DataFrame:
-    """(ts ns, mid, signal) at the last bar of each ``sample_ns`` interval of one month's bars;
-    samples before the signal is defined are dropped."""
-    df = bars.select("ts", pl.col("mid_close").forward_fill()).filter(pl.col("mid_close").is_not_null())
-    df = df.with_columns(signal=signal.expr(lengths)).with_columns(bucket=pl.col("ts") // sample_ns)
+def warmup_bars(signal: SignalDef, lengths: dict[str, int]) -> int:
+    """Bars the signal needs before it is sampled: what the strategy waits before it trades
+    (three lengths of the slow EMA: :data:`~quant_assets.strategies.registry.EMA_WARMUP_LENGTHS`;
+    a full window for a rolling z-score)."""
+    from quant_assets.strategies.registry import EMA_WARMUP_LENGTHS
+
+    if "slow_period" in lengths:
+        return EMA_WARMUP_LENGTHS * int(lengths["slow_period"])
+    return max(int(v) for v in lengths.values()) if lengths else 0
+
+
+def samples(bars: pl.DataFrame, signal: SignalDef, lengths: dict[str, int], sample_ns: int,
+            history: pl.DataFrame | None = None) -> pl.DataFrame:
+    """(ts ns, mid, signal) at the last bar of each ``sample_ns`` interval of one month's bars
+    (those with a quote), the signal run over ``history`` (the previous month's bars) first;
+    samples before the signal has seen its :func:`warmup_bars` are dropped."""
+    quote_bars = lambda f: f.select("ts", "mid_close").filter(pl.col("mid_close").is_not_null())  # noqa: E731
+    month = quote_bars(bars)
+    warm = warmup_bars(signal, lengths)
+    hist = quote_bars(history).tail(warm) if history is not None and warm else month.clear()
+    start = int(month["ts"].min()) if month.height else 0
+    df = pl.concat([hist, month]).with_columns(signal=signal.expr(lengths), seen=pl.int_range(1, pl.len() + 1))
+    df = df.filter((pl.col("ts") >= start) & (pl.col("seen") >= warm)).with_columns(bucket=pl.col("ts") // sample_ns)
     out = df.group_by("bucket", maintain_order=True).agg(pl.col("ts").last(), pl.col("mid_close").last().alias("mid"),
                                                           pl.col("signal").last())
     return out.drop("bucket").filter(pl.col("signal").is_finite())
@@ -379,7 +402,9 @@ def run_factors(lake: Lake, spec: StrategySpec, signal: SignalDef, symbol: str, 
     # Each month's lengths from the months before it only (see the module docstring).
     per_month = point_in_time_lengths(spec, signal, months)
     sample_ns = parse_interval(settings.sample)
-    frame = pl.concat([samples(bars, signal, per_month[month].lengths, sample_ns)
+    from quant_assets.engines.warmup import previous_month
+
+    frame = pl.concat([samples(bars, signal, per_month[month].lengths, sample_ns, months.get(previous_month(month)))
                        .filter(pl.col("ts") >= (per_month[month].from_ts or 0)).with_columns(month=pl.lit(month))
                        for month, bars in months.items()])
     try:
