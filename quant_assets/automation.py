@@ -154,7 +154,12 @@ def _map(context, subset, to_key: dg.AssetKey, direction: str, offsets=None):  #
     if list(offsets) == [0]:
         keys = {str(k) for k in subset.expensively_compute_partition_keys()}
     else:
-        months = set(pdef.get_partitions_def_for_dimension(pdef.partitions_defs[at].name).get_partition_keys())
+        # the months that exist, computed once per tick (Dagster builds each key from a schedule)
+        known = _MONTHS.setdefault(view, {})
+        dim = pdef.partitions_defs[at].name
+        if (id(pdef), dim) not in known:
+            known[(id(pdef), dim)] = set(pdef.get_partitions_def_for_dimension(dim).get_partition_keys())
+        months = known[(id(pdef), dim)]
         keys = _window_keys(subset.expensively_compute_partition_keys(),
                             offsets if direction == "up" else [-o for o in offsets], at, months)
     return view.get_subset_from_partition_keys(key=to_key, partitions_def=pdef, partition_keys=keys)
@@ -239,9 +244,9 @@ class DepsReady(_Custom):
     (metrics read the backtest *and* ticks) would otherwise run now on the dependency about to
     be rebuilt, and again once it is.
 
-    One mapping up per dependency (and part of a window) for the candidates (the few slices
-    about to be requested), instead of one per condition; the dependency partitions that are
-    not ready (fewer still) are mapped back down.
+    One mapping up per dependency (and part of a window) for the candidates not yet blocked by
+    another (the few slices about to be requested), instead of one per condition; the
+    dependency partitions that are not ready (fewer still) are mapped back down.
     """
 
     @property
@@ -283,7 +288,12 @@ class DepsReady(_Custom):
             requested = context.request_subsets_by_key.get(parent) or view.get_empty_subset(key=parent)
             checks = sorted(ck.name for ck in graph.get(parent).check_keys if graph.get(ck).blocking)
             for offsets, optional, same_run in self._parts(context, parent):
-                upstream = _map(context, candidates, parent, "up", offsets)
+                # only the candidates not yet blocked: after a code change every partition of the
+                # asset is a candidate, most blocked by their own month's missing input already
+                live = candidates.compute_difference(blocked)
+                if live.is_empty:
+                    break
+                upstream = _map(context, live, parent, "up", offsets)
                 if upstream.is_empty:
                     continue
                 # requested partitions that will have run before this slice does
@@ -368,6 +378,9 @@ class RollupDepsReady(_Custom):
         return dg.AutomationResult(context, true_subset=candidates.compute_intersection_with_partition_keys(ready)
                                    if ready else context.get_empty_subset())
 
+
+#: Per automation tick (one AssetGraphView each): the month keys of each month dimension.
+_MONTHS: "weakref.WeakKeyDictionary[object, dict[tuple[int, str], set[str]]]" = weakref.WeakKeyDictionary()
 
 #: Per automation tick (one AssetGraphView each), per asset: the slices :class:`DepsReady` held
 #: back although their trigger fired (assets are evaluated in dependency order, so a child sees
