@@ -331,6 +331,20 @@ def test_a_window_of_months_records_every_month_read_and_gates_on_the_earlier_on
     assert stale(definitions) == {pk: ((True, True) if pk.endswith("|A") else (False, False)) for pk in built}
 
 
+def test_a_slice_whose_own_month_of_a_window_was_never_built_is_skipped_not_failed(instance, monkeypatch):
+    # What a backfill of early and warm up to January targets: February's warm too (it reads
+    # January); February's early never existed, so that slice is skipped and the step succeeds
+    monkeypatch.setitem(GENERATION, "n", 1)
+    assert dg.materialize([early], partition_key="2024-01|A", instance=instance).success
+    res = dg.materialize([early, warm], selection=["warm"], instance=instance,
+                         tags={RANGE_START: "2024-01|A", RANGE_END: "2024-02|A"})
+    assert res.success
+    assert set(instance.get_materialized_partitions(dg.AssetKey("warm"))) == {"2024-01|A"}
+    logs = [r.user_message for r in instance.all_logs(res.run_id) if "skipped" in (r.user_message or "")]
+    assert logs == ["warm 2024-02|A: skipped: early 2024-02|A does not exist (never materialised)",
+                    "warm: 1 of 2 slices built, 1 skipped, 0 failed"]
+
+
 def test_the_run_size_cuts_a_whole_asset_into_at_most_100_runs_each_partition_once():
     """What ``context.partition_keys`` holds in each run of a backfill of 400 symbols × 84 months,
     as the asset backfill daemon builds its runs (``build_run_requests_with_backfill_policies``)."""
