@@ -15,13 +15,22 @@ upstream month to exist and for none to be in progress.
 
 ``ticks`` has none: the landing sensor requests it, as only it knows when files land.
 
+Windows of months (:func:`quant_assets.partitions.months_window`: a backtest reads M−1's ticks
+to warm up, a walk-forward fold the sweeps of the months before it): a new data version of any
+month of the window requests the slice (ticks of M−1 request the backtests of M−1 and M); the
+slice's own month is a required input, the earlier months optional ones (see
+:class:`DepsReady`); a requested earlier month triggers it on the same tick
+(:class:`WillBeRequested`).
+
 Cost follows the work (issue 18): a tick must stay cheap at 400 symbols × 84 months, 33,600
 slices per asset. Dagster's ``any_deps_match`` maps the whole candidate subset up through each
 partition mapping, key by key for the month+1 and multi-to-single-dimension mappings, on every
 tick; ``all_deps_blocking_checks_passed`` judges a check by its latest evaluation over all
 partitions and stores whole partition sets in the cursor. The three conditions below replace
 them: triggers are found from the changed upstream partitions down (few), and readiness is
-judged once per dependency for the few slices about to be requested. A slice that merely
+judged once per dependency for the few slices about to be requested. Identity, constant month
+shifts and month windows are mapped as key strings (a window of w months maps a key to w keys,
+up or down), so a window costs w times the keys of an identity, never the size of the lake. A slice that merely
 *became* missing (a wiped partition) is not a trigger: it would keep every never-built slice
 (n/a ones, those whose upstream never landed) in the cursor; ``quant-assets sync`` and the
 nightly schedule build missing slices.
@@ -69,11 +78,13 @@ def _requested_in_same_run(context, parent: dg.AssetKey):  # noqa: ANN001
     return requested
 
 
-def _month_shift(mapping: dg.PartitionMapping, pdef) -> tuple[int, int] | None:  # noqa: ANN001
-    """(month offset, index of the month in a key) when ``mapping`` between two month × symbol
-    assets is the identity or shifts the month by a constant (the out-of-sample tests' month+1),
-    else None. Such mappings are then applied to keys as strings: Dagster maps a multi-partition
-    subset key by key through per-key objects, ~0.1 ms a key, 2.5 s a tick at 400 symbols."""
+def _month_window(mapping: dg.PartitionMapping, pdef) -> tuple[int, int, int] | None:  # noqa: ANN001
+    """(first month offset, last month offset, index of the month in a key) when ``mapping``
+    between two month × symbol assets is the identity (0, 0), a constant month shift (the
+    out-of-sample tests' month+1: 1, 1) or a window of months of the same symbol
+    (:func:`quant_assets.partitions.months_window`: -1, 0 reads M−1 and M), else None. Such
+    mappings are then applied to keys as strings: Dagster maps a multi-partition subset key by
+    key through per-key objects, ~0.1 ms a key, 2.5 s a tick at 400 symbols."""
     if not isinstance(pdef, dg.MultiPartitionsDefinition):
         return None
     names = [d.name for d in pdef.partitions_defs]
@@ -81,52 +92,76 @@ def _month_shift(mapping: dg.PartitionMapping, pdef) -> tuple[int, int] | None: 
     if len(times) != 1:
         return None
     if isinstance(mapping, dg.IdentityPartitionMapping):
-        return 0, names.index(times[0])
+        return 0, 0, names.index(times[0])
     if not isinstance(mapping, dg.MultiPartitionMapping):
         return None
-    shift = 0
+    first = last = 0
     for upstream_dim, dm in mapping.downstream_mappings_by_upstream_dimension.items():
         inner = dm.partition_mapping
         if dm.dimension_name != upstream_dim:
             return None
         if isinstance(inner, dg.IdentityPartitionMapping):
             continue
-        if (upstream_dim == times[0] and isinstance(inner, dg.TimeWindowPartitionMapping)
-                and inner.start_offset == inner.end_offset):
-            shift = inner.start_offset
+        if (upstream_dim == times[0] and type(inner) is dg.TimeWindowPartitionMapping
+                and inner.start_offset <= inner.end_offset):
+            first, last = inner.start_offset, inner.end_offset
             continue
         return None
-    return shift, names.index(times[0])
+    return first, last, names.index(times[0])
 
 
-def _shift_keys(keys, shift: int, at: int, valid_months: set[str]) -> set[str]:  # noqa: ANN001
-    """``keys`` ("YYYY-MM|SYMBOL") with their month moved by ``shift`` months; months outside the
-    partitions (``valid_months``) are dropped, as Dagster drops nonexistent upstream partitions."""
+def _window(context, child: dg.AssetKey, parent: dg.AssetKey) -> tuple[int, int, int] | None:  # noqa: ANN001
+    """:func:`_month_window` of the dependency of ``child`` on ``parent`` (same partitions only)."""
+    graph = context.asset_graph
+    pdef = graph.get(parent).partitions_def
+    if graph.get(child).partitions_def != pdef:
+        return None
+    return _month_window(graph.get_partition_mapping(child, parent), pdef)
+
+
+def _window_keys(keys, offsets, at: int, valid_months: set[str]) -> set[str]:  # noqa: ANN001
+    """``keys`` ("YYYY-MM|SYMBOL") with their month moved by each of ``offsets`` months; months
+    outside the partitions (``valid_months``) are dropped, as Dagster drops nonexistent upstream
+    partitions (``allow_nonexistent_upstream_partitions``)."""
     out = set()
     for key in keys:
         parts = str(key).split("|")
-        y, m = divmod(int(parts[at][:4]) * 12 + int(parts[at][5:7]) - 1 + shift, 12)
-        parts[at] = f"{y:04d}-{m + 1:02d}"
-        if parts[at] in valid_months:
-            out.add("|".join(parts))
+        base = int(parts[at][:4]) * 12 + int(parts[at][5:7]) - 1
+        for offset in offsets:
+            y, m = divmod(base + offset, 12)
+            parts[at] = f"{y:04d}-{m + 1:02d}"
+            if parts[at] in valid_months:
+                out.add("|".join(parts))
     return out
 
 
-def _map(context, subset, to_key: dg.AssetKey, direction: str):  # noqa: ANN001
+def _map(context, subset, to_key: dg.AssetKey, direction: str, offsets=None):  # noqa: ANN001
     """``subset`` of one asset mapped to ``to_key`` (``up``: to a parent, ``down``: to a child),
-    with the string fast path of :func:`_month_shift` where it applies, else Dagster's."""
-    graph, view = context.asset_graph, context.asset_graph_view
+    with the string fast path of :func:`_month_window` where it applies, else Dagster's.
+    ``offsets``: only these month offsets of the window (child month + offset = parent month),
+    for a dependency the fast path applies to; default the whole window."""
+    view = context.asset_graph_view
     child, parent = (subset.key, to_key) if direction == "up" else (to_key, subset.key)
-    pdef = graph.get(to_key).partitions_def
-    fast = _month_shift(graph.get_partition_mapping(child, parent), pdef)
-    if fast is None or graph.get(child).partitions_def != graph.get(parent).partitions_def or subset.is_empty:
+    window = _window(context, child, parent)
+    if window is None:
+        assert offsets is None, (child, parent)
         return subset.compute_mapped_subset(to_key, direction=direction)
-    shift, at = fast
-    if shift == 0:
+    first, last, at = window
+    offsets = range(first, last + 1) if offsets is None else offsets
+    if subset.is_empty or not offsets:
+        return view.get_empty_subset(key=to_key)
+    pdef = context.asset_graph.get(to_key).partitions_def
+    if list(offsets) == [0]:
         keys = {str(k) for k in subset.expensively_compute_partition_keys()}
     else:
-        months = set(pdef.get_partitions_def_for_dimension(pdef.partitions_defs[at].name).get_partition_keys())
-        keys = _shift_keys(subset.expensively_compute_partition_keys(), shift if direction == "up" else -shift, at, months)
+        # the months that exist, computed once per tick (Dagster builds each key from a schedule)
+        known = _MONTHS.setdefault(view, {})
+        dim = pdef.partitions_defs[at].name
+        if (id(pdef), dim) not in known:
+            known[(id(pdef), dim)] = set(pdef.get_partitions_def_for_dimension(dim).get_partition_keys())
+        months = known[(id(pdef), dim)]
+        keys = _window_keys(subset.expensively_compute_partition_keys(),
+                            offsets if direction == "up" else [-o for o in offsets], at, months)
     return view.get_subset_from_partition_keys(key=to_key, partitions_def=pdef, partition_keys=keys)
 
 
@@ -185,9 +220,33 @@ class DepsReady(_Custom):
     evaluation *for that partition* succeeded on its latest materialization (or the partition
     will be requested: its checks then run in the same run, where a failure stops this step).
 
-    One mapping up per dependency for the candidates (the few slices about to be requested),
-    instead of one per condition; the dependency partitions that are not ready (fewer still)
-    are mapped back down.
+    A window of months (:func:`quant_assets.partitions.months_window`) splits in parts: the
+    slice's own month and any later one (an out-of-sample test's month+1) are required, as
+    above; the *earlier* months are optional inputs (history that warms indicators, a
+    walk-forward's in-sample months): a symbol's first month has none, so missing is fine, but
+    an earlier month in progress (a run or a backfill) holds the slice back (it would read a
+    half-written month, and be stale as soon as that run ends), and so does one whose blocking
+    checks failed (the slice would warm on data its checks refused; it waits until the month is
+    fixed, as a slice of that month does).
+
+    A dependency partition of *another* month requested on this tick (earlier or later) counts
+    as requested-and-present only where the tick's requests order it before this slice: Dagster
+    puts an asset requested for several partitions, with the requested assets connected to it,
+    in one backfill, whose daemon runs a slice only after the parent partitions it reads; so
+    when the parent is requested for several partitions, or this asset is about to be.
+    Otherwise they would be two single-partition runs, free to run in either order, and the
+    slice could be built on the old month and never again: it waits a tick (the month's new
+    data version then requests it). The slice's own month is the same partition key, so the
+    same run (or, in a backfill, an ordered one).
+
+    A dependency slice that is due on this tick but held back (its own trigger fired and this
+    condition said no) counts as in progress: a slice that also reads what changed directly
+    (metrics read the backtest *and* ticks) would otherwise run now on the dependency about to
+    be rebuilt, and again once it is.
+
+    One mapping up per dependency (and part of a window) for the candidates not yet blocked by
+    another (the few slices about to be requested), instead of one per condition; the
+    dependency partitions that are not ready (fewer still) are mapped back down.
     """
 
     @property
@@ -196,35 +255,75 @@ class DepsReady(_Custom):
 
     @property
     def description(self) -> str:
-        return "Every dependency partition exists or will be requested, is not in progress and passed its blocking checks"
+        return ("Every dependency partition exists or will be requested, is not in progress and passed its blocking "
+                "checks (earlier months of a window may be missing)")
+
+    @staticmethod
+    def _parts(context, parent: dg.AssetKey) -> list[tuple[object, bool, bool]]:  # noqa: ANN001
+        """(month offsets, or None for Dagster's whole mapping; optional?; in the same run when
+        requested on this tick?) for each part of the dependency on ``parent``."""
+        from dagster._core.definitions.assets.graph.asset_graph import executable_in_same_run
+
+        window = _window(context, context.key, parent)
+        if window is None:
+            return [(None, False, executable_in_same_run(context.asset_graph, context.key, parent))]
+        first, last, _ = window
+        parts: list[tuple[object, bool, bool]] = []
+        if first <= 0 <= last:
+            parts.append(([0], False, True))
+        if last > 0:
+            parts.append((range(max(first, 1), last + 1), False, False))
+        if first < 0:
+            parts.append((range(first, min(last, -1) + 1), True, False))
+        return parts
 
     async def evaluate(self, context):  # noqa: ANN001 - dagster's AutomationContext (internal type)
         candidates = context.candidate_subset
         if candidates.is_empty:
             return dg.AutomationResult(context, true_subset=candidates)
         graph, view = context.asset_graph, context.asset_graph_view
-        blocked = context.get_empty_subset()
+        pending = _PENDING.setdefault(view, {})
+        blocked = held = context.get_empty_subset()
         for parent in _parents(context):
-            upstream = _map(context, candidates, parent, "up")
-            if upstream.is_empty:
-                continue
-            requested = _requested_in_same_run(context, parent)
-            missing = (await view.compute_missing_subset(key=parent, from_subset=upstream)).compute_difference(requested)
-            busy = (await view.compute_run_in_progress_subset(key=parent, from_subset=upstream)).compute_union(
-                await view.compute_backfill_in_progress_subset(key=parent, from_subset=upstream))
-            bad = missing.compute_union(upstream.compute_intersection(busy))
+            requested = context.request_subsets_by_key.get(parent) or view.get_empty_subset(key=parent)
             checks = sorted(ck.name for ck in graph.get(parent).check_keys if graph.get(ck).blocking)
-            to_check = upstream.compute_difference(requested).compute_difference(bad)
-            if checks and not to_check.is_empty:
-                keys = {str(pk) for pk in to_check.expensively_compute_partition_keys()}
-                verdicts = _check_verdicts(view, parent, checks, keys)
-                failing = {pk for pk in keys if not verdicts[pk]}
-                if failing:
-                    bad = bad.compute_union(view.get_subset_from_partition_keys(
-                        key=parent, partitions_def=graph.get(parent).partitions_def, partition_keys=failing))
-            if not bad.is_empty:
-                blocked = blocked.compute_union(_map(context, bad, context.key, "down"))
-        return dg.AutomationResult(context, true_subset=candidates.compute_difference(blocked))
+            for offsets, optional, same_run in self._parts(context, parent):
+                # only the candidates not yet blocked: after a code change every partition of the
+                # asset is a candidate, most blocked by their own month's missing input already
+                live = candidates.compute_difference(blocked)
+                if live.is_empty:
+                    break
+                upstream = _map(context, live, parent, "up", offsets)
+                if upstream.is_empty:
+                    continue
+                # requested partitions that will have run before this slice does
+                present = requested if same_run or requested.size > 1 else view.get_empty_subset(key=parent)
+                missing = await view.compute_missing_subset(key=parent, from_subset=upstream)
+                busy = upstream.compute_intersection(
+                    (await view.compute_run_in_progress_subset(key=parent, from_subset=upstream)).compute_union(
+                        await view.compute_backfill_in_progress_subset(key=parent, from_subset=upstream)))
+                if parent in pending:
+                    busy = busy.compute_union(upstream.compute_intersection(pending[parent]))
+                waits = upstream.compute_intersection(requested).compute_difference(present)
+                if not waits.is_empty:  # requested for another run: ordered only if this asset's request is a backfill
+                    held = held.compute_union(_map(context, waits, context.key, "down", offsets))
+                bad = busy if optional else missing.compute_difference(requested).compute_union(busy)
+                to_check = upstream.compute_difference(requested).compute_difference(missing).compute_difference(bad)
+                if checks and not to_check.is_empty:
+                    keys = {str(pk) for pk in to_check.expensively_compute_partition_keys()}
+                    verdicts = _check_verdicts(view, parent, checks, keys)
+                    failing = {pk for pk in keys if not verdicts[pk]}
+                    if failing:
+                        bad = bad.compute_union(view.get_subset_from_partition_keys(
+                            key=parent, partitions_def=graph.get(parent).partitions_def, partition_keys=failing))
+                if not bad.is_empty:
+                    blocked = blocked.compute_union(_map(context, bad, context.key, "down", offsets))
+        ready = candidates.compute_difference(blocked)
+        if ready.size <= 1:  # a single-partition run: nothing orders it after the other months requested beside it
+            ready = ready.compute_difference(held)
+        if ready.size != candidates.size:
+            pending[context.key] = candidates.compute_difference(ready)
+        return dg.AutomationResult(context, true_subset=ready)
 
 
 class RollupDepsReady(_Custom):
@@ -280,6 +379,14 @@ class RollupDepsReady(_Custom):
                                    if ready else context.get_empty_subset())
 
 
+#: Per automation tick (one AssetGraphView each): the month keys of each month dimension.
+_MONTHS: "weakref.WeakKeyDictionary[object, dict[tuple[int, str], set[str]]]" = weakref.WeakKeyDictionary()
+
+#: Per automation tick (one AssetGraphView each), per asset: the slices :class:`DepsReady` held
+#: back although their trigger fired (assets are evaluated in dependency order, so a child sees
+#: its parents' entries).
+_PENDING: "weakref.WeakKeyDictionary[object, dict[dg.AssetKey, object]]" = weakref.WeakKeyDictionary()
+
 #: Per automation tick (one AssetGraphView each), per asset: partition -> its blocking checks
 #: all passed on its latest materialization. Every asset of a new slice asks about the same
 #: upstream partitions; one query serves them all.
@@ -334,6 +441,36 @@ def _check_verdicts(view, asset: dg.AssetKey, checks: list[str], partitions: set
     return {pk: known[pk] for pk in partitions}
 
 
+class WillBeRequested(_Custom):
+    """``AutomationCondition.will_be_requested()`` as the operand of :class:`AnyDepMatchesDownward`
+    (evaluated on a parent for the child that reads it): the parent partitions requested on this
+    tick. Dagster's counts them only where parent and child can share a run (identity or a time
+    window of one partition), so a month window would see them only on the next tick, as a new
+    data version: a month's sweep a tick after its bars, in another run. Here a window without
+    later months counts too; :class:`DepsReady` then decides whether the child may be requested
+    on this tick (its own month: the same run; an earlier month: only where a backfill orders
+    them)."""
+
+    @property
+    def name(self) -> str:
+        return "will_be_requested"
+
+    @property
+    def description(self) -> str:
+        return "Will be requested this tick (and is read in the same run, or through a window of earlier months)"
+
+    async def evaluate(self, context):  # noqa: ANN001 - dagster's AutomationContext (internal type)
+        from dagster._core.definitions.assets.graph.asset_graph import executable_in_same_run
+
+        requested = context.request_subsets_by_key.get(context.key)
+        root, graph = context.root_context.key, context.asset_graph
+        counts = requested is not None and graph.get(context.key).is_materializable and (
+            executable_in_same_run(graph, root, context.key)
+            or ((w := _window(context, root, context.key)) is not None and w[1] <= 0))
+        return dg.AutomationResult(context, true_subset=context.candidate_subset.compute_intersection(requested)
+                                   if counts else context.get_empty_subset())
+
+
 def any_dep_new_data_version() -> dg.AutomationCondition:
     """An upstream partition has a new *data version* since the last tick (not merely a new
     materialization: a nightly re-run or a re-ingest that reproduces the same bytes triggers
@@ -341,7 +478,7 @@ def any_dep_new_data_version() -> dg.AutomationCondition:
     materialised this asset are ignored, as in ``any_deps_updated``."""
     return AnyDepMatchesDownward(
         (AC.data_version_changed() & ~AC.executed_with_root_target()).with_label("new_data_version_without_root")
-        | AC.will_be_requested(),
+        | WillBeRequested(),
         label="any_dep_new_data_version",
     )
 

@@ -33,7 +33,12 @@ failed evaluation (blocking, for its partition) and does not fail for it; a down
 step of the same run skips every slice whose upstream slice in this run failed a blocking check
 or was not built, saying why. That is what one run per slice would have done, slice by slice.
 Upstream slices built by other runs are not gated here, as in a one-slice run (the automation
-condition ``all_deps_blocking_checks_passed`` keeps those from being requested).
+condition ``all_deps_blocking_checks_passed`` keeps those from being requested). Through a window
+of months (``months_window``: a backtest reads M−1's ticks to warm up) the earlier months are
+optional, as automation judges them: one this run did not build is read as it is (or the slice
+starts cold), one that failed a blocking check gates the slice. Provenance covers every month
+read: a slice's input data version of such a dependency hashes the data versions of all of them
+(M−1 and M), as Dagster's own runs do, so a new M−1 makes M stale in both stale statuses.
 
 Two Dagster internals are relied on, pinned with Dagster (1.13.27) and covered by
 quant_assets_tests/test_batching.py: the event-log queries behind provenance, and the
@@ -250,6 +255,15 @@ class _Upstream:
         #: dep -> slice -> the dep's partitions the slice reads (partitioned deps only)
         self._dep_keys: dict[dg.AssetKey, dict[str, list[str]]] = {}
         self._dep_versions: dict[dg.AssetKey, Mapping[str, Mapping[str, str]]] = {}
+        #: dep read through a window of months -> the partitions of it that slices of this step
+        #: need (their own month, not an earlier one) and that were never materialised
+        self._absent: dict[dg.AssetKey, set[str]] = {}
+        #: index of the month in this asset's keys, if it is partitioned by month and more
+        pdef = self._pdef
+        months = ([i for i, d in enumerate(pdef.partitions_defs) if isinstance(d.partitions_def, dg.MonthlyPartitionsDefinition)]
+                  if isinstance(pdef, dg.MultiPartitionsDefinition) else [])
+        self._month_at = months[0] if len(months) == 1 else None
+        self._same_pdef = {dep: layer.get(dep).partitions_def == pdef for dep in self._parents}
         for dep in self._parents:
             record = records.get(dep)
             event = record.asset_entry.last_materialization_record if record else None
@@ -276,6 +290,16 @@ class _Upstream:
                 versions.update(storage.get_latest_tags_by_partition(
                     dep, DagsterEventType.ASSET_MATERIALIZATION, [DATA_VERSION_TAG], asset_partitions=chunk))
             self._dep_versions[dep] = versions
+            if not _reads_earlier_months(mapping):
+                continue
+            needed = sorted({k for pk in keys for k in self._dep_keys[dep][pk]
+                             if len(self._dep_keys[dep][pk]) < SKIP_PARTITION_DATA_VERSION_DEPENDENCY_THRESHOLD
+                             and not self._earlier(dep, k, pk)})
+            found: set[str] = set()
+            for chunk in _chunks(needed):
+                found |= set(storage.get_latest_storage_id_by_partition(
+                    dep, DagsterEventType.ASSET_MATERIALIZATION, partitions=set(chunk)))
+            self._absent[dep] = set(needed) - found
         self._gate = self._read_run(context, keys)
 
     def tags(self, pk: str, data_version: str) -> dict[str, str]:
@@ -308,7 +332,17 @@ class _Upstream:
     def gate(self, pk: str) -> str:
         """Why slice ``pk`` must not be built in this run ("" if it may): an upstream slice that
         this run was to build was not built (it failed, was not applicable, or was skipped) or
-        failed a blocking check."""
+        failed a blocking check, or one it needs was never materialised. An *earlier* month of a
+        window (``months_window``: the month before, read to warm up) is an optional input, as
+        automation judges it: missing or not built in this run, the slice reads what exists of
+        it (nothing: it starts cold); a failed blocking check still gates (the slice would warm
+        on refused data).
+
+        A slice whose own month of a window dependency was never materialised is skipped, not
+        failed: Dagster's backfill targets, with the months it was asked for, their readers
+        through the window (a backfill of ticks and backtests up to M also targets the backtests
+        of M+1, which read M); where M+1 has no ticks its backtests cannot be built, and failing
+        them would stop the run's downstream steps for every slice."""
         reasons = []
         for dep, (built, notes, blocked) in self._gate.items():
             for k in self._dep_keys[dep][pk]:
@@ -316,10 +350,23 @@ class _Upstream:
                     continue  # not this run's to build: not gated, as in a one-slice run
                 where = f"{dep.to_user_string()} {k}"
                 if k not in built:
-                    reasons.append(f"{where} was not built in this run" + (f" ({notes[k]})" if k in notes else ""))
+                    if not self._earlier(dep, k, pk):
+                        reasons.append(f"{where} was not built in this run" + (f" ({notes[k]})" if k in notes else ""))
                 elif blocked.get(k):
                     reasons.append(f"{where} failed its blocking check(s) {', '.join(sorted(blocked[k]))}")
+        for dep, absent in self._absent.items():
+            for k in self._dep_keys[dep].get(pk, ()):
+                if k in absent and not (dep in self._gate and k in self._run_keys):  # (in-run ones: judged above)
+                    reasons.append(f"{dep.to_user_string()} {k} does not exist (never materialised)")
         return "; ".join(reasons)
+
+    def _earlier(self, dep: dg.AssetKey, dep_key: str, pk: str) -> bool:
+        """Whether ``dep_key`` (a partition of ``dep``) is of an earlier month than slice ``pk``:
+        both of this asset's month × symbol partitions (keys join the dimensions in name order,
+        "2024-01|BTCUSDT")."""
+        if self._month_at is None or not self._same_pdef[dep]:
+            return False
+        return dep_key.split("|")[self._month_at] < pk.split("|")[self._month_at]  # YYYY-MM sorts as time
 
     def _read_run(self, context: dg.AssetExecutionContext,
                   keys: list[str]) -> dict[dg.AssetKey, tuple[set[str], dict[str, str], dict[str, set[str]]]]:
@@ -359,6 +406,16 @@ class _Upstream:
                     blocked.setdefault(partition, set()).add(check_name)
             out[dep] = (built, notes, blocked)
         return out
+
+
+def _reads_earlier_months(mapping: dg.PartitionMapping) -> bool:
+    """Whether ``mapping`` (of a month × symbol asset on another) is a window reaching months
+    before the slice's own (``quant_assets.partitions.months_window`` with a negative start)."""
+    if not isinstance(mapping, dg.MultiPartitionMapping):
+        return False
+    month = mapping.downstream_mappings_by_upstream_dimension.get("month")
+    inner = month.partition_mapping if month is not None else None
+    return isinstance(inner, dg.TimeWindowPartitionMapping) and inner.start_offset < 0
 
 
 def _records(fetch: Callable[..., Any], key: dg.AssetKey, partitions: list[str], after: int | None) -> Iterator[Any]:

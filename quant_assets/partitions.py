@@ -7,6 +7,8 @@ register symbols as files arrive.
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
 from quant_assets.lake.symbols import normalise_symbol
@@ -35,3 +37,30 @@ def split_key(key: str | dg.MultiPartitionKey) -> tuple[str, str]:
     """(month, symbol) from a key, whether Dagster hands us a MultiPartitionKey or a plain str."""
     dims = month_symbol_partitions.get_partition_key_from_str(str(key)).keys_by_dimension
     return dims["month"], normalise_symbol(dims["symbol"])
+
+
+def months_window(start: int, end: int) -> dg.MultiPartitionMapping:
+    """The mapping of a month × symbol asset reading months ``start``..``end`` (inclusive, relative
+    to its own month) of the same symbol: ``months_window(-1, 0)`` reads M−1 and M,
+    ``months_window(-3, -1)`` the three months before M. Months outside the partitions (before
+    the first month, after the running one) are left out, not an error
+    (``allow_nonexistent_upstream_partitions``): the first month of the lake has no previous
+    month, and reads only what exists.
+
+    What the orchestration makes of it (quant_assets/automation.py, staleness.py): the month
+    itself (offset 0, when the window holds it) is a required input, as with the identity; the
+    other months are optional inputs (missing is fine, in progress is not); a new data version of
+    any month of the window makes the slice stale and requests it."""
+    if start > end:
+        raise ValueError(f"months_window({start}, {end}): start must be <= end")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)  # MultiPartitionMapping is beta in Dagster 1.13
+        return dg.MultiPartitionMapping({
+            "month": dg.DimensionPartitionMapping("month", dg.TimeWindowPartitionMapping(
+                start_offset=start, end_offset=end, allow_nonexistent_upstream_partitions=True)),
+            "symbol": dg.DimensionPartitionMapping("symbol", dg.IdentityPartitionMapping()),
+        })
+
+
+#: (M, S) reads (M−1, S) and (M, S): a backtest warming its indicators on the previous month's tail.
+WITH_PREVIOUS_MONTH = months_window(-1, 0)

@@ -20,7 +20,10 @@ Only partitions whose dependency has an event after their pointer (the rare slic
 upstream was re-materialised after them) need the data version at the pointer; it comes from
 the cached chain of superseded events, else from one query, memoised per (dependency, partition,
 pointer). Partition mappings are evaluated in bulk for the kinds this project uses (identity; a
-month offset on month × symbol; a month × symbol dependency of a per-symbol roll-up); an asset
+window of months on month × symbol, from a constant offset (month+1) to ``months_window``'s
+M−k..M, whose every month that exists is a dependency partition, so a changed M−1 makes M
+stale; the per-symbol input of a month × symbol slice; a month × symbol dependency of a
+per-symbol roll-up); an asset
 with any other dependency (an unknown mapping, an unpartitioned or external dependency, as in
 tests' partial definitions) is left to Dagster's own resolver, partition by partition.
 """

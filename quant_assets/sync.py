@@ -67,6 +67,14 @@ INPUTS = "inputs"
 #: States that need no run: done, waiting for the next month, or not applicable to the data.
 SETTLED = ("materialized", "waiting", "n/a")
 
+#: Passes :func:`run_slices` makes after the first, each over what the runs before it made
+#: stale or runnable: slices run in month order, so a month's change reaches the later months
+#: that read it (a window, e.g. a backtest warming up on M−1) in the next pass, and the
+#: validations of the month before them (which read month+1) in the one after. A pass runs only
+#: if the one before ran something; an asset that still needs a run after this many is left to
+#: the next sync (``status`` shows it).
+MAX_REPLANS = 4
+
 
 @dataclass(frozen=True, slots=True)  # slots: a plan at 400 x 84 holds 600k of them
 class SliceState:
@@ -286,13 +294,16 @@ def run_slices(
     replan: Callable[[], list[SliceState]] | None = None,
 ) -> Iterator[tuple[str, str, dg.ExecuteInProcessResult]]:
     """Materialise what needs it, in one process: one run per slice (all its stale assets and
-    what follows them within the slice, in dependency order); then, with ``replan``, one more
-    pass over the slices that still need a run (an out-of-sample validation of month M can only
-    run once month M+1 exists); then one run per symbol for its roll-ups (those that were not
-    up to date, and all of them where a slice ran). Yields (month, symbol, result) as runs
-    finish; roll-up runs have ``month == ALL_MONTHS``. A failed run does not stop the others,
-    and no asset of a slice that failed (or was skipped after a failure) runs again in the same
-    call: one invocation never runs a failing step twice."""
+    what follows them within the slice, in dependency order, slices in month order); then, with
+    ``replan``, more passes over the slices that still need a run, while the previous pass ran
+    something (at most :data:`MAX_REPLANS`): an out-of-sample validation of month M can only run
+    once month M+1 exists, a slice that reads an earlier month (a backtest warming up on M−1) is
+    stale once that month was rebuilt, and so is the validation of M−1 once M's metrics were;
+    then one run per symbol for its roll-ups (those that were not up to date, and all of them
+    where a slice ran). Yields (month, symbol, result) as runs finish; roll-up runs have
+    ``month == ALL_MONTHS``. A failed run does not stop the others, and no asset of a slice that
+    failed (or was skipped after a failure) runs again in the same call: one invocation never
+    runs a failing step twice."""
     graph = defs.resolve_asset_graph()
     slice_keys = {s.asset for s in states if not s.is_rollup}
     # Per-symbol assets that slices read (venue_profile) run before the slices, the others
@@ -331,8 +342,10 @@ def run_slices(
         rollups.setdefault(symbol, set()).update(rollup_keys)
         failed.update((month, symbol, k) for k in _not_done(result, selection.resolve(graph)))
         yield month, symbol, result
-    latest = replan() if replan is not None and by_slice else None
-    if latest is not None:
+    ran, passes = bool(by_slice or inputs), 0  # (new venue settings can make slices stale too)
+    while replan is not None and ran and passes < MAX_REPLANS:
+        passes += 1
+        latest = replan()
         # The slices just built tell which roll-ups are n/a (the first plan could not know
         # the fidelity of months that had no ticks yet).
         rollup_na |= {(s.symbol, s.asset) for s in latest if s.is_rollup and s.state == "n/a"}
@@ -340,10 +353,12 @@ def run_slices(
         for s in latest:
             if s.needs_run and not s.is_rollup and (s.month, s.symbol, s.asset.to_user_string()) not in failed:
                 again.setdefault((s.month, s.symbol), []).append(s.asset)
+        ran = bool(again)
         for (month, symbol), keys in sorted(again.items()):
+            selection = dg.AssetSelection.assets(*keys).downstream() & dg.AssetSelection.assets(*slice_keys)
             result = dg.materialize(
                 ASSETS,
-                selection=dg.AssetSelection.assets(*keys).downstream() & dg.AssetSelection.assets(*slice_keys),
+                selection=selection,
                 partition_key=str(partition_key(month, symbol)),
                 instance=instance,
                 resources=resources or defs.resources,
@@ -351,6 +366,8 @@ def run_slices(
                 raise_on_error=False,
                 run_config=config,
             )
+            rollups.setdefault(symbol, set()).update(rollup_keys)
+            failed.update((month, symbol, k) for k in _not_done(result, selection.resolve(graph)))
             yield month, symbol, result
     for symbol, keys in sorted(rollups.items()):
         keys = {k for k in keys if (symbol, k) not in rollup_na}

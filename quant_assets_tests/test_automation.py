@@ -24,6 +24,7 @@ from quant_assets.assets.reports import report_asset
 from quant_assets.assets.ticks import ticks
 from quant_assets.assets.venues import venue_profile_asset
 from quant_assets.engines.invariants import CHECKS
+from quant_assets.partitions import months_window
 from quant_assets.definitions import defs as project_defs
 from quant_assets.schedules import nightly_partitions, nightly_rebacktest
 from quant_assets.strategies import registry
@@ -49,11 +50,25 @@ TICKS_CHECKS = [k.name for k in ticks.check_keys]
 BACKTEST_CHECKS = list(CHECKS)
 
 
-def _report(instance, key: str, pk: str, version: str = "v1", checks_pass: bool = True) -> None:
+def _provenance(instance, key: str) -> dict[str, str]:
+    """The provenance tags a run records (code version, and per dependency a data version and the
+    pointer to its latest event): with them staleness compares data versions; without them
+    (a bare runless report) Dagster compares timestamps, and a dependency partition never
+    materialised (the month before a symbol's first, which a backtest's window reads) is "new"."""
+    node = project_defs.resolve_asset_graph().get(dg.AssetKey(key))
+    tags = {"dagster/code_version": node.code_version or ""}
+    for parent in node.parent_keys:
+        records = instance.fetch_materializations(parent, limit=1).records
+        tags[f"dagster/input_data_version/{parent.to_user_string()}"] = "recorded"
+        tags[f"dagster/input_event_pointer/{parent.to_user_string()}"] = str(records[0].storage_id) if records else "NULL"
+    return tags
+
+
+def _report(instance, key: str, pk: str, version: str = "v1", checks_pass: bool = True, provenance: bool = False) -> None:
     # a symbol's venue settings have the data version the asset computes: the digest of the settings in force
     data_version = symbol_venue(LakeResource().lake(), pk).version if key == "venue_profile" else f"{key}-{pk}-{version}"
-    instance.report_runless_asset_event(
-        dg.AssetMaterialization(asset_key=key, partition=pk, tags={"dagster/data_version": data_version}))
+    tags = {"dagster/data_version": data_version, **(_provenance(instance, key) if provenance else {})}
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=pk, tags=tags))
     if key == "ticks":
         # the landing sensor's ticks runs build the slice's funding partition with it; a spot
         # slice's says "not applicable", with the same data version every time
@@ -76,11 +91,12 @@ def _report(instance, key: str, pk: str, version: str = "v1", checks_pass: bool 
                 severity=dg.AssetCheckSeverity.ERROR, partition=pk))
 
 
-def _materialise_slice(instance, month: str, symbol: str, version: str = "v1", stages=("ticks", *SLICE_STAGES)) -> None:
+def _materialise_slice(instance, month: str, symbol: str, version: str = "v1", stages=("ticks", *SLICE_STAGES),
+                       provenance: bool = False) -> None:
     pk = f"{month}|{symbol}"
     for stage in stages:
         for name in (["ticks"] if stage == "ticks" else [f"{stage}_{s}" for s in STRATEGIES]):
-            _report(instance, name, pk, version)
+            _report(instance, name, pk, version, provenance=provenance)
 
 
 #: The two symbols trade on two venues (instruments.toml), so that a venue's settings can change alone.
@@ -154,13 +170,56 @@ def test_a_new_month_for_one_symbol_rebuilds_that_slice_its_predecessor_validati
     assert sum(len(p) for p in requested.values()) == 3 * 6 and ticks_used == 2
 
 
-def test_a_changed_file_for_an_old_month_rebuilds_only_that_month(lake, instance, lake_state):
+def test_a_changed_file_for_an_old_month_rebuilds_that_month_and_the_next_one_which_warms_on_it(lake, instance, lake_state):
     _report(instance, "ticks", "2024-01|ETHUSDT", version="v2")
+    first = dg.evaluate_automation_conditions(defs=_defs(), instance=instance, cursor=lake_state)
+    # February's backtests and sensitivities read January's ticks (warm-up): requested with January's, on the first tick
+    both = {"2024-01|ETHUSDT", "2024-02|ETHUSDT"}
+    assert {k: v for k, v in _requested(first).items() if k.startswith(("backtest_", "sensitivity_"))} == _expect(
+        {"backtest": both, "sensitivity": both})
     requested, _ = _until_quiet(instance, _defs(), lake_state)
     assert requested == _expect({
-        "backtest": {"2024-01|ETHUSDT"}, "sensitivity": {"2024-01|ETHUSDT"}, "metrics": {"2024-01|ETHUSDT"}, "critique": {"2024-01|ETHUSDT"},
-        "oos_validation": {"2024-01|ETHUSDT"}, "report": {"ETHUSDT"},
+        "backtest": both, "sensitivity": both, "metrics": both, "critique": both,  # and what follows them, in each month
+        "oos_validation": {"2024-01|ETHUSDT"},  # January's re-tests on February (February's waits for March)
+        "report": {"ETHUSDT"},
     })
+
+
+def test_a_symbol_s_first_month_is_built_without_a_previous_month(lake, instance, tmp_path, monkeypatch):
+    _register_symbols(instance, tmp_path, monkeypatch)
+    cursor = dg.evaluate_automation_conditions(defs=_defs(), instance=instance).cursor
+    _report(instance, "ticks", "2024-01|BTCUSDT")  # the symbol's first month: 2023-12 never landed
+    requested, ticks_used = _until_quiet(instance, _defs(), cursor)
+    assert requested == _expect({**{s: {"2024-01|BTCUSDT"} for s in SLICE_STAGES}, "report": {"BTCUSDT"}})
+    assert ticks_used == 2  # the slice's chain, then its roll-ups
+
+
+def _start_run(instance, key: str, pk: str) -> dg.DagsterRun:
+    """A run of ``key`` for partition ``pk`` that has started (its materialization planned) and not ended."""
+    from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent
+    from dagster._core.test_utils import create_run_for_test
+
+    run = create_run_for_test(instance, job_name="__ASSET_JOB", status=dg.DagsterRunStatus.STARTED,
+                              asset_selection=frozenset({dg.AssetKey(key)}), tags={"dagster/partition": pk})
+    instance.report_dagster_event(DagsterEvent.build_asset_materialization_planned_event(
+        "__ASSET_JOB", key, AssetMaterializationPlannedData(dg.AssetKey(key), partition=pk)), run_id=run.run_id)
+    return run
+
+
+def test_a_previous_month_in_progress_holds_the_next_month_back_until_its_run_ends(lake, instance, lake_state):
+    run = _start_run(instance, "ticks", "2024-01|ETHUSDT")  # January's ticks are being re-ingested
+    _report(instance, "ticks", "2024-02|ETHUSDT", version="v2")  # while February's land
+    feb = {"2024-02|ETHUSDT"}
+    first = dg.evaluate_automation_conditions(defs=_defs(), instance=instance, cursor=lake_state)
+    # February would warm on a half-written January: nothing of February is requested (ETHUSDT's roll-ups wait too)
+    assert _requested(first) == {}
+    instance.handle_run_event(run.run_id, dg.DagsterEvent(  # January's run ends with a new data version
+        event_type_value=dg.DagsterEventType.RUN_SUCCESS.value, job_name="__ASSET_JOB", message="done"))
+    _report(instance, "ticks", "2024-01|ETHUSDT", version="v2")
+    requested, _ = _until_quiet(instance, _defs(), first.cursor)
+    both = {"2024-01|ETHUSDT", *feb}
+    assert requested == _expect({"backtest": both, "sensitivity": both, "metrics": both, "critique": both,
+                                 "oos_validation": {"2024-01|ETHUSDT"}, "report": {"ETHUSDT"}})
 
 
 def test_a_parameter_change_rebuilds_only_that_strategy(lake, instance, lake_state, tmp_path):
@@ -236,7 +295,7 @@ def test_the_nightly_schedule_requests_recent_months_and_stale_or_failed_slices(
     _register_symbols(instance, tmp_path, monkeypatch)
     for month in ("2024-01", "2024-02", "2024-03"):
         for symbol in SYMBOLS:
-            _materialise_slice(instance, month, symbol)
+            _materialise_slice(instance, month, symbol, provenance=True)
     # January of ETHUSDT: its mean_reversion backtest failed, so the slice has no backtest since its ticks changed
     _report(instance, "ticks", "2024-01|ETHUSDT", version="v2")
     at = datetime(2024, 3, 12, 2, 0, tzinfo=UTC)
@@ -294,11 +353,63 @@ def test_the_nightly_schedule_builds_the_plan_s_cache_within_its_budget_and_judg
     _register_symbols(instance, tmp_path, monkeypatch)
     for month in ("2024-01", "2024-02", "2024-03"):
         for symbol in SYMBOLS:
-            _materialise_slice(instance, month, symbol)
-    _report(instance, "ticks", "2024-01|ETHUSDT", version="v2")  # January of ETHUSDT is stale
+            _materialise_slice(instance, month, symbol, provenance=True)
+    _report(instance, "ticks", "2024-01|ETHUSDT", version="v2")  # January of ETHUSDT is stale (and February, warmed on it)
     at = datetime(2024, 3, 12, 2, 0, tzinfo=UTC)
     recent = ["2024-02|BTCUSDT", "2024-02|ETHUSDT", "2024-03|BTCUSDT", "2024-03|ETHUSDT"]
     monkeypatch.setattr(schedules, "WARM_BUDGET_S", 0.0)  # no time to build the cache tonight
     assert nightly_partitions(instance, lake, at) == recent  # missing slices only: there are none
     monkeypatch.setattr(schedules, "WARM_BUDGET_S", 20.0)
     assert nightly_partitions(instance, lake, at) == ["2024-01|ETHUSDT", *recent]
+
+
+# --- a window of earlier months only (a walk-forward fold reading the months before it) ------
+
+TOY_SLICES = dg.MultiPartitionsDefinition({
+    "month": dg.MonthlyPartitionsDefinition(start_date="2024-01", fmt="%Y-%m", end_offset=1),
+    "symbol": dg.StaticPartitionsDefinition(["A"]),
+})
+
+
+@dg.asset(partitions_def=TOY_SLICES)
+def toy_source():
+    """Fed from outside (as ticks): not automated."""
+
+
+@dg.asset(partitions_def=TOY_SLICES, deps=[toy_source], automation_condition=automation.rebuild_stale_slices())
+def toy_sweep():
+    """A slice per month (as a sweep)."""
+
+
+@dg.asset(partitions_def=TOY_SLICES, automation_condition=automation.rebuild_stale_slices(),
+          deps=[dg.AssetDep(toy_sweep, partition_mapping=months_window(-1, -1))])
+def toy_fold():
+    """Month M reads the sweep of M-1 only (a walk-forward fold with k = 1)."""
+
+
+def test_earlier_months_requested_on_the_same_tick_count_only_where_the_backfill_orders_them(instance):
+    defs = dg.Definitions(assets=[toy_source, toy_sweep, toy_fold])
+    months = ("2024-01", "2024-02", "2024-03")
+    for name in ("toy_source", "toy_sweep", "toy_fold"):
+        for m in months:
+            _report(instance, name, f"{m}|A")
+    cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
+
+    # February's source changes: its sweep is requested alone, a single-partition run that nothing
+    # orders before March's fold (another partition, another run): the fold waits a tick for it
+    _report(instance, "toy_source", "2024-02|A", version="v2")
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    assert _requested(first) == {"toy_sweep": {"2024-02|A"}}
+    _report(instance, "toy_sweep", "2024-02|A", version="v2")
+    second = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+    assert _requested(second) == {"toy_fold": {"2024-03|A"}}
+    cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=second.cursor).cursor
+
+    # January's and February's: two sweeps, so one backfill with the folds, whose daemon runs
+    # each fold after the sweep it reads: requested on the same tick. January's fold reads
+    # December, before the first month: it has no earlier month and nothing to rebuild.
+    for m in months[:2]:
+        _report(instance, "toy_source", f"{m}|A", version="v3")
+    requested, ticks_used = _until_quiet(instance, defs, cursor)
+    assert requested == {"toy_sweep": {"2024-01|A", "2024-02|A"}, "toy_fold": {"2024-02|A", "2024-03|A"}}
+    assert ticks_used == 1

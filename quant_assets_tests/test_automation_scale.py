@@ -125,14 +125,18 @@ def test_a_new_month_for_every_symbol_requests_its_chain_then_the_validations_be
                          **{a: set(SYMBOLS) for a in ROLLUPS}}
 
 
-def test_a_changed_old_slice_of_one_symbol_rebuilds_only_that_slice(scale_instance):
+def test_a_changed_old_slice_of_one_symbol_rebuilds_only_that_slice_and_the_next_month_warmed_on_it(scale_instance):
     cursor = _settled_cursor(scale_instance, project_defs)
     symbol = SYMBOLS[137]
     with bulk.bulk_writes(scale_instance):
         bulk.report_landing(scale_instance, [("2024-01", symbol)], version="v2")
     requested = _until_quiet(scale_instance, project_defs, cursor)
-    # January's own validations re-test (their input changed), and the symbol's roll-ups
-    assert requested == {**{a: {f"2024-01|{symbol}"} for a in CHAIN + RESEARCH + VALIDATIONS},
+    # February's backtests, sensitivities and sweep read January (warm-up), with what follows them
+    # (its bars do not: they read February only); January's own validations re-test (their inputs
+    # changed, February's metrics among them; February's wait for March), and the symbol's roll-ups
+    both = {f"2024-01|{symbol}", f"2024-02|{symbol}"}
+    assert requested == {**{a: both for a in CHAIN + RESEARCH}, "bars_1m": {f"2024-01|{symbol}"},
+                         **{a: {f"2024-01|{symbol}"} for a in VALIDATIONS},
                          **{a: {symbol} for a in ROLLUPS}}
 
 

@@ -37,7 +37,7 @@ from dagster._utils.test.data_versions import get_stale_status_resolver
 from quant_assets import batching
 from quant_assets.assets import research
 from quant_assets.lake.store import Lake
-from quant_assets.partitions import month_symbol_partitions
+from quant_assets.partitions import WITH_PREVIOUS_MONTH, month_symbol_partitions
 from quant_assets_tests import batch_defs
 from quant_assets_tests import builders as b
 from resources import LakeResource
@@ -259,6 +259,90 @@ def test_a_batched_step_gates_its_slices_on_the_same_run_upstream(instance):
     assert tags["dagster/code_version"] == "down-1" and tags["dagster/data_version"] == "down-2024-01|D"
     assert tags["dagster/input_data_version/up"] == hashlib.sha256(b"up-2024-01|D").hexdigest()
     assert tags["dagster/partition/symbol"] == "D"
+
+
+#: early's data versions carry this generation: bumped to give a slice a new data version
+GENERATION = {"n": 1}
+
+
+@dg.asset(partitions_def=SLICES, code_version="early-1", output_required=False,
+          check_specs=[dg.AssetCheckSpec("sane", asset="early", blocking=True)])
+def early(context):
+    def one(pk: str) -> batching.Built | batching.NotBuilt:
+        if pk == "2024-01|C":
+            return batching.NotBuilt(f"early {pk}: n/a", observation={"not_applicable": "no quotes"},
+                                     checks=[dg.AssetCheckResult(check_name="sane", passed=True)])
+        return batching.Built({"n": 1}, f"early-{pk}-{GENERATION['n']}",
+                              checks=[dg.AssetCheckResult(check_name="sane", passed=pk != "2024-01|B")])
+    yield from batching.build_slices(context, one)
+
+
+@dg.asset(partitions_def=SLICES, deps=[dg.AssetDep(early, partition_mapping=WITH_PREVIOUS_MONTH)], code_version="warm-1")
+def warm(context):
+    """Month M reads M-1 and M of ``early`` (a backtest warming up on the previous month)."""
+    yield from batching.build_slices(context, lambda pk: batching.Built({"n": 2}, f"warm-{pk}"))
+
+
+def test_a_window_of_months_records_every_month_read_and_gates_on_the_earlier_one_s_checks_only(instance, monkeypatch):
+    from quant_assets import latest, staleness
+
+    monkeypatch.setitem(GENERATION, "n", 1)
+    res = dg.materialize([early, warm], instance=instance, tags={RANGE_START: "2024-01|A", RANGE_END: "2024-02|D"})
+    assert res.success
+    logs = sorted(r.user_message for r in instance.all_logs(res.run_id) if "skipped:" in (r.user_message or ""))
+    assert logs == [
+        "warm 2024-01|B: skipped: early 2024-01|B failed its blocking check(s) sane",
+        "warm 2024-01|C: skipped: early 2024-01|C was not built in this run (not applicable: no quotes)",
+        # February of B would warm on January's refused data; February of C starts from what exists of January (nothing)
+        "warm 2024-02|B: skipped: early 2024-01|B failed its blocking check(s) sane",
+    ]
+    built = {"2024-01|A", "2024-01|D", "2024-02|A", "2024-02|C", "2024-02|D"}
+    assert set(instance.get_materialized_partitions(dg.AssetKey("warm"))) == built
+
+    def tags(inst, pk: str) -> dict[str, str]:
+        return inst.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey("warm"), asset_partitions=[pk]),
+                                           limit=1).records[0].asset_materialization.tags
+
+    # the input data version of a slice hashes every month it read, as a run of that one slice records it
+    with dg.instance_for_test() as reference:
+        for pk in ("2024-01|A", "2024-02|A"):
+            assert dg.materialize([early], partition_key=pk, instance=reference).success
+        assert dg.materialize([early, warm], selection=["warm"], partition_key="2024-02|A", instance=reference).success
+        assert tags(instance, "2024-02|A")["dagster/input_data_version/early"] == \
+            tags(reference, "2024-02|A")["dagster/input_data_version/early"] == \
+            hashlib.sha256(b"early-2024-01|A-1early-2024-02|A-1").hexdigest()
+
+    # a new data version of January makes January's and February's slices stale, in Dagster's
+    # stale status and the bulk plan's alike
+    def stale(definitions) -> dict[str, tuple[bool, bool]]:
+        graph = definitions.resolve_asset_graph()
+        keys = [dg.AssetKey("early"), dg.AssetKey("warm")]
+        ours = staleness.StaleResolver(instance, graph, latest.load(instance, keys))
+        assert dg.AssetKey("warm") not in ours.delegated  # the window is mapped in bulk
+        facts = ours.latest[dg.AssetKey("warm")]
+        resolver = get_stale_status_resolver(instance, [early, warm])
+        return {pk: (resolver.get_status(dg.AssetKey("warm"), pk) == StaleStatus.STALE, ours.is_stale(dg.AssetKey("warm"), pk, facts.get(pk)))
+                for pk in sorted(built)}
+
+    definitions = dg.Definitions(assets=[early, warm])
+    assert stale(definitions) == {pk: (False, False) for pk in built}
+    monkeypatch.setitem(GENERATION, "n", 2)
+    assert dg.materialize([early], partition_key="2024-01|A", instance=instance).success
+    assert stale(definitions) == {pk: ((True, True) if pk.endswith("|A") else (False, False)) for pk in built}
+
+
+def test_a_slice_whose_own_month_of_a_window_was_never_built_is_skipped_not_failed(instance, monkeypatch):
+    # What a backfill of early and warm up to January targets: February's warm too (it reads
+    # January); February's early never existed, so that slice is skipped and the step succeeds
+    monkeypatch.setitem(GENERATION, "n", 1)
+    assert dg.materialize([early], partition_key="2024-01|A", instance=instance).success
+    res = dg.materialize([early, warm], selection=["warm"], instance=instance,
+                         tags={RANGE_START: "2024-01|A", RANGE_END: "2024-02|A"})
+    assert res.success
+    assert set(instance.get_materialized_partitions(dg.AssetKey("warm"))) == {"2024-01|A"}
+    logs = [r.user_message for r in instance.all_logs(res.run_id) if "skipped" in (r.user_message or "")]
+    assert logs == ["warm 2024-02|A: skipped: early 2024-02|A does not exist (never materialised)",
+                    "warm: 1 of 2 slices built, 1 skipped, 0 failed"]
 
 
 def test_the_run_size_cuts_a_whole_asset_into_at_most_100_runs_each_partition_once():

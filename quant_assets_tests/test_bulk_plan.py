@@ -267,6 +267,10 @@ def test_the_bulk_plan_equals_the_per_slice_plan_in_every_state(lake, instance, 
     # a new partition, a wiped asset
     rep.ticks(lake, "2024-01", "BTCUSDT", version="v2")
     rep.ticks(lake, "2024-01", "BTCUSDT", version="v3")  # twice: read past the cursor in two pages
+    # January of SOLUSDT changes, and its bars: February's backtests, sensitivities and sweep read
+    # them (a window of M-1 and M, warm-up) and were built with provenance
+    rep.ticks(lake, "2024-01", TRADES_ONLY, version="v2")
+    rep.report("bars_1m", f"2024-01|{TRADES_ONLY}", version="v2", metadata={"dagster/row_count": 3})
     monkeypatch.setattr(latest, "CHUNK", 1)
     rep.report("backtest_ema_cross", "2024-03|ETHUSDT")
     instance.wipe_assets([dg.AssetKey("factors_ema_cross")])  # (SQLite cannot wipe single partitions)
@@ -278,6 +282,9 @@ def test_the_bulk_plan_equals_the_per_slice_plan_in_every_state(lake, instance, 
     assert by[("backtest_mean_reversion", "2024-01", "ETHUSDT")].state == "stale"  # code version
     assert by[("backtest_ema_cross", "2024-01", "BTCUSDT")].state == "stale"  # new ticks data version
     assert by[("backtest_ema_cross", "2024-03", "ETHUSDT")].state == "materialized"
+    for name in ("backtest_ema_cross", "sensitivity_mean_reversion", "sweep_ema_cross"):
+        assert by[(name, "2024-02", TRADES_ONLY)].state == "stale", name  # its previous month changed
+    assert by[("bars_1m", "2024-02", TRADES_ONLY)].state == "materialized"  # reads its own month only
     assert by[("factors_ema_cross", sync.ALL_MONTHS, "BTCUSDT")].state == "missing"  # wiped
     # a slice planned alone, and the definitions of test_backtest_assets (funding external)
     _assert_same(lake, instance, [("2024-02", "ETHUSDT")], definitions)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -164,3 +165,104 @@ def test_status_past_a_screenful_prints_a_summary_and_filters_print_tables(lake,
     assert "2024-01|ETHUSDT" in out and "BTCUSDT" not in out and "roll-ups (all months" in out
     assert main(["status", "--month", "2024-02"]) == 0
     assert "no slice matches" in capsys.readouterr().out
+
+
+def test_sync_rebuilds_in_one_call_the_next_month_that_reads_a_changed_month(lake, instance):
+    # Sweeps read the month before (warm-up): a changed January makes February's sweep stale only
+    # once January's bars are rebuilt, so the call's second pass rebuilds it, and a second sync
+    # has nothing to do. (The ingest and research assets only: the same passes serve every asset.)
+    from quant_assets import sync
+
+    research = {"ticks", "funding", "bars_1m", "sweep_ema_cross"}
+    for month, t0 in (("2024-01", b.JAN_MS), ("2024-02", b.FEB_START_MS)):
+        b.write(lake.landing_dir("BTCUSDT") / f"BTCUSDT-bookTicker-{month}.csv", b.binance_bookticker_csv(4, t0_ms=t0))
+
+    def plan() -> list:
+        return sync.plan(lake, instance, slices, assets=lambda k: k.path[-1] in research)
+
+    def run() -> list[tuple[str, list[str]]]:
+        out = []
+        for month, symbol, result in sync.run_slices(instance, plan(), replan=plan):
+            assert result.success, (month, symbol)
+            built = sorted({e.asset_key.path[-1] for e in result.get_asset_materialization_events()})
+            out.append((f"{month}|{symbol}", built))
+        return out
+
+    slices = sync.discover(lake, instance)
+    assert run() == [("2024-01|BTCUSDT", sorted(research)), ("2024-02|BTCUSDT", sorted(research))]
+    b.write(lake.landing_dir("BTCUSDT") / "more-2024-01.csv", b.binance_bookticker_csv(6, t0_ms=b.JAN_MS + 3_600_000))
+    assert {(s.month, s.asset.path[-1]) for s in plan() if s.needs_run} == {("2024-01", "ticks")}
+    assert run() == [("2024-01|BTCUSDT", ["bars_1m", "sweep_ema_cross", "ticks"]), ("2024-02|BTCUSDT", ["sweep_ema_cross"])]
+    assert [s for s in plan() if s.needs_run] == []
+
+
+#: The toy lake of the next test: (asset, month) -> value; a slice's data version is its value.
+TOY: dict[tuple[str, str], str] = {}
+
+
+def _toy_assets() -> list[dg.AssetsDefinition]:
+    from quant_assets.assets.critiques import NEXT_MONTH
+    from quant_assets.batching import Built, NotBuilt, build_slices
+    from quant_assets.partitions import WITH_PREVIOUS_MONTH, month_symbol_partitions, split_key
+
+    def asset(name: str, deps: list, value) -> dg.AssetsDefinition:  # noqa: ANN001
+        @dg.asset(name=name, partitions_def=month_symbol_partitions, deps=deps, output_required=False)
+        def _asset(context):
+            def one(pk: str):
+                month, _ = split_key(pk)
+                v = value(month)
+                if v is None:
+                    return NotBuilt(f"{name} {pk}: waits")
+                TOY[(name, month)] = v
+                return Built({}, v)
+            yield from build_slices(context, one)
+        return _asset
+
+    def prev(month: str) -> str:
+        y, m = int(month[:4]), int(month[5:])
+        return f"{y - (m == 1)}-{12 if m == 1 else m - 1:02d}"
+
+    return [
+        asset("src", [], lambda m: TOY[("landed", m)]),
+        # reads M-1 and M (warm-up): its value moves with January's
+        asset("warm", [dg.AssetDep("src", partition_mapping=WITH_PREVIOUS_MONTH)],
+              lambda m: f"{TOY.get(('src', prev(m)))}+{TOY[('src', m)]}"),
+        # reads M+1 (an out-of-sample test): waits for it
+        asset("val", [dg.AssetDep("warm", partition_mapping=NEXT_MONTH)],
+              lambda m: TOY.get(("warm", f"{m[:5]}{int(m[5:]) + 1:02d}"))),
+    ]
+
+
+def test_sync_passes_until_the_month_before_has_re_read_the_month_it_validates_on(lake, instance, monkeypatch):
+    # January changes: its slice runs first (pass 1), February's warm-up re-reads it (pass 2),
+    # then January's validation re-reads February (pass 3): all in one call, nothing left after.
+    from quant_assets import sync
+
+    assets = _toy_assets()
+    monkeypatch.setattr(sync, "ASSETS", assets)
+    monkeypatch.setattr(sync, "defs", dg.Definitions(assets=assets, resources={}))
+    monkeypatch.setitem(TOY, ("landed", "2024-01"), "jan-1")
+    monkeypatch.setitem(TOY, ("landed", "2024-02"), "feb-1")
+    instance.add_dynamic_partitions("symbols", ["BTCUSDT"])
+    slices = [("2024-01", "BTCUSDT"), ("2024-02", "BTCUSDT")]
+
+    def plan() -> list:  # (February's validation waits for March: left out)
+        return [s for s in sync.plan(lake, instance, slices) if (s.asset.path[-1], s.month) != ("val", "2024-02")]
+
+    def run(states) -> list[tuple[str, list[str]]]:
+        out = []
+        for month, _, result in sync.run_slices(instance, states, replan=plan):
+            assert result.success
+            out.append((month, sorted({e.asset_key.path[-1] for e in result.get_asset_materialization_events()})))
+        return out
+
+    # first build: January's validation waits for February, built in the next pass
+    assert run(plan()) == [("2024-01", ["src", "warm"]), ("2024-02", ["src", "warm"]), ("2024-01", ["val"])]
+    assert TOY[("val", "2024-01")] == "jan-1+feb-1" and [s for s in plan() if s.needs_run] == []
+    monkeypatch.setitem(TOY, ("landed", "2024-01"), "jan-2")
+    # (what the plan says of a fed-from-outside asset whose landing files changed)
+    changed = [dataclasses.replace(s, state="sources changed") if (s.asset.path[-1], s.month) == ("src", "2024-01") else s
+               for s in plan()]
+    assert run(changed) == [
+        ("2024-01", ["src", "val", "warm"]), ("2024-02", ["warm"]), ("2024-01", ["val"])]
+    assert TOY[("val", "2024-01")] == "jan-2+feb-1" and [s for s in plan() if s.needs_run] == []

@@ -10,7 +10,14 @@ import pytest
 
 from quant_assets.lake.store import Lake
 from quant_assets.lake.symbols import InvalidSymbolError, normalise_symbol
-from quant_assets.partitions import month_partitions, month_symbol_partitions, partition_key, split_key
+from quant_assets.partitions import (
+    WITH_PREVIOUS_MONTH,
+    month_partitions,
+    month_symbol_partitions,
+    months_window,
+    partition_key,
+    split_key,
+)
 
 
 def test_keys_join_month_then_symbol():
@@ -47,3 +54,19 @@ def test_symbols_that_could_escape_the_lake_are_refused(bad, tmp_path):
         normalise_symbol(bad)
     with pytest.raises(InvalidSymbolError):
         Lake.at(tmp_path).ticks_path(bad, "2024-01")
+
+
+def test_a_window_of_months_reads_the_months_that_exist_of_the_same_symbol(instance):
+    instance.add_dynamic_partitions("symbols", ["BTCUSDT"])
+
+    def upstream(mapping, pk: str) -> list[str]:
+        subset = month_symbol_partitions.empty_subset().with_partition_keys([pk])
+        result = mapping.get_upstream_mapped_partitions_result_for_partitions(
+            subset, month_symbol_partitions, month_symbol_partitions, dynamic_partitions_store=instance)
+        return sorted(str(k) for k in result.partitions_subset.get_partition_keys())
+
+    assert upstream(WITH_PREVIOUS_MONTH, "2024-03|BTCUSDT") == ["2024-02|BTCUSDT", "2024-03|BTCUSDT"]
+    assert upstream(WITH_PREVIOUS_MONTH, "2020-01|BTCUSDT") == ["2020-01|BTCUSDT"]  # the first month: nothing before it
+    assert upstream(months_window(-3, -1), "2024-03|BTCUSDT") == ["2023-12|BTCUSDT", "2024-01|BTCUSDT", "2024-02|BTCUSDT"]
+    with pytest.raises(ValueError, match="start must be <= end"):
+        months_window(0, -1)

@@ -15,7 +15,7 @@ from quant_assets.engines import ADAPTER_VERSIONS
 from quant_assets.engines.inputs import BacktestInputError, NotApplicableError
 from quant_assets.engines.invariants import CHECKS
 from quant_assets.engines.runner import run_backtest
-from quant_assets.partitions import month_symbol_partitions, split_key
+from quant_assets.partitions import WITH_PREVIOUS_MONTH, month_symbol_partitions, split_key
 from quant_assets.strategies import registry
 from quant_assets.strategies.spec import ParamError, StrategySpec
 from resources import LakeResource
@@ -61,7 +61,8 @@ def backtest_asset(spec: StrategySpec) -> dg.AssetsDefinition:
     @dg.asset(
         name=f"backtest_{spec.name}",
         partitions_def=month_symbol_partitions,
-        deps=[TICKS, FUNDING, venue_dep()],
+        # ticks of M−1 and M: the previous month's tail warms the indicators (a change to it makes M stale)
+        deps=[dg.AssetDep(TICKS, partition_mapping=WITH_PREVIOUS_MONTH), FUNDING, venue_dep()],
         code_version=code_version,
         group_name="backtests",
         kinds={spec.engine, "parquet"},

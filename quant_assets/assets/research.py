@@ -18,7 +18,7 @@ from quant_assets.batching import BACKFILL_POLICY, Built, NotBuilt, build_slices
 from quant_assets.critique.oos import WaitingForNextMonth
 from quant_assets.engines.runner import STARTING_CASH
 from quant_assets.lake import instruments as inst_mod
-from quant_assets.partitions import month_symbol_partitions, split_key, symbol_partitions
+from quant_assets.partitions import WITH_PREVIOUS_MONTH, month_symbol_partitions, split_key, symbol_partitions
 from quant_assets.research.agreement import AGREEMENT_VERSION, run_agreement
 from quant_assets.research.factors import FACTOR_VERSION, SIGNAL_DEFS, FactorInputError, FactorSettings, run_factors
 from quant_assets.research.handoff import HANDOFF_VERSION, run_handoff
@@ -91,7 +91,7 @@ def sweep_asset(spec: StrategySpec, interval: str) -> dg.AssetsDefinition:
     @dg.asset(
         name=name,
         partitions_def=month_symbol_partitions,
-        deps=[dg.AssetKey(f"bars_{interval}")],
+        deps=[dg.AssetDep(f"bars_{interval}", partition_mapping=WITH_PREVIOUS_MONTH)],  # M−1's bars warm the sweep
         code_version=f"sweep-v{RESEARCH_VERSION}-{interval}-" + "-".join(f"{a.name}:{a.start}:{a.stop}:{a.step}" for a in axes),
         group_name="research",
         kinds={"vectorbt", "parquet"},

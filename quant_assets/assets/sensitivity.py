@@ -14,7 +14,7 @@ from quant_assets.automation import ENGINE_POOL, rebuild_stale_slices
 from quant_assets.batching import BACKFILL_POLICY, Built, NotBuilt, build_slices
 from quant_assets.engines import ADAPTER_VERSIONS
 from quant_assets.engines.inputs import BacktestInputError, NotApplicableError
-from quant_assets.partitions import month_symbol_partitions, split_key
+from quant_assets.partitions import WITH_PREVIOUS_MONTH, month_symbol_partitions, split_key
 from quant_assets.strategies.spec import ParamError, StrategySpec
 from quant_assets.venues.sensitivity import SCENARIOS, SENSITIVITY_VERSION, run_sensitivity
 from resources import LakeResource
@@ -37,7 +37,7 @@ def sensitivity_asset(spec: StrategySpec) -> dg.AssetsDefinition:
     @dg.asset(
         name=name,
         partitions_def=month_symbol_partitions,
-        deps=[dg.AssetKey(f"backtest_{spec.name}"), TICKS, venue_dep()],
+        deps=[dg.AssetKey(f"backtest_{spec.name}"), dg.AssetDep(TICKS, partition_mapping=WITH_PREVIOUS_MONTH), venue_dep()],
         code_version=code_version,
         group_name="sensitivity",
         kinds={spec.engine, "parquet"},
