@@ -22,7 +22,7 @@ from quant_assets.partitions import month_symbol_partitions, split_key, symbol_p
 from quant_assets.research.agreement import AGREEMENT_VERSION, run_agreement
 from quant_assets.research.factors import FACTOR_VERSION, SIGNAL_DEFS, FactorInputError, FactorSettings, run_factors
 from quant_assets.research.handoff import HANDOFF_VERSION, run_handoff
-from quant_assets.research.run import RESEARCH_VERSION, ResearchInputError, run_bars, run_sweep_slice
+from quant_assets.research.run import RESEARCH_VERSION, SWEEP_VERSION, ResearchInputError, run_bars, run_sweep_slice
 from quant_assets.research.sweep import GRIDS, SweepSettings
 from quant_assets.settings import AGREEMENT_TOLERANCE_ENV, agreement_tolerance, bar_intervals
 from quant_assets.strategies.registry import FACTOR_SIGNALS
@@ -92,7 +92,7 @@ def sweep_asset(spec: StrategySpec, interval: str) -> dg.AssetsDefinition:
         name=name,
         partitions_def=month_symbol_partitions,
         deps=[dg.AssetKey(f"bars_{interval}")],
-        code_version=f"sweep-v{RESEARCH_VERSION}-{interval}-" + "-".join(f"{a.name}:{a.start}:{a.stop}:{a.step}" for a in axes),
+        code_version=f"sweep-v{RESEARCH_VERSION}.{SWEEP_VERSION}-{interval}-" + "-".join(f"{a.name}:{a.start}:{a.stop}:{a.step}" for a in axes),
         group_name="research",
         kinds={"vectorbt", "parquet"},
         description=(
@@ -100,8 +100,11 @@ def sweep_asset(spec: StrategySpec, interval: str) -> dg.AssetsDefinition:
             + ", ".join(f"`{a.name}` {a.start:g} to {a.stop:g} by {a.step:g}" for a in axes)
             + f", lengths in {interval} bars) run with vectorbt on `bars_{interval}`, taker fees and the half "
             "spread paid on every switch; ranked by Sharpe with the deflated Sharpe of the top combinations "
-            "(number of trials = grid size) and Hansen's SPA p-value of the best against staying flat. Output: "
-            f"`sweeps/strategy={spec.name}/symbol=S/month=M/` (grid.parquet, summary.json, heatmap.png, manifest.json)."
+            "(number of trials = grid size) and Hansen's SPA p-value of the best against staying flat. The grid enters "
+            "the trials ledger once (n_sets = its combinations) and every combination's hourly returns are kept "
+            "(returns.parquet) for the roll-ups' deflated Sharpe. Output: "
+            f"`sweeps/strategy={spec.name}/symbol=S/month=M/` (grid.parquet, returns.parquet, summary.json, heatmap.png, "
+            "manifest.json)."
         ),
         metadata={"strategy": spec.name},
         automation_condition=rebuild_stale_slices(),

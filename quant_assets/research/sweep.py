@@ -60,6 +60,10 @@ class SweepResult:
     table: pl.DataFrame  # one row per combination, ranked
     summary: dict[str, Any]
     hourly: np.ndarray = field(repr=False)  # hours × combinations, returns (for the SPA test)
+    #: Start of each row's UTC hour (int64 ns): ``hourly[i]`` is the return over hour ``hours[i]``
+    #: (value at its last bar over the value at the previous hour's last bar; the first hour
+    #: over the starting cash). Hours without a bar have no row.
+    hours: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64), repr=False)
 
 
 def combinations(spec: StrategySpec, axes: tuple[Axis, ...]) -> list[dict[str, Any]]:
@@ -248,7 +252,8 @@ def run_sweep(bars: pl.DataFrame, spec: StrategySpec, fee: float, trading_days: 
     summary.update({"combinations": len(combos), "bars": len(close), "interval_s": interval_s, "fee": fee,
                     "axes": [a.__dict__ for a in axes], "notional": float(combos[0]["notional"]),
                     "starting_cash": starting_cash})
-    return SweepResult(table, summary, hourly)
+    hours = np.unique(index.to_numpy().astype("datetime64[h]")).astype("datetime64[ns]").astype(np.int64)
+    return SweepResult(table, summary, hourly, hours)
 
 
 def _sweep_chunks(combos, fi, si, ema_f, ema_s, close, half, index, freq, fee, starting_cash, ann_factor,
