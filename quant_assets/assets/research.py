@@ -151,12 +151,12 @@ def sweep_asset(spec: StrategySpec, interval: str) -> dg.AssetsDefinition:
 
 
 def _handoff_md(t) -> str:
-    lines = ["| sweep rank | params (bars) | event-driven params | sweep Sharpe | OOS Sharpe | baseline OOS Sharpe | p | improved |",
+    lines = ["| sweep rank | params (bars) | event-driven params | sweep Sharpe | OOS Sharpe | baseline OOS Sharpe | p | clears own bar |",
              "|---:|---|---|---:|---:|---:|---:|---|"]
     f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     for r in t.iter_rows(named=True):
         lines.append(f"| {r['sweep_rank']} | `{r['sweep_params_bars']}` | `{r['event_params']}` | {f(r['sweep_sharpe'])} | "
-                     f"{f(r['oos_candidate_sharpe'])} | {f(r['oos_baseline_sharpe'])} | {f(r['p_better'])} | {r['improved']} |")
+                     f"{f(r['oos_candidate_sharpe'])} | {f(r['oos_baseline_sharpe'])} | {f(r['p_value'])} | {r['clears_local_bar']} |")
     return "\n".join(lines)
 
 
@@ -177,8 +177,9 @@ def handoff_asset(spec: StrategySpec) -> dg.AssetsDefinition:
         output_required=False,
         description=(
             f"The top combinations of `sweep_{spec.name}` for month M, re-tested event-driven on M+1 (and on M for "
-            "reference) against the current parameters on M+1, with the same noise bar as the critiques' "
-            "out-of-sample test; lengths in bars become quote updates by month M's quotes per bar. Waits "
+            "reference) against the current parameters on M+1, each one test like a critique's suggestion (one-sided "
+            "p-value, the slice's own bar; improved = survives the FDR control in `discoveries`); lengths in bars "
+            "become quote updates by month M's quotes per bar. Waits "
             f"(materialises nothing) until M+1 exists. Output: `handoffs/strategy={spec.name}/symbol=S/month=M/`; "
             "DuckDB view `handoffs`."
         ),
@@ -204,7 +205,8 @@ def handoff_asset(spec: StrategySpec) -> dg.AssetsDefinition:
                 metadata={
                     "oos_month": out.manifest["oos_month"],
                     "candidates": dg.MetadataValue.int(len(t)),
-                    "improved_out_of_sample": dg.MetadataValue.int(int(t["improved"].sum()) if len(t) else 0),
+                    # local figures only: whether a candidate improved is the FDR ledger's verdict (discoveries)
+                    "clear_local_bar": dg.MetadataValue.int(int(t["clears_local_bar"].sum()) if len(t) else 0),
                     "quotes_per_bar": dg.MetadataValue.float(out.manifest["quotes_per_bar"]),
                     "results": dg.MetadataValue.md(_handoff_md(t)),
                     "path": dg.MetadataValue.path(str(out.directory)),

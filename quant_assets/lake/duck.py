@@ -10,6 +10,13 @@ sees what every machine has pushed, not this machine's working copy.
 Views are created only for tables that have files (DuckDB refuses a glob that matches
 nothing). Hive keys that are also columns of the files (``metrics`` stores strategy, symbol
 and month in its row) are read from the files.
+
+``suggestions`` and ``handoffs`` are each slice's own figures (``suggestions_local``,
+``handoffs_local``: p-value, local bar) joined with the verdict of the false-discovery ledger
+(``discoveries``): ``improved`` = survives FDR at q over every tested change, with
+``p_adjusted``, the point-in-time verdict and ``fdr_status``. A row the ledger has not judged
+yet (``discoveries`` not materialised since the slice was written) has ``improved`` null and
+says so in ``fdr_status``; nothing defaults to false.
 """
 
 from __future__ import annotations
@@ -37,10 +44,12 @@ VIEWS: dict[str, tuple[str, tuple[str, ...]]] = {
     "walk_forward": ("reports/strategy=*/symbol=*/walk_forward.parquet", ("strategy", "symbol")),
     "trials": ("trials/trials.parquet", ()),
     "sensitivity": ("sensitivity/strategy=*/symbol=*/month=*/sensitivity.parquet", ("strategy", "symbol", "month")),
-    "suggestions": ("oos/strategy=*/symbol=*/month=*/validation.parquet", ("strategy", "symbol", "month")),
+    "suggestions_local": ("oos/strategy=*/symbol=*/month=*/validation.parquet", ("strategy", "symbol", "month")),
     "bars": ("bars/interval=*/symbol=*/month=*/*.parquet", ("interval", "symbol", "month")),
     "sweeps": ("sweeps/strategy=*/symbol=*/month=*/grid.parquet", ("strategy", "symbol", "month")),
-    "handoffs": ("handoffs/strategy=*/symbol=*/month=*/handoff.parquet", ("strategy", "symbol", "month")),
+    "sweep_returns": ("sweeps/strategy=*/symbol=*/month=*/returns.parquet", ("strategy", "symbol", "month")),
+    "handoffs_local": ("handoffs/strategy=*/symbol=*/month=*/handoff.parquet", ("strategy", "symbol", "month")),
+    "discoveries": ("discoveries/discoveries.parquet", ()),
     "factor_ic": ("factors/strategy=*/symbol=*/ic.parquet", ("strategy", "symbol")),
     "agreements": ("agreements/strategy=*/symbol=*/month=*/agreement.parquet", ("strategy", "symbol", "month")),
 }
@@ -70,4 +79,44 @@ def connect(lake: Lake, database: str = ":memory:") -> duckdb.DuckDBPyConnection
         else:
             src = f"read_parquet('{pattern}')"
         con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {src}")
+    _judged_views(con)
     return con
+
+
+#: view -> (the slices' view, the kind of test in ``discoveries``, slice column -> ledger column)
+JUDGED: dict[str, tuple[str, str, dict[str, str]]] = {
+    "suggestions": ("suggestions_local", "suggestion", {"strategy": "strategy", "symbol": "symbol",
+                                                        "critique_month": "month", "suggestion_index": "test_index"}),
+    "handoffs": ("handoffs_local", "handoff", {"strategy": "strategy", "symbol": "symbol",
+                                               "sweep_month": "month", "sweep_rank": "test_index"}),
+}
+#: The ledger's columns shown beside a slice's own (the FDR verdict).
+VERDICT: dict[str, str] = {"improved": "BOOLEAN", "p_adjusted": "DOUBLE", "improved_point_in_time": "BOOLEAN",
+                           "p_adjusted_point_in_time": "DOUBLE", "family_size": "BIGINT", "q": "DOUBLE"}
+
+
+def _judged_views(con: duckdb.DuckDBPyConnection) -> None:
+    """``suggestions`` and ``handoffs``: the slices' rows with the FDR ledger's verdict (see the
+    module docstring). The join also matches the p-value, so a slice re-run since the ledger's
+    last run is shown as not judged yet rather than with its previous verdict."""
+    views = {r[0] for r in con.sql("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    for name, (local, kind, keys) in JUDGED.items():
+        if local not in views:
+            continue
+        cols = {r[0] for r in con.sql(f"DESCRIBE {local}").fetchall()}
+        # Slices written before the FDR ledger carry their own (old) ``improved``: the ledger's replaces it.
+        exclude = [c for c in VERDICT if c in cols]
+        star = f"s.* EXCLUDE ({', '.join(exclude)})" if exclude else "s.*"
+        if "discoveries" in views and set(keys) | {"p_value"} <= cols:
+            on = " AND ".join(f"s.{a} = d.{b}" for a, b in keys.items())
+            verdict = ", ".join(f"d.{c}" for c in VERDICT)
+            con.execute(
+                f"CREATE OR REPLACE VIEW {name} AS SELECT {star}, {verdict}, "
+                "CASE WHEN d.kind IS NULL THEN 'not judged yet: materialise discoveries' "
+                "WHEN NOT d.in_family THEN 'not tested (the candidate could not run)' ELSE 'judged' END AS fdr_status "
+                f"FROM {local} s LEFT JOIN (SELECT * FROM discoveries WHERE kind = '{kind}') d "
+                f"ON {on} AND s.p_value IS NOT DISTINCT FROM d.p_value")
+        else:
+            nulls = ", ".join(f"NULL::{t} AS {c}" for c, t in VERDICT.items())
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT {star}, {nulls}, "
+                        f"'not judged yet: materialise discoveries' AS fdr_status FROM {local} s")
