@@ -154,7 +154,8 @@ def test_only_new_or_changed_slices_are_read_again_and_a_rerun_slice_awaits_its_
                        lake.oos_dir("ema_cross", "SOLUSDT", "2024-01") / "validation.parquet")
     third = discoveries.run_discoveries(lake, Q)
     assert third.manifest["files_read"] == 2 and third.manifest["files_carried_over"] == 5
-    assert third.manifest["files_before_fdr"] == ["oos/strategy=ema_cross/symbol=SOLUSDT/month=2024-01/validation.parquet"]
+    assert third.manifest["files_before_fdr"] == 1
+    assert third.manifest["files_before_fdr_first"] == ["oos/strategy=ema_cross/symbol=SOLUSDT/month=2024-01/validation.parquet"]
     assert third.manifest["tested"] == 14  # the old slice is not a test the ledger can judge
     tests = [t if t["key"][:3] != ("mean_reversion", "ETHUSDT", "2024-02") else
              {**t, "p": [0.0001, 0.0002, 0.95][t["key"][3]]} for t in _tests()]

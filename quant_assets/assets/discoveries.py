@@ -71,7 +71,7 @@ def discoveries_asset(specs: dict[str, StrategySpec]) -> dg.AssetsDefinition:
                 "not_tested": dg.MetadataValue.int(m["not_tested"]),
                 "files_read": dg.MetadataValue.int(m["files_read"]),
                 "files_carried_over": dg.MetadataValue.int(m["files_carried_over"]),
-                "files_before_fdr": dg.MetadataValue.int(len(m["files_before_fdr"])),
+                "files_before_fdr": dg.MetadataValue.int(m["files_before_fdr"]),
                 "seconds": dg.MetadataValue.float(m["seconds"]),
                 "survivors_table": dg.MetadataValue.md(_survivors_md(out.table)),
                 "path": dg.MetadataValue.path(str(out.directory / "discoveries.parquet")),
