@@ -13,6 +13,9 @@ old months too).
 needs only some of its months (most months of 2020 have no data), so it waits for at least one
 upstream month to exist and for none to be in progress.
 
+``rebuild_ledger`` (``discoveries``, unpartitioned, over every validation and hand-off slice):
+the same triggers, no readiness gate.
+
 ``ticks`` has none: the landing sensor requests it, as only it knows when files land.
 
 Windows of months (:func:`quant_assets.partitions.months_window`: a backtest reads M−1's ticks
@@ -493,6 +496,16 @@ def rebuild_stale_slices() -> dg.AutomationCondition:
 
 def rebuild_rollups() -> dg.AutomationCondition:
     return (_triggers() & ~AC.in_progress() & RollupDepsReady(label="rollup_deps_ready")).with_label("rebuild_rollups")
+
+
+def rebuild_ledger() -> dg.AutomationCondition:
+    """An unpartitioned ledger over every slice of its dependencies (``discoveries``: the
+    false-discovery control over every tested change): rebuilt when a dependency partition has a
+    new data version or its code version changed, unless it is in progress. No readiness gate:
+    it reads what is published (most validation slices wait for their next month for ever, so
+    "every dependency exists" would never hold), and the next new data version runs it again.
+    Its run reads only the slices that changed."""
+    return (_triggers() & ~AC.in_progress()).with_label("rebuild_ledger")
 
 
 def rebuild_venue_profiles() -> dg.AutomationCondition:

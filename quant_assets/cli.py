@@ -69,7 +69,8 @@ def _sync(lake, instance) -> int:
         for i, (month, symbol, result) in enumerate(sync.run_slices(instance, states, replan=replan), start=1):
             mark = "[green]ok[/]" if result.success else "[red]FAILED[/]"
             what = (f"{symbol} roll-ups (all months)" if month == sync.ALL_MONTHS
-                    else f"venue settings of {symbol}" if month == sync.INPUTS else f"{month}|{symbol}")
+                    else f"venue settings of {symbol}" if month == sync.INPUTS
+                    else "the FDR ledger over every tested change (discoveries)" if month == sync.LEDGER else f"{month}|{symbol}")
             console.print(f"[{i}] {what} {mark} (run {result.run_id[:8]})")
             if not result.success:
                 failed += 1
@@ -147,6 +148,7 @@ def _print_summary(lake, slices, states) -> None:
         table.add_row(name, *[f"[{_COLOUR[st]}]{counts[name][st]:,}[/]" if counts[name][st] else "" for st in order])
     console.print(table)
     _print_not_applicable(states)
+    _print_discoveries(lake, table=False)
     if not pending:
         console.print("[green]every slice is up to date[/]")
         return
@@ -223,6 +225,7 @@ def _print_tables(lake, states) -> None:
             report.add_row(symbol, *[_cell(by_key[(sync.ALL_MONTHS, symbol, a)]) if (sync.ALL_MONTHS, symbol, a) in by_key else ""
                                      for a in names])
         console.print(report)
+    _print_discoveries(lake)
 
 
 def _print_sensitivity(lake, strategies: list[str], slices: list[tuple[str, str]]) -> None:
@@ -353,18 +356,81 @@ def _print_sweeps(lake) -> None:
 
         import polars as pl
 
+        verdicts = _verdicts(lake, "handoff")
         ho = Table(title="sweep candidates re-tested event-driven on the next month (in-sample sweep rank next to "
-                         "the out-of-sample result; improved = beats the current parameters plus the noise bar)")
+                         "the out-of-sample result; p: one-sided, 'beats the current parameters'; improved = survives "
+                         "the FDR control over every tested change)")
         for col in ("strategy", "partition", "rank", "params (bars)", "event-driven params", "sweep Sharpe", "OOS Sharpe",
-                    "baseline OOS Sharpe", "improved"):
+                    "baseline OOS Sharpe", "p", "improved"):
             ho.add_column(col, no_wrap=True)
         f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
         for path in handoffs:
             for r in pl.read_parquet(path).iter_rows(named=True):
+                key = (r["strategy"], r["symbol"], r["sweep_month"], r["sweep_rank"], r.get("p_value"))
                 ho.add_row(r["strategy"], f"{r['sweep_month']}|{r['symbol']}", str(r["sweep_rank"]), _compact(r["sweep_params_bars"]),
                            _compact(r["event_params"]), f(r["sweep_sharpe"]), f(r["oos_candidate_sharpe"]),
-                           f(r["oos_baseline_sharpe"]), str(r["improved"]))
+                           f(r["oos_baseline_sharpe"]), "-" if r.get("p_value") is None else f"{r['p_value']:.3f}",
+                           verdicts.get(key, "not judged yet"))
         console.print(ho)
+
+
+def _verdicts(lake, kind: str) -> dict[tuple, str]:
+    """(strategy, symbol, month, test index, p-value) -> the FDR ledger's verdict in words, for
+    the tests of ``kind``; a test re-run since the ledger's last run has no entry."""
+    from quant_assets.analytics import discoveries
+
+    table = discoveries.read(lake)
+    if table is None:
+        return {}
+    out = {}
+    for r in table.filter(table["kind"] == kind).iter_rows(named=True):
+        word = ("[green]yes[/]" if r["improved"] else "no") if r["in_family"] else "not tested"
+        out[(r["strategy"], r["symbol"], r["month"], r["test_index"], r["p_value"])] = word
+    return out
+
+
+#: Tested changes a status or demo lists (survivors first, then by p-value).
+TESTS_SHOWN = 20
+
+
+def _print_discoveries(lake, table: bool = True) -> None:
+    """The false-discovery ledger: "k of N tested changes survive FDR at q" and, with ``table``,
+    the tested changes (survivors first)."""
+    from quant_assets.analytics import discoveries
+
+    manifest = discoveries.read_manifest(lake)
+    if manifest is None:
+        if any(lake.root.glob("oos/strategy=*/symbol=*/month=*/validation.parquet")) or any(
+                lake.root.glob("handoffs/strategy=*/symbol=*/month=*/handoff.parquet")):
+            console.print("[yellow]false-discovery control: not computed yet (materialise `discoveries`)[/]")
+        return
+    kinds = manifest["by_kind"]
+    console.print(
+        f"false-discovery control (Benjamini-Hochberg over every tested change): [bold]{manifest['survivors']} of "
+        f"{manifest['tested']} tested changes survive FDR at q={manifest['q']:g}[/] (suggestions "
+        f"{kinds['suggestion']['survivors']} of {kinds['suggestion']['tested']}, hand-offs {kinds['handoff']['survivors']} of "
+        f"{kinds['handoff']['tested']}; point in time: {manifest['survivors_point_in_time']})")
+    t = discoveries.read(lake)
+    if not table or t is None or not t.height:
+        return
+    import polars as pl
+
+    shown = t.sort([pl.col("improved"), pl.col("p_used")], descending=[True, False], nulls_last=True).head(TESTS_SHOWN)
+    tt = Table(title=f"tested changes (one-sided p of 'beats its baseline on the next month'; improved = survives FDR at "
+                     f"q={manifest['q']:g} among all {manifest['tested']}; point in time = among tests whose out-of-sample "
+                     "month ended no later)")
+    for col in ("kind", "strategy", "partition", "out-of-sample", "change", "p", "clears own bar", "adjusted p", "improved",
+                "improved (point in time)"):
+        tt.add_column(col, no_wrap=col != "change")
+    f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    for r in shown.iter_rows(named=True):
+        verdict = ("[green]yes[/]" if r["improved"] else "no") if r["in_family"] else "not tested"
+        tt.add_row(r["kind"], r["strategy"], f"{r['month']}|{r['symbol']}", r["oos_month"], r["change"] or "-", f(r["p_value"]),
+                   "yes" if r["clears_local_bar"] else "no", f(r["p_adjusted"]), verdict,
+                   ("yes" if r["improved_point_in_time"] else "no") if r["in_family"] else "-")
+    console.print(tt)
+    if t.height > TESTS_SHOWN:
+        console.print(f"  ... and {t.height - TESTS_SHOWN:,} more (DuckDB view `suggestions`, `handoffs`, `discoveries`)")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

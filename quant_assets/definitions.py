@@ -13,6 +13,7 @@ import dagster as dg
 from quant_assets.assets.backtests import backtest_assets
 from quant_assets.assets.funding import funding
 from quant_assets.assets.critiques import critique_asset, oos_asset
+from quant_assets.assets.discoveries import discoveries_asset
 from quant_assets.assets.metrics import metrics_asset
 from quant_assets.assets.reports import report_asset
 from quant_assets.assets.sensitivity import sensitivity_asset
@@ -41,6 +42,7 @@ ASSETS = [
     *(critique_asset(s) for s in SPECS.values()),
     *(oos_asset(s) for s in SPECS.values()),
     *research_assets(SPECS),
+    discoveries_asset(SPECS),
 ]
 
 #: Anthropic when ANTHROPIC_API_KEY is set, the offline rule critic otherwise. EnvVar keeps the

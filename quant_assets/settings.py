@@ -210,3 +210,24 @@ def ensure_dagster_home() -> Path:
     if not cfg.exists():
         cfg.write_text(_DAGSTER_YAML)
     return home
+
+
+FDR_Q_ENV = "QUANT_FDR_Q"
+DEFAULT_FDR_Q = 0.10
+
+
+def fdr_q() -> float:
+    """Level of the false-discovery control over every tested change (critiques' suggestions and
+    sweep hand-offs; :mod:`quant_assets.analytics.discoveries`): ``$QUANT_FDR_Q`` or 0.10, i.e.
+    at most 10% of the changes called improvements are expected to be noise. Read when the
+    definitions load (it is part of the ``discoveries`` asset's code version)."""
+    value = os.environ.get(FDR_Q_ENV)
+    if not value:
+        return DEFAULT_FDR_Q
+    try:
+        q = float(value)
+    except ValueError:
+        q = -1.0
+    if not 0.0 < q < 1.0:
+        raise ValueError(f"{FDR_Q_ENV}={value!r}: expected a level strictly between 0 and 1 (0.10 = 10%)")
+    return q

@@ -64,6 +64,10 @@ def _waits(lake: Lake, key: dg.AssetKey, symbol: str, month: str) -> bool:
 #: with a count of symbols as its ``symbol``.
 INPUTS = "inputs"
 
+#: The ``month`` (and ``symbol``) :func:`run_slices` yields for the run of the unpartitioned
+#: ledgers over the whole lake (``discoveries``: the false-discovery control over every test).
+LEDGER = "ledger"
+
 #: States that need no run: done, waiting for the next month, or not applicable to the data.
 SETTLED = ("materialized", "waiting", "n/a")
 
@@ -300,10 +304,12 @@ def run_slices(
     once month M+1 exists, a slice that reads an earlier month (a backtest warming up on M−1) is
     stale once that month was rebuilt, and so is the validation of M−1 once M's metrics were;
     then one run per symbol for its roll-ups (those that were not up to date, and all of them
-    where a slice ran). Yields (month, symbol, result) as runs finish; roll-up runs have
-    ``month == ALL_MONTHS``. A failed run does not stop the others, and no asset of a slice that
-    failed (or was skipped after a failure) runs again in the same call: one invocation never
-    runs a failing step twice."""
+    where a slice ran); last, one run of the unpartitioned ledgers (``discoveries``) when a slice
+    ran or they were never built or their code changed. Yields (month, symbol, result) as runs
+    finish; roll-up runs have ``month == ALL_MONTHS``, the ledgers' run ``month == symbol ==
+    LEDGER``. A failed run does not stop the others, and no asset of a slice that failed (or was
+    skipped after a failure) runs again in the same call: one invocation never runs a failing
+    step twice."""
     graph = defs.resolve_asset_graph()
     slice_keys = {s.asset for s in states if not s.is_rollup}
     # Per-symbol assets that slices read (venue_profile) run before the slices, the others
@@ -384,6 +390,29 @@ def run_slices(
             run_config=config,
         )
         yield ALL_MONTHS, symbol, result
+    ledgers = _ledgers_due(instance, graph, ran=bool(by_slice))
+    if ledgers:
+        result = dg.materialize(ASSETS, selection=dg.AssetSelection.assets(*ledgers), instance=instance,
+                                resources=resources or defs.resources, tags={"quant_assets/trigger": "sync"},
+                                raise_on_error=False, run_config=config)
+        yield LEDGER, LEDGER, result
+
+
+def _ledgers_due(instance: dg.DagsterInstance, graph, ran: bool) -> list[dg.AssetKey]:  # noqa: ANN001
+    """The unpartitioned assets over the whole lake (``discoveries``) to run at the end of a sync:
+    all of them when a slice ran (its tests may be new: they read only what changed), else those
+    never materialised or whose code version changed (a new ``$QUANT_FDR_Q``)."""
+    from dagster._core.definitions.data_version import CODE_VERSION_TAG
+
+    keys = sorted(k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable and graph.get(k).partitions_def is None)
+    if ran:
+        return keys
+    due = []
+    for key in keys:
+        latest = instance.fetch_materializations(key, limit=1).records
+        if not latest or latest[0].asset_materialization.tags.get(CODE_VERSION_TAG) != graph.get(key).code_version:
+            due.append(key)
+    return due
 
 
 def _is_input(graph, key: dg.AssetKey) -> bool:  # noqa: ANN001 - dagster's BaseAssetGraph

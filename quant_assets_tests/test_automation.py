@@ -281,6 +281,7 @@ def test_every_downstream_asset_carries_a_named_condition_and_the_automation_run
     assert labels.pop("ticks") is None  # the landing sensor drives ticks
     assert labels.pop("funding") is None  # and funding
     assert labels.pop("venue_profile") == "rebuild_venue_profiles"
+    assert labels.pop("discoveries") == "rebuild_ledger"  # unpartitioned, over every tested change
     assert set(labels.values()) == {"rebuild_stale_slices", "rebuild_rollups"}
     assert all(v == "rebuild_rollups" for k, v in labels.items() if k.startswith("report_"))
     states = {s.name: s.default_status for s in project_defs.sensors}

@@ -32,12 +32,15 @@ CHAIN = [f"{stage}_{s}" for s in STRATEGIES for stage in ("backtest", "sensitivi
 RESEARCH = ["bars_1m", "sweep_ema_cross", "agreement_ema_cross"]
 VALIDATIONS = [f"oos_validation_{s}" for s in STRATEGIES] + ["sweep_oos_ema_cross"]
 ROLLUPS = [f"report_{s}" for s in STRATEGIES] + ["factors_ema_cross", "factors_mean_reversion"]
+#: The unpartitioned ledger over every validation and hand-off: one request whenever one of them ran.
+LEDGER = {"discoveries": {"None"}}
 
 
 def _defs(specs=None) -> dg.Definitions:
     """The project's assets (as quant_assets.definitions lists them) built for ``specs``."""
     from quant_assets.assets.backtests import backtest_assets
     from quant_assets.assets.critiques import critique_asset, oos_asset
+    from quant_assets.assets.discoveries import discoveries_asset
     from quant_assets.assets.funding import funding
     from quant_assets.assets.metrics import metrics_asset
     from quant_assets.assets.reports import report_asset
@@ -49,7 +52,7 @@ def _defs(specs=None) -> dg.Definitions:
     assets = [ticks, funding, *backtest_assets(specs), *(sensitivity_asset(s) for s in specs.values()),
               *(metrics_asset(s) for s in specs.values()),
               *(report_asset(s) for s in specs.values()), *(critique_asset(s) for s in specs.values()),
-              *(oos_asset(s) for s in specs.values()), *research_assets(specs)]
+              *(oos_asset(s) for s in specs.values()), *research_assets(specs), discoveries_asset(specs)]
     return dg.Definitions(assets=assets, resources={"lake": LakeResource(), "critic": CriticResource()})
 
 
@@ -109,7 +112,8 @@ def _until_quiet(instance, defs: dg.Definitions, cursor: str, max_ticks: int = 4
             assert not seen.get(key, set()) & pks, f"{key} requested twice"
             seen.setdefault(key, set()).update(pks)
         with bulk.bulk_writes(instance):
-            bulk.report_done(instance, [(dg.AssetKey(k), pk) for k, pks in requested.items() for pk in pks], f"t{tick}")
+            bulk.report_done(instance, [(dg.AssetKey(k), None if pk == "None" else pk) for k, pks in requested.items() for pk in pks],
+                             f"t{tick}")
     raise AssertionError(f"still requesting after {max_ticks} ticks")
 
 
@@ -122,7 +126,7 @@ def test_a_new_month_for_every_symbol_requests_its_chain_then_the_validations_be
     # February's validations test on March; March's wait for April (missing)
     assert requested == {**{a: new for a in CHAIN + RESEARCH},
                          **{a: {f"2024-02|{s}" for s in SYMBOLS} for a in VALIDATIONS},
-                         **{a: set(SYMBOLS) for a in ROLLUPS}}
+                         **{a: set(SYMBOLS) for a in ROLLUPS}, **LEDGER}
 
 
 def test_a_changed_old_slice_of_one_symbol_rebuilds_only_that_slice_and_the_next_month_warmed_on_it(scale_instance):
@@ -137,7 +141,7 @@ def test_a_changed_old_slice_of_one_symbol_rebuilds_only_that_slice_and_the_next
     both = {f"2024-01|{symbol}", f"2024-02|{symbol}"}
     assert requested == {**{a: both for a in CHAIN + RESEARCH}, "bars_1m": {f"2024-01|{symbol}"},
                          **{a: {f"2024-01|{symbol}"} for a in VALIDATIONS},
-                         **{a: {symbol} for a in ROLLUPS}}
+                         **{a: {symbol} for a in ROLLUPS}, **LEDGER}
 
 
 def test_a_parameter_change_rebuilds_that_strategy_on_every_slice_and_nothing_else(scale_instance, tmp_path):
@@ -150,7 +154,8 @@ def test_a_parameter_change_rebuilds_that_strategy_on_every_slice_and_nothing_el
                          "critique_mean_reversion": every,
                          "oos_validation_mean_reversion": {f"2024-01|{s}" for s in SYMBOLS},  # February's waits for March
                          "report_mean_reversion": set(SYMBOLS),
-                         "factors_mean_reversion": set(SYMBOLS)}  # the factor analysis of its signal, with its lengths
+                         "factors_mean_reversion": set(SYMBOLS),  # the factor analysis of its signal, with its lengths
+                         **LEDGER}
 
 
 def test_an_analytics_version_change_rebuilds_metrics_and_what_follows_only(scale_instance, monkeypatch):
@@ -160,4 +165,4 @@ def test_an_analytics_version_change_rebuilds_metrics_and_what_follows_only(scal
     every = {f"{m}|{s}" for m in MONTHS for s in SYMBOLS}
     assert requested == {**{f"{stage}_{s}": every for s in STRATEGIES for stage in ("metrics", "critique")},
                          **{a: {f"2024-01|{s}" for s in SYMBOLS} for a in VALIDATIONS},
-                         **{f"report_{s}": set(SYMBOLS) for s in STRATEGIES}}
+                         **{f"report_{s}": set(SYMBOLS) for s in STRATEGIES}, **LEDGER}

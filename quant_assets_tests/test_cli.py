@@ -33,7 +33,9 @@ def test_sync_materialises_every_missing_slice_once(lake, instance, capsys):
     ]
     assert sorted(instance.get_dynamic_partitions("symbols")) == ["BTCUSDT", "ETHUSDT", "EURUSD"]
     runs = instance.get_runs(filters=dg.RunsFilter(tags={"quant_assets/trigger": "sync"}))
-    assert len(runs) == 1 + 3 + 3 and all(r.is_success for r in runs)  # the symbols' venue settings, a run per slice, then one per symbol for its roll-ups
+    # the symbols' venue settings, a run per slice, then one per symbol for its roll-ups, then the FDR ledger
+    assert len(runs) == 1 + 3 + 3 + 1 and all(r.is_success for r in runs)
+    assert "the FDR ledger over every tested change (discoveries) ok" in out
 
     # nothing changed: nothing to do
     assert main(["sync"]) == 0
@@ -92,6 +94,8 @@ def test_demo_end_to_end_in_a_subprocess(tmp_path):
     assert "realism sensitivity" in out.stdout
     assert "sweeps on bars" in out.stdout and "re-tested event-driven on the next month" in out.stdout
     assert "engine agreement" in out.stdout and "factor analysis of the strategies' signals" in out.stdout
+    # the false-discovery ledger judges January's tested suggestions and hand-offs
+    assert "tested changes survive FDR at q=0.1" in out.stdout and "tested changes (one-sided p" in out.stdout
     assert table.count("waiting") == 2 * 3 + 2
     assert (tmp_path / "home" / "dagster.yaml").read_text().count("enabled: false") == 1
 

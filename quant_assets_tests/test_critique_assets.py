@@ -12,6 +12,7 @@ import httpx2
 import polars as pl
 import pytest
 
+from quant_assets.analytics import discoveries
 from quant_assets.definitions import ASSETS
 from quant_assets.ingest.synthetic import SyntheticSpec, write_landing
 from quant_assets.lake import duck
@@ -75,8 +76,21 @@ def test_offline_critique_then_out_of_sample_validation_on_the_next_month_only(l
         assert oos_manifest["params"][row["name"]] == json.loads(row["value"])  # the suggestion, one change
         assert {k: v for k, v in oos_manifest["params"].items() if k != row["name"]} == {
             k: v for k, v in record["params"].items() if k != row["name"]}
-        assert row["p_better"] is None or 0.0 <= row["p_better"] <= 1.0
-    assert duck.connect(lake).sql("SELECT count(*) FROM suggestions").fetchall() == [(len(table),)]
+        assert row["tested"] and row["suggestion_index"] == k and row["local_bar"] == pytest.approx(0.05 / len(table))
+        assert (row["p_value"] is not None and 0.0 <= row["p_value"] <= 1.0) or row["reason"].startswith("no p-value: ")
+        assert row["clears_local_bar"] == (row["p_value"] is not None and row["p_value"] <= row["local_bar"])
+    assert duck.connect(lake).sql("SELECT count(*) FROM suggestions WHERE fdr_status LIKE 'not judged yet%' AND improved IS NULL"
+                                  ).fetchall() == [(len(table),)]
+    # the FDR ledger judges them: the view's improved is its verdict, the slice's own file is unchanged
+    before = (lake.oos_dir("ema_cross", "BTCUSDT", "2024-01") / "validation.parquet").read_bytes()
+    ledger = _run(instance, ["discoveries"], None)
+    assert ledger.success
+    (mat,) = ledger.asset_materializations_for_node("discoveries")
+    judged = pl.read_parquet(lake.discoveries_dir / "discoveries.parquet")
+    assert mat.metadata["summary"].value == f"{int(judged['improved'].sum())} of {len(table)} tested changes survive FDR at q=0.1"
+    view = duck.connect(lake).sql("SELECT suggestion_index, improved FROM suggestions ORDER BY suggestion_index").fetchall()
+    assert view == list(zip(judged.sort("test_index")["test_index"].to_list(), judged.sort("test_index")["improved"].to_list()))
+    assert (lake.oos_dir("ema_cross", "BTCUSDT", "2024-01") / "validation.parquet").read_bytes() == before
 
     # lineage: from the validation back to the landed files, every step current
     from quant_assets.lineage import trace
@@ -173,5 +187,10 @@ def test_a_suggestion_the_account_cannot_carry_is_recorded_as_untestable(lake, i
     path.write_text(json.dumps(record))
     assert _run(instance, ["oos_validation_ema_cross"], "2024-01|BTCUSDT").success
     (row,) = pl.read_parquet(lake.oos_dir("ema_cross", "BTCUSDT", "2024-01") / "validation.parquet").iter_rows(named=True)
-    assert row["improved"] is False and row["oos_candidate_sharpe"] is None
+    assert row["tested"] is False and row["p_value"] is None and row["oos_candidate_sharpe"] is None
+    assert row["clears_local_bar"] is False
     assert "cannot be run" in row["reason"] and "more than the account can carry" in row["reason"]
+    # the FDR ledger lists it but it is not in the family, and it never counts as an improvement
+    ledger = discoveries.run_discoveries(lake, 0.1)
+    assert ledger.manifest["tested"] == 0 and ledger.manifest["not_tested"] == 1
+    assert ledger.table["improved"].to_list() == [False]

@@ -231,6 +231,7 @@ def test_the_top_sweep_candidates_are_re_tested_event_driven_on_the_next_month(l
         # ema_cross signals on 1-minute bars, as the sweep: the candidate is the combination itself
         assert (event["fast_period"], event["slow_period"]) == (cand["fast_period"], cand["slow_period"])
         assert row["oos_candidate_sharpe"] is not None and row["oos_baseline_sharpe"] is not None and row["n_tested"] == 3
+        assert row["tested"] and row["local_bar"] == pytest.approx(0.05 / 3) and "improved" not in row  # the FDR ledger decides
         assert (lake.handoff_dir("ema_cross", "BTCUSDT", "2024-01") / "runs" / f"rank{cand['rank']}" / "2024-02" / "fills.parquet").exists()
     assert duck.connect(lake).execute("SELECT count(*) FROM handoffs").fetchone()[0] == 3
 

@@ -6,7 +6,8 @@
   trades is reshuffled (``quantstats.stats.montecarlo`` on trade returns on equity). A
   permutation cannot change the total return, so only path statistics are reported.
 * :func:`deflated_sharpe`: the probability that the true Sharpe ratio is above the best one
-  expected from ``n_trials`` tries of noise (vectorbt's returns accessor; with one trial it is
+  expected from ``n_trials`` tries of noise, scaled by the observed dispersion of Sharpe across
+  the trials where their returns are kept (vectorbt's returns accessor; with one trial it is
   the probabilistic Sharpe ratio against 0, from quantstats).
 * :func:`walk_forward`: rolling in-sample / out-of-sample windows of whole months with the
   parameters fixed: how the next month compares with the months before it.
@@ -26,6 +27,7 @@ import pandas as pd
 import polars as pl
 
 from quant_assets.analytics.returns import ReturnSeries, stitch
+from quant_assets.analytics.trial_sharpes import TrialSharpes
 
 #: Fewest daily returns for a bootstrap or a deflated Sharpe worth stating.
 MIN_DAYS = 10
@@ -129,13 +131,18 @@ def monte_carlo_drawdown(trade_returns: pd.Series, sims: int = 1000, seed: int =
     }
 
 
-def deflated_sharpe(daily: pd.Series, trading_days: int, n_trials: int) -> dict[str, Any]:
+def deflated_sharpe(daily: pd.Series, trading_days: int, n_trials: int,
+                    trial_sharpes: TrialSharpes | None = None) -> dict[str, Any]:
     """Deflated Sharpe ratio of the daily returns given ``n_trials`` parameter sets tried.
 
-    The variance of the Sharpe ratio across trials is not observed (the other trials' returns
-    are not kept), so the estimator's own variance under these returns stands in for it:
-    ``(1 - skew*SR + (kurt-1)/4*SR^2) / (T-1)`` per period (Bailey & López de Prado), in
-    annualised units as vectorbt expects.
+    The bar is the expected maximum Sharpe ratio of ``n_trials`` tries of noise, scaled by the
+    standard deviation of Sharpe ratios across trials (Bailey & López de Prado). That variance
+    is the **observed** one where the trials' returns are kept (``trial_sharpes``, annualised
+    daily Sharpe ratios over the same months: :mod:`quant_assets.analytics.trial_sharpes`);
+    otherwise the Sharpe estimator's own variance under these returns stands in for it,
+    ``(1 - skew*SR + (kurt-1)/4*SR^2) / (T-1)`` per period, and the output says so and why
+    (``var_sharpe_source`` = ``observed`` or ``estimator``, ``var_sharpe_reason``). Units: the
+    variance is of annualised Sharpe ratios, as vectorbt expects.
     """
     import quantstats as qs
     import vectorbt as vbt  # noqa: F401  (registers the .vbt accessor)
@@ -151,12 +158,26 @@ def deflated_sharpe(daily: pd.Series, trading_days: int, n_trials: int) -> dict[
             psr = _finite(qs.stats.probabilistic_sharpe_ratio(x, periods=trading_days))
             return {**out, "dsr": psr, "method": "one trial: probabilistic Sharpe ratio against 0 (quantstats)"}
         acc = x.vbt.returns(freq=pd.Timedelta(days=1), year_freq=pd.Timedelta(days=trading_days))
-        sr_p = float(x.mean() / x.std())
-        skew, kurt = float(x.skew()), float(x.kurt()) + 3.0
-        var_p = (1 - skew * sr_p + (kurt - 1) / 4 * sr_p**2) / (len(x) - 1)
-        dsr = acc.deflated_sharpe_ratio(nb_trials=n_trials, var_sharpe=var_p * acc.ann_factor)
-    result = {**out, "dsr": _finite(dsr), "var_sharpe_annual": var_p * trading_days,
-              "method": "vectorbt deflated_sharpe_ratio, var_sharpe = the Sharpe estimator's variance"}
+        if trial_sharpes is not None and trial_sharpes.var_annual is not None:
+            var_annual = trial_sharpes.var_annual
+            source = {"var_sharpe_source": "observed", "trials_observed": trial_sharpes.trials,
+                      "trials_observed_from": trial_sharpes.source, "trials_observed_months": trial_sharpes.months,
+                      "trials_observed_days": trial_sharpes.days,
+                      "months_without_trial_returns": trial_sharpes.missing,
+                      "method": (f"vectorbt deflated_sharpe_ratio, var_sharpe = the observed variance of the annualised "
+                                 f"daily Sharpe ratio across {trial_sharpes.trials} trials ({trial_sharpes.source}) "
+                                 f"over {len(trial_sharpes.months)} of the months")}
+        else:
+            sr_p = float(x.mean() / x.std())
+            skew, kurt = float(x.skew()), float(x.kurt()) + 3.0
+            var_annual = (1 - skew * sr_p + (kurt - 1) / 4 * sr_p**2) / (len(x) - 1) * trading_days
+            source = {"var_sharpe_source": "estimator",
+                      "var_sharpe_reason": (trial_sharpes.reason if trial_sharpes is not None
+                                            else "no trial returns were given"),
+                      "method": ("vectorbt deflated_sharpe_ratio, var_sharpe = the Sharpe estimator's variance "
+                                 "(the cross-trial variance is not observed)")}
+        dsr = acc.deflated_sharpe_ratio(nb_trials=n_trials, var_sharpe=var_annual)
+    result = {**out, "dsr": _finite(dsr), "var_sharpe_annual": _finite(var_annual), **source}
     if result["dsr"] is None:
         result["reason"] = ("undefined for these returns: with their skew and kurtosis the Sharpe estimator's "
                             "variance formula is not positive (vectorbt returned NaN)")

@@ -13,7 +13,10 @@ figures (``deployed``): the months' PnL paths end to end over the peak capital a
 Output at ``<lake>/reports/strategy=X/symbol=S/``:
 
 ``report.json``          metrics (with null reasons), trade stats, bootstrap, Monte Carlo,
-                         deflated Sharpe, walk-forward summary, months used
+                         deflated Sharpe (N = the trials ledger's parameter sets; the variance of
+                         Sharpe observed across the sweep's trials over the same months where
+                         their returns are kept, else the estimator's, with the reason),
+                         walk-forward summary, months used
 ``monthly.parquet``      one row per month: its headline numbers from its metric set
 ``daily.parquet``        the stitched curve by UTC day: return, equity (from the starting cash), drawdown
 ``walk_forward.parquet`` the in-sample / out-of-sample windows
@@ -35,7 +38,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from quant_assets.analytics import robustness
+from quant_assets.analytics import robustness, trial_sharpes
 from quant_assets.analytics.deployed import DeployedCapital, deployed_capital, deployed_metrics, stitch_deployed
 from quant_assets.analytics.periods import period_metrics
 from quant_assets.analytics.returns import SECONDS_PER_DAY, ReturnSeries, daily, sample_returns, stitch
@@ -44,6 +47,8 @@ from quant_assets.analytics.trades import table_trade_stats
 from quant_assets.lake.store import Lake, atomic_dir, file_sha256
 
 #: Bump when the roll-up or a robustness method changes (reports become stale, slices do not).
+#: 3: capital at risk beside the account figures; the deflated Sharpe uses the observed variance
+#: of Sharpe across the sweep's trials.
 ROLLUP_VERSION = "3"
 
 MONTHLY_COLUMNS = ("month", "pnl", "fees", "funding_pnl", "funding_status", "fidelity", "liquidated", "total_return", "sharpe",
@@ -174,7 +179,8 @@ def run_report(
         "bootstrap": robustness.bootstrap_ci(day, trading_days, settings.reps, seed=settings.seed),
         "monte_carlo": (robustness.monte_carlo_drawdown(trade_returns, settings.sims, seed=settings.seed)
                         if trade_returns is not None else {"observed_max_drawdown": None, "reason": "no trades"}),
-        "deflated_sharpe": robustness.deflated_sharpe(day, trading_days, n_trials),
+        "deflated_sharpe": robustness.deflated_sharpe(day, trading_days, n_trials,
+                                                      trial_sharpes.observed(lake, strategy, symbol, months, trading_days)),
         "walk_forward": wf_summary,
         "deployed": _deployed_summary(stitch_deployed(deployed)),
         "money": money_summary(pl.concat(monthly, how="diagonal_relaxed") if monthly else pl.DataFrame()),

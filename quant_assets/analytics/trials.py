@@ -1,10 +1,21 @@
 """The trials ledger: every parameter set each strategy implementation has been run with.
 
 A deflated Sharpe ratio needs the number of parameter sets tried before this one was kept;
-forgetting the failed tries is how backtests overfit. Each backtest records its (strategy
+forgetting the failed tries is how backtests overfit. A *distinct trial* is one parameter set of
+one implementation, whatever data it ran on: running the same set on another month or symbol
+evaluates the same try on more data, it is not another try. Each backtest records its (strategy
 implementation, parameter values) here, once per distinct set, so tuning ``ema_cross`` three
 times and adding a variant of it count four trials for the ``ema_cross`` family (variants share
-the implementation). A parameter sweep records its whole grid as one row with ``n_sets``.
+the implementation); the out-of-sample re-tests of critiques' suggestions and of sweep
+hand-offs record theirs the same way.
+
+A parameter sweep records its whole grid as one row with ``n_sets`` = its number of
+combinations (:func:`quant_assets.research.run.grid_trial`: the axes, the bar interval and the
+parameters the grid does not vary), once per grid: every slice of every symbol sweeps the same
+grid, so re-running or adding slices adds nothing, and changing the grid adds the new grid's
+full size. The counting errs on the side of more trials, never fewer: two grids that overlap
+count their shared combinations twice, and a hand-off's event-driven re-test of a grid
+combination is its own parameter set (lengths in quote updates, not bars).
 
 Each row says what kind of trial it is: ``parameters`` (a parameter set the strategy was run
 with: what the deflated Sharpe counts) or ``venue_sensitivity`` (a slice re-run under a scaled

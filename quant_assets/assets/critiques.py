@@ -57,7 +57,8 @@ def _cutoff_metadata(tc: dict) -> dict:
 def _results_md(t) -> str:
     if not len(t):
         return "no accepted suggestion to test"
-    cols = ("name", "value", "is_candidate_sharpe", "oos_baseline_sharpe", "oos_candidate_sharpe", "p_better", "improved")
+    cols = ("name", "value", "is_candidate_sharpe", "oos_baseline_sharpe", "oos_candidate_sharpe", "p_value", "local_bar",
+            "clears_local_bar")
     fmt = lambda v: "-" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
     rows = [" | ".join(fmt(r[c]) for c in cols) for r in t.iter_rows(named=True)]
     return "\n".join([" | ".join(cols), " | ".join("---" for _ in cols), *rows])
@@ -141,8 +142,10 @@ def oos_asset(spec: StrategySpec) -> dg.AssetsDefinition:
         output_required=False,
         description=(
             f"Out-of-sample test of the suggestions in `critique_{spec.name}` for month M: each is backtested on "
-            "M+1 (and on M for reference) and compared with the baseline on M+1, with a deflated-Sharpe-style bar "
-            "for the number of suggestions tried. Waits (materialises nothing) until M+1 exists. Output: "
+            "M+1 (and on M for reference) and compared with the baseline on M+1: a one-sided p-value of 'beats the "
+            "baseline' (Ledoit-Wolf Sharpe difference) and the slice's own bar (Bonferroni over its suggestions). "
+            "Whether a suggestion improved is decided by the FDR control over every tested change (`discoveries`). "
+            "Waits (materialises nothing) until M+1 exists. Output: "
             f"`oos/strategy={spec.name}/symbol=S/month=M/validation.parquet`; DuckDB view `suggestions`."
         ),
         metadata={"strategy": spec.name},
@@ -167,7 +170,8 @@ def oos_asset(spec: StrategySpec) -> dg.AssetsDefinition:
                 metadata={
                     "oos_month": out.manifest["oos_month"],
                     "suggestions_tested": dg.MetadataValue.int(len(t)),
-                    "improved_out_of_sample": dg.MetadataValue.int(int(t["improved"].sum()) if len(t) else 0),
+                    # local figures only: whether a suggestion improved is the FDR ledger's verdict (discoveries)
+                    "clear_local_bar": dg.MetadataValue.int(int(t["clears_local_bar"].sum()) if len(t) else 0),
                     "results": dg.MetadataValue.md(_results_md(t)),
                     "path": dg.MetadataValue.path(str(out.directory)),
                 },

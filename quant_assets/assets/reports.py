@@ -20,6 +20,7 @@ from quant_assets.analytics.rollup import ROLLUP_VERSION, RollupError, RollupSet
 from quant_assets.analytics.slice_metrics import ANALYTICS_VERSION, BacktestSliceError
 from quant_assets.lake import instruments as inst_mod
 from quant_assets.partitions import symbol_partitions
+from quant_assets.strategies.registry import SWEEP_GRIDS
 from quant_assets.strategies.spec import StrategySpec
 from resources import LakeResource
 
@@ -52,6 +53,8 @@ def report_asset(spec: StrategySpec) -> dg.AssetsDefinition:
         deps=[
             dg.AssetDep(f"metrics_{spec.name}", partition_mapping=BY_SYMBOL),
             dg.AssetDep(f"backtest_{spec.name}", partition_mapping=BY_SYMBOL),
+            # the sweep's kept trial returns give the deflated Sharpe its cross-trial variance
+            *([dg.AssetDep(f"sweep_{spec.name}", partition_mapping=BY_SYMBOL)] if spec.name in SWEEP_GRIDS else []),
         ],
         code_version=REPORT_CODE_VERSION,
         group_name="reports",
@@ -59,7 +62,8 @@ def report_asset(spec: StrategySpec) -> dg.AssetsDefinition:
         description=(
             f"`{spec.name}` on one symbol across all its months: stitched equity, the full metric set, a quantstats "
             "tearsheet, stationary-bootstrap intervals of Sharpe and CAGR, a Monte Carlo reshuffle of the trades' "
-            "drawdowns, the deflated Sharpe ratio given the parameter sets tried, and walk-forward in/out-of-sample "
+            "drawdowns, the deflated Sharpe ratio given the parameter sets tried (with the variance of Sharpe observed "
+            "across the sweep's trials where their returns are kept), and walk-forward in/out-of-sample "
             f"windows. Output: `reports/strategy={spec.name}/symbol=S/`."
         ),
         metadata={"strategy": spec.name},
@@ -98,6 +102,10 @@ def report_asset(spec: StrategySpec) -> dg.AssetsDefinition:
                 "mc_max_drawdown_p05_pct": _num(None if mc.get("p05") is None else 100 * mc["p05"]),
                 "deflated_sharpe": _num(dsr.get("dsr")),
                 "parameter_sets_tried": dg.MetadataValue.int(n_trials),
+                "deflated_sharpe_variance": (
+                    f"observed across {dsr['trials_observed']} trials" if dsr.get("var_sharpe_source") == "observed"
+                    else f"the Sharpe estimator's ({dsr['var_sharpe_reason']})" if dsr.get("var_sharpe_source")
+                    else dsr.get("method") or dsr.get("reason", "")),
                 "oos_sharpe_mean": _num(wf.get("oos_sharpe_mean")),
                 "is_sharpe_mean": _num(wf.get("is_sharpe_mean")),
                 "trades": dg.MetadataValue.int(int(m.get("trades") or 0)),

@@ -22,7 +22,7 @@ from quant_assets.partitions import WITH_PREVIOUS_MONTH, month_symbol_partitions
 from quant_assets.research.agreement import AGREEMENT_VERSION, run_agreement
 from quant_assets.research.factors import FACTOR_VERSION, SIGNAL_DEFS, FactorInputError, FactorSettings, run_factors
 from quant_assets.research.handoff import HANDOFF_VERSION, run_handoff
-from quant_assets.research.run import RESEARCH_VERSION, ResearchInputError, run_bars, run_sweep_slice
+from quant_assets.research.run import RESEARCH_VERSION, SWEEP_VERSION, ResearchInputError, run_bars, run_sweep_slice
 from quant_assets.research.sweep import GRIDS, SweepSettings
 from quant_assets.settings import AGREEMENT_TOLERANCE_ENV, agreement_tolerance, bar_intervals
 from quant_assets.strategies.registry import FACTOR_SIGNALS
@@ -92,7 +92,7 @@ def sweep_asset(spec: StrategySpec, interval: str) -> dg.AssetsDefinition:
         name=name,
         partitions_def=month_symbol_partitions,
         deps=[dg.AssetDep(f"bars_{interval}", partition_mapping=WITH_PREVIOUS_MONTH)],  # M−1's bars warm the sweep
-        code_version=f"sweep-v{RESEARCH_VERSION}-{interval}-" + "-".join(f"{a.name}:{a.start}:{a.stop}:{a.step}" for a in axes),
+        code_version=f"sweep-v{RESEARCH_VERSION}.{SWEEP_VERSION}-{interval}-" + "-".join(f"{a.name}:{a.start}:{a.stop}:{a.step}" for a in axes),
         group_name="research",
         kinds={"vectorbt", "parquet"},
         description=(
@@ -100,8 +100,11 @@ def sweep_asset(spec: StrategySpec, interval: str) -> dg.AssetsDefinition:
             + ", ".join(f"`{a.name}` {a.start:g} to {a.stop:g} by {a.step:g}" for a in axes)
             + f", lengths in {interval} bars) run with vectorbt on `bars_{interval}`, taker fees and the half "
             "spread paid on every switch; ranked by Sharpe with the deflated Sharpe of the top combinations "
-            "(number of trials = grid size) and Hansen's SPA p-value of the best against staying flat. Output: "
-            f"`sweeps/strategy={spec.name}/symbol=S/month=M/` (grid.parquet, summary.json, heatmap.png, manifest.json)."
+            "(number of trials = grid size) and Hansen's SPA p-value of the best against staying flat. The grid enters "
+            "the trials ledger once (n_sets = its combinations) and every combination's hourly returns are kept "
+            "(returns.parquet) for the roll-ups' deflated Sharpe. Output: "
+            f"`sweeps/strategy={spec.name}/symbol=S/month=M/` (grid.parquet, returns.parquet, summary.json, heatmap.png, "
+            "manifest.json)."
         ),
         metadata={"strategy": spec.name},
         automation_condition=rebuild_stale_slices(),
@@ -148,12 +151,12 @@ def sweep_asset(spec: StrategySpec, interval: str) -> dg.AssetsDefinition:
 
 
 def _handoff_md(t) -> str:
-    lines = ["| sweep rank | params (bars) | event-driven params | sweep Sharpe | OOS Sharpe | baseline OOS Sharpe | p | improved |",
+    lines = ["| sweep rank | params (bars) | event-driven params | sweep Sharpe | OOS Sharpe | baseline OOS Sharpe | p | clears own bar |",
              "|---:|---|---|---:|---:|---:|---:|---|"]
     f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     for r in t.iter_rows(named=True):
         lines.append(f"| {r['sweep_rank']} | `{r['sweep_params_bars']}` | `{r['event_params']}` | {f(r['sweep_sharpe'])} | "
-                     f"{f(r['oos_candidate_sharpe'])} | {f(r['oos_baseline_sharpe'])} | {f(r['p_better'])} | {r['improved']} |")
+                     f"{f(r['oos_candidate_sharpe'])} | {f(r['oos_baseline_sharpe'])} | {f(r['p_value'])} | {r['clears_local_bar']} |")
     return "\n".join(lines)
 
 
@@ -174,8 +177,9 @@ def handoff_asset(spec: StrategySpec) -> dg.AssetsDefinition:
         output_required=False,
         description=(
             f"The top combinations of `sweep_{spec.name}` for month M, re-tested event-driven on M+1 (and on M for "
-            "reference) against the current parameters on M+1, with the same noise bar as the critiques' "
-            "out-of-sample test; lengths in bars become quote updates by month M's quotes per bar. Waits "
+            "reference) against the current parameters on M+1, each one test like a critique's suggestion (one-sided "
+            "p-value, the slice's own bar; improved = survives the FDR control in `discoveries`); lengths in bars "
+            "become quote updates by month M's quotes per bar. Waits "
             f"(materialises nothing) until M+1 exists. Output: `handoffs/strategy={spec.name}/symbol=S/month=M/`; "
             "DuckDB view `handoffs`."
         ),
@@ -201,7 +205,8 @@ def handoff_asset(spec: StrategySpec) -> dg.AssetsDefinition:
                 metadata={
                     "oos_month": out.manifest["oos_month"],
                     "candidates": dg.MetadataValue.int(len(t)),
-                    "improved_out_of_sample": dg.MetadataValue.int(int(t["improved"].sum()) if len(t) else 0),
+                    # local figures only: whether a candidate improved is the FDR ledger's verdict (discoveries)
+                    "clear_local_bar": dg.MetadataValue.int(int(t["clears_local_bar"].sum()) if len(t) else 0),
                     "quotes_per_bar": dg.MetadataValue.float(out.manifest["quotes_per_bar"]),
                     "results": dg.MetadataValue.md(_handoff_md(t)),
                     "path": dg.MetadataValue.path(str(out.directory)),

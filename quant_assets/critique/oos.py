@@ -8,13 +8,17 @@ the published ``metrics_<strategy>`` slice of M+1 when it was run with the criti
 (else the baseline is re-run here). Candidate runs live under
 ``<lake>/oos/strategy=X/symbol=S/month=M/runs/`` and never touch the strategy's own slices.
 
-Whether a suggestion improved: a deflated-Sharpe-style test on M+1's grid returns. The bar is
-the baseline's Sharpe plus the best Sharpe that ``n`` tries of pure noise would be expected to
-reach (``n`` = suggestions tested for this critique; vectorbt's ``approx_exp_max_sharpe`` with
-the Sharpe estimator's variance); ``p_better`` is the probability the candidate's true Sharpe
-clears it (Bailey & López de Prado's statistic with the candidate's skew and kurtosis), and
-``improved`` means ``p_better >= level`` and a higher Sharpe. Every tested parameter set also
-enters the trials ledger, so the roll-ups' deflated Sharpe counts them.
+Each suggestion is one test of "the candidate beats its baseline out of sample": its
+``p_value`` is the one-sided p of Ledoit & Wolf's test of Sharpe(candidate) > Sharpe(baseline)
+on M+1's paired hourly returns (:mod:`quant_assets.analytics.sharpe_test`), unadjusted. ``tested`` is
+false for a suggestion the account could not run (no p-value: it was never tested). The
+slice keeps its local figures: ``local_bar`` = ``alpha / n_tested`` (Bonferroni over the
+critique's own ``n_tested`` suggestions, ``alpha`` = 0.05) and ``clears_local_bar``. Whether a
+suggestion *improved* is not decided here: it is whether it survives the false-discovery
+control over the whole ledger of tests (:mod:`quant_assets.analytics.discoveries`, asset
+``discoveries``), which the DuckDB view ``suggestions`` joins back. So this file never changes
+when later tests arrive. Every tested parameter set also enters the trials ledger, so the
+roll-ups' deflated Sharpe counts them.
 
 Output: ``validation.parquet`` (one row per suggestion) and ``manifest.json`` in
 ``<lake>/oos/strategy=X/symbol=S/month=M/``.
@@ -24,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -33,13 +36,18 @@ from typing import Any
 import polars as pl
 
 from quant_assets.analytics import trials
+from quant_assets.analytics.sharpe_test import METHOD, SharpeTest, sharpe_difference
 from quant_assets.analytics.returns import ReturnSeries, sample_returns
 from quant_assets.analytics.slice_metrics import compute, read_backtest
 from quant_assets.lake.store import Lake, atomic_dir, file_sha256
 from quant_assets.strategies.spec import ParamError, StrategySpec
 
 #: Bump when the validation procedure changes: every OOS slice becomes stale.
-OOS_VERSION = "1"
+#: 2: a one-sided p-value per test (Ledoit-Wolf), the local bar beside it, no ``improved``
+#: (the false-discovery control over the ledger decides it).
+OOS_VERSION = "2"
+#: Family-wise level of a slice's local bar (Bonferroni over its own suggestions).
+LOCAL_ALPHA = 0.05
 
 SCHEMA: dict[str, pl.DataType] = {
     "strategy": pl.String(), "symbol": pl.String(), "critique_month": pl.String(), "oos_month": pl.String(),
@@ -48,7 +56,8 @@ SCHEMA: dict[str, pl.DataType] = {
     "oos_baseline_sharpe": pl.Float64(), "oos_candidate_sharpe": pl.Float64(), "oos_delta_sharpe": pl.Float64(),
     "oos_baseline_return": pl.Float64(), "oos_candidate_return": pl.Float64(), "oos_delta_return": pl.Float64(),
     "oos_candidate_trades": pl.Int64(), "oos_candidate_max_drawdown": pl.Float64(),
-    "n_tested": pl.Int64(), "p_better": pl.Float64(), "improved": pl.Boolean(), "reason": pl.String(),
+    "suggestion_index": pl.Int64(), "tested": pl.Boolean(), "n_tested": pl.Int64(), "p_value": pl.Float64(), "local_bar": pl.Float64(),
+    "clears_local_bar": pl.Boolean(), "reason": pl.String(),
 }
 
 
@@ -72,30 +81,16 @@ def require_next_month(lake: Lake, strategy: str, symbol: str, month: str, what:
     return oos_month
 
 
-def p_better(candidate: ReturnSeries, baseline_sharpe_p: float, n_tested: int) -> float | None:
-    """Probability that the candidate's per-period Sharpe exceeds the baseline's plus the best of
-    ``n_tested`` noise tries (see the module docstring); None when undefined."""
-    from scipy.stats import kurtosis, skew
-    from vectorbt.returns.metrics import approx_exp_max_sharpe
-
-    r = candidate.returns.to_numpy()
-    if len(r) < 3 or r.std(ddof=1) == 0 or not math.isfinite(baseline_sharpe_p):
-        return None
-    sr = r.mean() / r.std(ddof=1)
-    g3, g4 = float(skew(r)), float(kurtosis(r, fisher=False))
-    denom = 1 - g3 * sr + (g4 - 1) / 4 * sr**2
-    if denom <= 0:
-        return None
-    var_sr = denom / (len(r) - 1)
-    bar = baseline_sharpe_p if n_tested <= 1 else float(approx_exp_max_sharpe(baseline_sharpe_p, var_sr, n_tested))
-    from scipy.stats import norm
-
-    return float(norm.cdf((sr - bar) * math.sqrt(len(r) - 1) / math.sqrt(denom)))
-
-
-def sharpe_p(rs: ReturnSeries) -> float:
-    r = rs.returns.to_numpy()
-    return float(r.mean() / r.std(ddof=1)) if len(r) > 2 and r.std(ddof=1) > 0 else float("nan")
+def local_verdict(test: SharpeTest, n_tested: int, alpha: float = LOCAL_ALPHA) -> dict[str, Any]:
+    """A test's local figures: its p-value, the slice's own bar (``alpha / n_tested``), whether
+    it clears it, and why in words."""
+    bar = alpha / max(1, n_tested)
+    if test.p_value is None:
+        return {"p_value": None, "local_bar": bar, "clears_local_bar": False, "reason": f"no p-value: {test.reason}"}
+    clears = test.p_value <= bar
+    return {"p_value": test.p_value, "local_bar": bar, "clears_local_bar": clears,
+            "reason": (f"p={test.p_value:.4f} {'<=' if clears else '>'} {bar:.4f} (alpha {alpha} over {n_tested} "
+                       f"tries); improved = survives the ledger's FDR control (see discoveries)")}
 
 
 def _fmt(v: Any) -> str:
@@ -137,7 +132,8 @@ def read_backtest_dir(directory: Path):
                          manifest, directory, pl.read_parquet(flows) if flows.exists() else None)
 
 
-def run_oos(lake: Lake, spec: StrategySpec, symbol: str, month: str, trading_days: int, level: float = 0.95) -> OosOutput:
+def run_oos(lake: Lake, spec: StrategySpec, symbol: str, month: str, trading_days: int,
+            alpha: float = LOCAL_ALPHA) -> OosOutput:
     """Validate the critique of (month, symbol) on the next month (see the module docstring).
     Raises :class:`WaitingForNextMonth` when M+1 is not there yet."""
     crit_path = lake.critique_dir(spec.name, symbol, month) / "critique.json"
@@ -173,12 +169,11 @@ def run_oos(lake: Lake, spec: StrategySpec, symbol: str, month: str, trading_day
             except ParamError as exc:
                 # A value inside the parameter's range that this account cannot carry (a notional
                 # past its leverage): the suggestion is tested as impossible, not as a failure.
-                rows.append(_untestable_row(spec, symbol, month, oos_month, critique, s, baseline_params, n, str(exc)))
+                rows.append(_untestable_row(spec, symbol, month, oos_month, critique, s, baseline_params, k, n, alpha, str(exc)))
                 continue
-            p = p_better(oos_sm.returns, sharpe_p(oos_base_rs), n)
+            test = sharpe_difference(oos_sm.returns, oos_base_rs)
             c_sharpe, b_sharpe = oos_sm.row["sharpe"], oos_base["sharpe"]
             delta = None if c_sharpe is None or b_sharpe is None else c_sharpe - b_sharpe
-            improved = bool(p is not None and p >= level and delta is not None and delta > 0)
             rows.append({
                 "strategy": spec.name, "symbol": symbol, "critique_month": month, "oos_month": oos_month,
                 "critic": critique["critic"], "name": s["name"], "value": _fmt(s["value"]),
@@ -189,17 +184,13 @@ def run_oos(lake: Lake, spec: StrategySpec, symbol: str, month: str, trading_day
                 "oos_delta_return": (None if oos_sm.row["total_return"] is None or oos_base["total_return"] is None
                                      else oos_sm.row["total_return"] - oos_base["total_return"]),
                 "oos_candidate_trades": oos_sm.row["trades"], "oos_candidate_max_drawdown": oos_sm.row["max_drawdown"],
-                "n_tested": n, "p_better": p, "improved": improved,
-                "reason": ("clears the baseline plus the noise bar for "
-                           f"{n} tries (p={p:.3f} >= {level})" if improved else
-                           "undefined: too few returns or no variance" if p is None else
-                           f"does not clear the bar (p={p:.3f} < {level}" + (", Sharpe not higher)" if not (delta or 0) > 0 else ")")),
+                "suggestion_index": k, "tested": True, "n_tested": n, **local_verdict(test, n, alpha),
             })
         table = pl.DataFrame(rows, schema=SCHEMA)
         lake.write_parquet(table, out / "validation.parquet")
         digest = file_sha256(out / "validation.parquet")
         manifest = {"strategy": spec.name, "symbol": symbol, "critique_month": month, "oos_month": oos_month,
-                    "oos_version": OOS_VERSION, "level": level, "suggestions": n,
+                    "oos_version": OOS_VERSION, "test": METHOD, "local_alpha": alpha, "suggestions": n,
                     "critique_sha256": file_sha256(crit_path), "baseline_backtest": lake.relative(_published(oos_bt.directory, out, final)),
                     "oos_ticks": lake.relative(lake.ticks_path(symbol, oos_month)),
                     "files": {"validation.parquet": digest}}
@@ -209,14 +200,16 @@ def run_oos(lake: Lake, spec: StrategySpec, symbol: str, month: str, trading_day
 
 
 def _untestable_row(spec: StrategySpec, symbol: str, month: str, oos_month: str, critique: dict, s: dict,
-                    baseline_params: dict, n: int, why: str) -> dict[str, Any]:
-    """The validation row of a suggestion the account could not run: no figures, not improved."""
-    row: dict[str, Any] = {k: None for k in SCHEMA}
+                    baseline_params: dict, k: int, n: int, alpha: float, why: str) -> dict[str, Any]:
+    """The validation row of a suggestion the account could not run: no figures, no p-value
+    (it was proposed, never tested: the false-discovery control leaves it out)."""
+    row: dict[str, Any] = {c: None for c in SCHEMA}
     row.update({
         "strategy": spec.name, "symbol": symbol, "critique_month": month, "oos_month": oos_month,
         "critic": critique["critic"], "name": s["name"], "value": _fmt(s["value"]),
         "baseline_value": _fmt(baseline_params.get(s["name"])), "hypothesis": s["hypothesis"],
-        "n_tested": n, "improved": False, "reason": f"cannot be run: {why}",
+        "suggestion_index": k, "tested": False, "n_tested": n, "local_bar": alpha / max(1, n), "clears_local_bar": False,
+        "reason": f"cannot be run: {why}",
     })
     return row
 

@@ -10,6 +10,14 @@ sees what every machine has pushed, not this machine's working copy.
 Views are created only for tables that have files (DuckDB refuses a glob that matches
 nothing). Hive keys that are also columns of the files (``metrics`` stores strategy, symbol
 and month in its row) are read from the files.
+
+``suggestions`` and ``handoffs`` are each slice's own figures (p-value, local bar) joined with
+the verdict of the false-discovery ledger (``discoveries``): ``improved`` = survives FDR at q
+over every tested change, with ``p_adjusted``, the point-in-time verdict and ``fdr_status``. A
+row the ledger has not judged yet (``discoveries`` not materialised since the slice was
+written) has ``improved`` null and says so in ``fdr_status``; nothing defaults to false. The
+join is in the view's one query: the slices' files are bound once, as for any other view (a
+view over a view would read every file's schema again: ~25 s at 100,000 files).
 """
 
 from __future__ import annotations
@@ -40,7 +48,9 @@ VIEWS: dict[str, tuple[str, tuple[str, ...]]] = {
     "suggestions": ("oos/strategy=*/symbol=*/month=*/validation.parquet", ("strategy", "symbol", "month")),
     "bars": ("bars/interval=*/symbol=*/month=*/*.parquet", ("interval", "symbol", "month")),
     "sweeps": ("sweeps/strategy=*/symbol=*/month=*/grid.parquet", ("strategy", "symbol", "month")),
+    "sweep_returns": ("sweeps/strategy=*/symbol=*/month=*/returns.parquet", ("strategy", "symbol", "month")),
     "handoffs": ("handoffs/strategy=*/symbol=*/month=*/handoff.parquet", ("strategy", "symbol", "month")),
+    "discoveries": ("discoveries/discoveries.parquet", ()),
     "factor_ic": ("factors/strategy=*/symbol=*/ic.parquet", ("strategy", "symbol")),
     "factor_samples": ("factors/strategy=*/symbol=*/samples.parquet", ("strategy", "symbol")),
     "agreements": ("agreements/strategy=*/symbol=*/month=*/agreement.parquet", ("strategy", "symbol", "month")),
@@ -56,6 +66,7 @@ def connect(lake: Lake, database: str = ":memory:") -> duckdb.DuckDBPyConnection
         remote.check()  # a misspelt bucket is named, not shown as a lake without tables
         con.register_filesystem(remote.fs)
         stored = list(remote.files())  # one listing for every view
+    judged: dict[str, str] = {}
     for name, (glob, keys) in VIEWS.items():
         if remote is not None:
             if not fnmatch.filter(stored, glob):
@@ -71,5 +82,49 @@ def connect(lake: Lake, database: str = ":memory:") -> duckdb.DuckDBPyConnection
             src = f"read_parquet('{pattern}', hive_partitioning = true, hive_types = {{{types}}}, union_by_name = true)"
         else:
             src = f"read_parquet('{pattern}')"
+        if name in JUDGED:
+            judged[name] = src  # made below, once it is known whether the ledger exists
+            continue
         con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM {src}")
+    for name, src in judged.items():
+        _judged_view(con, name, src, ledger="discoveries" in made(con))
     return con
+
+
+def made(con: duckdb.DuckDBPyConnection) -> set[str]:
+    """The views created on ``con``."""
+    return {r[0] for r in con.sql("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+
+
+#: view -> (the kind of its tests in ``discoveries``, slice column -> ledger column)
+JUDGED: dict[str, tuple[str, dict[str, str]]] = {
+    "suggestions": ("suggestion", {"strategy": "strategy", "symbol": "symbol", "critique_month": "month",
+                                   "suggestion_index": "test_index"}),
+    "handoffs": ("handoff", {"strategy": "strategy", "symbol": "symbol", "sweep_month": "month", "sweep_rank": "test_index"}),
+}
+#: The ledger's columns shown beside a slice's own (the FDR verdict).
+VERDICT: dict[str, str] = {"improved": "BOOLEAN", "p_adjusted": "DOUBLE", "improved_point_in_time": "BOOLEAN",
+                           "p_adjusted_point_in_time": "DOUBLE", "family_size": "BIGINT", "q": "DOUBLE"}
+
+
+def _judged_view(con: duckdb.DuckDBPyConnection, name: str, src: str, ledger: bool) -> None:
+    """``suggestions`` or ``handoffs``: the slices' rows with the FDR ledger's verdict (see the
+    module docstring). The join also matches the p-value, so a slice re-run since the ledger's
+    last run is shown as not judged yet rather than with its previous verdict. Slices written
+    before the ledger carry their own (old) ``improved``: the ledger's replaces it."""
+    kind, keys = JUDGED[name]
+    local = f"(SELECT COLUMNS(lambda c: c NOT IN ({', '.join(repr(c) for c in VERDICT)})) FROM {src}) s"
+    nulls = ", ".join(f"NULL::{t} AS {c}" for c, t in VERDICT.items())
+    waiting = "'not judged yet: materialise discoveries'"
+    if ledger:
+        on = " AND ".join(f"s.{a} = d.{b}" for a, b in keys.items())
+        try:
+            con.execute(
+                f"CREATE OR REPLACE VIEW {name} AS SELECT s.*, {', '.join(f'd.{c}' for c in VERDICT)}, "
+                f"CASE WHEN d.kind IS NULL THEN {waiting} WHEN NOT d.in_family THEN 'not tested (the candidate could not run)' "
+                f"ELSE 'judged' END AS fdr_status FROM {local} "
+                f"LEFT JOIN (SELECT * FROM discoveries WHERE kind = '{kind}') d ON {on} AND s.p_value IS NOT DISTINCT FROM d.p_value")
+            return
+        except duckdb.BinderException:
+            pass  # every slice predates the ledger (no test index, no p-value): nothing to join on
+    con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT s.*, {nulls}, {waiting} AS fdr_status FROM {local}")

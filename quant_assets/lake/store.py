@@ -20,6 +20,7 @@ Layout (hive-style, readable by DuckDB, Polars and pyarrow without our code)::
     <root>/critiques/strategy=X/symbol=S/month=M/        prompt.json, critique.json, manifest.json
     <root>/critiques/_cache/<model>/<prompt sha>.json    answers by prompt and model (never pay twice)
     <root>/oos/strategy=X/symbol=S/month=M/              validation.parquet, manifest.json, runs/ (candidate backtests)
+    <root>/discoveries/                                  discoveries.parquet (FDR over every tested change), manifest.json, sources.parquet
     <root>/.scratch, <root>/.locks                       private working space
 
 Writes go to a hidden temporary file in the destination folder, are fsynced, then renamed
@@ -349,6 +350,11 @@ class Lake:
     @property
     def trials_path(self) -> Path:
         return self.root / "trials" / "trials.parquet"
+
+    @property
+    def discoveries_dir(self) -> Path:
+        """The false-discovery ledger over every tested change (one folder, published whole)."""
+        return self.root / "discoveries"
 
     # ---- manifest, instruments, private space ---------------------------------------
     @property

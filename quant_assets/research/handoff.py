@@ -2,10 +2,12 @@
 
 The sweep of month M ranks its grid on bars; its top K combinations become parameter sets of
 the event-driven strategy and are backtested on M+1 (out of sample) with the real engine, and
-on M for reference, next to the strategy's current parameters on M+1 (the baseline). The
-same bar as the critiques' out-of-sample test decides "improved": the candidate's per-period
-Sharpe must beat the baseline's plus the expected best of K noise tries
-(:func:`quant_assets.critique.oos.p_better`).
+on M for reference, next to the strategy's current parameters on M+1 (the baseline). Each
+candidate is one test, as a critique's suggestion is: the one-sided p-value of "its Sharpe on
+M+1 beats the baseline's" (:mod:`quant_assets.analytics.sharpe_test`), with the slice's local
+bar (``alpha / K``, Bonferroni over its K candidates) beside it. "Improved" is decided by the
+false-discovery control over the whole ledger of tests (asset ``discoveries``), which the
+DuckDB view ``handoffs`` joins back; this file never changes when later tests arrive.
 
 Units: the vectorised form counts EMA lengths in bars of the sweep's interval. An event-driven
 strategy whose signal runs on time bars of the same interval (``ema_cross`` with ``bar_s`` =
@@ -28,11 +30,14 @@ import polars as pl
 
 from quant_assets.analytics.returns import sample_returns
 from quant_assets.analytics.slice_metrics import read_backtest
-from quant_assets.critique.oos import p_better, period_row, require_next_month, run_and_measure, sharpe_p
+from quant_assets.analytics.sharpe_test import METHOD, sharpe_difference
+from quant_assets.critique.oos import LOCAL_ALPHA, local_verdict, period_row, require_next_month, run_and_measure
 from quant_assets.lake.store import Lake, atomic_dir, file_sha256
 from quant_assets.research.run import quotes_per_bar, read_sweep
 from quant_assets.strategies.spec import ParamError, StrategySpec
 
+#: 2: a one-sided p-value per candidate and the local bar ("improved" moved to the FDR ledger);
+#: lengths taken as they are for a strategy that signals on bars of the sweep's interval.
 HANDOFF_VERSION = "2"
 #: Parameters the vectorised form counts in bars and the event-driven strategy in quote updates.
 BAR_LENGTH_PARAMS = ("fast_period", "slow_period")
@@ -42,8 +47,8 @@ SCHEMA: dict[str, pl.DataType] = {
     "sweep_rank": pl.Int64(), "sweep_params_bars": pl.String(), "event_params": pl.String(),
     "sweep_sharpe": pl.Float64(), "sweep_deflated_sharpe": pl.Float64(), "is_event_sharpe": pl.Float64(),
     "oos_baseline_sharpe": pl.Float64(), "oos_candidate_sharpe": pl.Float64(), "oos_candidate_return": pl.Float64(),
-    "oos_candidate_trades": pl.Int64(), "n_tested": pl.Int64(), "p_better": pl.Float64(), "improved": pl.Boolean(),
-    "reason": pl.String(),
+    "oos_candidate_trades": pl.Int64(), "tested": pl.Boolean(), "n_tested": pl.Int64(), "p_value": pl.Float64(),
+    "local_bar": pl.Float64(), "clears_local_bar": pl.Boolean(), "reason": pl.String(),
 }
 
 
@@ -71,7 +76,8 @@ def to_event_params(spec: StrategySpec, bar_params: dict[str, Any], quotes_per_b
     return out
 
 
-def run_handoff(lake: Lake, spec: StrategySpec, symbol: str, month: str, trading_days: int, level: float = 0.95) -> HandoffOutput:
+def run_handoff(lake: Lake, spec: StrategySpec, symbol: str, month: str, trading_days: int,
+                alpha: float = LOCAL_ALPHA) -> HandoffOutput:
     """Re-test the top combinations of the sweep of (month, symbol) on the next month."""
     summary_path, summary, bars = read_sweep(lake, spec.name, symbol, month)
     oos_month = require_next_month(lake, spec.name, symbol, month, "the hand-off")
@@ -97,27 +103,23 @@ def run_handoff(lake: Lake, spec: StrategySpec, symbol: str, month: str, trading
             try:
                 candidate = spec.with_values(event)
             except ParamError as exc:
-                rows.append({**row, "improved": False, "reason": f"not a valid event-driven parameter set: {exc}"})
+                rows.append({**row, "tested": False, "local_bar": alpha / max(1, n), "clears_local_bar": False,
+                             "reason": f"not a valid event-driven parameter set: {exc}"})
                 continue
             tag = f"rank{cand['rank']}"
             is_sm = run_and_measure(lake, candidate, symbol, month, out / "runs" / tag / month, trading_days)
             oos_sm = run_and_measure(lake, candidate, symbol, oos_month, out / "runs" / tag / oos_month, trading_days)
-            p = p_better(oos_sm.returns, sharpe_p(base_rs), n)
-            c, b_ = oos_sm.row["sharpe"], base["sharpe"]
-            improved = bool(p is not None and p >= level and c is not None and b_ is not None and c > b_)
+            test = sharpe_difference(oos_sm.returns, base_rs)
             rows.append({
-                **row, "is_event_sharpe": is_sm.row["sharpe"], "oos_candidate_sharpe": c,
+                **row, "is_event_sharpe": is_sm.row["sharpe"], "oos_candidate_sharpe": oos_sm.row["sharpe"],
                 "oos_candidate_return": oos_sm.row["total_return"], "oos_candidate_trades": oos_sm.row["trades"],
-                "p_better": p, "improved": improved,
-                "reason": (f"beats the baseline plus the noise bar for {n} tries (p={p:.3f} >= {level})" if improved
-                           else "undefined: too few returns or no variance" if p is None
-                           else f"does not clear the bar (p={p:.3f} < {level})"),
+                "tested": True, **local_verdict(test, n, alpha),
             })
         table = pl.DataFrame(rows, schema=SCHEMA)
         lake.write_parquet(table, out / "handoff.parquet")
         digest = file_sha256(out / "handoff.parquet")
         manifest = {"strategy": spec.name, "symbol": symbol, "sweep_month": month, "oos_month": oos_month,
-                    "handoff_version": HANDOFF_VERSION, "quotes_per_bar": qpb, "level": level,
+                    "handoff_version": HANDOFF_VERSION, "quotes_per_bar": qpb, "test": METHOD, "local_alpha": alpha,
                     "sweep_summary_sha256": file_sha256(summary_path), "files": {"handoff.parquet": digest}}
         lake.write_json(manifest, out / "manifest.json")
     return HandoffOutput(final, table, manifest, hashlib.sha256(digest.encode()).hexdigest()[:24])

@@ -2,8 +2,14 @@
 
 Bars: ``bars/interval=I/symbol=S/month=M/part-0.parquet`` (one atomic file). Sweeps:
 ``sweeps/strategy=X/symbol=S/month=M/`` with ``grid.parquet`` (every combination, ranked),
+``returns.parquet`` (every combination's hourly returns: :mod:`quant_assets.research.sweep_returns`),
 ``summary.json`` (top candidates, deflated Sharpe, SPA p-value), ``heatmap.png`` and
 ``manifest.json``, published as one folder.
+
+A sweep records its grid in the trials ledger (:mod:`quant_assets.analytics.trials`) as one
+trial row with ``n_sets`` = its number of combinations, keyed by the implementation, the grid's
+axes, the bar interval and the parameters the grid does not vary: sweeping another month or
+symbol, or re-running a slice, tries no new parameter set and adds nothing.
 """
 
 from __future__ import annotations
@@ -16,14 +22,18 @@ from typing import Any
 
 import polars as pl
 
+from quant_assets.analytics import trials
 from quant_assets.lake.store import Lake, atomic_dir, file_sha256
+from quant_assets.research import sweep_returns
 from quant_assets.research.bars import build_bars, parse_interval
 from quant_assets.research.sweep import GRIDS, SweepSettings, history_needed, quote_bars, run_sweep
-from quant_assets.strategies.spec import StrategySpec
+from quant_assets.strategies.spec import Axis, StrategySpec
 
 #: 2: bars on the receive clock, left-open, with their first quote; sweeps execute at the next
 #: bar's first quote, in whole lots, after a warm-up on the previous month's last bars.
 RESEARCH_VERSION = "2"
+#: Bump when a sweep slice's stored outputs change (bars are not affected): 2 adds returns.parquet.
+SWEEP_VERSION = "2"
 
 
 class ResearchInputError(ValueError):
@@ -98,6 +108,15 @@ def history_bars(lake: Lake, interval: str, symbol: str, month: str, count: int)
     return tail, {"from_month": prev, "bars": tail.height, "status": status, "wanted": count, "sha256": file_sha256(path)}
 
 
+def grid_trial(spec: StrategySpec, axes: tuple[Axis, ...], interval: str) -> dict[str, Any]:
+    """The trials-ledger identity of a sweep grid: its axes (lengths in bars of ``interval``)
+    and the values of the parameters it does not vary. Two sweeps with the same identity try
+    the same parameter sets, whatever month or symbol they run on."""
+    names = {a.name for a in axes}
+    return {"sweep_grid": [{"name": a.name, "start": a.start, "stop": a.stop, "step": a.step} for a in axes],
+            "bar_interval": interval, "fixed": {k: v for k, v in spec.resolved().items() if k not in names}}
+
+
 def run_sweep_slice(lake: Lake, spec: StrategySpec, symbol: str, month: str, fee: float, trading_days: int,
                     starting_cash: float, interval: str = "1m", settings: SweepSettings = SweepSettings(),
                     lot: float | None = None) -> SweepOutput:
@@ -117,13 +136,21 @@ def run_sweep_slice(lake: Lake, spec: StrategySpec, symbol: str, month: str, fee
     summary = {**result.summary, "strategy": spec.name, "symbol": symbol, "month": month, "interval": interval,
                "bars_sha256": file_sha256(path), "research_version": RESEARCH_VERSION, "history": warm}
     out = lake.sweep_dir(spec.name, symbol, month)
+    files = ["grid.parquet", "summary.json"]
     with lake.lock(f"sweep-{spec.name}-{symbol}-{month}"), atomic_dir(out, "sweep") as new:
         lake.write_parquet(result.table, new / "grid.parquet")
         lake.write_json(summary, new / "summary.json")
+        if result.summary["combinations"]:  # a slice too short to rank has no returns to keep
+            lake.write_parquet(sweep_returns.returns_frame(result.hours, result.hourly), new / sweep_returns.FILE)
+            files.append(sweep_returns.FILE)
         if png:
             (new / "heatmap.png").write_bytes(png)
-        hashes = {n: file_sha256(new / n) for n in ("grid.parquet", "summary.json")}
+        hashes = {n: file_sha256(new / n) for n in files}
         lake.write_json({"strategy": spec.name, "symbol": symbol, "month": month, "files": hashes,
-                         "bars_path": lake.relative(path)}, new / "manifest.json")
+                         "bars_path": lake.relative(path), "sweep_version": SWEEP_VERSION}, new / "manifest.json")
+    if result.summary["combinations"]:
+        # After the publish: a sweep that failed to publish tried nothing anyone can see.
+        trials.record(lake, spec.impl, spec.name, grid_trial(spec, GRIDS[spec.name], interval),
+                      n_sets=int(result.summary["combinations"]))
     version = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:24]
     return SweepOutput(out, result.table, summary, png, version)

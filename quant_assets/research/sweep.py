@@ -68,6 +68,10 @@ class SweepResult:
     table: pl.DataFrame  # one row per combination, ranked
     summary: dict[str, Any]
     hourly: np.ndarray = field(repr=False)  # hours × combinations, returns (for the SPA test)
+    #: Start of each row's UTC hour (int64 ns): ``hourly[i]`` is the return over hour ``hours[i]``
+    #: (value at its last bar over the value at the previous hour's last bar; the first hour
+    #: over the starting cash). Hours without a bar have no row.
+    hours: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64), repr=False)
 
 
 def combinations(spec: StrategySpec, axes: tuple[Axis, ...]) -> list[dict[str, Any]]:
@@ -345,7 +349,9 @@ def run_sweep(bars: pl.DataFrame, spec: StrategySpec, fee: float, trading_days: 
                     "execution": "next bar's first quote (ask to buy, bid to sell)",
                     "warmup": {"history_bars": path.history, "combinations_waiting_in_month": cold,
                                "longest_wait_bars": int(max(0, starts.max() - path.history))}})
-    return SweepResult(table, summary, hourly)
+    # The month's hours only (the history is warm-up, never traded): hours[i] labels hourly[i].
+    hours = np.unique(index.to_numpy().astype("datetime64[h]")).astype("datetime64[ns]").astype(np.int64)
+    return SweepResult(table, summary, hourly, hours)
 
 
 def _sweep_chunks(combos, fasts, slows, first_input, starts, path: BarPath, index, freq, fee, starting_cash, ann_factor,
