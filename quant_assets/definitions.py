@@ -20,6 +20,7 @@ from quant_assets.assets.sensitivity import sensitivity_asset
 from quant_assets.assets.research import research_assets
 from quant_assets.assets.ticks import ticks
 from quant_assets.assets.venues import venue_profile_asset
+from quant_assets.assets.walkforward import walkforward_assets
 from quant_assets.lake import instruments as inst_mod
 from quant_assets.venues import profile as venue_profiles
 from quant_assets.strategies import registry
@@ -42,6 +43,7 @@ ASSETS = [
     *(critique_asset(s) for s in SPECS.values()),
     *(oos_asset(s) for s in SPECS.values()),
     *research_assets(SPECS),
+    *walkforward_assets(SPECS),
     discoveries_asset(SPECS),
 ]
 
