@@ -192,7 +192,7 @@ def _print_tables(lake, states) -> None:
     stages = ("backtest", "sensitivity", "metrics", "critique", "oos_validation")
     table = Table(title=f"slices of lake {lake.location}  (per strategy: backtest / realism sensitivity / metrics / critique / "
                         "out-of-sample validation)")
-    research = sorted({a for (_, _, a) in by_key if a.startswith(("bars_", "sweep_", "agreement_"))})
+    research = sorted({a for (_, _, a) in by_key if a.startswith(("bars_", "sweep_", "agreement_", "wf_fold_"))})
     table.add_column("partition", no_wrap=True)
     table.add_column("ticks", no_wrap=True)
     for strategy in strategies:
@@ -207,7 +207,7 @@ def _print_tables(lake, states) -> None:
     _print_not_applicable(states)
     _print_sensitivity(lake, strategies, sorted({(s.month, s.symbol) for s in states if not s.is_rollup}))
     if research:
-        extra = Table(title="research slices (bars, vectorised sweeps, engine agreement, hand-offs)")
+        extra = Table(title="research slices (bars, vectorised sweeps, engine agreement, hand-offs, walk-forward folds)")
         extra.add_column("partition", no_wrap=True)
         for a in research:
             extra.add_column(a, no_wrap=True)
@@ -318,20 +318,21 @@ def _print_sweeps(lake) -> None:
     if agreements:
         import polars as pl
 
-        ag = Table(title="engine agreement: the sweep's best, vectorised on bars vs event-driven on ticks (same month; "
-                         "gaps relative, see README)")
-        for col in ("strategy", "partition", "params (bars)", "orders vec/event", "fees vec/event", "PnL vec/event", "agree"):
+        ag = Table(title="engine agreement: the sweep's best, the same strategy vectorised on bars and event-driven on "
+                         "ticks (same month); the PnL gap split into execution: latency, spread, size, fees, unmatched orders")
+        for col in ("strategy", "partition", "params (bars)", "orders vec/event", "PnL vec/event",
+                    "latency / spread / size / fees / unmatched", "same signal"):
             ag.add_column(col, no_wrap=True)
         for path in agreements:
             for r in pl.read_parquet(path).iter_rows(named=True):
                 if r["vector_orders"] is None:
                     continue
-                ag.add_row(r["strategy"], f"{r['month']}|{r['symbol']}",
-                           _compact(r["params_bars"]),
-                           f"{r['vector_orders']}/{r['event_orders']}", f"{r['vector_fees']:.0f}/{r['event_fees']:.0f}",
-                           f"{r['vector_pnl']:+.0f}/{r['event_pnl']:+.0f}",
-                           "yes" if r["agree"] else f"no ({max(r['orders_gap'], r['fees_gap'], r['pnl_gap']):.0%})")
+                ag.add_row(r["strategy"], f"{r['month']}|{r['symbol']}", _compact(r["params_bars"]),
+                           f"{r['vector_orders']}/{r['event_orders']}", f"{r['vector_pnl']:+.0f}/{r['event_pnl']:+.0f}",
+                           " / ".join(f"{r[f'gap_{c}']:+.0f}" for c in ("latency", "spread", "size", "fees", "unmatched")),
+                           "yes" if r["agree"] else f"no: {r['reason']}")
         console.print(ag)
+    _print_walkforward(lake)
     factors = sorted(lake.root.glob("factors/strategy=*/symbol=*/report.json"))
     if factors:
         fa = Table(title="factor analysis of the strategies' signals (alphalens; IC = Spearman of the signal with the "
@@ -372,6 +373,37 @@ def _print_sweeps(lake) -> None:
                            f(r["oos_baseline_sharpe"]), "-" if r.get("p_value") is None else f"{r['p_value']:.3f}",
                            verdicts.get(key, "not judged yet"))
         console.print(ho)
+
+
+def _print_walkforward(lake) -> None:
+    """Every walk-forward fold (choice in sample, result out of sample) and each symbol's
+    stitched efficiency."""
+    import json
+
+    import polars as pl
+
+    folds = sorted(lake.root.glob("wf_folds/strategy=*/symbol=*/month=*/fold.parquet"))
+    if not folds:
+        return
+    f = lambda v, fmt=".2f": "-" if v is None else format(v, fmt)  # noqa: E731
+    wf = Table(title="walk-forward optimisation: per fold, the grid's best deflated Sharpe on the months before, run "
+                     "event-driven on the fold's month (WFE = OOS Sharpe / IS Sharpe)")
+    for col in ("strategy", "symbol", "OOS month", "in sample", "chosen (bars)", "IS Sharpe", "IS deflated", "OOS Sharpe",
+                "OOS return", "WFE"):
+        wf.add_column(col, no_wrap=True)
+    for path in folds:
+        strategy = path.parts[-4].removeprefix("strategy=")
+        symbol = path.parts[-3].removeprefix("symbol=")
+        for r in pl.read_parquet(path).iter_rows(named=True):
+            wf.add_row(strategy, symbol, r["oos_month"], r["in_sample"], _compact(r["params_bars"]), f(r["is_sharpe"]),
+                       f(r["is_deflated_sharpe"]), f(r["oos_sharpe"]), _pct(r["oos_return"]), f(r["wfe"]))
+    console.print(wf)
+    for path in sorted(lake.root.glob("walkforward/strategy=*/symbol=*/report.json")):
+        r = json.loads(path.read_text())
+        console.print(f"walk-forward {r['strategy']} on {r['symbol']}: {r['folds']} fold(s), stitched OOS Sharpe "
+                      f"{f(r.get('oos_sharpe_hourly'))}, mean IS Sharpe {f(r.get('is_sharpe_mean'))}, efficiency "
+                      f"{f(r.get('walk_forward_efficiency'))}"
+                      + (f" ({r['walk_forward_efficiency_reason']})" if r.get("walk_forward_efficiency_reason") else ""))
 
 
 def _verdicts(lake, kind: str) -> dict[tuple, str]:
