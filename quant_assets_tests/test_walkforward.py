@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from scipy.stats import kurtosis, norm, skew
 
-from quant_assets.research.walkforward import NoInSample, WalkForwardSettings, choose, hourly_sharpe
+from quant_assets.research.walkforward import NoInSample, WalkForwardSettings, choose, efficiency, hourly_sharpe
 
 MONTHS = ("2024-01", "2024-02", "2024-03")
 WF = {"ticks", "funding", "venue_profile", "bars_1m", "sweep_ema_cross", "wf_fold_ema_cross", "walkforward_ema_cross"}
@@ -37,6 +37,11 @@ def test_the_choice_is_the_highest_deflated_sharpe_of_the_grid():
     assert c.sharpe_rank == 1 + int(np.sum(sr > sr[c.index]))
     with pytest.raises(NoInSample, match="no combination has in-sample returns with variance"):
         choose(np.zeros((10, 3)), 365)
+
+
+def test_the_efficiency_is_no_ratio_to_a_sharpe_near_zero():
+    assert efficiency(1.0, 2.0) == 0.5 and efficiency(-1.0, 0.5) == -2.0
+    assert efficiency(-4.0, 0.001) is None and efficiency(1.0, -1.0) is None and efficiency(None, 2.0) is None
 
 
 def test_settings_come_from_the_environment(monkeypatch):

@@ -18,8 +18,9 @@ A fold is one out-of-sample month M of one strategy on one symbol:
 Per fold (``fold.parquet``, one row; ``oos/`` the out-of-sample run): the months read, the
 choice with its in-sample Sharpe and deflated Sharpe, and the out-of-sample Sharpe (hourly
 returns of the equity, annualised like the in-sample ones: ``sqrt(24 × trading_days)``),
-return, PnL and trades; the fold's walk-forward efficiency = OOS Sharpe / IS Sharpe (null when
-the in-sample Sharpe is not positive: a ratio to a loss has no meaning).
+return, PnL and trades; the fold's walk-forward efficiency = OOS Sharpe / IS Sharpe, null when the
+in-sample Sharpe is below :data:`MIN_IS_SHARPE` (a ratio to a loss, or to a Sharpe near zero,
+says nothing: an IS Sharpe of 0.001 turned an OOS Sharpe of -4 into an "efficiency" of -5,000).
 
 :func:`run_walkforward` stitches every fold of a symbol (the out-of-sample curve chained month
 to month, as the roll-ups chain backtests): its metric set on daily returns, the walk-forward
@@ -46,6 +47,8 @@ from quant_assets.lake.store import Lake, atomic_dir, file_sha256
 from quant_assets.strategies.spec import ParamError, StrategySpec
 
 WF_VERSION = "1"
+#: Smallest in-sample Sharpe (annualised) a walk-forward efficiency is computed against.
+MIN_IS_SHARPE = 0.5
 SETTINGS_ENV = "QUANT_WALKFORWARD"
 
 FOLD_SCHEMA: dict[str, pl.DataType] = {
@@ -151,6 +154,13 @@ def choose(returns: np.ndarray, trading_days: int) -> Choice:
                   float(dsr[best]) if np.isfinite(dsr[best]) else None, rank, n, var)
 
 
+def efficiency(oos_sharpe: float | None, is_sharpe: float | None) -> float | None:
+    """OOS Sharpe / IS Sharpe, or None where the in-sample Sharpe is below :data:`MIN_IS_SHARPE`."""
+    if oos_sharpe is None or is_sharpe is None or is_sharpe < MIN_IS_SHARPE:
+        return None
+    return oos_sharpe / is_sharpe
+
+
 def hourly_sharpe(equity: pl.DataFrame, interval_s: float, trading_days: int) -> tuple[float | None, int]:
     """(annualised Sharpe of the equity's hourly returns, hours): the in-sample figures' basis."""
     from quant_assets.analytics.returns import sample_returns
@@ -218,12 +228,13 @@ def run_fold(lake: Lake, spec: StrategySpec, symbol: str, month: str, trading_da
             interval_s = float(bt.manifest["params"].get("equity_interval_s", 60.0))
             oos_sharpe, _ = hourly_sharpe(bt.equity, interval_s, trading_days)
             m = period_metrics(sample_returns(bt.equity, interval_s, trading_days)).values
-            wfe = oos_sharpe / choice.sharpe if oos_sharpe is not None and choice.sharpe and choice.sharpe > 0 else None
+            wfe = efficiency(oos_sharpe, choice.sharpe)
             row.update({"oos_sharpe": oos_sharpe, "oos_return": m.get("total_return"), "oos_pnl": float(bt.summary["pnl"]),
                         "oos_fills": int(bt.summary["fills"]), "oos_max_drawdown": m.get("max_drawdown"), "wfe": wfe,
                         "reason": (f"chose rank {choice.sharpe_rank} of {choice.combinations} by deflated Sharpe on "
                                    f"{len(sr.months)} month(s) before {month}"
-                                   + ("" if wfe is not None else "; no walk-forward efficiency: the in-sample Sharpe is not positive"))})
+                                   + ("" if wfe is not None else f"; no walk-forward efficiency: the in-sample Sharpe is below "
+                                                                  f"{MIN_IS_SHARPE} (or the OOS Sharpe is undefined)"))})
         table = pl.DataFrame([row], schema=FOLD_SCHEMA)
         lake.write_parquet(table, out / "fold.parquet")
         files = {"fold.parquet": file_sha256(out / "fold.parquet")}
@@ -286,9 +297,10 @@ def run_walkforward(lake: Lake, strategy: str, symbol: str, trading_days: int) -
         report.update({
             "metrics": m.values, "null_reasons": m.reasons, "oos_sharpe_hourly": oos_sharpe,
             "is_sharpe_mean": is_mean,
-            "walk_forward_efficiency": (oos_sharpe / is_mean if oos_sharpe is not None and is_mean and is_mean > 0 else None),
-            "walk_forward_efficiency_reason": (None if oos_sharpe is not None and is_mean and is_mean > 0 else
-                                               "undefined: the mean in-sample Sharpe is not positive or the OOS Sharpe is undefined"),
+            "walk_forward_efficiency": efficiency(oos_sharpe, is_mean),
+            "walk_forward_efficiency_reason": (None if efficiency(oos_sharpe, is_mean) is not None else
+                                               f"undefined: the mean in-sample Sharpe is below {MIN_IS_SHARPE} or the OOS Sharpe "
+                                               "is undefined"),
             "oos_positive_share": float((folds["oos_return"].drop_nulls() > 0).mean()) if folds["oos_return"].drop_nulls().len() else None,
             "parameter_path": folds.select("oos_month", "params_bars").to_dicts(),
             "notes": stitched.notes,
