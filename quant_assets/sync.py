@@ -46,7 +46,8 @@ EXTERNAL_SOURCES: dict[dg.AssetKey, tuple[Callable[[Lake, str, list[FileRecord]]
 
 def _waits(lake: Lake, key: dg.AssetKey, symbol: str, month: str) -> bool:
     """An out-of-sample test of ``month`` (a critique's or a sweep's) waits until month+1 has its
-    metric set; a walk-forward fold of ``month`` until a month before it has sweep returns."""
+    metric set; a walk-forward fold of ``month`` until a month before it has sweep returns, and
+    a symbol's walk-forward report until it has a fold."""
     from quant_assets.critique.oos import next_month_ready
 
     name = key.path[-1]
@@ -54,6 +55,10 @@ def _waits(lake: Lake, key: dg.AssetKey, symbol: str, month: str) -> bool:
         from quant_assets.research.walkforward import WalkForwardSettings, in_sample_months
 
         return not in_sample_months(lake, name.removeprefix("wf_fold_"), symbol, month, WalkForwardSettings.from_env())
+    if name.startswith("walkforward_") and month == ALL_MONTHS:
+        from quant_assets.research.walkforward import fold_months
+
+        return not fold_months(lake, name.removeprefix("walkforward_"), symbol)  # no fold yet to stitch
     prefix = next((p for p in ("oos_validation_", "sweep_oos_") if name.startswith(p)), None)
     if prefix is None or month == ALL_MONTHS:
         return False

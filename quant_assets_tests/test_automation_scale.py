@@ -29,9 +29,9 @@ MONTHS = ("2024-01", "2024-02")
 STRATEGIES = ("ema_cross", "mean_reversion", "market_maker")
 #: Month × symbol assets downstream of ticks, by what they follow.
 CHAIN = [f"{stage}_{s}" for s in STRATEGIES for stage in ("backtest", "sensitivity", "metrics", "critique")]
-RESEARCH = ["bars_1m", "sweep_ema_cross", "agreement_ema_cross"]
+RESEARCH = ["bars_1m", "sweep_ema_cross", "agreement_ema_cross", "wf_fold_ema_cross"]
 VALIDATIONS = [f"oos_validation_{s}" for s in STRATEGIES] + ["sweep_oos_ema_cross"]
-ROLLUPS = [f"report_{s}" for s in STRATEGIES] + ["factors_ema_cross", "factors_mean_reversion"]
+ROLLUPS = [f"report_{s}" for s in STRATEGIES] + ["factors_ema_cross", "factors_mean_reversion", "walkforward_ema_cross"]
 #: The unpartitioned ledger over every validation and hand-off: one request whenever one of them ran.
 LEDGER = {"discoveries": {"None"}}
 

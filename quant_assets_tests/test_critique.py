@@ -253,7 +253,7 @@ def test_rules_flag_fees_larger_than_gross_pnl_and_suggest_trading_less() -> Non
     c = answer.critique
     assert answer.critic == "rules" and "Rule-based (offline)" in c.diagnosis
     assert "fees" in c.diagnosis and c.verdict == "fragile"
-    assert {(s.name, s.value) for s in c.suggestions} == {("fast_period", 100), ("slow_period", 400)}
+    assert {(s.name, s.value) for s in c.suggestions} == {("fast_period", 60), ("slow_period", 240)}
     assert check_suggestions(c, EMA_CROSS)[1] == []  # the rules only suggest valid changes
 
 

@@ -339,7 +339,9 @@ taker = 0.0004
     path.parent.mkdir(parents=True, exist_ok=True)
     write(around([100.0] * 5 + [101.0] * 5 + [99.0] * 5), path)
     inst_mod.record_inferred(lake, Instrument(sym, "BINANCE", "TEST", "USDT", 2, 2, 0.01, 0.01, 0.001, 0.001), month)
-    spec = replace(registry.EMA_CROSS, values={"fast_period": 2, "slow_period": 3, "notional": 1000.0, "equity_interval_s": 1.0})
+    # on every quote update (bar_s = 0): the scripted month is 15 seconds long
+    spec = replace(registry.EMA_CROSS, values={"fast_period": 2, "slow_period": 3, "notional": 1000.0, "equity_interval_s": 1.0,
+                                               "bar_s": 0})
     out = run_backtest(lake, spec, sym, month)
 
     manifest = json.loads((out.directory / "manifest.json").read_text())
