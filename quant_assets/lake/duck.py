@@ -32,6 +32,7 @@ from quant_assets.lake.store import Lake
 VIEWS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ticks": ("ticks/symbol=*/month=*/*.parquet", ("symbol", "month")),
     "funding": ("funding/symbol=*/month=*/*.parquet", ("symbol", "month")),
+    "book": ("book/symbol=*/month=*/day=*/*.parquet", ("symbol", "month", "day")),
     "quarantine": ("quarantine/symbol=*/*.parquet", ("symbol",)),
     "manifest": ("manifest/landing.parquet", ()),
     "instruments": ("instruments/instruments.parquet", ()),

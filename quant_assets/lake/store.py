@@ -276,6 +276,27 @@ class Lake:
         """The funding events of one perpetual in one month (``quant_assets.funding.schema``)."""
         return self.funding_root / f"symbol={normalise_symbol(symbol)}" / f"month={month}" / "part-0.parquet"
 
+    # ---- order-book depth (quant_assets.book) --------------------------------------
+    @property
+    def book_root(self) -> Path:
+        return self.root / "book"
+
+    def book_month_dir(self, symbol: str, month: str) -> Path:
+        """The depth of one instrument in one month: one ``day=DD/part-0.parquet`` per UTC day
+        (:mod:`quant_assets.book.schema`), ``manifest.json`` last."""
+        return self.book_root / f"symbol={normalise_symbol(symbol)}" / f"month={month}"
+
+    def book_day_path(self, symbol: str, month: str, day: str) -> Path:
+        """``day``: ``DD`` (the UTC day of the month, two digits)."""
+        return self.book_month_dir(symbol, month) / f"day={day}" / "part-0.parquet"
+
+    def book_days(self, symbol: str, month: str) -> list[Path]:
+        """The published day files of a month, in day order (empty when the month has no book)."""
+        d = self.book_month_dir(symbol, month)
+        if not (d / "manifest.json").exists():
+            return []
+        return sorted(d.glob("day=*/part-0.parquet"))
+
     # ---- staging and quarantine ----------------------------------------------------
     def staging_path(self, symbol: str, sha256: str) -> Path:
         return self.root / "staging" / f"symbol={normalise_symbol(symbol)}" / f"src={sha256[:20]}.parquet"
