@@ -317,7 +317,7 @@ def test_the_entry_latency_applies_to_submit_modify_and_cancel(tmp_path: Path) -
 
     path = write(around(MOVING), tmp_path / "t.parquet")
     run_nautilus(path, INSTRUMENT, EMA, EMA_PARAMS, profile=replace(FRICTIONLESS, entry_latency_ms=250.0))
-    _, exchange = nautilus._engines[(INSTRUMENT.venue, INSTRUMENT.quote_currency, 100_000.0, True)]
+    _, exchange = nautilus._engines[(INSTRUMENT.venue, INSTRUMENT.quote_currency, 100_000.0, True, 1)]  # 1: L1_MBP
     model = exchange.latency_model
     # LatencyModel adds its base to each command type's own latency (0 here)
     assert (model.base_latency_nanos, model.insert_latency_nanos, model.update_latency_nanos, model.cancel_latency_nanos) == (
@@ -363,7 +363,7 @@ def test_runs_with_and_without_latency_share_the_process_and_keep_their_own_resu
     again = finalize(run_nautilus(path, INSTRUMENT, EMA, EMA_PARAMS))[0]
     assert first.equals(again) and not first.equals(delayed) and not delayed.equals(other)
     assert first["ts"][0] == _at(5) and delayed["ts"][0] == _at(7) and other["ts"][0] == _at(6)
-    keys = [k for k in nautilus._engines if k[0] == INSTRUMENT.venue and k[1] == INSTRUMENT.quote_currency]
+    keys = [k for k in nautilus._engines if k[0] == INSTRUMENT.venue and k[1] == INSTRUMENT.quote_currency and k[4] == 1]
     assert sorted(k[3] for k in keys if k[2] == 100_000.0) == [False, True]  # one engine with a latency model, one without
 
 

@@ -71,9 +71,10 @@ COLUMNS = ["ts_event", "ts_recv", "kind", "bid_px", "bid_sz", "ask_px", "ask_sz"
 #: and close, and up to two closes answering fills that raced them, reach the book.
 END_MARKERS = 3
 
-#: The process's engines: (venue, quote currency, starting cash, with a latency model) ->
-#: (BacktestEngine, its SimulatedExchange).
-_engines: dict[tuple[str, str, float, bool], tuple[Any, Any]] = {}
+#: The process's engines: (venue, quote currency, starting cash, with a latency model, book type:
+#: 1 L1_MBP, 2 L2_MBP, 3 L3_MBO) -> (BacktestEngine, its SimulatedExchange). A venue's book type is
+#: fixed when it is added, so a depth run gets an engine of its own.
+_engines: dict[tuple[str, str, float, bool, int], tuple[Any, Any]] = {}
 
 
 def _currency(code: str):
@@ -137,21 +138,23 @@ def nautilus_instrument(inst: Instrument):
                         expiration_ns=expiration_ns, **margin, **common)
 
 
-def _engine(instrument, starting_cash: float, latency_ns: int = 0):
-    """(engine, exchange): the process's engine for this venue, quote currency and cash, reset
-    for a new run, with the order latency ``latency_ns`` (ns; 0: no latency model, on an engine
-    of its own, see the module docstring)."""
+def _engine(instrument, starting_cash: float, latency_ns: int = 0, book_type: Any = None):
+    """(engine, exchange): the process's engine for this venue, quote currency, cash and
+    ``book_type`` (NautilusTrader ``BookType``; default L1_MBP), reset for a new run, with the
+    order latency ``latency_ns`` (ns; 0: no latency model, on an engine of its own, see the module
+    docstring)."""
     from nautilus_trader.backtest.engine import BacktestEngine
     from nautilus_trader.backtest.models import FillModel, LatencyModel, MakerTakerFeeModel
     from nautilus_trader.cache.config import CacheConfig
     from nautilus_trader.config import BacktestEngineConfig, DataEngineConfig, LoggingConfig, RiskEngineConfig
-    from nautilus_trader.model.enums import AccountType, OmsType
+    from nautilus_trader.model.enums import AccountType, BookType, OmsType
     from nautilus_trader.model.objects import Money
 
     from quant_assets.engines.nautilus_fills import ExchangeHandle
 
+    book_type = BookType.L1_MBP if book_type is None else book_type
     venue = instrument.id.venue
-    key = (venue.value, instrument.quote_currency.code, starting_cash, latency_ns > 0)
+    key = (venue.value, instrument.quote_currency.code, starting_cash, latency_ns > 0, int(book_type))
     cached = _engines.get(key)
     if cached is not None:
         engine, exchange = cached
@@ -183,6 +186,7 @@ def _engine(instrument, starting_cash: float, latency_ns: int = 0):
             fill_model=FillModel(),  # replaced by the profile's before each run
             fee_model=MakerTakerFeeModel(),
             latency_model=LatencyModel(base_latency_nanos=latency_ns) if latency_ns > 0 else None,
+            book_type=book_type,
             modules=[handle := ExchangeHandle()],
             trade_execution=True,
         )
@@ -194,6 +198,14 @@ def _engine(instrument, starting_cash: float, latency_ns: int = 0):
         exchange.set_latency_model(LatencyModel(base_latency_nanos=latency_ns))
     engine.add_instrument(instrument)
     return engine, exchange
+
+
+def _discard(engine) -> None:
+    """Forget ``engine`` (an engine a run left in an unknown state) and release it."""
+    for key, (cached, _) in list(_engines.items()):
+        if cached is engine:
+            del _engines[key]
+    engine.dispose()
 
 
 def trade_quotes(price: np.ndarray, tick: float, half_spread_bps: float = TRADES_ONLY_HALF_SPREAD_BPS) -> tuple[np.ndarray, np.ndarray]:
@@ -230,7 +242,8 @@ def _first_price(df: pl.DataFrame) -> float | None:
 
 def _chunks(path: Path, instrument, chunk_rows: int, trades_only: bool = False, profile: VenueProfile | None = None,
             info: _SliceInfo | None = None, from_ts: int | None = None):
-    """Yield (data list in file order, events) per chunk; quotes and trades interleaved as in
+    """Yield (data list in file order, events, each data point's ts_init in ns) per chunk; quotes
+    and trades interleaved as in
     the file, so ``add_data(..., sort=False)`` keeps the canonical (ts_recv, seq) order. With
     ``trades_only`` each trade is followed by a quote made from it (:func:`trade_quotes`) at the
     same timestamps: the strategies' only view of the market. A quote side without a size (and
@@ -308,9 +321,9 @@ def _chunks(path: Path, instrument, chunk_rows: int, trades_only: bool = False, 
             # The trade first, then the quote it implies: a strategy never sees a price before it traded.
             trade_rows = out[~is_quote].tolist()
             merged = [x for pair in zip(trade_rows, made) for x in pair]
-            yield merged, len(df)
+            yield merged, len(df), np.repeat(t["ts_recv"].to_numpy(), 2)
             continue
-        yield out.tolist(), len(df)
+        yield out.tolist(), len(df), df["ts_recv"].to_numpy()
 
 
 def end_markers(last_quote, last_ts: int, latency_ns: int, n: int = END_MARKERS) -> list:
@@ -349,11 +362,15 @@ def run_nautilus(
     :func:`~quant_assets.venues.profile.frictionless` for the instrument's venue × kind, i.e.
     no latency), after the ``warmup`` feed (the previous month's end, indicators only; the
     strategy then waits until it has seen the declared count of inputs; default: none). Data
-    before ``trade_from_ns`` (default: the file's first tick) only warms the indicators. Raises
-    :class:`~quant_assets.engines.inputs.BacktestInputError` for a partition that cannot be
-    backtested (no quotes, off-grid prices)."""
+    before ``trade_from_ns`` (default: the file's first tick) only warms the indicators. With a
+    ``book`` (the slice's depth, passed for strategies that declare depth) the venue's book is
+    L2_MBP (L3_MBO for depth-L3) built from the book's day files, streamed and merged with the
+    ticks (:mod:`quant_assets.engines.nautilus_book`); without one, the L1 book of the quotes.
+    Raises :class:`~quant_assets.engines.inputs.BacktestInputError` for a partition that cannot be
+    backtested (no quotes, off-grid prices, a malformed book day file)."""
     import nautilus_trader
 
+    from quant_assets.engines import nautilus_book
     from quant_assets.engines.nautilus_fills import VenueFillModel
     from quant_assets.strategies.nautilus_base import RecordedStrategyConfig
 
@@ -365,7 +382,8 @@ def run_nautilus(
     latency_ns, latency_note = venue_latency.nautilus_entry_ns(profile)
     t0 = time.perf_counter()
     nt_inst = nautilus_instrument(instrument)
-    engine, exchange = _engine(nt_inst, starting_cash, latency_ns)
+    book_type = nautilus_book.book_type_of(book.level) if book is not None else None
+    engine, exchange = _engine(nt_inst, starting_cash, latency_ns, book_type)
     cls = load_strategy_class(impl)
     strategy = cls(
         RecordedStrategyConfig(
@@ -378,27 +396,54 @@ def run_nautilus(
             maintenance_margin=float(rules.maintenance_margin),
             trade_from_ns=int(stats.first_ts if trade_from_ns is None else trade_from_ns),
             warmup_inputs=int(warmup.declared.count) if warmup is not None else 0,
+            depth=book is not None,
         )
     )
     engine.add_strategy(strategy)
     # Built per run: its constructor seeds the random draws (FillModel uses the global `random`).
     fills_model = VenueFillModel(profile.prob_fill_on_limit, profile.prob_slippage, profile.fill_seed,
-                                 next_touch=profile.stop_fill == "next_touch", exchange=exchange)
+                                 next_touch=profile.stop_fill == "next_touch", exchange=exchange, depth=book is not None)
     engine.change_fill_model(nt_inst.id.venue, fills_model)
     if warmup is not None and warmup.feeds:
         # The previous month's end: its own slice info, so nothing of the month (first price,
         # synthetic depth, last quote) comes from it.
-        for data, _ in _chunks(warmup.path, nt_inst, chunk_rows, trades_only, profile, _SliceInfo(), from_ts=warmup.from_ts):
+        for data, _, _ in _chunks(warmup.path, nt_inst, chunk_rows, trades_only, profile, _SliceInfo(), from_ts=warmup.from_ts):
             engine.add_data(data, validate=False, sort=False)
             engine.run(streaming=True)
             engine.clear_data()
     events = 0
     info = _SliceInfo()
-    for data, n in _chunks(ticks_path, nt_inst, chunk_rows, trades_only, profile, info):
-        engine.add_data(data, validate=False, sort=False)
-        engine.run(streaming=True)
-        engine.clear_data()
-        events += n
+    ticks = _chunks(ticks_path, nt_inst, chunk_rows, trades_only, profile, info)
+    book_stats = None
+    if book is None:
+        for data, n, _ in ticks:
+            engine.add_data(data, validate=False, sort=False)
+            engine.run(streaming=True)
+            engine.clear_data()
+            events += n
+    else:
+        book_stats = nautilus_book.BookStats(book.level)
+        tick_rows = [0]
+
+        def tick_parts():
+            for data, n, ts in ticks:
+                tick_rows[0] += n
+                yield np.fromiter(data, dtype=object, count=len(data)), ts
+
+        parts = nautilus_book.book_parts(book.days, nt_inst, book.level, book_stats, rows=chunk_rows)
+        try:
+            for data in nautilus_book.merge_by_time(parts, tick_parts()):
+                engine.add_data(data, validate=False, sort=False)
+                engine.run(streaming=True)
+                engine.clear_data()
+        except BaseException:
+            # A malformed day file is found while the run streams: this engine stopped mid-run,
+            # so it is not reused (the next run of the key builds a fresh one).
+            _discard(engine)
+            raise
+        events = tick_rows[0] + book_stats.deltas
+        # The end markers follow the last data point, book messages included.
+        info.last_ts = max(info.last_ts, book_stats.last_ts)
     if latency_ns > 0 and info.last_quote is not None:
         engine.add_data(end_markers(info.last_quote, info.last_ts, latency_ns), validate=False, sort=False)
         engine.run(streaming=True)
@@ -418,7 +463,16 @@ def run_nautilus(
     # The engine keeps references to strategies it ran even after clear_strategies(); drop the
     # recorded lists so a process running many slices does not keep every month's samples.
     strategy.release_records()
-    notes += venue_notes(profile, latency_ns, latency_note, fills_model.stops_at_touch)
+    notes += venue_notes(profile, latency_ns, latency_note, fills_model.stops_at_touch, depth=book is not None)
+    if book_stats is not None:
+        notes += nautilus_book.notes(book_stats, book_type.name, profile.prob_slippage)
+        counters["book_deltas"] = book_stats.deltas
+        counters["book_messages"] = book_stats.messages
+        counters["book_days"] = book_stats.days
+        counters["market_rests_cancelled"] = int(strategy.market_rests_cancelled)
+        if strategy.market_rests_cancelled:
+            notes.append(f"{strategy.market_rests_cancelled} market order(s) met a book side too thin for them: "
+                         "the rest was cancelled (market orders are immediate-or-cancel on a depth book)")
     if warmup is not None and warmup.status != "none":
         notes.append(f"warm-up ({warmup.declared.describe()}): {warmup.reason}")
     base, quote = nt_inst.base_currency.code, nt_inst.quote_currency.code
@@ -433,12 +487,14 @@ def run_nautilus(
     return EngineRun(
         fills=fills, samples=samples, engine="nautilus_trader", engine_version=nautilus_trader.__version__,
         events=events, wall_s=wall, starting_cash=starting_cash, quote_currency=nt_inst.quote_currency.code, notes=notes,
-        account_events=account_events, counters=counters, fidelity=stats.fidelity,
+        account_events=account_events, counters=counters, fidelity=book.level if book is not None else stats.fidelity,
     )
 
 
-def venue_notes(profile: VenueProfile, latency_ns: int, latency_note: str | None, stops_at_touch: int) -> list[str]:
-    """What a run's notes say about the venue profile it ran under."""
+def venue_notes(profile: VenueProfile, latency_ns: int, latency_note: str | None, stops_at_touch: int,
+                depth: bool = False) -> list[str]:
+    """What a run's notes say about the venue profile it ran under (``depth``: on a depth book,
+    where triggered stops walk the book and ``stop_fill`` does not apply)."""
     out = []
     if latency_ns > 0:
         out.append(f"order entry latency {latency_ns / 1e6:g} ms on submit, modify and cancel "
@@ -451,6 +507,6 @@ def venue_notes(profile: VenueProfile, latency_ns: int, latency_note: str | None
     if stops_at_touch:
         out.append(f"{stops_at_touch} triggered stop(s) filled at the touch of the quote or trade that triggered them "
                    "(stop_fill = next_touch), not at their trigger price")
-    if profile.stop_fill == "trigger":
+    if profile.stop_fill == "trigger" and not depth:
         out.append("stops fill at their trigger price (stop_fill = trigger): optimistic by any gap the market jumped")
     return out

@@ -45,20 +45,24 @@ class VenueFillModel(FillModel):
     """``FillModel(prob_fill_on_limit, 1.0, prob_slippage, fill_seed)`` of a venue profile, with
     gapped stops at the next touch when ``next_touch`` (see the module docstring).
     ``exchange`` (the ``SimulatedExchange``, optional) supplies the L1 sizes at the touch; without
-    it the touch is as deep as the order."""
+    it the touch is as deep as the order. On a ``depth`` venue (L2_MBP/L3_MBO book) it leaves every
+    order to NautilusTrader's standard logic: a triggered stop walks the real book there (the
+    trigger-price override applies to L1 books only), and the engine slips no fill on a depth book.
+    """
 
     def __init__(self, prob_fill_on_limit: float, prob_slippage: float, fill_seed: int, next_touch: bool,
-                 exchange: Any = None) -> None:
+                 exchange: Any = None, depth: bool = False) -> None:
         super().__init__(prob_fill_on_limit=prob_fill_on_limit, prob_fill_on_stop=1.0, prob_slippage=prob_slippage,
                          random_seed=int(fill_seed))
         self.next_touch = bool(next_touch)
         self.exchange = exchange
         self.stops_at_touch = 0  # triggered orders given the touch instead of their trigger price
+        self.depth = bool(depth)
         self._slippable = False  # the order whose fills are being applied has no limit price
 
     def get_orderbook_for_fill_simulation(self, instrument, order, best_bid, best_ask) -> OrderBook | None:
         self._slippable = not order.has_price
-        if not (self.next_touch and self._slippable and order.has_trigger_price
+        if self.depth or not (self.next_touch and self._slippable and order.has_trigger_price
                 and order.liquidity_side == LiquiditySide.TAKER):
             return None
         leaves = order.leaves_qty.as_double()

@@ -83,11 +83,12 @@ class EmaCross(RecordedStrategy):
                 self.instrument_id,
                 OrderSide.BUY if delta > 0 else OrderSide.SELL,
                 self.instrument.make_qty(abs(delta)),
+                time_in_force=self.market_tif,
             )
             if not self.submit_guarded(order, mid) and position != 0:
                 # The account cannot carry the new position: at least leave the old one, whose
                 # signal has just reversed.
                 self.submit_guarded(self.order_factory.market(
                     self.instrument_id, OrderSide.SELL if position > 0 else OrderSide.BUY,
-                    self.instrument.make_qty(abs(position)), reduce_only=True,
+                    self.instrument.make_qty(abs(position)), time_in_force=self.market_tif, reduce_only=True,
                 ), mid)

@@ -10,8 +10,8 @@ from decimal import Decimal
 
 from nautilus_trader.config import StrategyConfig
 from nautilus_trader.model.data import QuoteTick
-from nautilus_trader.model.enums import LiquiditySide, OrderSide
-from nautilus_trader.model.events import OrderFilled
+from nautilus_trader.model.enums import LiquiditySide, OrderSide, OrderType, TimeInForce
+from nautilus_trader.model.events import OrderCanceled, OrderFilled
 from nautilus_trader.model.identifiers import InstrumentId
 from nautilus_trader.trading.strategy import Strategy
 
@@ -26,7 +26,9 @@ class RecordedStrategyConfig(StrategyConfig, frozen=True):
     first tick; data before it is the previous month's end, fed to warm the indicators (see
     :meth:`RecordedStrategy.on_warmup_tick`), never traded. ``warmup_inputs``: how many signal
     inputs (bars or quote updates, :class:`~quant_assets.strategies.spec.Warmup`) the strategy
-    must have seen before it trades (0: as soon as its indicators are defined)."""
+    must have seen before it trades (0: as soon as its indicators are defined). ``depth``: the
+    venue matches against an order-book depth (L2/L3) book, where market orders are sent
+    immediate-or-cancel (see :attr:`RecordedStrategy.market_tif`)."""
 
     instrument_id: InstrumentId
     params: dict
@@ -37,6 +39,7 @@ class RecordedStrategyConfig(StrategyConfig, frozen=True):
     maintenance_margin: float = 0.0
     trade_from_ns: int = 0
     warmup_inputs: int = 0
+    depth: bool = False
 
 
 class RecordedStrategy(Strategy):
@@ -77,6 +80,13 @@ class RecordedStrategy(Strategy):
         self.last_mid = float("nan")
         self._timer_started = False
         self._stop_close_id = None  # the reduce-only close in flight after the flatten or halt
+        # Market orders on a depth book are immediate-or-cancel, as at a real venue: what the
+        # visible book cannot fill is cancelled. NautilusTrader 1.221 otherwise leaves the rest of
+        # a market order that emptied the book's side open for ever (it never rests, never
+        # fills), and a strategy counting its open orders would trade against a phantom. On an
+        # L1 book the default (GTC) is kept: there the engine fills the rest one tick beyond.
+        self.market_tif = TimeInForce.IOC if config.depth else TimeInForce.GTC
+        self.market_rests_cancelled = 0  # market orders whose rest the book could not fill
 
     # ---- lifecycle -----------------------------------------------------------------
     def on_start(self) -> None:
@@ -171,7 +181,7 @@ class RecordedStrategy(Strategy):
             return None
         order = self.order_factory.market(
             self.instrument_id, OrderSide.SELL if pos > 0 else OrderSide.BUY,
-            self.instrument.make_qty(abs(pos)), reduce_only=True,
+            self.instrument.make_qty(abs(pos)), time_in_force=self.market_tif, reduce_only=True,
         )
         self.order_reasons[order.client_order_id.value] = reason
         self.submit_order(order)
@@ -224,6 +234,11 @@ class RecordedStrategy(Strategy):
         r["reason"].append(self.order_reasons.get(event.client_order_id.value))
         if self.flattened or self.halted:
             self._close_after_stop()
+
+    def on_order_canceled(self, event: OrderCanceled) -> None:
+        order = self.cache.order(event.client_order_id)
+        if order is not None and order.order_type == OrderType.MARKET and order.time_in_force == TimeInForce.IOC:
+            self.market_rests_cancelled += 1
 
     def release_records(self) -> None:
         """Forget the recorded fills and samples (after the adapter has copied them)."""

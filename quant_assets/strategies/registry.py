@@ -65,7 +65,9 @@ EMA_CROSS = StrategySpec(
         "NautilusTrader from the quotes (bar_s seconds, the research layer's bars: the same signal as the "
         "vectorised sweep), and a decision at a bar's close trades at the first quote the order meets; "
         "with bar_s = 0 they run on every quote update. It trades only once the slow EMA has seen "
-        f"{EMA_WARMUP_LENGTHS} times its length (warmed up from the previous month's end where there is one)."
+        f"{EMA_WARMUP_LENGTHS} times its length (warmed up from the previous month's end where there is one). "
+        "On a slice with order-book depth its market orders walk the book's levels (NautilusTrader L2/L3 "
+        "matching) instead of filling at the quote's touch; its signal is the same."
     ),
     version="2",
     params=(
@@ -80,6 +82,9 @@ EMA_CROSS = StrategySpec(
     ),
     constraints=((lambda v: v["fast_period"] < v["slow_period"], "fast_period must be below slow_period"),),
     warmup_rule=_ema_cross_warmup,
+    # Its market orders walk the book where a slice has one (quant_assets.engines.nautilus_book);
+    # on L1 slices nothing changes.
+    depth="optional",
 )
 
 #: Sweep grids of the strategies with a vectorised form (``sweep_<strategy>`` assets). The
