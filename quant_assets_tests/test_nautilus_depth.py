@@ -12,6 +12,7 @@ import pytest
 
 from quant_assets.book.schema import BID, DEPTH_L3
 from quant_assets.engines.inputs import BacktestInputError
+from quant_assets.engines import nautilus
 from quant_assets.engines.nautilus import run_nautilus
 from quant_assets.engines.result import finalize
 from quant_assets.engines.runner import run_backtest
@@ -19,7 +20,7 @@ from quant_assets.lake import instruments as inst_mod
 from quant_assets.strategies.registry import EMA_CROSS, MEAN_REVERSION
 from quant_assets.venues.profile import frictionless
 from quant_assets_tests.book_days import message, move, snapshot, write_book
-from quant_assets_tests.scripted import INSTRUMENT, STEP, T0, quotes, write
+from quant_assets_tests.scripted import INSTRUMENT, STEP, T0, quotes, trades, write
 
 EMA = "quant_assets.strategies.ema_cross:EmaCross"
 EMA_PARAMS = {"fast_period": 2, "slow_period": 3, "notional": 1000.0, "equity_interval_s": 1.0}
@@ -60,6 +61,19 @@ def test_a_market_order_larger_than_the_touch_walks_the_book_where_l1_fills_at_t
     l1 = run_nautilus(path, INSTRUMENT, EMA, EMA_PARAMS)
     assert _fills(l1) == [(1, 3.0, 101.01), (1, 6.9, 101.02), (-1, 5.0, 100.99), (-1, 4.9, 100.98)]
     assert l1.fidelity == "quotes-only" and "book_deltas" not in l1.counters
+
+
+def test_trades_are_still_fed_beside_the_book(tmp_path: Path) -> None:
+    # Three trades between the quotes: they reach the venue (NautilusTrader's cache of the depth
+    # engine holds them) and do not move the L2 book, so the walk is the same.
+    ticks = pl.concat([_top_quotes(), trades([100.01, 99.99, 101.01], [1, -1, 1], t0=T0 + STEP // 2, step=3 * STEP)])
+    path = write(ticks, tmp_path / "t.parquet")
+    book = write_book(tmp_path / "book", {"01": [snapshot(T0, 1, *B100), move(T0 + 5 * STEP, 2, B100, B101)]})
+    run = run_nautilus(path, INSTRUMENT, EMA, EMA_PARAMS, book=book)
+    assert _fills(run) == WALKED and run.events == 13 + 19
+    engine, _ = nautilus._engines[(INSTRUMENT.venue, INSTRUMENT.quote_currency, 100_000.0, False, 2)]  # 2: L2_MBP
+    iid = next(iter(engine.cache.instrument_ids()))
+    assert (engine.cache.trade_tick_count(iid), engine.cache.quote_tick_count(iid)) == (3, 10)
 
 
 def test_the_rest_of_a_market_order_the_book_cannot_fill_is_cancelled_not_left_open(tmp_path: Path) -> None:
