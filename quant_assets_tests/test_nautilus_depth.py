@@ -167,8 +167,9 @@ def test_depth_is_used_only_by_strategies_that_declare_it_and_the_manifest_says_
         (lambda: [snapshot(T0, 1, *B100), message(T0 + STEP, 2, [(BID, 0.0, 0.0, "clear")])], "row 8: a clear of one side"),
         (lambda: [snapshot(T0 + STEP, 1, *B100), message(T0, 2, [(BID, 99.97, 1.0, "add")])], "row 8: ts_recv .* goes back in time"),
         (lambda: [snapshot(T0, 1, *B100), message(T0 + STEP, 2, [(BID, 99.975, 1.0, "add")])], "row 8: price 99.975 is not a positive multiple"),
+        (lambda: [snapshot(T0, 1, *B100).clear()], "row 1: the file has no rows"),
     ],
-    ids=["no-snapshot", "no-f-last", "one-sided-clear", "time-goes-back", "off-grid-price"],
+    ids=["no-snapshot", "no-f-last", "one-sided-clear", "time-goes-back", "off-grid-price", "empty"],
 )
 def test_a_malformed_day_file_fails_naming_the_file_and_row(tmp_path: Path, frames, message: str) -> None:
     path = write(_top_quotes(), tmp_path / "t.parquet")
@@ -179,3 +180,11 @@ def test_a_malformed_day_file_fails_naming_the_file_and_row(tmp_path: Path, fram
     # The engine the failed run left mid-stream is not reused: the next depth run is sound.
     good = write_book(tmp_path / "good", {"01": [snapshot(T0, 1, *B100), move(T0 + 5 * STEP, 2, B100, B101)]})
     assert _fills(run_nautilus(path, INSTRUMENT, EMA, EMA_PARAMS, book=good)) == WALKED
+
+
+def test_an_l3_row_without_an_order_id_fails(tmp_path: Path) -> None:
+    path = write(_top_quotes(), tmp_path / "t.parquet")
+    book = write_book(tmp_path / "l3", {"01": [snapshot(T0, 1, *B100, order_ids=[1, 2, 3, 4, 5, 6]),
+                                               message(T0 + STEP, 2, [(BID, 99.97, 1.0, "add")])]}, level=DEPTH_L3)
+    with pytest.raises(BacktestInputError, match="row 8: add without an order_id on a depth-L3 book"):
+        run_nautilus(path, INSTRUMENT, EMA, EMA_PARAMS, book=book)

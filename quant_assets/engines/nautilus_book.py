@@ -287,6 +287,11 @@ def delta_objects(df: pl.DataFrame, instrument, l3: bool, path: Path, first_row:
     arr["px_lo"], arr["px_hi"] = _mul128(px_ticks, 10 ** (FIXED_PRECISION - pp))
     arr["sz_lo"], arr["sz_hi"] = _mul128(sz_ticks, 10 ** (FIXED_PRECISION - sp))
     arr["px_prec"], arr["sz_prec"] = pp, sp
+    if l3:
+        # An L3 book keys its orders by id: a row without one would merge unrelated orders.
+        bad = np.flatnonzero(~is_clear & df["order_id"].is_null().to_numpy())
+        if len(bad):
+            raise _fail(path, first_row + int(bad[0]), f"{df['action'][int(bad[0])]} without an order_id on a depth-L3 book")
     arr["order_id"] = df["order_id"].fill_null(0).to_numpy() if l3 else 0
     arr["flags"] = np.where(last, NT_F_LAST, 0) | np.where(df["is_snapshot"].fill_null(False).to_numpy(), NT_F_SNAPSHOT, 0)
     arr["sequence"] = df["seq"].fill_null(0).to_numpy().astype(np.uint64)
@@ -327,6 +332,8 @@ def book_parts(days: Iterable[Path], instrument, level: str, stats: BookStats,
             if cut:
                 yield deltas_from_frame(df.slice(0, cut), instrument, l3, path, row, stats, stats.last_ts)
                 row += cut
+        if first:
+            raise _fail(path, 1, "the file has no rows; a day file starts with its snapshot (a clear row with is_snapshot)")
         if carry is not None and carry.height:
             raise _fail(path, row + carry.height - 1, "the file ends inside a message (its last row has no F_LAST flag)")
 
