@@ -144,6 +144,9 @@ def test_depth_is_used_only_by_strategies_that_declare_it_and_the_manifest_says_
     out = run_backtest(lake, ema, "TESTUSDT", "2024-01")
     assert out.manifest["fidelity"] == "depth-L2" and out.manifest["counters"]["book_deltas"] == 19
     assert pl.read_parquet(out.directory / "fills.parquet").select("side", "qty", "price").rows() == WALKED
+    # The result names the book it read: level, day files and the partition's manifest hash.
+    assert out.manifest["book"]["level"] == "depth-L2" and out.manifest["book"]["days"]
+    assert all(d.startswith("book/") for d in out.manifest["book"]["days"]) and out.manifest["book"]["manifest_sha256"]
     mr_book = run_backtest(lake, mr, "TESTUSDT", "2024-01")
 
     # Without the book partition: ema_cross is back on the quotes; mean_reversion, which declares
@@ -155,6 +158,7 @@ def test_depth_is_used_only_by_strategies_that_declare_it_and_the_manifest_says_
         (1, 9.9, 101.01), (-1, 9.9, 100.99)]
     mr_l1 = run_backtest(lake, mr, "TESTUSDT", "2024-01", out_dir=tmp_path / "mr-l1")
     assert mr_book.manifest["fidelity"] == mr_l1.manifest["fidelity"] == "quotes-only"
+    assert mr_book.manifest["book"] is None and l1.manifest["book"] is None
     assert mr_book.manifest["files"] == mr_l1.manifest["files"]
 
 

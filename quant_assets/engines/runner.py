@@ -101,6 +101,24 @@ def venue_profile(instrument: inst_mod.Instrument) -> VenueProfile:
     return venue_profiles.profile_for(instrument.venue, instrument.kind)
 
 
+def used_book(spec: StrategySpec, book: BookSlice | None) -> BookSlice | None:
+    """The depth an engine run of ``spec`` reads: hftbacktest's always (queue positions),
+    NautilusTrader's only for a strategy that declares depth (``spec.depth``)."""
+    if book is None or (spec.engine == "nautilus" and spec.depth == "none"):
+        return None
+    return book
+
+
+def book_provenance(lake: Lake, book: BookSlice | None) -> dict[str, Any] | None:
+    """What a run read of the book: its level, day files (lake-relative) and the partition's
+    data version (the SHA-256 of its ``manifest.json``, which names every day file's hash)."""
+    if book is None:
+        return None
+    manifest = book.days[0].parent.parent / "manifest.json"
+    return {"level": book.level, "days": [lake.relative(p) for p in book.days],
+            "manifest_sha256": file_sha256(manifest) if manifest.exists() else None}
+
+
 def run_engine(spec: StrategySpec, ticks_path: Path, instrument: inst_mod.Instrument, params: dict[str, Any],
                starting_cash: float = STARTING_CASH, rules: AccountRules | None = None,
                profile: VenueProfile | None = None, warmup: WarmupFeed | None = None,
@@ -115,7 +133,7 @@ def run_engine(spec: StrategySpec, ticks_path: Path, instrument: inst_mod.Instru
         from quant_assets.engines.nautilus import run_nautilus
 
         return run_nautilus(ticks_path, instrument, spec.impl, params, starting_cash, rules=rules, profile=profile,
-                            warmup=warmup, book=book if spec.depth != "none" else None)
+                            warmup=warmup, book=used_book(spec, book))
     if spec.engine == "hftbacktest":
         if warmup is not None and warmup.status != "none":
             # No strategy of this engine keeps indicators across ticks; one that did would need it.
@@ -250,6 +268,8 @@ def run_backtest(
             "instrument_kind": instrument_kind(instrument),
             "fidelity": run.fidelity,
             "fidelity_assumption": assumption(run.fidelity),
+            # The order-book depth the engine read (None: L1 only), so a result names its book.
+            "book": book_provenance(lake, used_book(spec, setup.book)),
             "funding": {"status": funding["funding_status"], "funding_pnl": funding["funding_pnl"],
                         "events": funding["funding_events"],
                         "source": lake.relative(lake.funding_path(symbol, month)) if funding_rows is not None else None},
