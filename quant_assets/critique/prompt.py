@@ -53,6 +53,7 @@ import polars as pl
 from quant_assets.critique.schema import MAX_SUGGESTIONS, Critique
 from quant_assets.critique.scrub import Scrubber
 from quant_assets.critique.scrub import reveal_symbol as reveal_symbol_text
+from quant_assets.engines.fidelity import L1_APPROXIMATE, assumption
 from quant_assets.strategies.spec import StrategySpec
 
 PROMPT_VERSION = "4"
@@ -277,6 +278,8 @@ def slice_data(spec: StrategySpec, metrics_row: dict[str, Any], trades: pl.DataF
         "market_data": {
             "instrument_kind": metrics_row.get("instrument_kind"),
             "fidelity": metrics_row.get("fidelity"),
+            # An hftbacktest result on L1 data: what it could not observe (engines.fidelity).
+            **({"fidelity_note": assumption(L1_APPROXIMATE)} if metrics_row.get("fidelity") == L1_APPROXIMATE else {}),
             "funding": metrics_row.get("funding_status"),
             "venue_profile": metrics_row.get("venue_profile"),
             "feed_latency": metrics_row.get("feed_latency"),
