@@ -151,7 +151,10 @@ def read_day(path: Path, tick_size: float, level: str) -> BookDay:
     except Exception as exc:  # polars raises several types for a missing column or a bad file
         raise BacktestInputError(f"{path}: cannot read the book day file's columns {', '.join(BOOK_COLUMNS)}: {exc}") from None
     try:
-        action = df["action"].cast(pl.String).cast(ACTION).to_physical().to_numpy()
+        # The canonical Enum's codes are the A_* codes; any other type (e.g. strings) is cast
+        # through the Enum, which refuses a value outside it.
+        col = df["action"]
+        action = (col if col.dtype == ACTION else col.cast(pl.String).cast(ACTION)).to_physical().to_numpy()
     except Exception as exc:
         raise BacktestInputError(f"{path}: column action: expected one of {', '.join(ACTION.categories)}: {exc}") from None
     day = BookDay(
