@@ -317,7 +317,8 @@ def test_a_month_streams_one_day_file_at_a_time_and_the_day_boundary_keeps_the_q
         row(d2 + 1, 1, 99.99, 4, "update"), row(d2 + 3, -1, 100.02, 11, "update")]
     day3 = snapshot(2 * d2 + 1, bids=[(99.99, 4), (99.98, 20)], asks=[(100.02, 11)]) + [
         row(2 * d2 + 2, -1, 100.02, 12, "update")]
-    trades = QUEUE_TRADES[:3] + [trade(d2 + 1, 99.99, 3, -1)]
+    # (and a trade on the 4th, a day without a book file: counted, not replayed)
+    trades = QUEUE_TRADES[:3] + [trade(d2 + 1, 99.99, 3, -1), trade(3 * d2 + 5, 99.99, 1, -1)]
     book = write_book(tmp_path, {"01": day1, "02": day2, "03": day3})
     ticks = write_ticks(tmp_path / "ticks.parquet", day1 + day2 + day3, trades)
 
@@ -352,6 +353,7 @@ def test_a_month_streams_one_day_file_at_a_time_and_the_day_boundary_keeps_the_q
     assert [p.name for p in written] == ["day-01.npy", "day-02.npy", "day-03.npy"]
     assert not any(work.iterdir())
     assert any("3 day file(s) streamed by day" in n for n in run.notes)
+    assert any("1 trade(s) of the month fell on days without a book file" in n for n in run.notes)
 
 
 def test_l3_day_boundary_is_a_diff_so_our_resting_order_survives(tmp_path):

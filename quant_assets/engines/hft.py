@@ -395,12 +395,12 @@ def _l1_market(ticks_path: Path, instrument: Instrument, profile: VenueProfile, 
 
 
 def _depth_market(ticks_path: Path, book: BookSlice, instrument: Instrument, profile: VenueProfile, order_notional: float,
-                  tmp_dir: Path | str | None) -> tuple[_Market, np.ndarray | None, float]:
+                  tmp_dir: Path | str | None, total_trades: int | None = None) -> tuple[_Market, np.ndarray | None, float]:
     """The depth market of a slice with a book: one event file per day (see the module
     docstring and :mod:`quant_assets.engines.hft_depth`)."""
     from quant_assets.engines.hft_depth import write_feed
 
-    feed = write_feed(book.days, ticks_path, instrument.tick_size, book.level, tmp_dir)
+    feed = write_feed(book.days, ticks_path, instrument.tick_size, book.level, tmp_dir, total_trades=total_trades)
     try:
         order_qty = order_quantity(order_notional, feed.first_mid, instrument.lot_size, instrument.size_precision)
         rows = latency_rows(profile, feed.first_local, feed.last_local)
@@ -453,7 +453,7 @@ def run_hftbacktest_with_state(
     if book is None:
         market, rows, order_qty = _l1_market(ticks_path, instrument, profile, p["order_notional"])
     else:
-        market, rows, order_qty = _depth_market(ticks_path, book, instrument, profile, p["order_notional"], tmp_dir)
+        market, rows, order_qty = _depth_market(ticks_path, book, instrument, profile, p["order_notional"], tmp_dir, stats.trades)
     try:
         hbt = build_backtest(market.events, instrument, profile, rows, queue)
         try:

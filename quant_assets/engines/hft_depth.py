@@ -181,24 +181,24 @@ def _check_day(day: BookDay, tick_size: float, level: str, l3_missing: np.ndarra
     if day.action[0] != A_CLEAR or not day.is_snapshot[0]:
         raise BacktestInputError(f"{path}: row 0: a day file must start with a snapshot (a clear row with is_snapshot), "
                                  f"got action {ACTION.categories[int(day.action[0])]!r}, is_snapshot {bool(day.is_snapshot[0])}")
-    bad = _first_bad(np.diff(day.ts_recv) < 0)
+    first = np.empty(4, np.int64)
+    _kernel("check")(_ro(day.ts_recv), _ro(day.side), _ro(day.size), _ro(day.price), _ro(day.action), float(tick_size), first)
+    bad = int(first[0]) if first[0] >= 0 else None
     if bad is not None:
-        raise BacktestInputError(f"{path}: row {bad + 1}: ts_recv {day.ts_recv[bad + 1]} is before the previous row's "
-                                 f"{day.ts_recv[bad]}: rows must be sorted by ts_recv")
-    clear = day.action == A_CLEAR
-    bad = _first_bad((day.side != BID) & (day.side != ASK) & ~(clear & (day.side == BOTH)))
+        raise BacktestInputError(f"{path}: row {bad}: ts_recv {day.ts_recv[bad]} is before the previous row's "
+                                 f"{day.ts_recv[bad - 1]}: rows must be sorted by ts_recv")
+    bad = int(first[1]) if first[1] >= 0 else None
     if bad is not None:
         raise BacktestInputError(f"{path}: row {bad}: side {int(day.side[bad]) if day.side[bad] != 99 else None}: "
                                  "expected +1 (bid) or -1 (ask), or 0 (both) on a clear")
-    bad = _first_bad(~clear & ~(day.size >= 0))
+    bad = int(first[2]) if first[2] >= 0 else None
     if bad is not None:
         raise BacktestInputError(f"{path}: row {bad}: size {day.size[bad]}: expected a size >= 0")
-    ticks = day.price / tick_size
-    bad = _first_bad(~clear & ~(np.abs(ticks - np.round(ticks)) <= 1e-6))
+    bad = int(first[3]) if first[3] >= 0 else None
     if bad is not None:
         raise BacktestInputError(f"{path}: row {bad}: price {day.price[bad]} is not a multiple of the tick size {tick_size}")
     if l3_missing is not None:
-        bad = _first_bad(~clear & l3_missing)
+        bad = _first_bad((day.action != A_CLEAR) & l3_missing)
         if bad is not None:
             raise BacktestInputError(f"{path}: row {bad}: a depth-L3 book row without order_id")
 
@@ -338,57 +338,91 @@ def infer_fills(day: BookDay, rows: np.ndarray, trades: Trades, tick_size: float
 # --- the kernel --------------------------------------------------------------------------------
 
 
-def _merge_kernel(b_ev, b_exch, b_local, b_px, b_qty, b_oid, b_fill, fill_ev,
-                  t_ev, t_exch, t_local, t_px, t_qty, flags,
+def _merge_kernel(b_action, b_side, b_snap, b_exch, b_local, b_px, b_qty, b_oid, b_fill, l3,
+                  t_side, t_exch, t_local, t_px, t_qty, flags,
                   ev, exch_ts, local_ts, px, qty, order_id):  # pragma: no cover - compiled by numba
-    """Merge book rows and trades (both in receive order) into the event fields: at equal
-    ``local`` a trade first; a book row with ``b_fill > 0`` is preceded by a fill event of
-    its market order (``fill_ev[i]``). Every row gets ``flags``. Returns the rows written."""
+    """Merge book rows and trades (both in receive order) into the event fields, in one pass
+    (event codes as in :func:`book_event_code`): at equal ``local`` a trade first; a book row
+    with ``b_fill > 0`` is preceded by a fill event of its market order. Every row gets
+    ``flags``. Returns (rows written, whether ``exch_ts`` ever decreased)."""
     i = 0
     j = 0
     r = 0
-    nb = b_ev.shape[0]
-    nt = t_ev.shape[0]
+    nb = b_action.shape[0]
+    nt = t_side.shape[0]
+    last_exch = np.iinfo(np.int64).min
+    reordered = False
     while i < nb or j < nt:
         if j < nt and (i >= nb or t_local[j] <= b_local[i]):
-            ev[r] = t_ev[j] | flags
+            s = t_side[j]
+            ev[r] = TRADE_EVENT | (BUY_EVENT if s > 0 else (SELL_EVENT if s < 0 else 0)) | flags
             exch_ts[r] = t_exch[j]
             local_ts[r] = t_local[j]
             px[r] = t_px[j]
             qty[r] = t_qty[j]
             order_id[r] = 0
-            r += 1
             j += 1
         else:
+            s = b_side[i]
+            side_flag = BUY_EVENT if s > 0 else (SELL_EVENT if s < 0 else 0)
             if b_fill[i] > 0:
-                ev[r] = fill_ev[i] | flags
+                ev[r] = FILL_EVENT | side_flag | flags
                 exch_ts[r] = b_exch[i]
                 local_ts[r] = b_local[i]
                 px[r] = b_px[i]
                 qty[r] = b_fill[i]
                 order_id[r] = b_oid[i]
                 r += 1
-            ev[r] = b_ev[i] | flags
+            a = b_action[i]
+            if l3:
+                kind = ADD_ORDER_EVENT if a == A_ADD else (MODIFY_ORDER_EVENT if a == A_UPDATE else (
+                    CANCEL_ORDER_EVENT if a == A_DELETE else DEPTH_CLEAR_EVENT))
+            else:
+                kind = DEPTH_CLEAR_EVENT if a == A_CLEAR else (DEPTH_SNAPSHOT_EVENT if b_snap[i] else DEPTH_EVENT)
+            ev[r] = kind | side_flag | flags
             exch_ts[r] = b_exch[i]
             local_ts[r] = b_local[i]
-            px[r] = b_px[i]
-            qty[r] = b_qty[i]
+            px[r] = np.nan if a == A_CLEAR else b_px[i]
+            qty[r] = 0.0 if (a == A_CLEAR or a == A_DELETE) else b_qty[i]
             order_id[r] = b_oid[i]
-            r += 1
             i += 1
-    return r
+        if exch_ts[r] < last_exch:
+            reordered = True
+        else:
+            last_exch = exch_ts[r]
+        r += 1
+    return r, reordered
 
 
-_compiled = None
+def _check_kernel(ts_recv, side, size, price, action, tick_size, first):  # pragma: no cover - compiled by numba
+    """One pass over a day's rows: in ``first`` the first row breaking each check (-1: none):
+    0 ts_recv decreasing, 1 side, 2 size, 3 price off the tick grid (see :func:`_check_day`)."""
+    for k in range(4):
+        first[k] = -1
+    for i in range(ts_recv.shape[0]):
+        clear = action[i] == A_CLEAR
+        if first[0] < 0 and i > 0 and ts_recv[i] < ts_recv[i - 1]:
+            first[0] = i
+        s = side[i]
+        if first[1] < 0 and s != 1 and s != -1 and not (clear and s == 0):
+            first[1] = i
+        if not clear:
+            if first[2] < 0 and not (size[i] >= 0.0):
+                first[2] = i
+            t = price[i] / tick_size
+            if first[3] < 0 and not (abs(t - np.round(t)) <= 1e-6):
+                first[3] = i
 
 
-def _kernel():
-    global _compiled
-    if _compiled is None:
+_compiled: dict[str, object] = {}
+
+
+def _kernel(name: str = "merge"):
+    if name not in _compiled:
         from numba import njit
 
-        _compiled = njit(nogil=True, cache=True)(_merge_kernel)
-    return _compiled
+        _compiled[name] = njit(nogil=True, cache=True)(_merge_kernel if name == "merge" else _check_kernel)
+    return _compiled[name]
 
 
 def _ro(x: np.ndarray) -> np.ndarray:
@@ -399,23 +433,13 @@ def _ro(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _side_flags(side: np.ndarray) -> np.ndarray:
-    return np.where(side > 0, BUY_EVENT, np.where(side < 0, SELL_EVENT, 0)).astype(np.uint64)
-
-
-def book_event_codes(action: np.ndarray, side: np.ndarray, is_snapshot: np.ndarray, level: str) -> np.ndarray:
-    """``ev`` (without EXCH/LOCAL flags) of book rows."""
+def book_event_code(action: int, side: int, is_snapshot: bool, level: str) -> int:
+    """``ev`` (without EXCH/LOCAL flags) of one book row, as the merge kernel computes it."""
+    side_flag = BUY_EVENT if side > 0 else (SELL_EVENT if side < 0 else 0)
     if level == DEPTH_L3:
-        table = np.array([ADD_ORDER_EVENT, MODIFY_ORDER_EVENT, CANCEL_ORDER_EVENT, DEPTH_CLEAR_EVENT], np.uint64)
-        kind = table[action]
-    else:
-        kind = np.where(action == A_CLEAR, DEPTH_CLEAR_EVENT,
-                        np.where(is_snapshot, DEPTH_SNAPSHOT_EVENT, DEPTH_EVENT)).astype(np.uint64)
-    return kind | _side_flags(side)
-
-
-def trade_event_codes(side: np.ndarray) -> np.ndarray:
-    return np.uint64(TRADE_EVENT) | _side_flags(side)
+        return (ADD_ORDER_EVENT, MODIFY_ORDER_EVENT, CANCEL_ORDER_EVENT, DEPTH_CLEAR_EVENT)[action] | side_flag
+    kind = DEPTH_CLEAR_EVENT if action == A_CLEAR else (DEPTH_SNAPSHOT_EVENT if is_snapshot else DEPTH_EVENT)
+    return kind | side_flag
 
 
 @dataclass
@@ -456,21 +480,14 @@ def day_events(day: BookDay, trades: Trades, tick_size: float, level: str,
     if level == DEPTH_L3:
         view = BookDay(day.path, **{k: cols[k] for k in cols})
         fills, matched, traded = infer_fills(view, rows, trades, tick_size, prev_orders if stats_snapshot == "diffed" else None, n_diff)
-    clear = cols["action"] == A_CLEAR
-    b_ev = book_event_codes(cols["action"], cols["side"], cols["is_snapshot"], level)
-    b_px = np.where(clear, np.nan, cols["price"])
-    b_qty = np.where(clear | (cols["action"] == A_DELETE), 0.0, cols["size"])
-    fill_ev = np.uint64(FILL_EVENT) | _side_flags(cols["side"])
-    t_ev = trade_event_codes(trades.side)
-    n = len(b_ev) + len(t_ev) + int((fills > 0).sum())
+    n = len(cols["action"]) + len(trades) + int((fills > 0).sum())
     out = np.zeros(n, EVENT_DTYPE)
-    both = np.uint64(EXCH_EVENT | LOCAL_EVENT)
-    written = _kernel()(_ro(b_ev), _ro(cols["ts_event"]), _ro(cols["ts_recv"]), _ro(b_px), _ro(b_qty), _ro(cols["order_id"]),
-                        _ro(fills.astype(np.float64)), _ro(fill_ev), _ro(t_ev), _ro(trades.ts_event), _ro(trades.ts_recv),
-                        _ro(trades.price), _ro(trades.size), both,
-                        out["ev"], out["exch_ts"], out["local_ts"], out["px"], out["qty"], out["order_id"])
+    written, reordered = _kernel()(
+        _ro(cols["action"]), _ro(cols["side"]), _ro(cols["is_snapshot"]), _ro(cols["ts_event"]), _ro(cols["ts_recv"]),
+        _ro(cols["price"]), _ro(cols["size"]), _ro(cols["order_id"]), _ro(fills.astype(np.float64)), level == DEPTH_L3,
+        _ro(trades.side), _ro(trades.ts_event), _ro(trades.ts_recv), _ro(trades.price), _ro(trades.size),
+        EXCH_EVENT | LOCAL_EVENT, out["ev"], out["exch_ts"], out["local_ts"], out["px"], out["qty"], out["order_id"])
     assert written == n
-    reordered = bool(n and np.any(np.diff(out["exch_ts"]) < 0))
     if reordered:
         out = _correct_order(out)
     stats = DayStats(
@@ -580,11 +597,12 @@ def write_day(path: Path, events: np.ndarray) -> None:
 
 
 def write_feed(days: tuple[Path, ...] | list[Path], ticks_path: Path, tick_size: float, level: str,
-               tmp_dir: Path | str | None = None, reader=None) -> DepthFeed:
+               tmp_dir: Path | str | None = None, reader=None, total_trades: int | None = None) -> DepthFeed:
     """Convert the book ``days`` (in order) and the trades of ``ticks_path`` on those days into
     one event file per day, one day in memory at a time. ``tmp_dir`` (default: the system's
     temporary folder, ``$TMPDIR``) holds the files until :meth:`DepthFeed.close`; ``reader``
-    reads a day file (default :func:`read_day`)."""
+    reads a day file (default :func:`read_day`); ``total_trades``: the partition's trade count
+    when the caller has it (else counted here), for the trades on days without a book file."""
     if level not in (DEPTH_L2, DEPTH_L3):
         raise ValueError(f"level {level!r}: expected {DEPTH_L2} or {DEPTH_L3}")
     reader = reader or read_day
@@ -620,7 +638,7 @@ def write_feed(days: tuple[Path, ...] | list[Path], ticks_path: Path, tick_size:
             feed.days.append(stats)
         if not feed.days or all(d.first_local is None for d in feed.days):
             raise BacktestInputError(f"{days[0] if days else 'book'}: the month's book day files hold no rows")
-        feed.trades_outside = _trades_outside(ticks_path, covered)
+        feed.trades_outside = (total_trades - feed.trades) if total_trades is not None else _trades_outside(ticks_path, covered)
     except BaseException:
         feed.close()
         raise
