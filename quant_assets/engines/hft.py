@@ -408,7 +408,7 @@ def _depth_market(ticks_path: Path, book: BookSlice, instrument: Instrument, pro
     except BaseException:
         feed.close()
         raise
-    market = _Market([str(f) for f in feed.files], feed.first_local, feed.last_local, feed.first_mid, book.level,
+    market = _Market(feed.data, feed.first_local, feed.last_local, feed.first_mid, book.level,
                      feed.book_rows + feed.trades, feed.event_rows + 1, feed.notes(), feed)
     return market, rows, order_qty
 

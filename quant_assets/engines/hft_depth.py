@@ -4,9 +4,10 @@ hftbacktest's loader takes a *list* of event files and reads them lazily: it loa
 the replay reaches it and frees it once both of its processors (exchange and local) have moved
 past it. So a month never needs to be in memory: :func:`write_feed` converts the month's book
 day files (:mod:`quant_assets.book.schema`) and the trades of the same days (from the ``ticks``
-partition) one day at a time into one ``.npy`` event file per day under a temporary folder, and
-the adapter passes the list to ``BacktestAsset.data``. At any time the process holds one day
-being converted, or up to two days inside hftbacktest; the month's event files are on disk
+partition) one day at a time into one ``.npy`` event file per day under a temporary folder
+(the first day stays in memory as an array: no file round trip for it), and the adapter passes
+the list to ``BacktestAsset.data``. At any time the process holds the first day's events, one
+day being converted, or up to two days inside hftbacktest; the month's event files are on disk
 (64 bytes per event) until the backtest is closed, then removed.
 
 **What hftbacktest gets** (``exch_ts = ts_event``, ``local_ts = ts_recv``, int64 ns; ``px`` in
@@ -56,8 +57,8 @@ the row (0-based, in the file) and what was expected: a missing column, rows out
 side outside {-1, 0, +1} (0 only on ``clear``), a negative or NaN size, a price off the tick
 grid, an L3 row without ``order_id``.
 
-The per-row work is one numba kernel (compiled once, cached on disk) and numpy; Polars reads
-the day files' needed columns. Nothing here imports hftbacktest except :func:`_correct_order`.
+The per-row work is two one-pass numba kernels (the checks; the merge into events), compiled
+once and cached on disk; Polars reads the day files' needed columns. Nothing here imports hftbacktest except :func:`_correct_order`.
 """
 
 from __future__ import annotations
@@ -342,7 +343,7 @@ def _merge_kernel(b_action, b_side, b_snap, b_exch, b_local, b_px, b_qty, b_oid,
                   t_side, t_exch, t_local, t_px, t_qty, flags,
                   ev, exch_ts, local_ts, px, qty, order_id):  # pragma: no cover - compiled by numba
     """Merge book rows and trades (both in receive order) into the event fields, in one pass
-    (event codes as in :func:`book_event_code`): at equal ``local`` a trade first; a book row
+    (event codes as in the module docstring): at equal ``local`` a trade first; a book row
     with ``b_fill > 0`` is preceded by a fill event of its market order. Every row gets
     ``flags``. Returns (rows written, whether ``exch_ts`` ever decreased)."""
     i = 0
@@ -433,15 +434,6 @@ def _ro(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def book_event_code(action: int, side: int, is_snapshot: bool, level: str) -> int:
-    """``ev`` (without EXCH/LOCAL flags) of one book row, as the merge kernel computes it."""
-    side_flag = BUY_EVENT if side > 0 else (SELL_EVENT if side < 0 else 0)
-    if level == DEPTH_L3:
-        return (ADD_ORDER_EVENT, MODIFY_ORDER_EVENT, CANCEL_ORDER_EVENT, DEPTH_CLEAR_EVENT)[action] | side_flag
-    kind = DEPTH_CLEAR_EVENT if action == A_CLEAR else (DEPTH_SNAPSHOT_EVENT if is_snapshot else DEPTH_EVENT)
-    return kind | side_flag
-
-
 @dataclass
 class DayStats:
     """What converting one day did."""
@@ -515,16 +507,26 @@ def _correct_order(out: np.ndarray) -> np.ndarray:
 
 @dataclass
 class DepthFeed:
-    """A month's depth converted for hftbacktest: one event file per day (plus the end marker
-    file once :meth:`add_end_marker` ran), in ``folder`` (removed by :meth:`close`)."""
+    """A month's depth converted for hftbacktest: the first day's events in memory
+    (:attr:`first`), one event file per later day (plus the end marker file once
+    :meth:`add_end_marker` ran), in ``folder`` (removed by :meth:`close`). :attr:`data` is what
+    ``BacktestAsset.data`` takes; the caller keeps the feed alive until hftbacktest is closed
+    (it reads :attr:`first` in place)."""
 
     level: str
     folder: Path
     files: list[Path] = field(default_factory=list)
+    #: The first day's events: handed to hftbacktest as an array, which saves writing and
+    #: loading one file per month (what a one-day slice costs most) for one day of memory.
+    first: np.ndarray | None = None
     days: list[DayStats] = field(default_factory=list)
     first_bid: float = math.nan
     first_ask: float = math.nan
     trades_outside: int = 0  # trades of the month received on days without a book file
+
+    @property
+    def data(self) -> list:
+        return ([self.first] if self.first is not None else []) + [str(f) for f in self.files]
 
     @property
     def first_local(self) -> int:
@@ -587,6 +589,7 @@ class DepthFeed:
         return out
 
     def close(self) -> None:
+        self.first = None
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -631,10 +634,13 @@ def write_feed(days: tuple[Path, ...] | list[Path], ticks_path: Path, tick_size:
                 prev_orders = final_orders(day)
             prev_end = end
             del day, trades
-            out = folder / f"day-{stats.day}.npy"
-            write_day(out, events)
+            if i == 0:
+                feed.first = events
+            else:
+                out = folder / f"day-{stats.day}.npy"
+                write_day(out, events)
+                feed.files.append(out)
             del events
-            feed.files.append(out)
             feed.days.append(stats)
         if not feed.days or all(d.first_local is None for d in feed.days):
             raise BacktestInputError(f"{days[0] if days else 'book'}: the month's book day files hold no rows")
