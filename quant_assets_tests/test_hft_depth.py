@@ -515,7 +515,7 @@ def _lake_slice(lake, rows, trades, with_book: bool):
 
 def test_the_runner_feeds_the_book_and_labels_each_result(lake):
     from quant_assets.analytics.slice_metrics import BacktestSlice, _account_facts
-    from quant_assets.critique.prompt import MonthPosition, slice_data
+    from quant_assets.critique.prompt import MonthPosition, slice_data, strategy_dictionary
     from quant_assets.engines.runner import run_backtest
     from quant_assets.strategies import registry
 
@@ -536,6 +536,9 @@ def test_the_runner_feeds_the_book_and_labels_each_result(lake):
     data = slice_data(mm, row, no_trades, pl.DataFrame(), Q.symbol, MonthPosition(1, 1))
     assert data["market_data"]["fidelity"] == L1_APPROXIMATE
     assert "queue positions are not observed" in data["market_data"]["fidelity_note"]
+    # The critic reads the queue model that ran, and no parameter it could not run here.
+    words = strategy_dictionary(mm, l1.manifest["venue_profile"], L1_APPROXIMATE)
+    assert "risk_adverse queue model instead of the profile's power_prob" in words and "- imbalance_levels (" not in words
 
     write_book(lake.root, {"01": QUEUE_ROWS})
     assert book_slice(lake, Q.symbol, MONTH) is not None
@@ -545,5 +548,7 @@ def test_the_runner_feeds_the_book_and_labels_each_result(lake):
     assert fills["ts"][0] == T0 + 6 * S
     facts = _account_facts(BacktestSlice(pl.DataFrame(), pl.DataFrame(), deep.manifest, deep.directory))
     assert facts["fidelity"] == DEPTH_L2
+    words = strategy_dictionary(mm, deep.manifest["venue_profile"], DEPTH_L2)
+    assert "queue position by power_prob (n = 3)" in words and "- imbalance_levels (" in words
     dmm = run_backtest(lake, depth_mm, Q.symbol, MONTH)
     assert dmm.manifest["fidelity"] == DEPTH_L2 and dmm.manifest["params"]["imbalance_levels"] == 5
