@@ -370,10 +370,11 @@ def main(argv: list[str] | None = None) -> int:
         data = run_child(__file__, "month_data", n_deltas=args.deltas)
         b = run_child(__file__, "month", n_deltas=args.deltas)
         rss_gb = b["maxrss_kib"] * 1024 / 1e9
+        written = "by an earlier run" if data["write_s"] == "cached" else f"in {data['write_s']} s"
         ok &= rss_gb < TARGET_RSS_GB
         lines += [
             f"- (b) a synthetic month of {b['rows']:,} book rows + trades ({args.deltas:,} deltas requested over {DAYS} day files, "
-            f"{data['book_mb']} MiB of Parquet, ticks {data['ticks_mb']} MiB; written {'by an earlier run' if data['write_s'] == 'cached' else f"in {data['write_s']} s"}) through "
+            f"{data['book_mb']} MiB of Parquet, ticks {data['ticks_mb']} MiB; written {written}) through "
             f"run_hftbacktest in its own process: wall {b['wall_s']} s, {b['fills']:,} fills, peak RSS "
             f"**{rss_gb:.2f} GB** (target < {TARGET_RSS_GB:g} GB: {'PASS' if rss_gb < TARGET_RSS_GB else 'FAIL'}).",
             f"  Notes: {'; '.join(b['notes'])}",
