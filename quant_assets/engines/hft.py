@@ -30,8 +30,9 @@ with their aggressor side), the whole month in memory. Either is replayed throug
     whatever the profile says: the one-level book shows no level but the touch, so an order
     resting behind the touch sees an empty level (nothing ahead: it fills at the first trade
     there) and every quote change clears the level it left; the conservative model at least
-    advances only on trades, never on a size decrease it cannot attribute. The fill rate and
-    spread capture remain optimistic: read them as an upper bound;
+    advances by the trades at its price (and to the level's size when that falls below the
+    queue ahead), never by guessed cancellations. The fill rate and spread capture remain
+    optimistic: read them as an upper bound;
 
 * ``tick_size``/``lot_size`` and ``trading_value_fee_model(maker_fee, taker_fee)`` from the
   instrument (fees as fractions of traded value, in the quote currency);
