@@ -13,8 +13,9 @@ trade_share=0.3))``, written to ``bench/_work/hft_bench/``), in one process:
    separately and excluded from (a) and (b);
 1. (a) ours: ``run_hftbacktest(path, instrument, params, profile=...)``: Parquet read,
    conversion to events, the replay, building the :class:`EngineRun`; under the built-in venue
-   profile of the instrument (5 ms constant entry and response latency, ``power_prob(3)``
-   queue: what the market maker's former ``order_latency_ms``/``queue_power`` defaults were);
+   profile of the instrument (5 ms constant entry and response latency: what the market
+   maker's former ``order_latency_ms`` default was); on these L1 ticks the adapter runs
+   ``risk_adverse`` whatever the profile's queue model (``L1-approximate``), and so does (b);
 2. (b) bare: what a script using hftbacktest directly does with data prepared for it: the
    month's event array saved once (untimed) as hftbacktest's native ``.npz``, then
    ``BacktestAsset().data("month.npz")`` (hftbacktest loads the file itself) →
@@ -78,7 +79,8 @@ def _instrument(path: Path):
 
 def _bare(events, end_ts: int, instrument, p: dict[str, Any], order_qty: float, profile) -> float:
     """(b)/(c): hftbacktest driven by hand on an ``.npz`` path or a ready event array, with the
-    venue ``profile``'s constant latency and power queue; returns the wall seconds."""
+    venue ``profile``'s constant latency and the queue model the adapter runs on L1 data
+    (``risk_adverse``); returns the wall seconds."""
     from hftbacktest import BacktestAsset, HashMapMarketDepthBacktest
 
     from quant_assets.strategies.market_maker import market_maker_loop
@@ -91,7 +93,7 @@ def _bare(events, end_ts: int, instrument, p: dict[str, Any], order_qty: float, 
         .data(events)
         .linear_asset(1.0)
         .constant_order_latency(entry_ns, resp_ns)
-        .power_prob_queue_model(profile.queue_power)
+        .risk_adverse_queue_model()  # what hft.queue_choice gives L1 data
         .partial_fill_exchange()
         .trading_value_fee_model(instrument.maker_fee, instrument.taker_fee)
         .tick_size(instrument.tick_size)

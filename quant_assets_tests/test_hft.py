@@ -451,12 +451,15 @@ def test_a_recorded_latency_file_runs_and_a_flat_one_equals_the_constant_latency
 
 
 @pytest.mark.parametrize("model", ["risk_adverse", "power_prob2", "power_prob3", "log_prob", "log_prob2"])
-def test_every_queue_model_of_the_profile_runs(tmp_path, model):
-    # The sweep trades 20.0 through the bid (5.0 ahead of the maker): any queue model fills it.
+def test_on_l1_every_queue_model_of_the_profile_gives_way_to_risk_adverse(tmp_path, model):
+    # The sweep trades 20.0 through the bid (5.0 ahead of the maker): it fills. Without a book
+    # the profile's model is not what runs (test_hft_depth runs each one on depth): the
+    # conservative one does, and the result is L1-approximate.
     run = run_hftbacktest(write(tmp_path, sweep_scenario()), TOY, TOY_PARAMS, profile=replace(TOY_VENUE, queue_model=model))
     fills, _ = finalize(run)
     assert fills.select("side", "price", "liquidity").rows() == [(1, 99.0, "maker"), (-1, 100.0, "taker")]
-    assert any(f"queue model {model}" in n for n in run.notes)
+    assert any("queue model risk_adverse" in n for n in run.notes) and run.fidelity == "L1-approximate"
+    assert any(f"instead of the profile's {model}" in n for n in run.notes)
 
 
 def test_size_less_quotes_get_the_declared_depth_at_the_first_mid(tmp_path):

@@ -39,6 +39,7 @@ from quant_assets.analytics import trials
 from quant_assets.analytics.sharpe_test import METHOD, SharpeTest, sharpe_difference
 from quant_assets.analytics.returns import ReturnSeries, sample_returns
 from quant_assets.analytics.slice_metrics import compute, read_backtest
+from quant_assets.engines.inputs import NotApplicableError
 from quant_assets.lake.store import Lake, atomic_dir, file_sha256
 from quant_assets.strategies.spec import ParamError, StrategySpec
 
@@ -166,9 +167,11 @@ def run_oos(lake: Lake, spec: StrategySpec, symbol: str, month: str, trading_day
             try:
                 is_sm = run_and_measure(lake, cand, symbol, month, out / "runs" / tag / month, trading_days)
                 oos_sm = run_and_measure(lake, cand, symbol, oos_month, out / "runs" / tag / oos_month, trading_days)
-            except ParamError as exc:
+            except (ParamError, NotApplicableError) as exc:
                 # A value inside the parameter's range that this account cannot carry (a notional
-                # past its leverage): the suggestion is tested as impossible, not as a failure.
+                # past its leverage), or that the month's data cannot run (the market maker's
+                # imbalance_levels on a month without order-book depth): the suggestion is
+                # tested as impossible, not as a failure.
                 rows.append(_untestable_row(spec, symbol, month, oos_month, critique, s, baseline_params, k, n, alpha, str(exc)))
                 continue
             test = sharpe_difference(oos_sm.returns, oos_base_rs)

@@ -53,6 +53,7 @@ import polars as pl
 from quant_assets.critique.schema import MAX_SUGGESTIONS, Critique
 from quant_assets.critique.scrub import Scrubber
 from quant_assets.critique.scrub import reveal_symbol as reveal_symbol_text
+from quant_assets.engines.fidelity import DEPTH, DEPTH_L3, L1_APPROXIMATE, assumption
 from quant_assets.strategies.spec import StrategySpec
 
 PROMPT_VERSION = "4"
@@ -147,9 +148,11 @@ def _plain(v: Any) -> str:
     return f"{v:g}" if abs(v) >= 1e9 else f"{v:.12g}"
 
 
-def venue_context(venue: dict[str, Any] | None, engine: str) -> str:
+def venue_context(venue: dict[str, Any] | None, engine: str, fidelity: str | None = None) -> str:
     """The venue profile as the critic reads it: what the simulated market does, marked as
-    context it cannot change."""
+    context it cannot change. On hftbacktest the queue model is the one that ran on the slice's
+    ``fidelity`` (:func:`quant_assets.engines.hft.queue_choice`): the profile's on depth-L2,
+    L3 FIFO on depth-L3, risk_adverse on L1 data (L1-approximate)."""
     if not venue:
         return "Venue profile: not recorded for this slice."
     lat = (f"{venue['latency_model']} order latency, entry {venue['entry_latency_ms']:g} ms, "
@@ -157,7 +160,13 @@ def venue_context(venue: dict[str, Any] | None, engine: str) -> str:
     if venue.get("latency_model") == "lognormal":
         lat += f" (medians; sigma {venue.get('latency_sigma')})"
     if engine == "hftbacktest":
-        fills = f"queue position by {venue['queue_model']}" + (f" (n = {venue['queue_power']:g})" if "power" in venue["queue_model"] else "")
+        if fidelity == L1_APPROXIMATE:
+            fills = (f"L1 data only: hftbacktest's conservative risk_adverse queue model instead of the profile's "
+                     f"{venue['queue_model']}; queue positions are not observed")
+        elif fidelity == DEPTH_L3:
+            fills = "queue position by hftbacktest's L3 FIFO on the book's orders (no partial fills)"
+        else:
+            fills = f"queue position by {venue['queue_model']}" + (f" (n = {venue['queue_power']:g})" if "power" in venue["queue_model"] else "")
     else:
         fills = (f"a stop the market gapped through fills at the {venue['stop_fill'].replace('_', ' ')}; slippage probability "
                  f"{venue['prob_slippage']:g} (one tick); a limit at the touch fills with probability {venue['prob_fill_on_limit']:g}")
@@ -165,19 +174,23 @@ def venue_context(venue: dict[str, Any] | None, engine: str) -> str:
             f"{lat}; {fills}; quotes without sizes shown with {venue['synthetic_depth']:,.0f} quote currency at the touch.")
 
 
-def strategy_dictionary(spec: StrategySpec, venue: dict[str, Any] | None = None) -> str:
+def strategy_dictionary(spec: StrategySpec, venue: dict[str, Any] | None = None, fidelity: str | None = None) -> str:
     """The strategy's description, its tunable parameters (meaning, unit, range, current value)
-    and the venue profile it ran under (:func:`venue_context`)."""
+    and the venue profile it ran under (:func:`venue_context`). On a slice without order-book
+    depth the parameters that need it are left out: a suggestion could not run there."""
+    from quant_assets.strategies.registry import DEPTH_PARAMS
+
+    no_depth = fidelity is not None and fidelity not in DEPTH
     rows = [
         f"- {d['name']} ({d['type']}, {d['unit'] or 'no unit'}, range [{_plain(d['lo'])}, {_plain(d['hi'])}], "
         f"now {_plain(d['value'])}): {_clip(str(d['doc']), 300)}"
-        for d, p in zip(spec.docs(), spec.params) if p.tunable
+        for d, p in zip(spec.docs(), spec.params) if p.tunable and not (no_depth and p.name in DEPTH_PARAMS)
     ]
     return (
         f"Strategy `{spec.name}` (engine: {spec.engine}).\n{_clip(spec.description)}\n"
         "Each month is an independent run: it starts flat with fixed cash and closes out at its last quote.\n\n"
         "Data dictionary of the parameters you may suggest changing:\n" + "\n".join(rows)
-        + "\n\n" + venue_context(venue, spec.engine)
+        + "\n\n" + venue_context(venue, spec.engine, fidelity)
     )
 
 
@@ -277,6 +290,8 @@ def slice_data(spec: StrategySpec, metrics_row: dict[str, Any], trades: pl.DataF
         "market_data": {
             "instrument_kind": metrics_row.get("instrument_kind"),
             "fidelity": metrics_row.get("fidelity"),
+            # An hftbacktest result on L1 data: what it could not observe (engines.fidelity).
+            **({"fidelity_note": assumption(L1_APPROXIMATE)} if metrics_row.get("fidelity") == L1_APPROXIMATE else {}),
             "funding": metrics_row.get("funding_status"),
             "venue_profile": metrics_row.get("venue_profile"),
             "feed_latency": metrics_row.get("feed_latency"),
@@ -332,7 +347,7 @@ def build_prompt(spec: StrategySpec, metrics_row: dict[str, Any], trades: pl.Dat
     (quote currency), so that free text quoting one is scrubbed (the trades' prices are added)."""
     scrub = Scrubber(hide=() if reveal_symbol else (symbol,), alias=symbol_alias(symbol),
                      prices=_price_range(trades, price_range))
-    prompt = Prompt((ROLE, scrub(strategy_dictionary(spec, venue), strict=False)),
+    prompt = Prompt((ROLE, scrub(strategy_dictionary(spec, venue, metrics_row.get("fidelity")), strict=False)),
                     slice_data(spec, metrics_row, trades, regimes, symbol, position, reveal_symbol, sensitivity, scrub),
                     tool_definition())
     text = json.dumps(prompt.as_json())

@@ -8,4 +8,7 @@ the engines themselves are imported inside the functions that run them."""
 #: queue model, declared depth of size-less quotes) replaces the fixed settings.
 #: a4 (nautilus): time bars built like the research layer's (left-open, no empty bars) for
 #: strategies that signal on bars; the previous month's end fed first as a warm-up.
-ADAPTER_VERSIONS = {"nautilus": "nautilus_trader-1.221.0/a4", "hftbacktest": "hftbacktest-2.4.4/a3"}
+#: a4 (hftbacktest): the slice's order-book depth streamed by day where it has a book (the queue
+#: model on the real depth, L3 FIFO on depth-L3); on L1 data the conservative risk_adverse queue
+#: model and the result labelled L1-approximate.
+ADAPTER_VERSIONS = {"nautilus": "nautilus_trader-1.221.0/a4", "hftbacktest": "hftbacktest-2.4.4/a4"}

@@ -48,6 +48,9 @@ def assumption(fidelity: str) -> str | None:
     """What a result on ``fidelity`` assumes beyond the data, for its manifest and metrics."""
     if fidelity == TRADES_ONLY:
         return f"quotes made from trades: mid = trade price, touch = mid +/- {TRADES_ONLY_HALF_SPREAD_BPS:g} bp (at least one tick); no observed spread or depth"
+    if fidelity == L1_APPROXIMATE:
+        return ("L1 quotes and trades only: queue positions are not observed (an order behind the touch sees an empty level); "
+                "hftbacktest ran its conservative risk_adverse queue model, fills and spread capture are still optimistic")
     return None
 
 

@@ -1,8 +1,15 @@
-"""hftbacktest 2.4.4 adapter: a canonical ticks partition in, :class:`EngineRun` out.
+"""hftbacktest 2.4.4 adapter: a canonical ticks partition (and, where the slice has one, its
+order-book depth) in, :class:`EngineRun` out.
 
-The partition is read once (the needed columns), converted to hftbacktest events
+**What hftbacktest gets.** On a slice with a ``book`` partition (``depth-L2``/``depth-L3``,
+:mod:`quant_assets.book`) the month's book day files and the trades of the ticks partition,
+converted one day at a time into one event file per day and loaded lazily by hftbacktest
+(:mod:`quant_assets.engines.hft_depth`: the real depth, its snapshots and diffs, trades with
+their aggressor side), so memory is bounded by a day or two whatever the month's size. On an
+L1 slice (no book) the partition is read once and converted to events
 (:mod:`quant_assets.engines.hft_events`: L1 quotes as depth events on a one-level book, trades
-with their aggressor side), and replayed through ``HashMapMarketDepthBacktest`` with one asset:
+with their aggressor side), the whole month in memory. Either is replayed through
+``HashMapMarketDepthBacktest`` with one asset:
 
 * ``linear_asset(1.0)``: PnL in the quote currency, one unit of base per unit of qty;
 * the order latency of the venue profile (:mod:`quant_assets.venues.profile`): a constant one
@@ -10,38 +17,55 @@ with their aggressor side), and replayed through ``HashMapMarketDepthBacktest`` 
   ``intp_order_latency`` over the table :func:`quant_assets.venues.latency.hft_rows` builds
   for the slice (kept alive, like the event array, until ``close()``: hftbacktest reads it in
   place);
-* the profile's queue model (``risk_adverse``, ``power_prob``/``2``/``3`` with
-  ``queue_power``, ``log_prob``/``2``) with ``partial_fill_exchange``;
+* the queue position model, by what the data shows (:func:`queue_choice`):
+
+  - ``depth-L2``: the profile's model (``risk_adverse``, ``power_prob``/``2``/``3`` with
+    ``queue_power``, ``log_prob``/``2``) with ``partial_fill_exchange``: an order joins behind
+    the level's real size and advances by trades and (probabilistically) by the level's
+    decreases, so the model means what it says;
+  - ``depth-L3``: hftbacktest's ``L3FIFOQueueModel`` on the orders themselves with its
+    ``L3NoPartialFillExchange`` (2.4.4 has no partial-fill L3 exchange: an order fills whole);
+  - L1 only: the result is labelled ``L1-approximate``
+    (:data:`~quant_assets.engines.fidelity.L1_APPROXIMATE`) and runs ``RiskAdverseQueueModel``
+    whatever the profile says: the one-level book shows no level but the touch, so an order
+    resting behind the touch sees an empty level (nothing ahead: it fills at the first trade
+    there) and every quote change clears the level it left; the conservative model at least
+    advances by the trades at its price (and to the level's size when that falls below the
+    queue ahead), never by guessed cancellations. The fill rate and spread capture remain
+    optimistic: read them as an upper bound;
+
 * ``tick_size``/``lot_size`` and ``trading_value_fee_model(maker_fee, taker_fee)`` from the
   instrument (fees as fractions of traded value, in the quote currency);
 * no ``last_trades_capacity``: the strategy does not read market trades (they still fill its
   orders in the exchange model).
 
-The event array gets an end-marker row at least one hour (and 1000 of the profile's longest
-order round trips) after the last tick, so the close-out at the last tick runs at real
-timestamps (hftbacktest stops its clock when the data runs out). A quote side without a size
-(FX feeds) gets the profile's ``synthetic_depth`` (quote currency) in base units at the first
-mid (:mod:`quant_assets.engines.depth`). No profile means
+The events get an end-marker row at least one hour (and 1000 of the profile's longest order
+round trips) after the last one, so the close-out at the last event runs at real timestamps
+(hftbacktest stops its clock when the data runs out). A quote side without a size (FX feeds)
+gets the profile's ``synthetic_depth`` (quote currency) in base units at the first mid
+(:mod:`quant_assets.engines.depth`). No profile means
 :func:`~quant_assets.venues.profile.frictionless` for the instrument's venue × kind (no
 latency); the runner always passes the slice's own profile.
 
-The strategy is the numba loop :func:`quant_assets.strategies.market_maker.market_maker_loop`;
-its fills (with fee = maker or taker fee × price × qty) and mid samples become the
+The strategy is the numba loop :func:`quant_assets.strategies.market_maker.market_maker_loop`
+(with ``imbalance_levels > 0`` its quotes are also skewed by the order-book imbalance, which
+needs depth: not applicable without a book); its fills (with fee = maker or taker fee × price × qty) and mid samples become the
 :class:`EngineRun`. The month ends flat: at the last event the loop cancels its orders and
 closes any inventory with an IOC at the touch; what the touch cannot absorb is a synthetic taker
 fill at the touch with order id ``flatten-eod`` (see the loop's docstring).
 
 Input errors (all :class:`~quant_assets.engines.inputs.BacktestInputError`, a ``ValueError``
 naming the file and the reason, raised before the engine starts): the file is missing; it has
-fewer than two quotes (no ticks at all, a single tick, only trades); a price is off the
-instrument's tick grid (by more than 1e-6 tick). A valid partition on which the strategy never
-trades returns an empty fills frame and its equity samples: that is an honest result.
+fewer than two quotes (no ticks at all, a single tick, only trades) on an L1 slice; a price is
+off the instrument's tick grid (by more than 1e-6 tick); a book day file that breaks the book's
+invariants (:mod:`~quant_assets.engines.hft_depth`). A valid partition on which the strategy
+never trades returns an empty fills frame and its equity samples: that is an honest result.
 
 hftbacktest and numba are imported inside the functions, so importing this module stays cheap.
 The numba functions are module-level in their own modules, so they compile once per process
 and later runs reuse them: ~9-11 s on the development VM, mostly the strategy loop and
 hftbacktest's jitclasses, which numba cannot cache on disk (they call hftbacktest through
-ctypes pointers); the conversion kernel is cached.
+ctypes pointers); the conversion kernels are cached.
 """
 
 from __future__ import annotations
@@ -56,7 +80,8 @@ import numpy as np
 import polars as pl
 
 from quant_assets.engines.account import REASON_FLATTEN, REASON_LIQUIDATION, AccountRules
-from quant_assets.engines.inputs import BacktestInputError, check_memory, inspect_ticks
+from quant_assets.engines.fidelity import DEPTH_L3, L1_APPROXIMATE
+from quant_assets.engines.inputs import BacktestInputError, NotApplicableError, check_memory, inspect_ticks
 from quant_assets.engines.result import RAW_FILL_SCHEMA, SAMPLE_SCHEMA, EngineRun
 from quant_assets.engines import depth
 from quant_assets.lake.instruments import Instrument
@@ -74,6 +99,11 @@ ENGINE_VERSION = "2.4.4"
 #: bench/hardening_bench.py at about 370 B/tick over ~250 MiB; rounded up for margin.
 HFT_BYTES_PER_TICK = 450
 HFT_FIXED_BYTES = 300 << 20
+#: Peak memory per book row of the largest day on a depth slice (the day's columns while it is
+#: converted, its events, up to two days of events inside hftbacktest and the first day's, kept
+#: in memory): the month is never held. bench/hft_depth_bench.py measured 0.72 GB peak for a
+#: month of 1.8M rows a day, under the ~1.0 GB this estimates.
+HFT_DEPTH_BYTES_PER_ROW = 400
 #: Order id of the synthetic closing fill in the result.
 FLATTEN_ORDER_ID = "flatten-eod"
 NS_PER_MS = 1_000_000
@@ -89,6 +119,10 @@ QUEUE_METHODS = {
     "power_prob2": "power_prob_queue_model2", "power_prob3": "power_prob_queue_model3",
     "log_prob": "log_prob_queue_model", "log_prob2": "log_prob_queue_model2",
 }
+#: The queue model of an L1-approximate run (no book): hftbacktest's conservative one.
+L1_QUEUE_MODEL = "risk_adverse"
+#: The queue model of a ``depth-L3`` run (``BacktestAsset.l3_fifo_queue_model``).
+L3_QUEUE_MODEL = "l3_fifo"
 
 
 @dataclass(frozen=True)
@@ -144,16 +178,51 @@ def latency_rows(profile: VenueProfile, first_local_ts: int, last_local_ts: int)
     return venue_latency.hft_rows(profile, int(first_local_ts), int(last_local_ts))
 
 
-def build_backtest(events: np.ndarray, instrument: Instrument, profile: VenueProfile | None = None,
-                   rows: np.ndarray | None = None):
-    """The ``HashMapMarketDepthBacktest`` for ``events`` under the venue ``profile`` (default:
-    frictionless). ``rows`` is the profile's latency table for this slice
-    (:func:`latency_rows`), required unless the latency is constant. The caller keeps
-    ``events`` and ``rows`` alive until ``close()``: ``BacktestAsset.data`` and
-    ``intp_order_latency`` read them in place, without a copy."""
+@dataclass(frozen=True)
+class QueueChoice:
+    """The queue position model a run uses and why (see the module docstring)."""
+
+    model: str  # a key of QUEUE_METHODS, or L3_QUEUE_MODEL
+    power: float | None  # the exponent of the power_prob models
+    partial_fills: bool
+    why: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}({self.power:g})" if self.power is not None else self.model
+
+
+def queue_choice(profile: VenueProfile, level: str | None) -> QueueChoice:
+    """The queue model for data of ``level`` (``depth-L2``, ``depth-L3``, or None: L1 only)
+    under ``profile``."""
+    model = profile.queue_model
+    if model not in QUEUE_METHODS:
+        raise ValueError(f"{profile.label}: queue_model {model!r} is not one of {', '.join(QUEUE_METHODS)}")
+    if level == DEPTH_L3:
+        return QueueChoice(L3_QUEUE_MODEL, None, False,
+                           f"depth-L3: hftbacktest's L3 FIFO queue on the orders themselves, without partial fills "
+                           f"(the profile's {_queue_label(profile)} applies to L2 books)")
+    if level is None:
+        return QueueChoice(L1_QUEUE_MODEL, None, True,
+                           f"{L1_APPROXIMATE}: no order book, only the touch: the conservative {L1_QUEUE_MODEL} queue model "
+                           f"instead of the profile's {_queue_label(profile)}, which needs depth; an order behind the touch "
+                           "sees an empty level and a moved touch clears its level, so fills and spread capture are optimistic")
+    power = float(profile.queue_power) if venue_profiles.QUEUE_MODELS[model] else None
+    return QueueChoice(model, power, True, f"{level}: the profile's queue model {_queue_label(profile)} on the real depth")
+
+
+def build_backtest(events: np.ndarray | list[str], instrument: Instrument, profile: VenueProfile | None = None,
+                   rows: np.ndarray | None = None, queue: QueueChoice | None = None):
+    """The ``HashMapMarketDepthBacktest`` for ``events`` (an event array, or the paths of event
+    files that hftbacktest loads one by one) under the venue ``profile`` (default:
+    frictionless) with the ``queue`` model (default: the profile's). ``rows`` is the profile's
+    latency table for this slice (:func:`latency_rows`), required unless the latency is
+    constant. The caller keeps ``events`` (an array) and ``rows`` alive until ``close()``:
+    ``BacktestAsset.data`` and ``intp_order_latency`` read them in place, without a copy."""
     from hftbacktest import BacktestAsset, HashMapMarketDepthBacktest
 
     profile = _profile(profile, instrument)
+    queue = queue or queue_choice(profile, "depth-L2")
     asset = BacktestAsset().data(events).linear_asset(1.0)
     fixed = venue_latency.constant_ns(profile)
     if fixed is not None:
@@ -168,13 +237,13 @@ def build_backtest(events: np.ndarray, instrument: Instrument, profile: VenuePro
             # A converted copy would be freed while hftbacktest still reads it.
             raise ValueError("latency rows must be a C-contiguous array of LATENCY_DTYPE")
         asset = asset.intp_order_latency(rows)
-    model = profile.queue_model
-    if model not in QUEUE_METHODS:
-        raise ValueError(f"{profile.label}: queue_model {model!r} is not one of {', '.join(QUEUE_METHODS)}")
-    method = getattr(asset, QUEUE_METHODS[model])
-    asset = method(float(profile.queue_power)) if venue_profiles.QUEUE_MODELS[model] else method()
+    if queue.model == L3_QUEUE_MODEL:
+        asset = asset.l3_fifo_queue_model()
+    else:
+        method = getattr(asset, QUEUE_METHODS[queue.model])
+        asset = method(queue.power) if queue.power is not None else method()
     asset = (
-        asset.partial_fill_exchange()
+        (asset.partial_fill_exchange() if queue.partial_fills else asset.no_partial_fill_exchange())
         .trading_value_fee_model(instrument.maker_fee, instrument.taker_fee)
         .tick_size(instrument.tick_size)
         .lot_size(instrument.lot_size)
@@ -199,20 +268,26 @@ def end_marker_pad_ns(profile: VenueProfile, rows: np.ndarray | None = None) -> 
     return max(3600 * NS_PER_S, 1000 * max_round_trip_ns(profile, rows))
 
 
-def latency_notes(profile: VenueProfile, rows: np.ndarray | None, first_local_ts: int, last_local_ts: int) -> list[str]:
-    """What the run note says about the order latency: the model, and for a recorded file a
-    slice outside the recorded times (hftbacktest then holds the first or last row's latency)."""
+def latency_notes(profile: VenueProfile, rows: np.ndarray | None, first_local_ts: int, last_local_ts: int,
+                  queue: QueueChoice | None = None) -> list[str]:
+    """What the run note says about the order latency and the queue model (default: the
+    profile's): the model, and for a recorded file a slice outside the recorded times
+    (hftbacktest then holds the first or last row's latency)."""
+    label = queue.label if queue is not None else _queue_label(profile)
     fixed = venue_latency.constant_ns(profile)
     if fixed is not None:
-        return [f"order latency {fixed[0] / NS_PER_MS:g} ms entry, {fixed[1] / NS_PER_MS:g} ms response "
-                f"(constant; venue profile {profile.label}); queue model {_queue_label(profile)}"]
-    out = [f"order latency: {profile.latency_model} (median {profile.entry_latency_ms * profile.latency_scale:g} ms entry) "
-           f"through hftbacktest's IntpOrderLatency (venue profile {profile.label}); queue model {_queue_label(profile)}"]
+        out = [f"order latency {fixed[0] / NS_PER_MS:g} ms entry, {fixed[1] / NS_PER_MS:g} ms response "
+               f"(constant; venue profile {profile.label}); queue model {label}"]
+    else:
+        out = [f"order latency: {profile.latency_model} (median {profile.entry_latency_ms * profile.latency_scale:g} ms entry) "
+               f"through hftbacktest's IntpOrderLatency (venue profile {profile.label}); queue model {label}"]
     if profile.latency_model == "recorded" and rows is not None:
         lo, hi = int(rows["req_ts"][0]), int(rows["req_ts"][-1])
         if first_local_ts < lo or last_local_ts > hi:
             out.append(f"the recorded latency file covers req_ts {lo}..{hi} ns, the slice {first_local_ts}..{last_local_ts}: "
                        "outside it hftbacktest uses the first or last row's latency")
+    if queue is not None:
+        out.append(queue.why)
     return out
 
 
@@ -221,19 +296,18 @@ def _queue_label(profile: VenueProfile) -> str:
     return f"{profile.queue_model}({profile.queue_power:g})" if takes_power else profile.queue_model
 
 
-def run_loop(hbt, events: np.ndarray, end_ts: int, instrument: Instrument, p: dict[str, Any], order_qty: float,
+def run_loop(hbt, start_ts: int, end_ts: int, instrument: Instrument, p: dict[str, Any], order_qty: float,
              skip_idle: bool = True, rules: AccountRules | None = None):
     """Run :func:`market_maker_loop` on ``hbt`` with the resolved params ``p`` under the
     account ``rules`` (default 1x from 100,000); returns its raw output (see the loop).
-    ``end_ts`` is the last real event's ``local_ts`` (ns)."""
+    ``start_ts``/``end_ts`` are the first and last real events' ``local_ts`` (ns)."""
     from quant_assets.strategies.market_maker import market_maker_loop
 
     rules = rules or AccountRules(100_000.0)
 
     interval_ns = int(round(p["interval_ms"] * NS_PER_MS))
     equity_ns = int(round(p["equity_interval_s"] * NS_PER_S))
-    start = int(events["local_ts"][0])
-    duration = max(end_ts - start, 0)
+    duration = max(end_ts - int(start_ts), 0)
     sample_capacity = duration // max(interval_ns, equity_ns) + 16
     return market_maker_loop(
         hbt, instrument.tick_size, instrument.lot_size, int(round(order_qty / instrument.lot_size)),
@@ -241,6 +315,7 @@ def run_loop(hbt, events: np.ndarray, end_ts: int, instrument: Instrument, p: di
         interval_ns, equity_ns, int(end_ts), FILL_CAPACITY, int(sample_capacity), skip_idle,
         float(rules.starting_cash), float(rules.max_leverage), float(rules.maintenance_margin), float(rules.ruin_floor),
         float(instrument.maker_fee), float(instrument.taker_fee),
+        int(p.get("imbalance_levels", 0)), float(p.get("imbalance_skew_ticks", 0.0)),
     )
 
 
@@ -278,53 +353,125 @@ def _fills_frame(raw: np.ndarray, instrument: Instrument, close_oid: int = -1, c
     )
 
 
-def run_hftbacktest_with_state(
-    ticks_path: Path, instrument: Instrument, params: dict[str, Any], starting_cash: float = 100_000.0,
-    skip_idle: bool = True, rules: AccountRules | None = None, profile: VenueProfile | None = None,
-) -> tuple[EngineRun, EngineState]:
-    """:func:`run_hftbacktest`, plus hftbacktest's own end-of-run state (for reconciliation).
-    ``skip_idle=False`` steps the loop through every decision point (the reference behaviour)."""
-    import hftbacktest
+@dataclass
+class _Market:
+    """What one run replays: the events (an array, or day files hftbacktest loads lazily), the
+    first and last local times (ns), the first mid, what the data was and its notes."""
 
+    events: np.ndarray | list[str]
+    start_ts: int
+    end_ts: int
+    first_mid: float
+    level: str | None  # depth-L2 / depth-L3, or None (L1)
+    n_events: int  # canonical rows fed: ticks (L1), or book rows + trades (depth)
+    event_rows: int
+    notes: list[str]
+    feed: Any = None  # the DepthFeed whose files must outlive the run
+
+
+def _l1_market(ticks_path: Path, instrument: Instrument, profile: VenueProfile, order_notional: float) -> tuple[_Market, np.ndarray | None, float]:
+    """The L1 market of a slice without depth: the whole month as one event array (see the
+    module docstring). Returns (market, latency rows, order qty)."""
     from quant_assets.engines.hft_events import read_ticks, to_events
-    from quant_assets.strategies.market_maker import INFO_FIELDS
 
-    ticks_path = Path(ticks_path)
-    p = _resolve(params)
-    stats = inspect_ticks(ticks_path, instrument, engine="hftbacktest")
-    check_memory(ticks_path, "hftbacktest", stats.quotes + stats.trades, HFT_BYTES_PER_TICK, HFT_FIXED_BYTES)
-    if hftbacktest.__version__ != ENGINE_VERSION:
-        raise RuntimeError(f"hftbacktest {hftbacktest.__version__} installed; this adapter is written for {ENGINE_VERSION}")
-
-    rules = rules or AccountRules(starting_cash)
-    profile = _profile(profile, instrument)
-    t0 = time.perf_counter()
     ticks = read_ticks(ticks_path)
     first_mid = _first_mid(ticks, ticks_path)
-    order_qty = order_quantity(p["order_notional"], first_mid, instrument.lot_size, instrument.size_precision)
+    order_qty = order_quantity(order_notional, first_mid, instrument.lot_size, instrument.size_precision)
     first_local, last_local = int(ticks["ts_recv"].min()), int(ticks["ts_recv"].max())
     rows = latency_rows(profile, first_local, last_local)
     missing = ticks.select((pl.col("kind") == "quote") & (pl.col("bid_sz").is_null() | pl.col("ask_sz").is_null())).sum().item()
     missing_qty = depth.synthetic_qty(profile, first_mid, instrument.lot_size, instrument.size_precision)
     # The end marker row lets the close-out after the last event run at real timestamps.
     events = to_events(ticks, instrument.tick_size, missing_qty=missing_qty, end_marker_ns=end_marker_pad_ns(profile, rows))
-    n_ticks = ticks.height
     # hftbacktest deletes a level whose size rounds to 0 lots: such quotes empty that side.
     sub_lot = int(ticks.select(((pl.col("bid_sz") < instrument.lot_size / 2) | (pl.col("ask_sz") < instrument.lot_size / 2)).sum()).item() or 0)
-    del ticks
-    end_ts = int(events["local_ts"][:-1].max())
-    event_rows = len(events)
-    hbt = build_backtest(events, instrument, profile, rows)
+    notes = []
+    if missing:
+        notes.append(depth.note(missing_qty, profile, first_mid, instrument.base_currency, instrument.quote_currency,
+                                f"{missing} quote(s) without a size on a side"))
+    if sub_lot:
+        notes.append(f"{sub_lot} quote(s) with a size under half a lot ({instrument.lot_size}): hftbacktest treats them as an empty side")
+    market = _Market(events, int(events["local_ts"][0]), int(events["local_ts"][:-1].max()), first_mid, None, ticks.height,
+                     len(events), notes)
+    return market, rows, order_qty
+
+
+def _depth_market(ticks_path: Path, book: BookSlice, instrument: Instrument, profile: VenueProfile, order_notional: float,
+                  tmp_dir: Path | str | None, total_trades: int | None = None) -> tuple[_Market, np.ndarray | None, float]:
+    """The depth market of a slice with a book: one event file per day (see the module
+    docstring and :mod:`quant_assets.engines.hft_depth`)."""
+    from quant_assets.engines.hft_depth import write_feed
+
+    feed = write_feed(book.days, ticks_path, instrument.tick_size, book.level, tmp_dir, total_trades=total_trades)
     try:
-        raw, sample_ts, sample_mid, info_arr = run_loop(hbt, events, end_ts, instrument, p, order_qty, skip_idle, rules)
+        order_qty = order_quantity(order_notional, feed.first_mid, instrument.lot_size, instrument.size_precision)
+        rows = latency_rows(profile, feed.first_local, feed.last_local)
+        feed.add_end_marker(end_marker_pad_ns(profile, rows))
+    except BaseException:
+        feed.close()
+        raise
+    market = _Market(feed.data, feed.first_local, feed.last_local, feed.first_mid, book.level,
+                     feed.book_rows + feed.trades, feed.event_rows + 1, feed.notes(), feed)
+    return market, rows, order_qty
+
+
+def _check_depth_memory(book: BookSlice) -> None:
+    """Refuse a depth run whose largest day would not fit the memory budget (the month is
+    streamed, so the month's size does not matter)."""
+    largest = max(book.days, key=lambda d: d.stat().st_size)
+    rows = int(pl.scan_parquet(largest).select(pl.len()).collect().item())
+    check_memory(largest, "hftbacktest (one day of depth)", rows, HFT_DEPTH_BYTES_PER_ROW, HFT_FIXED_BYTES)
+
+
+def run_hftbacktest_with_state(
+    ticks_path: Path, instrument: Instrument, params: dict[str, Any], starting_cash: float = 100_000.0,
+    skip_idle: bool = True, rules: AccountRules | None = None, profile: VenueProfile | None = None,
+    book: BookSlice | None = None, tmp_dir: Path | str | None = None,
+) -> tuple[EngineRun, EngineState]:
+    """:func:`run_hftbacktest`, plus hftbacktest's own end-of-run state (for reconciliation).
+    ``skip_idle=False`` steps the loop through every decision point (the reference behaviour)."""
+    import hftbacktest
+
+    from quant_assets.strategies.market_maker import INFO_FIELDS
+    from quant_assets.strategies.registry import DEPTH_PARAMS
+
+    ticks_path = Path(ticks_path)
+    p = _resolve(params)
+    if book is None and any(p[k] for k in DEPTH_PARAMS):
+        raise NotApplicableError(f"{ticks_path}: {', '.join(f'{k} = {p[k]}' for k in DEPTH_PARAMS if p[k])}: needs order-book "
+                                 "depth and the slice has no book partition")
+    stats = inspect_ticks(ticks_path, instrument, engine="hftbacktest", book_level=book.level if book is not None else None)
+    if book is None:
+        check_memory(ticks_path, "hftbacktest", stats.quotes + stats.trades, HFT_BYTES_PER_TICK, HFT_FIXED_BYTES)
+    else:
+        _check_depth_memory(book)
+    if hftbacktest.__version__ != ENGINE_VERSION:
+        raise RuntimeError(f"hftbacktest {hftbacktest.__version__} installed; this adapter is written for {ENGINE_VERSION}")
+
+    rules = rules or AccountRules(starting_cash)
+    profile = _profile(profile, instrument)
+    queue = queue_choice(profile, book.level if book is not None else None)
+    t0 = time.perf_counter()
+    if book is None:
+        market, rows, order_qty = _l1_market(ticks_path, instrument, profile, p["order_notional"])
+    else:
+        market, rows, order_qty = _depth_market(ticks_path, book, instrument, profile, p["order_notional"], tmp_dir, stats.trades)
+    try:
+        hbt = build_backtest(market.events, instrument, profile, rows, queue)
+        try:
+            raw, sample_ts, sample_mid, info_arr = run_loop(hbt, market.start_ts, market.end_ts, instrument, p, order_qty, skip_idle, rules)
+        finally:
+            hbt.close()
     finally:
-        hbt.close()
+        if market.feed is not None:
+            market.feed.close()  # only now: hftbacktest read the day files until close()
     info = dict(zip(INFO_FIELDS, info_arr.tolist()))
     halted = bool(info["halted"])
     fills = _fills_frame(raw, instrument, int(info["close_oid"]), REASON_LIQUIDATION if halted else REASON_FLATTEN)
     samples = pl.DataFrame({"ts": sample_ts, "mid": sample_mid}, schema=SAMPLE_SCHEMA)
     wall = time.perf_counter() - t0
-    del events  # only now: hftbacktest read it (and the latency rows) in place until close()
+    first_local, event_rows = market.start_ts, market.event_rows
+    market.events = []  # only now: hftbacktest read the array (and the latency rows) in place until close()
 
     lot = instrument.lot_size
     state = EngineState(
@@ -334,12 +481,11 @@ def run_hftbacktest_with_state(
         event_rows=event_rows, order_qty=order_qty,
     )
     notes = [f"order_qty {order_qty} {instrument.base_currency} ({p['order_notional']} {instrument.quote_currency} at the first mid)"]
-    notes += latency_notes(profile, rows, first_local, last_local)
-    if missing:
-        notes.append(depth.note(missing_qty, profile, first_mid, instrument.base_currency, instrument.quote_currency,
-                                f"{missing} quote(s) without a size on a side"))
-    if sub_lot:
-        notes.append(f"{sub_lot} quote(s) with a size under half a lot ({instrument.lot_size}): hftbacktest treats them as an empty side")
+    notes += latency_notes(profile, rows, first_local, market.end_ts, queue)
+    notes += market.notes
+    if p.get("imbalance_levels"):
+        notes.append(f"quotes skewed by the order-book imbalance over {p['imbalance_levels']} level(s) per side "
+                     f"(up to {p['imbalance_skew_ticks']:g} ticks), from hftbacktest's depth at each decision")
     if info["untracked_orders"]:
         notes.append(f"{int(info['untracked_orders'])} order observation(s) did not fit the fill tracker: fills may be missing")
     if state.ioc_qty:
@@ -364,24 +510,33 @@ def run_hftbacktest_with_state(
         notes.append(account_events[-1]["detail"])
     counters = {"orders_refused_leverage": int(info["quotes_refused_leverage"]), "liquidations": len(account_events)}
     run = EngineRun(
-        fills=fills, samples=samples, engine=ENGINE, engine_version=ENGINE_VERSION, events=n_ticks, wall_s=wall,
+        fills=fills, samples=samples, engine=ENGINE, engine_version=ENGINE_VERSION, events=market.n_events, wall_s=wall,
         starting_cash=starting_cash, quote_currency=instrument.quote_currency, notes=notes,
-        account_events=account_events, counters=counters, fidelity=stats.fidelity,
+        account_events=account_events, counters=counters,
+        # What the result can claim: depth-L2/L3 on a book, else L1-approximate (the queue
+        # positions are not observed; see queue_choice).
+        fidelity=market.level if market.level is not None else L1_APPROXIMATE,
     )
     return run, state
 
 
 def run_hftbacktest(ticks_path: Path, instrument: Instrument, params: dict[str, Any], starting_cash: float = 100_000.0,
                     rules: AccountRules | None = None, profile: VenueProfile | None = None,
-                    book: BookSlice | None = None) -> EngineRun:
-    """Backtest the ``market_maker`` strategy with ``params`` (validated against its spec;
-    missing ones take their defaults) on one canonical ticks partition, under the venue
-    ``profile`` (order latency, queue model, synthetic depth; default: frictionless for the
-    instrument's venue × kind, i.e. no order latency).
+                    book: BookSlice | None = None, tmp_dir: Path | str | None = None) -> EngineRun:
+    """Backtest the ``market_maker`` strategy with ``params`` (validated against its spec; missing ones take their defaults) on one
+    canonical ticks partition and, when ``book`` is given, the slice's order-book depth, under
+    the venue ``profile`` (order latency, queue model, synthetic depth; default: frictionless
+    for the instrument's venue × kind, i.e. no order latency).
 
-    ``events`` in the result counts canonical ticks (quotes + trades); ``wall_s`` covers the
-    Parquet read, the conversion, the replay and building the result (not the input checks).
-    Raises :class:`~quant_assets.engines.inputs.BacktestInputError` for an unusable partition
-    and :class:`~quant_assets.strategies.spec.ParamError` for bad parameters.
+    With ``book`` the month streams by day through event files in ``tmp_dir`` (default
+    ``$TMPDIR``; about 64 bytes per book row and trade, removed at the end) and the result's
+    ``fidelity`` is the book's level; without it the result is ``L1-approximate`` (see the
+    module docstring). ``events`` in the result counts the canonical rows fed (quotes + trades;
+    book rows + trades on depth); ``wall_s`` covers the reads, the conversion, the replay and
+    building the result (not the input checks). Raises
+    :class:`~quant_assets.engines.inputs.BacktestInputError` for an unusable partition,
+    :class:`~quant_assets.engines.inputs.NotApplicableError` for depth parameters without a
+    book, and :class:`~quant_assets.strategies.spec.ParamError` for bad parameters.
     """
-    return run_hftbacktest_with_state(ticks_path, instrument, params, starting_cash, rules=rules, profile=profile)[0]
+    return run_hftbacktest_with_state(ticks_path, instrument, params, starting_cash, rules=rules, profile=profile,
+                                      book=book, tmp_dir=tmp_dir)[0]

@@ -70,12 +70,15 @@ class TickStats:
         return self.last_quote_ts if self.fidelity != TRADES_ONLY else self.last_trade_ts
 
 
-def inspect_ticks(path: Path, instrument: Instrument, grid_tolerance: float = 1e-6, engine: str = "nautilus") -> TickStats:
+def inspect_ticks(path: Path, instrument: Instrument, grid_tolerance: float = 1e-6, engine: str = "nautilus",
+                  book_level: str | None = None) -> TickStats:
     """Check a partition for a backtest on ``engine``: it exists, has at least two quotes (a mid
     and a change of it) or, where the engine's strategies can run on trades alone (see
     :mod:`quant_assets.engines.fidelity`), two trades, and every price lies on the instrument's
     tick grid (within ``grid_tolerance`` ticks). Raises :class:`NotApplicableError` when the
-    data's fidelity does not suit the engine, :class:`BacktestInputError` otherwise."""
+    data's fidelity does not suit the engine, :class:`BacktestInputError` otherwise.
+    ``book_level`` (``depth-L2``/``depth-L3``): the slice has a book, which carries the quotes:
+    the ticks then only need to exist (their trades are read beside the book)."""
     if not path.exists():
         raise BacktestInputError(f"{path}: no ticks partition (materialise `ticks` for it first)")
     tick = instrument.tick_size
@@ -95,15 +98,16 @@ def inspect_ticks(path: Path, instrument: Instrument, grid_tolerance: float = 1e
     )
     stats = TickStats(path, int(row["quotes"]), int(row["trades"]), row["first_ts"], row["last_quote_ts"], int(row["off_grid"] or 0),
                       row["last_trade_ts"])
-    reason = not_applicable(engine, stats.fidelity)
-    if reason is not None:
-        raise NotApplicableError(f"{path}: {stats.quotes} quote(s) and {stats.trades} trade(s) (only trades): {reason}")
-    if stats.fidelity == EMPTY:
-        what = "only trades" if stats.trades else "no ticks"
-        raise BacktestInputError(
-            f"{path}: {stats.quotes} quote(s) and {stats.trades} trade(s) ({what}); the strategies need "
-            "at least two L1 quotes (a mid price and a change of it), or two trades on trades-only data"
-        )
+    if book_level is None:
+        reason = not_applicable(engine, stats.fidelity)
+        if reason is not None:
+            raise NotApplicableError(f"{path}: {stats.quotes} quote(s) and {stats.trades} trade(s) (only trades): {reason}")
+        if stats.fidelity == EMPTY:
+            what = "only trades" if stats.trades else "no ticks"
+            raise BacktestInputError(
+                f"{path}: {stats.quotes} quote(s) and {stats.trades} trade(s) ({what}); the strategies need "
+                "at least two L1 quotes (a mid price and a change of it), or two trades on trades-only data"
+            )
     if stats.off_grid_prices:
         raise BacktestInputError(
             f"{path}: {stats.off_grid_prices} price(s) are not multiples of the instrument's tick size "

@@ -10,7 +10,13 @@ tested against), at a cost proportional to the events instead of the month's len
 of 100 ms decisions is 26.8M points):
 
 * reservation price ``r = mid - skew_ticks * tick * (position / order_qty)`` (shifted against
-  the inventory, a linear GLFT-style skew);
+  the inventory, a linear GLFT-style skew), plus, on order-book depth
+  (``imbalance_levels > 0``), ``imbalance_skew_ticks * tick * I`` with the order-book imbalance
+  ``I = (B - A) / (B + A)`` in [-1, 1], where B and A are the sizes of the first
+  ``imbalance_levels`` non-empty price levels of each side of hftbacktest's own depth at the
+  decision time (the local book, after feed latency: point in time), scanning at most
+  :data:`IMBALANCE_MAX_SCAN_TICKS` ticks from the touch per side; more resting bids than asks
+  (buying pressure) shift both quotes up;
 * bid at ``floor(r / tick - half_spread_ticks)`` ticks, ask at ``ceil(r / tick + half_spread_ticks)``,
   clamped so they never improve on the touch (bid ≤ best bid, ask ≥ best ask), sent post-only
   (GTX: if the market moved during the order latency and the quote would cross, the exchange
@@ -58,6 +64,10 @@ _GTX, _IOC, _LIMIT = 1, 3, 0
 
 #: Order id of the synthetic end-of-month closing fill (real orders count up from 1).
 SYNTHETIC_ORDER_ID = 0
+
+#: How far from the touch (ticks) the imbalance looks for its levels on each side: a sparse book
+#: cannot make one decision scan the whole price range (levels beyond it are not counted).
+IMBALANCE_MAX_SCAN_TICKS = 1000
 
 #: Orders the loop tracks at once (working bid/ask, cancels in flight, the closing order).
 _TRACK = 64
@@ -170,6 +180,37 @@ def _scan_orders(hbt, fills, n, tr_id, tr_cum, tr_used, lot_size, live):
     return fills, n, moved, untracked, n_live
 
 
+@njit(cache=False)
+def book_imbalance(depth, levels, max_scan):
+    """``(B - A) / (B + A)`` over the first ``levels`` non-empty price levels of each side of
+    ``depth`` (an hftbacktest market depth), scanning at most ``max_scan`` ticks from the touch
+    per side; 0 when both sides are empty."""
+    bid_qty = 0.0
+    found = 0
+    t = depth.best_bid_tick
+    for _ in range(max_scan):
+        if found >= levels:
+            break
+        q = depth.bid_qty_at_tick(t)
+        if q > 0.0:
+            bid_qty += q
+            found += 1
+        t -= 1
+    ask_qty = 0.0
+    found = 0
+    t = depth.best_ask_tick
+    for _ in range(max_scan):
+        if found >= levels:
+            break
+        q = depth.ask_qty_at_tick(t)
+        if q > 0.0:
+            ask_qty += q
+            found += 1
+        t += 1
+    total = bid_qty + ask_qty
+    return (bid_qty - ask_qty) / total if total > 0.0 else 0.0
+
+
 # Phases of the loop.
 _QUOTING, _CANCELLING, _CLOSING, _DONE = 0, 1, 2, 3
 
@@ -195,6 +236,8 @@ def market_maker_loop(
     ruin_floor: float = 1_000.0,
     maker_fee: float = 0.0,
     taker_fee: float = 0.0,
+    imbalance_levels: int = 0,
+    imbalance_skew_ticks: float = 0.0,
 ):
     """Run the market maker on asset 0 of ``hbt`` (a ``HashMapMarketDepthBacktest``) until
     ``end_ts`` (ns, the last real event's ``local_ts``), then close out.
@@ -204,7 +247,9 @@ def market_maker_loop(
     inventory, ``max_position_orders`` orders, ``interval_ns``/``equity_interval_ns``/``end_ts``
     ns. ``fill_capacity``/``sample_capacity`` are initial buffer sizes (they double as needed).
     ``skip_idle`` (default True) jumps over grid points where nothing can change (see the
-    module docstring); False steps through every one.
+    module docstring); False steps through every one. ``imbalance_levels`` (levels per side,
+    0: off) and ``imbalance_skew_ticks`` (ticks at full imbalance) shift the reservation price
+    by the order-book imbalance (see the module docstring; meaningful on depth only).
 
     The account (quote currency; see :mod:`quant_assets.engines.account`): cash starts at
     ``starting_cash`` and moves with every recorded fill and its fee (``maker_fee``/``taker_fee``,
@@ -301,6 +346,8 @@ def market_maker_loop(
             elif valid:
                 # 3. quotes
                 res_tick = (best_bid + best_ask) / 2.0 - skew_ticks * (pos_lots / order_lots)
+                if imbalance_levels > 0:
+                    res_tick += imbalance_skew_ticks * book_imbalance(depth, imbalance_levels, IMBALANCE_MAX_SCAN_TICKS)
                 # 1e-9 tick of slack: a skewed price that is an integer up to float noise stays one.
                 bid_tick = min(np.int64(np.floor(res_tick - half_spread_ticks + 1e-9)), best_bid)
                 ask_tick = max(np.int64(np.ceil(res_tick + half_spread_ticks - 1e-9)), best_ask)

@@ -135,7 +135,11 @@ MARKET_MAKER = StrategySpec(
         "around the mid at half_spread_ticks, both shifted against the inventory by skew_ticks per "
         "order of inventory (a linear GLFT-style skew); no new orders on the side that would exceed "
         "max_position_orders. Partial fills, maker/taker fees from the instrument; order latency "
-        "and the queue position model are the venue profile's (quant_assets.venues), not parameters."
+        "and the queue position model are the venue profile's (quant_assets.venues), not parameters. "
+        "On a slice with an order book its orders queue behind the book's real depth, and "
+        "imbalance_levels > 0 also skews both quotes by the book's imbalance (B - A) / (B + A) over "
+        "that many levels per side; on L1 data the result is L1-approximate (conservative queue "
+        "model, queue positions not observed) and imbalance_levels > 0 is not applicable."
     ),
     params=(
         Param("half_spread_ticks", float, 2.0, "distance of each quote from the mid", "ticks", 0.0, 10_000.0, fewer_trades=1),
@@ -144,8 +148,18 @@ MARKET_MAKER = StrategySpec(
         Param("max_position_orders", int, 5, "inventory limit, in multiples of the order size", "orders", 1, 10_000),
         Param("interval_ms", float, 100.0, "decision interval: quotes are revised at most this often", "ms", 1.0, 60_000.0, fewer_trades=1),
         EQUITY_INTERVAL,
+        # Only meaningful on order-book depth: > 0 makes the run not applicable without a book.
+        Param("imbalance_levels", int, 0, "price levels per side in the order-book imbalance skew (0: off; > 0 needs "
+              "order-book depth: not applicable on a slice without a book)", "levels", 0, 100),
+        Param("imbalance_skew_ticks", float, 1.0, "quote shift at full order-book imbalance (all size on one side), "
+              "towards the heavier side (used when imbalance_levels > 0)", "ticks", 0.0, 1_000.0),
     ),
+    # It reads the slice's book where there is one (queue positions, the imbalance), and runs without.
+    depth="optional",
 )
+
+#: The market maker's parameters that need order-book depth when set (> 0).
+DEPTH_PARAMS = ("imbalance_levels",)
 
 BUILTIN: tuple[StrategySpec, ...] = (EMA_CROSS, MEAN_REVERSION, MARKET_MAKER)
 
