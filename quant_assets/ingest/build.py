@@ -29,7 +29,7 @@ from pathlib import Path
 
 import polars as pl
 
-from quant_assets.ingest.landing import stage, survey, table_of
+from quant_assets.ingest.landing import stage, survey, tables_of
 from quant_assets.ingest.validate import month_start_ns, next_month
 from quant_assets.lake.manifest import FileRecord
 from quant_assets.lake.schema import DEDUPE_COLUMNS, TICK_COLUMNS
@@ -189,8 +189,9 @@ def _build_locked(lake: Lake, symbol: str, month: str, check: Callable[[Path, li
         stage(lake, symbol, r) if r.status == "seen" or (r.status != "failed" and month in r.months) else r
         for r in survey(lake, symbol, probe_new=False)
     ]
-    # Staging recognises a new funding file and records it as such: it feeds ``funding``, not ticks.
-    records = [r for r in records if r.status == "failed" or table_of(r) == "ticks"]
+    # Staging recognises a new funding file and records it as such: it feeds ``funding``, not ticks;
+    # a depth capture feeds ticks through its tick side (the book's own rows are not ticks).
+    records = [v for r in records if (v := _as_ticks(lake, r)) is not None]
     failed = [r for r in records if r.status == "failed"]
     sources = [r for r in records if r.status == "staged" and month in r.months]
     quarantined = [lake.quarantine_path(symbol, r.sha256) for r in records if r.status == "staged" and r.rows_rejected]
@@ -238,6 +239,17 @@ def _build_locked(lake: Lake, symbol: str, month: str, check: Callable[[Path, li
     )
 
 
+def _as_ticks(lake: Lake, rec: FileRecord) -> FileRecord | None:
+    """``rec`` as a source of ticks: itself, a depth capture's tick side, or None (not ticks)."""
+    from quant_assets.book.staging import ticks_view
+
+    if rec.status == "failed":
+        return rec
+    if "ticks" not in tables_of(rec):
+        return None
+    return ticks_view(lake, rec)
+
+
 def expected_fingerprint(lake: Lake, symbol: str, month: str) -> str | None:
     """Fingerprint of the files that would feed (symbol, month) now, from the manifest
     (after a ``survey``); None when no file touches it."""
@@ -249,7 +261,7 @@ def expected_fingerprints(lake: Lake, symbol: str, surveyed: list[FileRecord] | 
     survey instead of one per month (a month absent from the result has no file: None).
     ``surveyed``: the records of ``survey(lake, symbol, table=None)`` when the caller already
     has them (one survey shared with the funding fingerprints)."""
-    records = survey(lake, symbol) if surveyed is None else [r for r in surveyed if table_of(r) == "ticks"]
+    records = survey(lake, symbol) if surveyed is None else [r for r in surveyed if "ticks" in tables_of(r)]
     by_month: dict[str, list[FileRecord]] = {}
     for rec in records:
         if rec.status != "failed":
