@@ -217,3 +217,39 @@ def test_landing_routes_a_book_parquet_to_the_book_table(lake):
     assert survey(lake, SYM) == []  # not a ticks file
     with pytest.raises(NoDataError):  # its rows are not ticks (and it has no top changes: one snapshot)
         build_partition(lake, SYM, MONTH)
+
+
+def _materialize_book(instance):
+    import dagster as dg
+
+    from quant_assets.definitions import ASSETS
+    from resources import CriticResource, LakeResource
+
+    instance.add_dynamic_partitions("symbols", [SYM])
+    return dg.materialize(ASSETS, selection=["book"], partition_key=f"{MONTH}|{SYM}", instance=instance,
+                          resources={"lake": LakeResource(), "critic": CriticResource()}, raise_on_error=False)
+
+
+def test_book_asset_reports_level_gaps_and_blocking_checks(lake, instance):
+    s = Script().snapshot(BIDS, ASKS, seq=10).update([(1, 100.0, 2.0)], seq=11, first=11)
+    s.update([(1, 99.0, 5.0)], seq=15, first=14)
+    s.snapshot({100.0: 4.0}, {101.0: 1.0}, seq=20)
+    land(lake, SYM, s.frame(), "a.parquet")
+    res = _materialize_book(instance)
+    assert res.success
+    (mat,) = res.asset_materializations_for_node("book")
+    md = mat.metadata
+    assert md["level"].value == DEPTH_L2 and md["days"].value == 1 and md["quarantined_rows"].value == 1
+    assert mat.tags["dagster/code_version"].startswith("book-v")
+    checks = {e.check_name: e for e in res.get_asset_check_evaluations()}
+    assert all(checks[n].passed for n in checks if n != "book_gaps")
+    assert checks["book_gaps"].passed is False and checks["book_gaps"].severity.value == "WARN"
+    assert checks["book_gaps"].metadata["gaps"].value[0]["kind"] == "sequence gap"
+    published = _published_state(lake)
+
+    land(lake, SYM, Script(t0=JAN_NS + 2 * DAY_NS).update([(-1, 99.0, 1.0)], seq=21, first=21).frame(), "b.parquet")
+    res = _materialize_book(instance)
+    assert not res.success
+    checks = {e.check_name: e for e in res.get_asset_check_evaluations()}
+    assert checks["book_not_crossed"].passed is False and "b.parquet line 1" in checks["book_not_crossed"].metadata["detail"].value
+    assert _published_state(lake) == published
