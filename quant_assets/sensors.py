@@ -24,6 +24,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from quant_assets.book.build import NO_SOURCES as NO_BOOK_SOURCES
+from quant_assets.book.build import expected_fingerprint as expected_book_fingerprint
 from quant_assets.funding.build import expected_fingerprint as expected_funding_fingerprint
 from quant_assets.ingest.build import expected_fingerprint
 from quant_assets.ingest.landing import survey, table_of
@@ -65,14 +67,28 @@ def _read_cursor(cursor: str | None) -> tuple[dict[str, str], dict[str, list[int
 
 ingest_job = dg.define_asset_job(
     "ingest_ticks",
-    selection=dg.AssetSelection.assets("ticks", "funding"),
+    selection=dg.AssetSelection.assets("ticks", "funding", "book"),
     partitions_def=None,
     description="Build ticks (and funding) partitions from the landing zone; each run request names its asset.",
 )
 
 #: Per table fed from the landing zone: its asset and the fingerprint of its current sources.
 _TABLES = {"ticks": (dg.AssetKey("ticks"), expected_fingerprint),
-           "funding": (dg.AssetKey("funding"), expected_funding_fingerprint)}
+           "funding": (dg.AssetKey("funding"), expected_funding_fingerprint),
+           "book": (dg.AssetKey("book"), expected_book_fingerprint)}
+
+
+def _selection(lk, table: str, month: str, symbol: str) -> list[dg.AssetKey]:
+    """What a run for a landing file of ``table`` builds: a funding file its funding; a tick file
+    the ticks and funding, and the book too when depth files touch the month (the ticks compare
+    their quotes with it); a depth file the book, and the ticks and funding (its top may be the
+    ticks' quotes: the depth files are inputs of the ticks)."""
+    if table == "funding":
+        return [_TABLES["funding"][0]]
+    keys = [_TABLES["ticks"][0], _TABLES["funding"][0]]
+    if table == "book" or expected_book_fingerprint(lk, symbol, month) != NO_BOOK_SOURCES:
+        keys.append(_TABLES["book"][0])
+    return keys
 
 
 @dg.sensor(
@@ -129,7 +145,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> d
             partition_key=partition_key(month, symbol),
             # A ticks run builds the slice's funding partition too (cheap: "not applicable" for
             # spot, the month's rates for a perpetual), so backtests never wait on it.
-            asset_selection=[_TABLES[table][0]] if table == "funding" else [_TABLES["ticks"][0], _TABLES["funding"][0]],
+            asset_selection=_selection(lk, table, month, symbol),
             tags={"quant_assets/trigger": "landing"},
         )
         for (table, month, symbol), hashes in sorted(triggers.items())

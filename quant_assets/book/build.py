@@ -36,12 +36,11 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
-from quant_assets.book import validate as V
-from quant_assets.book.replay import ACTION_NAMES, Book, columns as book_columns, top_changes
 from quant_assets.book.schema import ACTION, BOOK_COLUMNS, BOOK_SCHEMA, DEPTH_L2, DEPTH_L3, F_GAP_RESET
 from quant_assets.book.staging import read_facts
 from quant_assets.ingest.build import sources_fingerprint
@@ -49,6 +48,24 @@ from quant_assets.ingest.validate import month_start_ns, next_month
 from quant_assets.lake.manifest import FileRecord
 from quant_assets.lake.store import ROW_GROUP_ROWS, ZSTD_LEVEL, Lake, atomic_dir, file_sha256
 from quant_assets.lake.symbols import normalise_symbol
+
+if TYPE_CHECKING:
+    from quant_assets.book.replay import Book
+
+
+class _Lazy:
+    """The compiled kernels' module, imported on first use: the Dagster definitions import this
+    module (for BOOK_VERSION, CHECKS and the fingerprints) and must not pay numba's import."""
+
+    def __getattr__(self, name: str):
+        import quant_assets.book.validate as mod
+
+        return getattr(mod, name)
+
+
+V = _Lazy()
+#: ``action`` names in the order of the Enum (its physical codes are the kernels' integers).
+ACTION_NAMES = tuple(ACTION.categories)
 
 #: Bump when the build changes what a partition contains (the Dagster asset's code version).
 BOOK_VERSION = "1"
@@ -235,6 +252,8 @@ def _day_rows(sources: list[_Source], lo: int, hi: int) -> pl.DataFrame:
 
 
 def _kernel_arrays(rows: pl.DataFrame) -> dict[str, np.ndarray]:
+    from quant_assets.book.replay import columns as book_columns
+
     a = book_columns(rows)
     a["is_snapshot"] = rows["is_snapshot"].fill_null(False).to_numpy()
     a["seq_first"] = rows["seq_first"].fill_null(-1).to_numpy()
@@ -286,6 +305,8 @@ def check_day(day: pl.DataFrame, state: Book) -> str | None:
     order_ok = ((r.diff().fill_null(0) > 0) | ((r.diff().fill_null(0) == 0) & (q.diff().fill_null(0) >= 0))).all()
     if not order_ok:
         return "rows not sorted by (ts_recv, seq)"
+    from quant_assets.book.replay import Book, top_changes
+
     book = Book(l3=state.l3)
     tops = top_changes(day, book)
     crossed = tops.filter(pl.col("bid_px") >= pl.col("ask_px"))
