@@ -162,6 +162,11 @@ def test_sequence_gap_resets_at_the_next_snapshot_and_is_recorded(lake):
     assert resets.height == 1 and resets["action"][0] == "clear" and resets["ts_recv"][0] == t_snap
     assert not {5.0, 7.0} & set(day["size"].to_list())  # never papered over
     assert replay([day]).as_dict() == {"bids": {100.0: 6.0}, "asks": {101.0: 1.0}}
+    from quant_assets.lake.duck import connect
+
+    con = connect(lake)  # the views: the book's rows, its quarantine beside the ticks'
+    assert con.sql("SELECT count(*) FROM book WHERE day = '01'").fetchall()[0][0] == day.height
+    assert con.sql("SELECT count(*) FROM quarantine WHERE \"table\" = 'book'").fetchall()[0][0] == 2
 
 
 def test_futures_pu_continuity(lake):
@@ -207,7 +212,7 @@ def test_snapshot_older_than_applied_updates_is_skipped(lake):
 
 
 def test_landing_routes_a_book_parquet_to_the_book_table(lake):
-    from quant_assets.ingest.build import NoDataError, build_partition
+    from quant_assets.ingest.build import build_partition
     from quant_assets.ingest.landing import survey, table_of, tables_of
 
     land(lake, SYM, Script().snapshot(BIDS, ASKS, seq=1).frame())
@@ -215,8 +220,8 @@ def test_landing_routes_a_book_parquet_to_the_book_table(lake):
     assert (rec.format, rec.status, rec.months, table_of(rec), tables_of(rec)) == (
         "canonical_book_parquet", "staged", [MONTH], "book", ("book",))
     assert survey(lake, SYM) == []  # not a ticks file
-    with pytest.raises(NoDataError):  # its rows are not ticks (and it has no top changes: one snapshot)
-        build_partition(lake, SYM, MONTH)
+    r = build_partition(lake, SYM, MONTH)  # its rows are not ticks: the ticks' one quote is the book's top
+    assert (r.quotes, r.trades, r.quotes_from_book["rows"]) == (1, 0, 1)
 
 
 def _materialize_book(instance):
@@ -253,3 +258,183 @@ def test_book_asset_reports_level_gaps_and_blocking_checks(lake, instance):
     checks = {e.check_name: e for e in res.get_asset_check_evaluations()}
     assert checks["book_not_crossed"].passed is False and "b.parquet line 1" in checks["book_not_crossed"].metadata["detail"].value
     assert _published_state(lake) == published
+
+
+def _top_script() -> Script:
+    """Tops after each message: (100 x 1 | 101 x 1.5), (100 x 2 | 101 x 1.5), (100 x 2 | 102 x 3)."""
+    s = Script().snapshot(BIDS, ASKS, seq=10)
+    s.update([(1, 100.0, 2.0)], seq=11, first=11)
+    s.update([(1, 99.0, 2.5)], seq=12, first=12)   # below the top: no quote
+    s.update([(-1, 101.0, 0.0)], seq=13, first=13)
+    return s
+
+
+def test_ticks_quotes_derived_from_the_book_when_no_quote_file(lake):
+    from quant_assets.ingest.build import build_partition, expected_fingerprint
+    from quant_assets_tests import builders as tb
+
+    land(lake, SYM, _top_script().frame())
+    tb.write(lake.landing_dir(SYM) / "trades.csv", tb.binance_trades_csv(3, t0_ms=JAN_NS // 1_000_000 + 10))
+    r = build_partition(lake, SYM, MONTH)
+    assert (r.quotes, r.trades) == (3, 3)
+    assert r.quotes_from_book["rows"] == 3 and r.quotes_from_book["level"] == DEPTH_L2
+    assert [x.path for x in r.book_sources] == ["landing/BTCUSDT/depth.parquet"]
+    q = pl.read_parquet(r.path).filter(pl.col("kind") == "quote")
+    assert q.select("bid_px", "bid_sz", "ask_px", "ask_sz").rows() == [
+        (100.0, 1.0, 101.0, 1.5), (100.0, 2.0, 101.0, 1.5), (100.0, 2.0, 102.0, 3.0)]
+    assert q["ts_recv"].to_list() == [JAN_NS + 1_000_000, JAN_NS + 2_000_000, JAN_NS + 4_000_000]
+    # the depth file is an input of the ticks: sync and the sensor see the same fingerprint
+    assert expected_fingerprint(lake, SYM, MONTH) == r.source_fingerprint
+
+
+def test_quote_file_compared_with_the_book_top(lake):
+    from quant_assets.book.l1 import compare_quotes, quotes_vs_book
+    from quant_assets.ingest.build import build_partition
+    from quant_assets_tests import builders as tb
+
+    land(lake, SYM, _top_script().frame())
+    ms = JAN_NS // 1_000_000
+    quotes = [(1, "100.00", "1.0", "101.00", "1.5"), (2, "100.00", "2.0", "101.00", "1.5"),
+              (4, "100.01", "2.0", "102.00", "3.0"),   # within a tick: agrees
+              (5, "100.00", "2.0", "105.00", "1.0")]   # 3 away from the book's ask: disagrees
+    text = "update_id,best_bid_price,best_bid_qty,best_ask_price,best_ask_qty,transaction_time,event_time\n" + "".join(
+        f"{9000 + i},{b},{bq},{a},{aq},{ms + t},{ms + t}\n" for i, (t, b, bq, a, aq) in enumerate(quotes))
+    tb.write(lake.landing_dir(SYM) / "BTCUSDT-bookTicker-2024-01.csv", text)
+    r = build_partition(lake, SYM, MONTH)
+    assert r.quotes == 4 and r.quotes_from_book is None  # a quote file: nothing derived
+    out = quotes_vs_book(lake, SYM, MONTH, r.path, 0.01)
+    assert (out["compared"], out["agree"], out["share"]) == (4, 3, 0.75)
+    assert compare_quotes(lake, SYM, MONTH, r.path, None)["share"] is None  # unknown tick size: null, with reason
+
+
+def test_ticks_asset_compares_quotes_with_the_book(lake, instance):
+    import dagster as dg
+
+    from quant_assets.definitions import ASSETS
+    from resources import CriticResource, LakeResource
+    from quant_assets_tests import builders as tb
+
+    land(lake, SYM, _top_script().frame())
+    ms = JAN_NS // 1_000_000
+    tb.write(lake.landing_dir(SYM) / "BTCUSDT-bookTicker-2024-01.csv",
+             "update_id,best_bid_price,best_bid_qty,best_ask_price,best_ask_qty,transaction_time,event_time\n"
+             f"9000,100.00,1.0,101.00,1.5,{ms + 1},{ms + 1}\n9001,100.00,2.0,105.00,1.0,{ms + 2},{ms + 2}\n")
+    instance.add_dynamic_partitions("symbols", [SYM])
+    res = dg.materialize(ASSETS, selection=["ticks"], partition_key=f"{MONTH}|{SYM}", instance=instance,
+                         resources={"lake": LakeResource(), "critic": CriticResource()}, raise_on_error=False)
+    assert res.success  # the comparison does not block
+    checks = {e.check_name: e for e in res.get_asset_check_evaluations()}
+    cmp = checks["quotes_match_book"]
+    assert cmp.passed is False and cmp.severity.value == "WARN"
+    assert (cmp.metadata["compared"].value, cmp.metadata["agree"].value, cmp.metadata["share"].value) == (2, 1, 0.5)
+    assert all(checks[n].passed for n in checks if n != "quotes_match_book")
+
+
+def test_sync_runs_book_beside_ticks_for_months_with_depth(lake, instance):
+    from quant_assets import sync
+    from quant_assets_tests import builders as tb
+
+    land(lake, SYM, _top_script().frame())  # January: depth only (its quotes come from the book)
+    tb.write(lake.landing_dir(SYM) / "BTCUSDT-bookTicker-2024-02.csv", tb.binance_bookticker_csv(4, t0_ms=tb.FEB_START_MS))
+    ingest = {"ticks", "funding", "book"}
+    slices = sync.discover(lake, instance)
+    assert slices == [("2024-01", SYM), ("2024-02", SYM)]
+
+    def plan() -> dict:
+        return {(s.asset.path[-1], s.month): s.state
+                for s in sync.plan(lake, instance, slices, assets=lambda k: k.path[-1] in ingest)}
+
+    before = plan()
+    assert before[("book", "2024-01")] == "missing" and before[("book", "2024-02")] == "n/a"
+    for month, _symbol, result in sync.run_slices(instance, sync.plan(lake, instance, slices,
+                                                                     assets=lambda k: k.path[-1] in ingest)):
+        assert result.success, month
+    after = plan()
+    assert after[("book", "2024-01")] == after[("ticks", "2024-01")] == "materialized"
+    assert after[("book", "2024-02")] == "n/a"
+    assert lake.book_days(SYM, "2024-01") and lake.ticks_path(SYM, "2024-01").exists()
+
+
+def test_bars_carry_book_features_null_with_the_reason(lake):
+    import numpy as np
+
+    from quant_assets.book.features import book_features
+    from quant_assets.research.run import run_bars
+    from quant_assets_tests import builders as tb
+
+    minute = 60_000_000_000
+    s = Script().snapshot({100.0: 3.0, 99.0: 1.0}, {101.0: 1.0, 102.0: 1.0}, seq=10)  # minute 0
+    s.update([(1, 100.0, 1.0), (1, 99.0, 3.0)], seq=11, first=11, t=JAN_NS + minute + 5)  # minute 1
+    s.update([(1, 100.0, 2.0)], seq=15, first=14, t=JAN_NS + 2 * minute + 5)  # minute 2: a gap
+    s.snapshot({100.0: 1.0}, {100.5: 1.0}, seq=20, t=JAN_NS + 3 * minute + 5)  # minute 3: reset
+    land(lake, SYM, s.frame())
+    ms = JAN_NS // 1_000_000
+    tb.write(lake.landing_dir(SYM) / "trades.csv", tb.binance_trades_csv(4, t0_ms=ms + 10, step_ms=60_000))
+    from quant_assets.ingest.build import build_partition
+
+    build_partition(lake, SYM, MONTH)
+    bars = run_bars(lake, SYM, MONTH, "1m").bars.sort("ts")
+    assert bars["ts"].to_list() == [JAN_NS + k * minute for k in range(4)]
+    b0, b1, b2, b3 = bars.iter_rows(named=True)
+    # minute 0 closes on the snapshot: 5 levels each side; bid depth 4, ask depth 2
+    assert b0["book_reason"] is None and b0["book_imbalance"] == pytest.approx((4 - 2) / 6)
+    assert b0["microprice"] == pytest.approx((100.0 * 1.0 + 101.0 * 3.0) / 4.0)
+    assert (b0["depth_bid_bps"], b0["depth_ask_bps"]) == (0.0, 0.0)  # mid 100.5 +- 10 bps: 100.3995..100.6005
+    wide = book_features(lake, SYM, MONTH, np.array([JAN_NS + minute]), JAN_NS + 5 * minute, bps=100.0)
+    assert wide.select("depth_bid_bps", "depth_ask_bps").row(0) == (3.0, 1.0)  # 99.495..101.505
+    assert b1["book_imbalance"] == pytest.approx((4 - 2) / 6) and b1["microprice"] == pytest.approx(100.5)  # top sizes now equal
+    assert b2["book_reason"].startswith("inside a gap of the book") and b2["microprice"] is None
+    assert b3["book_reason"] is None and b3["microprice"] == pytest.approx(100.25)
+
+    # a month without a book: every feature null, with the reason
+    tb.write(lake.landing_dir(SYM) / "feb.csv", tb.binance_trades_csv(2, t0_ms=tb.FEB_START_MS, start_id=90))
+    build_partition(lake, SYM, "2024-02")
+    feb = run_bars(lake, SYM, "2024-02", "1m").bars
+    assert feb["book_reason"].unique().to_list() == ["no book for the month"] and feb["microprice"].null_count() == feb.height
+
+
+def test_databento_sequence_holes_are_normal_a_bad_row_is_a_gap(lake, monkeypatch):
+    # Databento's per-channel sequence ("increasing" continuity): holes are normal; a decrease is
+    # a duplicate; a message with a rejected row (a venue's bad-book flag) makes the book unknown.
+    from quant_assets.book import staging
+
+    monkeypatch.setattr(staging, "continuity_of", lambda fmt, facts: "increasing")
+    s = Script().snapshot(BIDS, ASKS, seq=100)
+    s.update([(1, 100.0, 2.0)], seq=105)            # a hole: fine
+    s.update([(1, 100.0, 9.0)], seq=103)            # not above 105: a duplicate, no gap
+    s.update([(1, 99.0, 4.0)], seq=110)
+    s.update([(-1, 101.0, 3.0)], seq=111)           # its action is made unreadable below
+    s.update([(-1, 102.0, 5.0)], seq=112)           # unknown book
+    s.snapshot({100.0: 1.0}, {101.0: 1.0}, seq=120)
+    frame = s.frame().with_columns(pl.col("action").cast(pl.String))
+    frame = frame.with_columns(pl.when(pl.col("seq") == 111).then(pl.lit("modify?")).otherwise(pl.col("action")).alias("action"))
+    land(lake, SYM, frame)
+    b = build_book(lake, SYM, MONTH)
+    (gap,) = b.gaps
+    assert gap["kind"] == "unreadable row in a stream without sequence numbers" and gap["recovered"]
+    q = _quarantine(lake).sort("src_line")
+    reasons = dict(zip(q["src_line"].to_list(), q["reject_reason"].to_list()))
+    assert reasons[7].startswith("duplicate or out of order: seq 103 not above the last applied 105")
+    assert "inside a gap" in reasons[10]
+    assert replay(list(book_slice(lake, SYM, MONTH).days)).as_dict() == {"bids": {100.0: 1.0}, "asks": {101.0: 1.0}}
+
+
+def test_landing_sensor_runs_book_beside_ticks_for_a_depth_file(lake, instance):
+    import os
+    import time
+
+    import dagster as dg
+
+    from quant_assets.definitions import defs
+    from quant_assets.sensors import landing_sensor
+    from resources import CriticResource, LakeResource
+
+    path = land(lake, SYM, _top_script().frame())
+    old = time.time() - 60
+    os.utime(path, (old, old))  # settled: the sensor takes it
+    with dg.build_sensor_context(instance_ref=instance.get_ref(), definitions=defs,
+                                 resources={"lake": LakeResource(), "critic": CriticResource()}) as ctx:
+        res = landing_sensor(ctx)
+    (req,) = res.run_requests
+    assert str(req.partition_key) == f"{MONTH}|{SYM}" and req.run_key.startswith("book:")
+    assert sorted(k.to_user_string() for k in req.asset_selection) == ["book", "funding", "ticks"]
