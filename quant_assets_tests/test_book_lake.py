@@ -432,9 +432,22 @@ def test_landing_sensor_runs_book_beside_ticks_for_a_depth_file(lake, instance):
     path = land(lake, SYM, _top_script().frame())
     old = time.time() - 60
     os.utime(path, (old, old))  # settled: the sensor takes it
-    with dg.build_sensor_context(instance_ref=instance.get_ref(), definitions=defs,
-                                 resources={"lake": LakeResource(), "critic": CriticResource()}) as ctx:
-        res = landing_sensor(ctx)
+    def evaluate(cursor=None):
+        with dg.build_sensor_context(instance_ref=instance.get_ref(), definitions=defs, cursor=cursor,
+                                     resources={"lake": LakeResource(), "critic": CriticResource()}) as ctx:
+            return landing_sensor(ctx)
+
+    res = evaluate()
     (req,) = res.run_requests
     assert str(req.partition_key) == f"{MONTH}|{SYM}" and req.run_key.startswith("book:")
     assert sorted(k.to_user_string() for k in req.asset_selection) == ["book", "funding", "ticks"]
+
+    # a quote file of a month with depth: its run builds the book too (the ticks compare with it)
+    from quant_assets_tests import builders as tb
+
+    for name, t0 in (("jan.csv", tb.JAN_MS), ("feb.csv", tb.FEB_START_MS)):
+        p = tb.write(lake.landing_dir(SYM) / name, tb.binance_bookticker_csv(2, t0_ms=t0))
+        os.utime(p, (old, old))
+    sel = {str(r.partition_key): sorted(k.to_user_string() for k in r.asset_selection)
+           for r in evaluate(res.cursor).run_requests}
+    assert sel == {f"{MONTH}|{SYM}": ["book", "funding", "ticks"], f"2024-02|{SYM}": ["funding", "ticks"]}
