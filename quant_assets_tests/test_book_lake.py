@@ -451,3 +451,34 @@ def test_landing_sensor_runs_book_beside_ticks_for_a_depth_file(lake, instance):
     sel = {str(r.partition_key): sorted(k.to_user_string() for k in r.asset_selection)
            for r in evaluate(res.cursor).run_requests}
     assert sel == {f"{MONTH}|{SYM}": ["book", "funding", "ticks"], f"2024-02|{SYM}": ["funding", "ticks"]}
+
+
+def test_a_month_starts_from_the_book_carried_over_from_the_snapshot_before_it(lake):
+    feb = JAN_NS + 31 * DAY_NS
+    s = Script(t0=feb - 10 * DAY_NS).snapshot(BIDS, ASKS, seq=10)   # January 22nd
+    s.update([(1, 100.0, 2.0)], seq=11, first=11)
+    s.update([(-1, 101.0, 0.0)], seq=12, first=12, t=feb + 5)      # February 1st: no snapshot in February
+    land(lake, SYM, s.frame())
+    b = build_book(lake, SYM, "2024-02")
+    assert [w.path for w in b.warmup] == [] and [r.path for r in b.sources] == ["landing/BTCUSDT/depth.parquet"]
+    (day,) = b.days
+    assert (day["day"], day["opening"]) == ("01", "carried")
+    rows = pl.read_parquet(lake.book_days(SYM, "2024-02")[0])
+    assert rows["is_snapshot"][0] and rows["ts_recv"].min() == feb + 5  # nothing of January is published in February
+    assert replay([rows]).as_dict() == {"bids": {100.0: 2.0, 99.0: 2.0}, "asks": {102.0: 3.0}}
+
+
+def test_warm_up_reads_the_previous_months_file(lake):
+    feb = JAN_NS + 31 * DAY_NS
+    land(lake, SYM, Script(t0=feb - DAY_NS).snapshot(BIDS, ASKS, seq=10).update([(1, 100.0, 2.0)], seq=11, first=11).frame(),
+         "jan.parquet")
+    land(lake, SYM, Script(t0=feb + 5).update([(-1, 101.0, 0.0)], seq=12, first=12, t=feb + 5).frame(), "feb.parquet")
+    b = build_book(lake, SYM, "2024-02")
+    assert [w.path for w in b.warmup] == ["landing/BTCUSDT/jan.parquet"] and b.gaps == []
+    assert replay(list(book_slice(lake, SYM, "2024-02").days)).as_dict() == {
+        "bids": {100.0: 2.0, 99.0: 2.0}, "asks": {102.0: 3.0}}
+    assert _manifest_of(lake, "2024-02")["warmup"][0]["path"] == "landing/BTCUSDT/jan.parquet"
+
+
+def _manifest_of(lake, month: str) -> dict:
+    return json.loads((lake.book_month_dir(SYM, month) / "manifest.json").read_text())
