@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from quant_assets.book.schema import ACTION, BOOK_COLUMNS, BOOK_SCHEMA, DEPTH_L2, DEPTH_L3, F_GAP_RESET
+from quant_assets.book.schema import ACTION, BOOK_COLUMNS, BOOK_SCHEMA, DEPTH_L3, F_GAP_RESET
 from quant_assets.book.staging import read_facts
 from quant_assets.ingest.build import sources_fingerprint
 from quant_assets.ingest.validate import month_start_ns, next_month
