@@ -48,7 +48,8 @@ def bars_asset(interval: str) -> dg.AssetsDefinition:
         kinds={"polars", "parquet"},
         description=(
             f"{interval} bars of each ticks partition: OHLC from trades where the bar has trades, else from mid "
-            "quotes (`source`), volume and trade count, the last bid/ask/mid and the spread. Bars without ticks "
+            "quotes (`source`), volume and trade count, the last bid/ask/mid and the spread; the book at the close "
+            "(`book_imbalance`, `microprice`, `depth_bid_bps`/`depth_ask_bps`; null with `book_reason` without depth). Bars without ticks "
             f"are absent. Output: `bars/interval={interval}/symbol=S/month=M/part-0.parquet`; DuckDB view `bars`."
         ),
         automation_condition=rebuild_stale_slices(),
