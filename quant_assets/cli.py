@@ -166,8 +166,8 @@ def _print_summary(lake, slices, states) -> None:
 
 
 def _asset_order(name: str) -> tuple:
-    """ticks and funding first, then the slice assets by name, then the roll-ups."""
-    return (name.startswith(("report_", "factors_")), name not in ("ticks", "funding"), name != "ticks", name)
+    """ticks, funding and book first, then the slice assets by name, then the roll-ups."""
+    return (name.startswith(("report_", "factors_")), name not in ("ticks", "funding", "book"), name != "ticks", name)
 
 
 def _print_not_applicable(states) -> None:

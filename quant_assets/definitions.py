@@ -11,6 +11,7 @@ import os
 import dagster as dg
 
 from quant_assets.assets.backtests import backtest_assets
+from quant_assets.assets.book import book
 from quant_assets.assets.funding import funding
 from quant_assets.assets.critiques import critique_asset, oos_asset
 from quant_assets.assets.discoveries import discoveries_asset
@@ -35,6 +36,7 @@ venue_profiles.validate_config()  # likewise venues.toml, naming the file, table
 ASSETS = [
     ticks,
     funding,
+    book,
     venue_profile_asset(),
     *backtest_assets(SPECS),
     *(sensitivity_asset(s) for s in SPECS.values()),

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import dagster as dg
 from quant_assets.definitions import ASSETS, defs
+from quant_assets.book.build import NO_SOURCES as NO_BOOK_SOURCES
+from quant_assets.book.build import expected_fingerprints as expected_book_fingerprints
 from quant_assets.funding.build import NO_SOURCES as NO_FUNDING_SOURCES
 from quant_assets.funding.build import expected_fingerprints as expected_funding_fingerprints
 from quant_assets.ingest.build import expected_fingerprints
@@ -41,7 +43,12 @@ ALL_MONTHS = "all"
 EXTERNAL_SOURCES: dict[dg.AssetKey, tuple[Callable[[Lake, str, list[FileRecord]], dict[str, str]], str | None]] = {
     dg.AssetKey("ticks"): (expected_fingerprints, None),
     dg.AssetKey("funding"): (expected_funding_fingerprints, NO_FUNDING_SOURCES),
+    dg.AssetKey("book"): (expected_book_fingerprints, NO_BOOK_SOURCES),
 }
+
+#: Assets fed from outside Dagster that are n/a on a month none of their sources touches (and
+#: never built there): the month's state is ``n/a`` with this reason, not ``missing``.
+NA_WITHOUT_SOURCES: dict[dg.AssetKey, str] = {dg.AssetKey("book"): "no depth file touches the month"}
 
 
 def _waits(lake: Lake, key: dg.AssetKey, symbol: str, month: str) -> bool:
@@ -124,8 +131,8 @@ def discover(lake: Lake, instance: dg.DagsterInstance, log: Callable[[str], None
             surveyed[symbol] = records
         found = False
         for rec in records:
-            if rec.status != "failed" and table_of(rec) != "ticks":
-                continue  # a funding file: its months are not slices
+            if rec.status != "failed" and table_of(rec) == "funding":
+                continue  # a funding file: its months are not slices (a depth file's are)
             if rec.status == "failed":
                 log(f"failed {rec.path}: {rec.error}")
             for month in rec.months:
@@ -263,6 +270,10 @@ def _plan(lake: Lake, instance: dg.DagsterInstance, slices: list[tuple[str, str]
         append, state_of = states.append, SliceState  # (600k iterations at 400 x 84: locals)
         for month, symbol, pk, fidelities in targets:
             row = index.get(pk)
+            if row is None and key in NA_WITHOUT_SOURCES and month != ALL_MONTHS \
+                    and sources(key, symbol, month) == EXTERNAL_SOURCES[key][1]:
+                append(state_of(key, month, symbol, "n/a", None, NA_WITHOUT_SOURCES[key]))
+                continue
             if row is None:
                 reason = n_a(engine, fidelities)
                 if reason is not None:

@@ -280,6 +280,7 @@ def test_every_downstream_asset_carries_a_named_condition_and_the_automation_run
               for k in graph.get_all_asset_keys()}
     assert labels.pop("ticks") is None  # the landing sensor drives ticks
     assert labels.pop("funding") is None  # and funding
+    assert labels.pop("book") is None  # and book (beside ticks, for months with depth files)
     assert labels.pop("venue_profile") == "rebuild_venue_profiles"
     assert labels.pop("discoveries") == "rebuild_ledger"  # unpartitioned, over every tested change
     assert set(labels.values()) == {"rebuild_stale_slices", "rebuild_rollups"}

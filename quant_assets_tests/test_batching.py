@@ -156,7 +156,7 @@ def test_a_backfill_runs_batched_and_equals_one_run_per_slice(lake, sync_instanc
     # the ticks checks, per slice: in the batched run evaluated for their partition
     evaluations = _evaluations(sync_instance, runs[0].run_id)
     assert sorted((str(e.partition), e.passed) for e in evaluations) == sorted(
-        (pk, True) for pk in TARGET[:2] for _ in range(5))
+        (pk, True) for pk in TARGET[:2] for _ in range(6))  # 5 row rules + quotes_match_book (n/a: no depth)
     for e in evaluations:
         assert e.target_materialization_data.storage_id == _latest(sync_instance, dg.AssetKey("ticks"), e.partition).storage_id
 

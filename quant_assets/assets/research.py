@@ -27,9 +27,11 @@ from quant_assets.research.sweep import GRIDS, SweepSettings
 from quant_assets.settings import AGREEMENT_TOLERANCE_ENV, agreement_tolerance, bar_intervals
 from quant_assets.strategies.registry import FACTOR_SIGNALS
 from quant_assets.strategies.spec import StrategySpec
+from quant_assets.book.features import FEATURES_VERSION
 from resources import LakeResource
 
 TICKS = dg.AssetKey("ticks")
+
 
 
 def bars_asset(interval: str) -> dg.AssetsDefinition:
@@ -40,12 +42,14 @@ def bars_asset(interval: str) -> dg.AssetsDefinition:
         name=name,
         partitions_def=month_symbol_partitions,
         deps=[TICKS],
-        code_version=f"bars-v{RESEARCH_VERSION}",
+        # the book features' version too: they are columns of the bars (quant_assets.book.features)
+        code_version=f"bars-v{RESEARCH_VERSION}.book{FEATURES_VERSION}",
         group_name="research",
         kinds={"polars", "parquet"},
         description=(
             f"{interval} bars of each ticks partition: OHLC from trades where the bar has trades, else from mid "
-            "quotes (`source`), volume and trade count, the last bid/ask/mid and the spread. Bars without ticks "
+            "quotes (`source`), volume and trade count, the last bid/ask/mid and the spread; the book at the close "
+            "(`book_imbalance`, `microprice`, `depth_bid_bps`/`depth_ask_bps`; null with `book_reason` without depth). Bars without ticks "
             f"are absent. Output: `bars/interval={interval}/symbol=S/month=M/part-0.parquet`; DuckDB view `bars`."
         ),
         automation_condition=rebuild_stale_slices(),
@@ -66,6 +70,8 @@ def bars_asset(interval: str) -> dg.AssetsDefinition:
                     "dagster/row_count": b.height,
                     "bars_from_trades": int((b["source"] == "trades").sum()),
                     "bars_from_mids": int((b["source"] == "mid").sum()),
+                    # bars whose book features are known (the others say why in book_reason)
+                    "bars_with_book": int(b["book_reason"].is_null().sum()),
                     "path": dg.MetadataValue.path(str(out.path)),
                 },
                 data_version=out.data_version,

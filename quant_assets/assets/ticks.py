@@ -23,6 +23,32 @@ COLUMN_SCHEMA = dg.TableSchema(
 )
 
 
+QUOTES_MATCH_BOOK = "quotes_match_book"
+QUOTES_MATCH_BOOK_DOC = ("when the month has both a quote file and depth: the share of quotes whose bid and ask agree with "
+                         "the book's top within a tick is at least 0.9 (quant_assets.book.l1); quotes derived from the book pass")
+
+
+def _book_check(lk, symbol: str, month: str, result) -> dg.AssetCheckResult:
+    """The non-blocking comparison of the month's quotes with its book's top (or why none)."""
+    from quant_assets.book.l1 import AGREEMENT_MIN, quotes_vs_book
+
+    fb = result.quotes_from_book
+    if fb is not None and fb.get("rows"):
+        return dg.AssetCheckResult(check_name=QUOTES_MATCH_BOOK, passed=True, severity=dg.AssetCheckSeverity.WARN,
+                                   metadata={"quotes_from_book": True, "rows": fb["rows"]})
+    if not result.book_sources or not result.quotes:
+        why = fb["reason"] if fb is not None else "no depth file touches the month"
+        return dg.AssetCheckResult(check_name=QUOTES_MATCH_BOOK, passed=True, severity=dg.AssetCheckSeverity.WARN,
+                                   description=f"not applicable: {why}", metadata={"not_applicable": True})
+    inst = inst_mod.resolve(lk, symbol, month=month)
+    cmp = quotes_vs_book(lk, symbol, month, result.path, inst.tick_size if inst is not None else None)
+    share = cmp["share"]
+    return dg.AssetCheckResult(
+        check_name=QUOTES_MATCH_BOOK, passed=share is None or share >= AGREEMENT_MIN, severity=dg.AssetCheckSeverity.WARN,
+        description=cmp.get("reason"),
+        metadata={k: (v if v is not None else "null") for k, v in cmp.items()})
+
+
 class BlockingCheckFailed(Exception):
     """A candidate partition broke a blocking rule; the published partition is unchanged."""
 
@@ -48,7 +74,8 @@ def _check_results(outcomes: list[RuleOutcome]) -> list[dg.AssetCheckResult]:
     code_version=TICKS_CODE_VERSION,
     group_name="ingest",
     kinds={"parquet", "polars"},
-    check_specs=[dg.AssetCheckSpec(name, asset="ticks", blocking=True, description=d) for name, d in RULES.items()],
+    check_specs=[dg.AssetCheckSpec(name, asset="ticks", blocking=True, description=d) for name, d in RULES.items()]
+    + [dg.AssetCheckSpec(QUOTES_MATCH_BOOK, asset="ticks", blocking=False, description=QUOTES_MATCH_BOOK_DOC)],
     metadata={"dagster/column_schema": COLUMN_SCHEMA},
     backfill_policy=BACKFILL_POLICY,
 )
@@ -96,10 +123,13 @@ def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
                 "failed_files": dg.MetadataValue.json([{"path": r.path, "error": r.error} for r in result.failed]),
                 "source_fingerprint": result.source_fingerprint,
                 "sha256": result.sha256,
+                # quotes derived from the month's book top (no quote file): rows, book hash, gap spans
+                "quotes_from_book": dg.MetadataValue.json(result.quotes_from_book or {}),
+                "book_sources": dg.MetadataValue.json([{"path": r.path, "sha256": r.sha256[:16]} for r in result.book_sources]),
                 "dagster/column_schema": COLUMN_SCHEMA,
             },
             data_version=result.sha256[:24],
-            checks=_check_results(outcomes),
+            checks=[*_check_results(outcomes), _book_check(lk, symbol, month, result)],
         )
 
     yield from build_slices(context, build_one)

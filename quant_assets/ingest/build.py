@@ -29,7 +29,7 @@ from pathlib import Path
 
 import polars as pl
 
-from quant_assets.ingest.landing import stage, survey, table_of
+from quant_assets.ingest.landing import stage, survey, table_of, tables_of
 from quant_assets.ingest.validate import month_start_ns, next_month
 from quant_assets.lake.manifest import FileRecord
 from quant_assets.lake.schema import DEDUPE_COLUMNS, TICK_COLUMNS
@@ -60,11 +60,23 @@ class BuildResult:
     sources: list[FileRecord] = field(default_factory=list)
     failed: list[FileRecord] = field(default_factory=list)
     sort_slices: int = 1  # time slices the sorting build used to stay in the memory budget
+    #: Depth files of the month: inputs of the ticks too (its quotes come from the book's top when
+    #: no file has quotes; otherwise the quotes are compared with it).
+    book_sources: list[FileRecord] = field(default_factory=list)
+    #: When the month's quotes were derived from its book (``quant_assets.book.l1``): rows, the
+    #: book's hash, level and gap spans; or ``reason`` why they could not be. None: not attempted.
+    quotes_from_book: dict | None = None
 
     @property
     def source_fingerprint(self) -> str:
         """Hash of the contributing files' content hashes (what the partition was built from)."""
-        return sources_fingerprint(self.sources)
+        return sources_fingerprint(with_book(self.sources, self.book_sources))
+
+
+def with_book(sources: list[FileRecord], book: list[FileRecord]) -> list[FileRecord]:
+    """``sources`` and the depth files not among them (a capture with a tick side is in both)."""
+    have = {r.sha256 for r in sources}
+    return sources + [r for r in book if r.sha256 not in have]
 
 
 def sources_fingerprint(records: list[FileRecord]) -> str:
@@ -189,8 +201,9 @@ def _build_locked(lake: Lake, symbol: str, month: str, check: Callable[[Path, li
         stage(lake, symbol, r) if r.status == "seen" or (r.status != "failed" and month in r.months) else r
         for r in survey(lake, symbol, probe_new=False)
     ]
-    # Staging recognises a new funding file and records it as such: it feeds ``funding``, not ticks.
-    records = [r for r in records if r.status == "failed" or table_of(r) == "ticks"]
+    # Staging recognises a new funding file and records it as such: it feeds ``funding``, not ticks;
+    # a depth capture feeds ticks through its tick side (the book's own rows are not ticks).
+    records = [v for r in records if (v := _as_ticks(lake, r)) is not None]
     failed = [r for r in records if r.status == "failed"]
     sources = [r for r in records if r.status == "staged" and month in r.months]
     quarantined = [lake.quarantine_path(symbol, r.sha256) for r in records if r.status == "staged" and r.rows_rejected]
@@ -198,7 +211,17 @@ def _build_locked(lake: Lake, symbol: str, month: str, check: Callable[[Path, li
     # A staged file whose every row was rejected still counts as an input (its fingerprint)
     # but feeds no rows: it has no time span to order by.
     feeding = [r for r in sources if r.rows_accepted]
+    book_sources = [r for r in survey(lake, symbol, probe_new=False, table="book")
+                    if r.status == "staged" and month in r.months and table_of(r) == "book"]
+    from_book = None
+    if book_sources and not _has_quotes(lake, symbol, feeding, month):
+        from_book, derived = _quotes_from_book(lake, symbol, month)
+        if derived is not None:
+            feeding = feeding + [derived]
     if not feeding:
+        if from_book is not None:
+            failed = failed + [FileRecord(path=f"book of {month}", symbol=symbol, size=0, mtime_ns=0, sha256="",
+                                          status="failed", error=from_book.get("reason", "no quote derived"))]
         detail = f"; {rejected} rows of that month were rejected (see {lake.root / 'quarantine'})" if rejected else ""
         broken = f"; failed files: {[f'{r.path}: {r.error}' for r in failed]}" if failed else ""
         raise NoDataError(f"no valid ticks for {symbol} {month} in {lake.landing_dir(symbol)}{detail}{broken}")
@@ -234,8 +257,46 @@ def _build_locked(lake: Lake, symbol: str, month: str, check: Callable[[Path, li
         sha = file_sha256(tmp)
     return BuildResult(
         symbol=symbol, month=month, path=final, rejected=rejected, sha256=sha,
-        sources=sources, failed=failed, sort_slices=slices, **{k: int(v) for k, v in stats.items()},
+        sources=sources, failed=failed, sort_slices=slices, book_sources=book_sources, quotes_from_book=from_book,
+        **{k: int(v) for k, v in stats.items()},
     )
+
+
+def _has_quotes(lake: Lake, symbol: str, feeding: list[FileRecord], month: str) -> bool:
+    """Whether any staged tick file of the month has a quote (reads only ``kind``, stops early)."""
+    if not feeding:
+        return False
+    frame = month_frame([lake.staging_path(symbol, r.sha256) for r in feeding], month)
+    return frame.filter(pl.col("kind") == "quote").select("kind").head(1).collect().height > 0
+
+
+def _quotes_from_book(lake: Lake, symbol: str, month: str) -> tuple[dict, FileRecord | None]:
+    """The month's quotes from its book's top: builds the book (or reuses it: same sources and code
+    give the published one) and stages its top changes. A book that cannot be built gives no
+    quotes, with the reason."""
+    from quant_assets.book.build import BookBlocked, BookInputError, build_book
+    from quant_assets.book.l1 import derive_quotes
+
+    try:
+        build_book(lake, symbol, month)
+    except (BookBlocked, BookInputError) as exc:
+        return {"rows": 0, "reason": f"the month's book could not be built: {exc}"}, None
+    derived = derive_quotes(lake, symbol, month)
+    if derived is None or derived.rows == 0:
+        return {"rows": 0, "reason": "the month's book has no two-sided top"}, None
+    return {"rows": derived.rows, "book_sha256": derived.book_sha256, "level": derived.level,
+            "gaps": derived.gaps}, derived.record
+
+
+def _as_ticks(lake: Lake, rec: FileRecord) -> FileRecord | None:
+    """``rec`` as a source of ticks: itself, a depth capture's tick side, or None (not ticks)."""
+    from quant_assets.book.staging import ticks_view
+
+    if rec.status == "failed":
+        return rec
+    if "ticks" not in tables_of(rec):
+        return None
+    return ticks_view(lake, rec)
 
 
 def expected_fingerprint(lake: Lake, symbol: str, month: str) -> str | None:
@@ -249,10 +310,19 @@ def expected_fingerprints(lake: Lake, symbol: str, surveyed: list[FileRecord] | 
     survey instead of one per month (a month absent from the result has no file: None).
     ``surveyed``: the records of ``survey(lake, symbol, table=None)`` when the caller already
     has them (one survey shared with the funding fingerprints)."""
-    records = survey(lake, symbol) if surveyed is None else [r for r in surveyed if table_of(r) == "ticks"]
+    records = survey(lake, symbol, table=None) if surveyed is None else surveyed
     by_month: dict[str, list[FileRecord]] = {}
+    book: dict[str, list[FileRecord]] = {}
     for rec in records:
-        if rec.status != "failed":
+        if rec.status == "failed":
+            continue
+        # a depth file is an input of its months' ticks (derived quotes, or the comparison)
+        into = by_month if "ticks" in tables_of(rec) else book if table_of(rec) == "book" else None
+        if into is not None:
             for month in set(rec.months):
-                by_month.setdefault(month, []).append(rec)
-    return {month: sources_fingerprint(recs) for month, recs in by_month.items()}
+                into.setdefault(month, []).append(rec)
+        if into is by_month and table_of(rec) == "book":
+            for month in set(rec.months):
+                book.setdefault(month, []).append(rec)
+    return {month: sources_fingerprint(with_book(by_month.get(month, []), book.get(month, [])))
+            for month in by_month.keys() | book.keys()}

@@ -8,6 +8,14 @@ seen:
   ``staging/symbol=S/src=<hash>.parquet``; rejected rows also go to ``quarantine/`` with the
   source file and line. Partitions are then built from staged files (``ingest.build``).
 
+Depth (order-book) files (``quant_assets.book.formats``) are recognised first, by content: their
+probe stages them at once (``quant_assets.book.staging``: a capture is parsed once, its months
+come from that parse) into ``book_staging/``; their record is the ``book`` table's. A capture
+whose format also carries L1 (``BookFormat.ticks``: a websocket capture's bookTicker and trade
+messages) is staged as ticks too, under the same hash; one manifest record serves both tables
+(:func:`tables_of`), and the ``ticks`` build reads its tick side through
+``quant_assets.book.staging.ticks_view``.
+
 Funding files (``quant_assets.funding.parse``) land in the same folders. They are recognised
 before the tick formats, recorded in the manifest with their format and months (status
 ``probed``: they are read again from the landing file when the ``funding`` table is built, being
@@ -27,6 +35,8 @@ from pathlib import Path
 
 import polars as pl
 
+from quant_assets.book import formats as book_formats
+from quant_assets.book import staging as book_staging
 from quant_assets.funding import parse as funding_parse
 from quant_assets.funding.schema import is_perpetual
 from quant_assets.ingest.detect import Detected, detect, plain_file, scan_detected, symbol_hints
@@ -65,8 +75,21 @@ def checked_text(symbol: str, path: Path, text_path: Path) -> tuple[Detected, pl
 
 
 def table_of(rec: FileRecord) -> str:
-    """``funding`` for a funding file's record, else ``ticks`` (an unprobed file too)."""
-    return "funding" if rec.format in funding_parse.FUNDING_FORMATS else "ticks"
+    """The table a file's record belongs to: ``funding`` for a funding file, ``book`` for a depth
+    file, else ``ticks`` (an unprobed file too). A depth capture that also carries L1 feeds
+    ``ticks`` as well: see :func:`tables_of`."""
+    if rec.format in funding_parse.FUNDING_FORMATS:
+        return "funding"
+    return "book" if book_formats.is_book_format(rec.format) else "ticks"
+
+
+def tables_of(rec: FileRecord) -> tuple[str, ...]:
+    """Every table a file's record feeds: its :func:`table_of`, and ``ticks`` too for a depth
+    capture whose format yields ticks (``BookFormat.ticks``)."""
+    table = table_of(rec)
+    if table == "book" and book_staging.has_ticks(rec):
+        return ("book", "ticks")
+    return (table,)
 
 
 def probe_funding(lake: Lake, symbol: str, path: Path, rec: FileRecord, fmt: funding_parse.FundingFormat,
@@ -134,6 +157,8 @@ def probe(lake: Lake, symbol: str, path: Path, rec: FileRecord) -> FileRecord:
         with plain_file(path, lake.scratch_dir()) as text_path:
             if (funding := funding_parse.sniff(path, text_path)) is not None:
                 return probe_funding(lake, symbol, path, rec, *funding)
+            if (book := book_formats.sniff(path, text_path)) is not None:
+                return book_staging.stage_file(lake, symbol, path, text_path, rec, book)
             detected, lf = checked_text(symbol, path, text_path)
             # Only the timestamp column is read: projection pushdown keeps the probe cheap.
             months = sorted(_months(lf.select("ts_event").filter(ts_in_range(start_month()))))
@@ -182,7 +207,7 @@ def survey(
         if rec.status == "seen" and probe_new:
             rec = probe(lake, symbol, path, rec)
             changed.append(rec)
-        if table is None or rec.status == "failed" or table_of(rec) == table:
+        if table is None or rec.status == "failed" or table in tables_of(rec):
             out.append(rec)
     upsert(lake, changed)
     return out
@@ -191,6 +216,10 @@ def survey(
 def stage(lake: Lake, symbol: str, rec: FileRecord) -> FileRecord:
     """Parse and validate the file behind ``rec`` once per content hash: accepted rows (canonical
     columns, source order) to its staging file, rejected rows to quarantine, in one pass."""
+    if book_formats.is_book_format(rec.format):
+        if rec.status == "staged" and book_staging.read_facts(lake, symbol, rec.sha256) is not None:
+            return rec
+        return _stage_book(lake, symbol, rec)
     staged = lake.staging_path(symbol, rec.sha256)
     if rec.status == "staged" and staged.exists():
         return rec
@@ -207,6 +236,11 @@ def stage(lake: Lake, symbol: str, rec: FileRecord) -> FileRecord:
                 if (funding := funding_parse.sniff(path, text_path)) is not None:
                     # Not ticks: recorded as a funding file; the ticks build leaves it out.
                     rec = probe_funding(lake, symbol, path, rec, *funding)
+                    upsert(lake, [rec])
+                    return rec
+                if (book := book_formats.sniff(path, text_path)) is not None:
+                    # A depth file: staged for the book (and its tick side, if it has one).
+                    rec = book_staging.stage_file(lake, symbol, path, text_path, rec, book)
                     upsert(lake, [rec])
                     return rec
                 detected, lf = checked_text(symbol, path, text_path)
@@ -242,6 +276,21 @@ def stage(lake: Lake, symbol: str, rec: FileRecord) -> FileRecord:
                 setattr(rec, key, value)
         upsert(lake, [rec])
         return rec
+
+
+def _stage_book(lake: Lake, symbol: str, rec: FileRecord) -> FileRecord:
+    """(Re)stage a depth file whose staging is missing (or of an older staging version)."""
+    path = lake.root / rec.path
+    try:
+        with plain_file(path, lake.scratch_dir()) as text_path:
+            book = book_formats.sniff(path, text_path)
+            if book is None:  # replaced by something else since it was recorded
+                raise IngestError(path, "no longer a depth file; recognised depth formats:\n" + book_formats.recognised())
+            rec = book_staging.stage_file(lake, symbol, path, text_path, rec, book)
+    except IngestError as exc:
+        rec = _fail(rec, exc)
+    upsert(lake, [rec])
+    return rec
 
 
 def _month_key() -> pl.Expr:

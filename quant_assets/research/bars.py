@@ -18,6 +18,12 @@ built inside NautilusTrader see exactly these bars.
   received (null when the bar has none): where an order decided at the previous bar's close
   meets the market first.
 
+Book features (:mod:`quant_assets.book.features`), the book as it stood at the bar's close
+(``ts + interval``): ``book_imbalance`` (depth imbalance over the best 5 levels, [−1, 1]),
+``microprice`` (quote currency), ``depth_bid_bps``/``depth_ask_bps`` (base units within ±10 bps
+of the mid), and ``book_reason``: null when they are known, else why they are null (the month has
+no book, before its first snapshot, inside a gap, a side empty).
+
 Strategies that signal on the mid (every built-in one) use ``mid_close``; a vectorised order
 decided at a bar's close fills at the next bar's first quote (``ask_open`` to buy,
 ``bid_open`` to sell). The ticks partition is ordered by ``ts_recv``, and a bar's first/last
@@ -27,8 +33,10 @@ of bars, not ticks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 NS_PER_S = 1_000_000_000
@@ -90,9 +98,13 @@ def bars(ticks: pl.LazyFrame, interval_ns: int) -> pl.LazyFrame:
     )
 
 
-def build_bars(ticks_path: Path, out: Path, interval_ns: int, writer) -> pl.DataFrame:
+def build_bars(ticks_path: Path, out: Path, interval_ns: int, writer,
+               features: Callable[[np.ndarray], pl.DataFrame] | None = None) -> pl.DataFrame:
     """Bars of one ticks partition written to ``out`` through ``writer(frame, path)`` (the
-    lake's atomic Parquet writer); returns them (a month of 1-minute bars is ~45k rows)."""
+    lake's atomic Parquet writer); returns them (a month of 1-minute bars is ~45k rows).
+    ``features(closes_ns)``: columns to add, one row per bar, from the bars' close times."""
     frame = bars(pl.scan_parquet(ticks_path), interval_ns).collect(engine="streaming")
+    if features is not None:
+        frame = pl.concat([frame, features((frame["ts"] + interval_ns).to_numpy())], how="horizontal")
     writer(frame, out)
     return frame

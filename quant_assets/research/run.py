@@ -63,7 +63,10 @@ def run_bars(lake: Lake, symbol: str, month: str, interval: str = "1m") -> BarsO
         raise ResearchInputError(f"{ticks}: no ticks partition (materialise `ticks` for {month}|{symbol} first)")
     out = lake.bars_path(interval, symbol, month)
     with lake.lock(f"bars-{interval}-{symbol}-{month}"):
-        frame = build_bars(ticks, out, parse_interval(interval), lake.write_parquet)
+        from quant_assets.book.features import book_features  # numba: only when bars are built
+
+        frame = build_bars(ticks, out, parse_interval(interval), lake.write_parquet,
+                           features=lambda closes: book_features(lake, symbol, month, closes, int(closes.max(initial=0)) + 1))
         digest = file_sha256(out)
     return BarsOutput(out, frame, digest[:24])
 
