@@ -3,7 +3,10 @@
 ``quotes+trades``  L1 quotes and trades (Binance bookTicker + trades, Tardis quotes + trades,
                    synthetic); ``quotes-only`` (FX quote files); ``trades-only`` (Binance spot
                    trades/aggTrades, Tardis trades: the most common free crypto data).
-                   Depth (L2/L3) comes later.
+``depth-L2`` / ``depth-L3``  the slice also has a ``book`` partition (market-by-price or
+                   market-by-order deltas, :mod:`quant_assets.book`): what an engine reads for a
+                   strategy that uses depth (the market maker's queue position, NautilusTrader's
+                   book matching for a strategy that declares depth).
 
 On trades-only data the NautilusTrader strategies run on a quote **made from each trade**: the
 mid is the trade price and the touch is ±:data:`TRADES_ONLY_HALF_SPREAD_BPS` around it (at least
@@ -19,6 +22,12 @@ QUOTES_AND_TRADES = "quotes+trades"
 QUOTES_ONLY = "quotes-only"
 TRADES_ONLY = "trades-only"
 EMPTY = "empty"
+DEPTH_L2 = "depth-L2"
+DEPTH_L3 = "depth-L3"
+DEPTH = (DEPTH_L2, DEPTH_L3)
+#: The label of an hftbacktest result built on L1 quotes alone: queue positions are not
+#: observed, so the conservative queue model runs and the result says so.
+L1_APPROXIMATE = "L1-approximate"
 
 #: Half-spread (bps of the trade price) of the quotes made from trades on trades-only data.
 #: Binance's BTCUSDT spot book is usually one tick wide (far under 1 bp); 1 bp per side is a
@@ -49,8 +58,15 @@ NEEDS: dict[str, frozenset[str]] = {
 }
 
 
-def not_applicable(engine: str, fidelity: str) -> str | None:
-    """Why a strategy on ``engine`` cannot run on a slice of ``fidelity`` (None: it can)."""
+def not_applicable(engine: str, fidelity: str, depth: str = "none") -> str | None:
+    """Why a strategy on ``engine`` (using depth ``depth``: ``none``, ``optional`` or
+    ``required``, :attr:`~quant_assets.strategies.spec.StrategySpec.depth`) cannot run on a
+    slice of ``fidelity`` (its L1 fidelity, or ``depth-L2``/``depth-L3`` when it has a book;
+    None: it can)."""
+    if fidelity in DEPTH:
+        return None
+    if depth == "required":
+        return f"not applicable on {fidelity} data: the strategy needs order-book depth (a book partition)"
     if fidelity in NEEDS.get(engine, frozenset()):
         return None
     if fidelity == TRADES_ONLY:

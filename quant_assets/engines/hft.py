@@ -50,7 +50,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -63,6 +63,9 @@ from quant_assets.lake.instruments import Instrument
 from quant_assets.venues import latency as venue_latency
 from quant_assets.venues import profile as venue_profiles
 from quant_assets.venues.profile import VenueProfile
+
+if TYPE_CHECKING:
+    from quant_assets.book.read import BookSlice
 
 ENGINE = "hftbacktest"
 ENGINE_VERSION = "2.4.4"
@@ -369,7 +372,8 @@ def run_hftbacktest_with_state(
 
 
 def run_hftbacktest(ticks_path: Path, instrument: Instrument, params: dict[str, Any], starting_cash: float = 100_000.0,
-                    rules: AccountRules | None = None, profile: VenueProfile | None = None) -> EngineRun:
+                    rules: AccountRules | None = None, profile: VenueProfile | None = None,
+                    book: BookSlice | None = None) -> EngineRun:
     """Backtest the ``market_maker`` strategy with ``params`` (validated against its spec;
     missing ones take their defaults) on one canonical ticks partition, under the venue
     ``profile`` (order latency, queue model, synthetic depth; default: frictionless for the

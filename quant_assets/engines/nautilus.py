@@ -43,7 +43,7 @@ import importlib
 import time
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -54,6 +54,9 @@ from quant_assets.engines.fidelity import TRADES_ONLY, TRADES_ONLY_HALF_SPREAD_B
 from quant_assets.engines.inputs import inspect_ticks
 from quant_assets.engines.result import EngineRun, raw_fills
 from quant_assets.engines.warmup import WarmupFeed
+
+if TYPE_CHECKING:
+    from quant_assets.book.read import BookSlice
 from quant_assets.lake.instruments import Instrument
 from quant_assets.venues import latency as venue_latency
 from quant_assets.venues import profile as venue_profiles
@@ -338,6 +341,7 @@ def run_nautilus(
     profile: VenueProfile | None = None,
     warmup: WarmupFeed | None = None,
     trade_from_ns: int | None = None,
+    book: BookSlice | None = None,
 ) -> EngineRun:
     """Backtest one partition with the strategy class named by ``impl`` and its resolved
     ``params`` under the account ``rules`` (default: 1x, no maintenance margin) and the venue

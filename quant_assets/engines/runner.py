@@ -28,7 +28,8 @@ import psutil
 
 from quant_assets.analytics import trials
 from quant_assets.engines import ADAPTER_VERSIONS
-from quant_assets.engines.inputs import BacktestInputError
+from quant_assets.book.read import BookSlice, book_slice
+from quant_assets.engines.inputs import BacktestInputError, NotApplicableError
 from quant_assets.engines.fidelity import assumption
 from quant_assets.engines.invariants import Outcome, check_backtest
 from quant_assets.engines.account import AccountRules, max_notional
@@ -102,23 +103,26 @@ def venue_profile(instrument: inst_mod.Instrument) -> VenueProfile:
 
 def run_engine(spec: StrategySpec, ticks_path: Path, instrument: inst_mod.Instrument, params: dict[str, Any],
                starting_cash: float = STARTING_CASH, rules: AccountRules | None = None,
-               profile: VenueProfile | None = None, warmup: WarmupFeed | None = None) -> EngineRun:
+               profile: VenueProfile | None = None, warmup: WarmupFeed | None = None,
+               book: BookSlice | None = None) -> EngineRun:
     """Dispatch to the spec's engine (imported here, never at module load) under the venue
-    ``profile`` (default: the instrument's venue × kind profile), after the ``warmup`` feed."""
+    ``profile`` (default: the instrument's venue × kind profile), after the ``warmup`` feed,
+    with the slice's order-book depth ``book`` where the strategy uses depth (``spec.depth``;
+    hftbacktest's market maker always: its queue positions)."""
     rules = rules or account_rules(instrument, starting_cash)
     profile = profile or venue_profile(instrument)
     if spec.engine == "nautilus":
         from quant_assets.engines.nautilus import run_nautilus
 
         return run_nautilus(ticks_path, instrument, spec.impl, params, starting_cash, rules=rules, profile=profile,
-                            warmup=warmup)
+                            warmup=warmup, book=book if spec.depth != "none" else None)
     if spec.engine == "hftbacktest":
         if warmup is not None and warmup.status != "none":
             # No strategy of this engine keeps indicators across ticks; one that did would need it.
             raise ParamError(f"{spec.name}: declares a warm-up, which the hftbacktest adapter does not feed")
         from quant_assets.engines.hft import run_hftbacktest
 
-        return run_hftbacktest(ticks_path, instrument, params, starting_cash, rules=rules, profile=profile)
+        return run_hftbacktest(ticks_path, instrument, params, starting_cash, rules=rules, profile=profile, book=book)
     raise ValueError(f"{spec.name}: unknown engine {spec.engine!r}")
 
 
@@ -126,7 +130,8 @@ def run_engine(spec: StrategySpec, ticks_path: Path, instrument: inst_mod.Instru
 class SliceSetup:
     """What a backtest of one slice runs with: the resolved parameters, the ticks file, the
     instrument with the month's fees applied, the account rules, the venue profile and the
-    warm-up feed (the previous month's end; :mod:`quant_assets.engines.warmup`)."""
+    warm-up feed (the previous month's end; :mod:`quant_assets.engines.warmup`) and the
+    slice's order-book depth (None: L1 only; :mod:`quant_assets.book.read`)."""
 
     params: dict[str, Any]
     ticks_path: Path
@@ -135,6 +140,7 @@ class SliceSetup:
     rules: AccountRules
     profile: VenueProfile
     warmup: WarmupFeed
+    book: BookSlice | None = None
 
 
 def setup_slice(lake: Lake, spec: StrategySpec, symbol: str, month: str, starting_cash: float = STARTING_CASH) -> SliceSetup:
@@ -154,7 +160,10 @@ def setup_slice(lake: Lake, spec: StrategySpec, symbol: str, month: str, startin
     rules = account_rules(instrument, starting_cash)
     check_sizes(spec, params, rules, f"{symbol} {month}")
     warmup = plan_warmup(lambda m: lake.ticks_path(symbol, m), month, spec.warmup(params))
-    return SliceSetup(params, ticks_path, instrument, fees, rules, venue_profile(instrument), warmup)
+    book = book_slice(lake, symbol, month)
+    if book is None and spec.depth == "required":
+        raise NotApplicableError(f"{symbol} {month}: {spec.name} needs order-book depth and the slice has no book partition")
+    return SliceSetup(params, ticks_path, instrument, fees, rules, venue_profile(instrument), warmup, book)
 
 
 @dataclass(frozen=True)
@@ -176,7 +185,7 @@ def simulate(lake: Lake, spec: StrategySpec, setup: SliceSetup, symbol: str, mon
     """Run the engine on the slice under ``profile`` and ``instrument`` (default: the setup's;
     the realism sensitivity passes scaled ones) and settle its funding."""
     run = run_engine(spec, setup.ticks_path, instrument or setup.instrument, setup.params, starting_cash, setup.rules,
-                     profile or setup.profile, setup.warmup)
+                     profile or setup.profile, setup.warmup, setup.book)
     # Funding is settled on the run's own fills and samples (engine-agnostic): a perpetual pays or
     # receives position x mark x rate at each funding time; a month without funding data says
     # "missing" and books nothing, it is never a silent zero.

@@ -129,6 +129,10 @@ class StrategySpec:
     #: The warm-up its indicators need, from its resolved parameters (:class:`Warmup`); part of
     #: the strategy's code: bump ``version`` when it changes.
     warmup_rule: Callable[[dict], Warmup] | None = None
+    #: Order-book depth: ``none`` (L1 quotes and trades only), ``optional`` (the engine reads the
+    #: slice's ``book`` where it has one: queue positions, book matching), ``required`` (not
+    #: applicable on a slice without depth).
+    depth: Literal["none", "optional", "required"] = "none"
 
     def __post_init__(self) -> None:
         # Latency, queue, fills and fees belong to the venue (quant_assets.venues): a strategy
