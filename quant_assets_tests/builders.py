@@ -119,3 +119,62 @@ def tardis_derivative_ticker_csv(rows: list[tuple[int, int | None, float | None,
     for ts, fts, rate, mark in rows:
         lines.append(f"binance-futures,{symbol},{ts},{ts + 150},{f(fts)},{f(rate)},,1000.5,{f(mark)},{f(mark)},{f(mark)}")
     return "\n".join(lines) + "\n"
+
+
+# ---- order-book depth files (quant_assets.book.parse) -----------------------------------------
+JAN_NS = JAN_MS * 1_000_000
+
+
+def binance_capture(n: int = 12, symbol: str = "BTCUSDT", futures: bool = True, t0_ns: int = JAN_NS,
+                    levels: int = 3, seed: int = 1, snapshot: bool = True) -> str:
+    """A hftbacktest-collector capture (``<local_ns> <json>`` lines of a combined stream): a REST
+    snapshot line (``lastUpdateId`` 1000), then ``n`` messages cycling depth diff, bookTicker,
+    depth diff, trade. Diffs chain (``U`` = previous ``u`` + 1; futures add ``pu``); each carries
+    ``levels`` bid and ``levels`` ask pairs (every 5th pair a ``0`` removal). Deterministic in
+    ``seed``; also the bench's generator (1M messages in a few seconds)."""
+    import json
+    import random
+
+    rng = random.Random(seed)
+    s = symbol.lower()
+    out: list[str] = []
+    t = t0_ns
+    u = 1000
+    if snapshot:
+        body = {"lastUpdateId": u, "bids": [[f"{42000 - i * 0.5:.1f}", f"{1 + i:.3f}"] for i in range(levels)],
+                "asks": [[f"{42000.5 + i * 0.5:.1f}", f"{1 + i:.3f}"] for i in range(levels)]}
+        if futures:
+            body = {"lastUpdateId": u, "E": t // 1_000_000 - 5, "T": t // 1_000_000 - 6, "bids": body["bids"], "asks": body["asks"]}
+        out.append(f"{t} " + json.dumps(body, separators=(",", ":")))
+    pu, trade_id = u, 500
+    for i in range(n):
+        t += 1_000_000 + rng.randrange(1_000_000)
+        e_ms = t // 1_000_000 - 2
+        kind = i % 4
+        if kind in (0, 2):
+            first, last = u + 1, u + 1 + rng.randrange(3)
+            pairs = lambda base, sign: [  # noqa: E731
+                [f"{base + sign * (rng.randrange(20) * 0.5):.1f}", "0" if (j % 5 == 4) else f"{rng.randrange(1, 5000) / 1000:.3f}"]
+                for j in range(levels)]
+            data = {"e": "depthUpdate", "E": e_ms, "T": e_ms - 1, "s": symbol, "U": first, "u": last, "pu": pu,
+                    "b": pairs(41999.5, -1), "a": pairs(42000.5, 1)}
+            if not futures:
+                data = {"e": "depthUpdate", "E": e_ms, "s": symbol, "U": first, "u": last, "b": data["b"], "a": data["a"]}
+            msg = {"stream": f"{s}@depth@{'0ms' if futures else '100ms'}", "data": data}
+            pu, u = last, last
+        elif kind == 1:
+            data = {"e": "bookTicker", "u": u, "s": symbol, "b": "41999.5", "B": "1.250", "a": "42000.5", "A": "0.750",
+                    "T": e_ms - 1, "E": e_ms}
+            if not futures:
+                data = {"u": u, "s": symbol, "b": "41999.5", "B": "1.250", "a": "42000.5", "A": "0.750"}
+            msg = {"stream": f"{s}@bookTicker", "data": data}
+        else:
+            trade_id += 1
+            data = {"e": "trade", "E": e_ms, "T": e_ms - 1, "s": symbol, "t": trade_id, "p": "42000.5",
+                    "q": f"{rng.randrange(1, 100) / 1000:.3f}", "X": "MARKET", "m": bool(trade_id % 2)}
+            if not futures:
+                data = {"e": "trade", "E": e_ms, "s": symbol, "t": trade_id, "p": "42000.5", "q": data["q"],
+                        "T": e_ms - 1, "m": bool(trade_id % 2), "M": True}
+            msg = {"stream": f"{s}@trade", "data": data}
+        out.append(f"{t} " + json.dumps(msg, separators=(",", ":")))
+    return "\n".join(out) + "\n"

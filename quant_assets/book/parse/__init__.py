@@ -1,0 +1,15 @@
+"""Book (depth) source formats, one module per source; each exposes a
+:class:`~quant_assets.book.formats.BookFormat` and registers it on import (in the order below,
+the order formats are tried: the most specific content tests first).
+
+- :mod:`.binance_ws`: hftbacktest-collector captures of Binance websocket streams (depth diffs,
+  REST snapshots, bookTicker and trades as ticks), and a REST snapshot saved as its own file.
+"""
+
+from __future__ import annotations
+
+from quant_assets.book.formats import BookFormat
+from quant_assets.book.parse import binance_ws
+
+#: This package's formats, in check order (each already registered with the book registry).
+PARSERS: list[BookFormat] = [binance_ws.CAPTURE, binance_ws.REST_SNAPSHOT]

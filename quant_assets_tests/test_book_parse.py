@@ -1,0 +1,126 @@
+"""Book (depth) source formats (quant_assets.book.parse): tiny files made in code, each parsed into
+staged rows (STAGED_SCHEMA) with the values the file implies, and the bad inputs with reasons."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from quant_assets.book import formats
+from quant_assets.book.parse import binance_ws
+from quant_assets.book.schema import F_LAST, STAGED_SCHEMA
+from quant_assets.ingest.detect import plain_file
+from quant_assets.ingest.errors import IngestError
+from quant_assets_tests.builders import JAN_NS, binance_capture, gzipped, write, zipped
+
+PERP = "BTCUSDT-PERP"
+
+
+def staged(fmt: formats.BookFormat, path: Path, symbol: str, scratch: Path) -> tuple[formats.BookFormat, pl.DataFrame]:
+    """The format sniffed for ``path`` (plain, .gz or .zip) and its staged rows."""
+    with plain_file(path, scratch) as plain:
+        found = formats.sniff(path, plain)
+        assert found is not None and found.name == fmt.name, (found, fmt.name)
+        df = found.parse(path, plain, symbol).lazy().collect()
+    assert df.schema == pl.Schema(STAGED_SCHEMA)
+    return found, df
+
+
+def cols(df: pl.DataFrame, *names: str) -> list[tuple]:
+    return df.select(names).rows()
+
+
+# ---- Binance websocket capture ---------------------------------------------------------------
+
+@pytest.mark.parametrize("wrap", ["plain", "gz", "zip"])
+def test_binance_futures_capture(tmp_path: Path, wrap: str) -> None:
+    text = binance_capture(n=4, levels=2, futures=True)
+    lines = text.splitlines()
+    name = "btcusdt_20240101"
+    path = {"plain": lambda: write(tmp_path / f"{name}.txt", text),
+            "gz": lambda: write(tmp_path / f"{name}.gz", gzipped(text)),
+            "zip": lambda: write(tmp_path / f"{name}.zip", zipped(f"{name}.txt", text))}[wrap]()
+    fmt, df = staged(binance_ws.CAPTURE, path, PERP, tmp_path)
+    assert fmt.ticks is not None and df["reason"].null_count() == df.height
+    snap = json.loads(lines[0].split(" ", 1)[1])
+    d1 = json.loads(lines[1].split(" ", 1)[1])["data"]
+    d2 = json.loads(lines[3].split(" ", 1)[1])["data"]
+    # the REST snapshot: clear + 2 bids + 2 asks at lastUpdateId, stamped with T (ms -> ns)
+    head = df.filter(pl.col("src_line") == 1)
+    assert cols(head, "action", "side", "is_snapshot", "seq") == [
+        ("clear", 0, True, 1000), ("add", 1, True, 1000), ("add", 1, True, 1000), ("add", -1, True, 1000), ("add", -1, True, 1000)]
+    assert head["price"].to_list()[1:] == [float(p) for p, _ in snap["bids"] + snap["asks"]]
+    assert head["ts_event"].unique().to_list() == [snap["T"] * 1_000_000]
+    assert head["ts_recv"].unique().to_list() == [JAN_NS]
+    assert head["flags"].to_list() == [0, 0, 0, 0, F_LAST]
+    # the two depth diffs: one row per pair, bids then asks; seq = u, seq_first = U, seq_prev = pu
+    for line_no, d in ((2, d1), (4, d2)):
+        rows = df.filter(pl.col("src_line") == line_no)
+        pairs = d["b"] + d["a"]
+        assert rows["price"].to_list() == [float(p) for p, _ in pairs]
+        assert rows["size"].to_list() == [float(q) for _, q in pairs]
+        assert rows["side"].to_list() == [1] * len(d["b"]) + [-1] * len(d["a"])
+        assert rows["action"].to_list() == ["delete" if float(q) == 0 else "update" for _, q in pairs]
+        assert set(cols(rows, "seq", "seq_first", "seq_prev", "ts_event", "is_snapshot")) == {
+            (d["u"], d["U"], d["pu"], d["T"] * 1_000_000, False)}
+        assert rows["ts_recv"].unique().to_list() == [int(lines[line_no - 1].split(" ")[0])]
+        assert rows["flags"].to_list()[-1] == F_LAST and set(rows["flags"].to_list()[:-1]) == {0}
+    assert sorted(df["src_line"].unique().to_list()) == [1, 2, 4]  # bookTicker/trade lines are ticks
+    # bookTicker and trade lines as canonical ticks
+    with plain_file(path, tmp_path) as plain:
+        ticks = fmt.ticks(path, plain, PERP).collect()
+    q = json.loads(lines[2].split(" ", 1)[1])["data"]
+    t = json.loads(lines[4].split(" ", 1)[1])["data"]
+    assert ticks["src_line"].to_list() == [3, 5]
+    r0, r1 = ticks.row(0, named=True), ticks.row(1, named=True)
+    assert (r0["kind"], r0["seq"], r0["bid_px"], r0["bid_sz"], r0["ask_px"], r0["ask_sz"], r0["ts_event"]) == (
+        "quote", q["u"], float(q["b"]), float(q["B"]), float(q["a"]), float(q["A"]), q["T"] * 1_000_000)
+    assert (r1["kind"], r1["price"], r1["size"], r1["side"], r1["trade_id"]) == (
+        "trade", float(t["p"]), float(t["q"]), -1 if t["m"] else 1, str(t["t"]))
+
+
+def test_binance_spot_capture_continuity(tmp_path: Path) -> None:
+    """Spot diffs carry U/u but no pu (the builder checks U = previous u + 1) and only E."""
+    text = binance_capture(n=3, levels=1, futures=False)
+    path = write(tmp_path / "btcusdt_20240101.txt", text)
+    _, df = staged(binance_ws.CAPTURE, path, "BTCUSDT", tmp_path)
+    d = json.loads(text.splitlines()[1].split(" ", 1)[1])["data"]
+    rows = df.filter(pl.col("src_line") == 2)
+    assert set(cols(rows, "seq", "seq_first", "seq_prev", "ts_event")) == {(d["u"], d["U"], None, d["E"] * 1_000_000)}
+    snap = df.filter(pl.col("src_line") == 1)
+    assert snap["ts_event"].unique().to_list() == [JAN_NS]  # a spot REST body has no time: the receive time
+
+
+def test_binance_capture_bad_lines(tmp_path: Path) -> None:
+    """A truncated line, another symbol's depth, a quantity that is not a number, an unknown message:
+    each keeps one row with its src_line and a reason; the good lines around them still parse."""
+    lines = binance_capture(n=4, levels=2, futures=True).splitlines()
+    eth = lines[1].replace("btcusdt", "ethusdt").replace('"s":"BTCUSDT"', '"s":"ETHUSDT"')
+    badq = lines[3].replace('"b":[["', '"b":[["x', 1)
+    text = "\n".join([lines[0], lines[1][:-25], eth, lines[1], badq, f"{JAN_NS + 5} {{\"result\":null,\"id\":1}}", ""]) + "\n"
+    path = write(tmp_path / "btcusdt_20240101.txt", text)
+    _, df = staged(binance_ws.CAPTURE, path, PERP, tmp_path)
+    why = {r["src_line"]: r["reason"] for r in df.filter(pl.col("reason").is_not_null()).iter_rows(named=True)}
+    assert set(why) == {2, 3, 5, 6}
+    assert why[2].startswith("JSON does not decode (truncated or malformed line)")
+    assert why[3] == f"message of symbol ETHUSDT, not the landing folder's {PERP}"
+    assert why[5].startswith("not a number: price 'x") and "b[0]" in why[5]
+    assert why[6].startswith("not a Binance depth")
+    assert df.filter(pl.col("src_line").is_in([2, 3, 5, 6]))["seq"].null_count() >= 2  # no ids from rejected lines
+    assert df.filter(pl.col("src_line") == 4)["reason"].null_count() == 4  # the good diff: 4 rows
+
+
+def test_binance_rest_snapshot_file(tmp_path: Path) -> None:
+    body = {"lastUpdateId": 77, "E": 1704067200100, "T": 1704067200099, "bids": [["42000.0", "1.5"]], "asks": [["42000.5", "2.5"]]}
+    path = write(tmp_path / "BTCUSDT_depth_20240101.json", json.dumps(body))
+    fmt, df = staged(binance_ws.REST_SNAPSHOT, path, PERP, tmp_path)
+    assert cols(df, "action", "side", "price", "size", "seq", "is_snapshot", "ts_event", "ts_recv") == [
+        ("clear", 0, None, 0.0, 77, True, 1704067200099_000_000, 1704067200099_000_000),
+        ("add", 1, 42000.0, 1.5, 77, True, 1704067200099_000_000, 1704067200099_000_000),
+        ("add", -1, 42000.5, 2.5, 77, True, 1704067200099_000_000, 1704067200099_000_000)]
+    spot = write(tmp_path / "spot.json", json.dumps({k: body[k] for k in ("lastUpdateId", "bids", "asks")}))
+    with pytest.raises(IngestError, match="no time"):
+        fmt.parse(spot, spot, "BTCUSDT")
