@@ -178,3 +178,20 @@ def binance_capture(n: int = 12, symbol: str = "BTCUSDT", futures: bool = True, 
             msg = {"stream": f"{s}@trade", "data": data}
         out.append(f"{t} " + json.dumps(msg, separators=(",", ":")))
     return "\n".join(out) + "\n"
+
+
+def binance_depth_csv(futures: bool = True, symbol: str = "BTCUSDT", t0_ms: int = JAN_MS) -> str:
+    """A Binance T_DEPTH-style CSV: a 2+2-level snapshot (``snap`` rows, last_update_id 1000),
+    then two ``set`` messages (1001-1003: bid 41999.5 -> 0.7, ask 42001.0 removed; 1004-1004:
+    bid 42000.0 -> 2.5), futures with ``pu``."""
+    head = "symbol,timestamp,first_update_id,last_update_id,side,update_type,price,qty" + (",pu" if futures else "")
+    rows = [
+        (t0_ms, 990, 1000, "b", "snap", "42000.0", "1.0", -1), (t0_ms, 990, 1000, "b", "snap", "41999.5", "2.0", -1),
+        (t0_ms, 990, 1000, "a", "snap", "42000.5", "1.5", -1), (t0_ms, 990, 1000, "a", "snap", "42001.0", "3.0", -1),
+        (t0_ms + 10, 1001, 1003, "b", "set", "41999.5", "0.7", 1000), (t0_ms + 10, 1001, 1003, "a", "set", "42001.0", "0", 1000),
+        (t0_ms + 20, 1004, 1004, "b", "set", "42000.0", "2.5", 1003),
+    ]
+    out = [head]
+    for ts, first, last, side, kind, px, qty, pu in rows:
+        out.append(f"{symbol},{ts},{first},{last},{side},{kind},{px},{qty}" + (f",{pu}" if futures else ""))
+    return "\n".join(out) + "\n"

@@ -10,11 +10,11 @@ import polars as pl
 import pytest
 
 from quant_assets.book import formats
-from quant_assets.book.parse import binance_ws
+from quant_assets.book.parse import binance_csv, binance_ws
 from quant_assets.book.schema import F_LAST, STAGED_SCHEMA
 from quant_assets.ingest.detect import plain_file
 from quant_assets.ingest.errors import IngestError
-from quant_assets_tests.builders import JAN_NS, binance_capture, gzipped, write, zipped
+from quant_assets_tests.builders import JAN_NS, binance_capture, binance_depth_csv, gzipped, write, zipped
 
 PERP = "BTCUSDT-PERP"
 
@@ -124,3 +124,37 @@ def test_binance_rest_snapshot_file(tmp_path: Path) -> None:
     spot = write(tmp_path / "spot.json", json.dumps({k: body[k] for k in ("lastUpdateId", "bids", "asks")}))
     with pytest.raises(IngestError, match="no time"):
         fmt.parse(spot, spot, "BTCUSDT")
+
+
+# ---- Binance depth CSVs ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("futures", [True, False])
+def test_binance_depth_csv(tmp_path: Path, futures: bool) -> None:
+    path = write(tmp_path / "BTCUSDT_T_DEPTH_2024-01-01.csv.gz", gzipped(binance_depth_csv(futures=futures)))
+    _, df = staged(binance_csv.FORMAT, path, PERP if futures else "BTCUSDT", tmp_path)
+    ms = 1_000_000
+    pu = (lambda v: v) if futures else (lambda v: None)
+    assert cols(df, "src_line", "action", "side", "price", "size", "seq", "seq_first", "seq_prev", "is_snapshot", "flags", "ts_event") == [
+        (2, "clear", 0, None, 0.0, 1000, None, None, True, 0, JAN_NS),
+        (2, "add", 1, 42000.0, 1.0, 1000, None, None, True, 0, JAN_NS),
+        (3, "add", 1, 41999.5, 2.0, 1000, None, None, True, 0, JAN_NS),
+        (4, "add", -1, 42000.5, 1.5, 1000, None, None, True, 0, JAN_NS),
+        (5, "add", -1, 42001.0, 3.0, 1000, None, None, True, F_LAST, JAN_NS),
+        (6, "update", 1, 41999.5, 0.7, 1003, 1001, pu(1000), False, 0, JAN_NS + 10 * ms),
+        (7, "delete", -1, 42001.0, 0.0, 1003, 1001, pu(1000), False, F_LAST, JAN_NS + 10 * ms),
+        (8, "update", 1, 42000.0, 2.5, 1004, 1004, pu(1003), False, F_LAST, JAN_NS + 20 * ms),
+    ]
+    assert df["reason"].null_count() == df.height and df["ts_recv"].to_list() == df["ts_event"].to_list()
+
+
+def test_binance_depth_csv_bad_rows(tmp_path: Path) -> None:
+    lines = binance_depth_csv().splitlines()
+    lines[6] = lines[6].replace(",a,set,", ",x,set,")
+    lines[7] = lines[7].replace("BTCUSDT", "ETHUSDT")
+    lines.append(lines[7].replace("ETHUSDT", "BTCUSDT").replace(",2.5,", ",abc,"))
+    path = write(tmp_path / "depth_update.csv", "\n".join(lines) + "\n")
+    _, df = staged(binance_csv.FORMAT, path, PERP, tmp_path)
+    why = {r["src_line"]: r["reason"] for r in df.filter(pl.col("reason").is_not_null()).iter_rows(named=True)}
+    assert why == {7: "side 'x' is not b (bid) or a (ask)", 8: f"row of symbol ETHUSDT, not the landing folder's {PERP}",
+                   9: "qty 'abc' is not a number"}
+    assert df.filter(pl.col("reason").is_not_null())["action"].null_count() == 3

@@ -143,3 +143,51 @@ def bad_number(text: pl.Expr) -> pl.Expr:
     """True where ``text`` is present but not a finite number (or missing where one is needed)."""
     num = text.cast(pl.Float64, strict=False)
     return text.is_null() | num.is_null() | num.is_finite().not_()
+
+
+# ---- CSV sources (Binance depth CSVs, Tardis) -------------------------------------------------
+
+def csv_header(plain: Path) -> list[str]:
+    """The first line's comma-separated names, stripped and lower-cased ([] for an empty file)."""
+    from quant_assets.book.formats import head_lines
+
+    lines = head_lines(plain, max_lines=1)
+    return [c.strip().strip('"').lower() for c in lines[0].split(",")] if lines else []
+
+
+def scan_text_csv(plain: Path, header: list[str]) -> pl.LazyFrame:
+    """A headed CSV with every column as text (a value that does not parse keeps its row and gets
+    a reason instead of failing the file), lower-cased names, and ``src_line`` (1-based line of
+    the file: the header is line 1). Lazy: the caller's query streams it."""
+    return pl.scan_csv(
+        plain, has_header=True, new_columns=header, schema_overrides={c: pl.String() for c in header},
+        infer_schema=False, row_index_name="src_line", row_index_offset=2, truncate_ragged_lines=False,
+        encoding="utf8-lossy",
+    ).with_columns(pl.col("src_line").cast(pl.Int64))
+
+
+def epoch_unit_of(landing: Path, plain: Path, column: str, allowed: tuple[str, ...]) -> str:
+    """The epoch unit of ``column`` judged from the first data row (IngestError when it is not an
+    integer epoch in ``allowed``)."""
+    from quant_assets.ingest.errors import IngestError
+    from quant_assets.ingest.timeunits import infer_epoch_unit
+
+    header = csv_header(plain)
+    first = scan_text_csv(plain, header).select(column).head(1).collect()
+    if first.height == 0:
+        raise IngestError(landing, "no data rows after the header")
+    text = first.item()
+    try:
+        return infer_epoch_unit(int(str(text).strip()), allowed, f"{landing}: column {column!r} of line 2")
+    except (TypeError, ValueError) as exc:
+        raise IngestError(landing, str(exc) if "epoch" in str(exc) else
+                          f"column {column!r} of line 2 is {text!r}, expected an integer epoch in {'/'.join(allowed)}") from exc
+
+
+def reason_chain(*cases: tuple[pl.Expr, pl.Expr | str]) -> pl.Expr:
+    """The first case's reason whose condition holds (null when none does), in order."""
+    expr = None
+    for cond, why in cases:
+        why_e = pl.lit(why) if isinstance(why, str) else why
+        expr = pl.when(cond).then(why_e) if expr is None else expr.when(cond).then(why_e)
+    return expr if expr is not None else pl.lit(None, pl.String)
