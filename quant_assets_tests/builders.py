@@ -195,3 +195,36 @@ def binance_depth_csv(futures: bool = True, symbol: str = "BTCUSDT", t0_ms: int 
     for ts, first, last, side, kind, px, qty, pu in rows:
         out.append(f"{symbol},{ts},{first},{last},{side},{kind},{px},{qty}" + (f",{pu}" if futures else ""))
     return "\n".join(out) + "\n"
+
+
+JAN_US = JAN_MS * 1000
+
+
+def tardis_incremental_l2_csv(symbol: str = "BTCUSDT", t0_us: int = JAN_US) -> str:
+    """Tardis incremental_book_L2: a 2+1-level start-of-day snapshot (lines 2-4), a message of two
+    rows at t0+100 µs (lines 5-6: bid 41999.5 -> 0.5, ask 42000.5 removed), one row at t0+200
+    (line 7: ask 42001.0 -> 1.0), then a new snapshot run of one level (line 8)."""
+    rows = [(0, 5, "true", "bid", "42000.0", "1.0"), (0, 5, "true", "bid", "41999.5", "2.0"), (0, 5, "true", "ask", "42000.5", "1.5"),
+            (100, 130, "false", "bid", "41999.5", "0.5"), (100, 130, "false", "ask", "42000.5", "0"),
+            (200, 230, "false", "ask", "42001.0", "1.0"), (300, 330, "true", "bid", "41990.0", "4.0")]
+    out = ["exchange,symbol,timestamp,local_timestamp,is_snapshot,side,price,amount"]
+    out += [f"binance-futures,{symbol},{t0_us + ts},{t0_us + loc},{snap},{side},{px},{amt}" for ts, loc, snap, side, px, amt in rows]
+    return "\n".join(out) + "\n"
+
+
+def tardis_book_snapshot_csv(depth: int = 5, symbol: str = "BTCUSDT", t0_us: int = JAN_US) -> str:
+    """Tardis book_snapshot_<depth>: two rows; the first has every level (bid 42000 - 0.5 i, ask
+    42000.5 + 0.5 i, amounts i + 1), the second only its best bid and ask (the rest empty)."""
+    head = ["exchange", "symbol", "timestamp", "local_timestamp"]
+    for i in range(depth):
+        head += [f"asks[{i}].price", f"asks[{i}].amount", f"bids[{i}].price", f"bids[{i}].amount"]
+    out = [",".join(head)]
+    for r in range(2):
+        cells = ["binance-futures", symbol, str(t0_us + r * 1000), str(t0_us + r * 1000 + 50)]
+        for i in range(depth):
+            if r == 1 and i > 0:
+                cells += ["", "", "", ""]
+            else:
+                cells += [f"{42000.5 + 0.5 * i}", f"{i + 1}", f"{42000.0 - 0.5 * i}", f"{i + 1}"]
+        out.append(",".join(cells))
+    return "\n".join(out) + "\n"

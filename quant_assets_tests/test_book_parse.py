@@ -10,11 +10,11 @@ import polars as pl
 import pytest
 
 from quant_assets.book import formats
-from quant_assets.book.parse import binance_csv, binance_ws
+from quant_assets.book.parse import binance_csv, binance_ws, tardis
 from quant_assets.book.schema import F_LAST, STAGED_SCHEMA
 from quant_assets.ingest.detect import plain_file
 from quant_assets.ingest.errors import IngestError
-from quant_assets_tests.builders import JAN_NS, binance_capture, binance_depth_csv, gzipped, write, zipped
+from quant_assets_tests.builders import JAN_NS, binance_capture, binance_depth_csv, gzipped, tardis_book_snapshot_csv, tardis_incremental_l2_csv, write, zipped
 
 PERP = "BTCUSDT-PERP"
 
@@ -158,3 +158,59 @@ def test_binance_depth_csv_bad_rows(tmp_path: Path) -> None:
     assert why == {7: "side 'x' is not b (bid) or a (ask)", 8: f"row of symbol ETHUSDT, not the landing folder's {PERP}",
                    9: "qty 'abc' is not a number"}
     assert df.filter(pl.col("reason").is_not_null())["action"].null_count() == 3
+
+
+# ---- Tardis ----------------------------------------------------------------------------------
+
+def test_tardis_incremental_l2(tmp_path: Path) -> None:
+    path = write(tmp_path / "binance-futures_incremental_book_L2_2024-01-01_BTCUSDT.csv.zip",
+                 zipped("x.csv", tardis_incremental_l2_csv()))
+    _, df = staged(tardis.INCREMENTAL, path, PERP, tmp_path)
+    us = 1000
+    assert cols(df, "src_line", "action", "side", "price", "size", "seq", "is_snapshot", "flags", "ts_event", "ts_recv") == [
+        (2, "clear", 0, None, 0.0, 2, True, 0, JAN_NS, JAN_NS + 5 * us),
+        (2, "add", 1, 42000.0, 1.0, 2, True, 0, JAN_NS, JAN_NS + 5 * us),
+        (3, "add", 1, 41999.5, 2.0, 2, True, 0, JAN_NS, JAN_NS + 5 * us),
+        (4, "add", -1, 42000.5, 1.5, 2, True, F_LAST, JAN_NS, JAN_NS + 5 * us),
+        (5, "update", 1, 41999.5, 0.5, 5, False, 0, JAN_NS + 100 * us, JAN_NS + 130 * us),
+        (6, "delete", -1, 42000.5, 0.0, 5, False, F_LAST, JAN_NS + 100 * us, JAN_NS + 130 * us),
+        (7, "update", -1, 42001.0, 1.0, 7, False, F_LAST, JAN_NS + 200 * us, JAN_NS + 230 * us),
+        (8, "clear", 0, None, 0.0, 8, True, 0, JAN_NS + 300 * us, JAN_NS + 330 * us),
+        (8, "add", 1, 41990.0, 4.0, 8, True, F_LAST, JAN_NS + 300 * us, JAN_NS + 330 * us),
+    ]
+    assert df["reason"].null_count() == df.height and df["seq_first"].null_count() == df.height
+
+
+def test_tardis_incremental_bad_rows(tmp_path: Path) -> None:
+    lines = tardis_incremental_l2_csv().splitlines()
+    lines[5] = lines[5].replace(",ask,", ",middle,")
+    lines[6] = lines[6].replace("BTCUSDT", "ETHUSDT")
+    path = write(tmp_path / "l2.csv", "\n".join(lines) + "\n")
+    _, df = staged(tardis.INCREMENTAL, path, PERP, tmp_path)
+    why = {r["src_line"]: r["reason"] for r in df.filter(pl.col("reason").is_not_null()).iter_rows(named=True)}
+    assert why == {6: "side 'middle' is not bid or ask", 7: f"row of symbol ETHUSDT, not the landing folder's {PERP}"}
+    assert df.filter(pl.col("src_line") == 6)["seq"].to_list() == [5]  # the message knows it lost a row
+
+
+@pytest.mark.parametrize("depth", [5, 25])
+def test_tardis_book_snapshot(tmp_path: Path, depth: int) -> None:
+    path = write(tmp_path / f"book_snapshot_{depth}.csv", tardis_book_snapshot_csv(depth))
+    _, df = staged(tardis.SNAPSHOT, path, PERP, tmp_path)
+    first = df.filter(pl.col("src_line") == 2)
+    assert first["action"].to_list() == ["clear"] + ["add"] * (2 * depth)
+    assert first["side"].to_list() == [0] + [1] * depth + [-1] * depth
+    assert first["price"].to_list()[1:] == [42000.0 - 0.5 * i for i in range(depth)] + [42000.5 + 0.5 * i for i in range(depth)]
+    assert first["size"].to_list()[1:] == [float(i + 1) for i in range(depth)] * 2
+    assert first["is_snapshot"].all() and first["flags"].to_list() == [0] * (2 * depth) + [F_LAST]
+    assert set(first["ts_recv"].to_list()) == {JAN_NS + 50_000}
+    second = df.filter(pl.col("src_line") == 3)  # empty cells are absent levels, not rows
+    assert cols(second, "action", "side", "price", "size", "seq") == [
+        ("clear", 0, None, 0.0, 3), ("add", 1, 42000.0, 1.0, 3), ("add", -1, 42000.5, 1.0, 3)]
+    assert df["reason"].null_count() == df.height
+
+
+def test_tardis_book_snapshot_bad_level(tmp_path: Path) -> None:
+    text = tardis_book_snapshot_csv(5).replace(",2,41999.5,2,", ",2,41999.5,two,", 1)
+    path = write(tmp_path / "snap.csv", text)
+    _, df = staged(tardis.SNAPSHOT, path, PERP, tmp_path)
+    assert df.filter(pl.col("reason").is_not_null()).select("src_line", "reason").rows() == [(2, "bids[1].amount 'two' is not a number")]

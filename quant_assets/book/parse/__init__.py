@@ -5,12 +5,13 @@ the order formats are tried: the most specific content tests first).
 - :mod:`.binance_ws`: hftbacktest-collector captures of Binance websocket streams (depth diffs,
   REST snapshots, bookTicker and trades as ticks), and a REST snapshot saved as its own file.
 - :mod:`.binance_csv`: Binance historical order-book CSVs (depth_snap / depth_update files).
+- :mod:`.tardis`: Tardis incremental_book_L2 (with its snapshot runs) and book_snapshot_N.
 """
 
 from __future__ import annotations
 
 from quant_assets.book.formats import BookFormat
-from quant_assets.book.parse import binance_csv, binance_ws
+from quant_assets.book.parse import binance_csv, binance_ws, tardis
 
 #: This package's formats, in check order (each already registered with the book registry).
-PARSERS: list[BookFormat] = [binance_ws.CAPTURE, binance_ws.REST_SNAPSHOT, binance_csv.FORMAT]
+PARSERS: list[BookFormat] = [binance_ws.CAPTURE, binance_ws.REST_SNAPSHOT, binance_csv.FORMAT, tardis.INCREMENTAL, tardis.SNAPSHOT]
