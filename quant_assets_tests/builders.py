@@ -228,3 +228,83 @@ def tardis_book_snapshot_csv(depth: int = 5, symbol: str = "BTCUSDT", t0_us: int
                 cells += [f"{42000.5 + 0.5 * i}", f"{i + 1}", f"{42000.0 - 0.5 * i}", f"{i + 1}"]
         out.append(",".join(cells))
     return "\n".join(out) + "\n"
+
+
+def dbn_file(schema: str, records: list, symbol: str = "ESH4", instrument_id: int = 42, zstd: bool = False) -> bytes:
+    """A Databento DBN file encoded by ``databento_dbn`` itself: metadata of ``schema``
+    (``"mbp-10"``, ``"mbo"``, ``"ohlcv-1m"``) mapping ``symbol`` to ``instrument_id``, then
+    ``records`` (the library's record objects); zstd-compressed with its Transcoder when ``zstd``."""
+    import datetime as dt
+    import io
+    from types import SimpleNamespace as NS
+
+    import databento_dbn as dbn
+
+    day = dt.date(2024, 1, 1)
+    meta = dbn.Metadata(
+        dataset="GLBX.MDP3", start=JAN_NS, end=JAN_NS + 86_400 * 10**9, stype_in=dbn.SType.RAW_SYMBOL,
+        stype_out=dbn.SType.INSTRUMENT_ID, schema=dbn.Schema.from_str(schema), symbols=[symbol],
+        mappings=[NS(raw_symbol=symbol, intervals=[NS(start_date=day, end_date=day + dt.timedelta(days=1), symbol=str(instrument_id))])],
+    )
+    raw = meta.encode() + b"".join(bytes(r) for r in records)
+    if not zstd:
+        return raw
+    buf = io.BytesIO()
+    enc = dbn.Transcoder(buf, dbn.Encoding.DBN, dbn.Compression.ZSTD)
+    enc.write(raw)
+    enc.finish()
+    return buf.getvalue()
+
+
+DBN_PX = 1_000_000_000  # DBN prices are fixed-point 1e-9
+
+
+def dbn_mbp10_records(instrument_id: int = 42) -> list:
+    """MBP-10 records (ts JAN_NS + i µs): 1 add bid 100.00x5 -> book b 100.00x5 / a 100.25x7
+    (F_LAST, seq 10); 2 add ask 100.50x2 (no F_LAST, seq 11); 3 cancel 2 of the bid -> b 100.00x3
+    (F_LAST, seq 11); 4 a trade, book unchanged (F_LAST, seq 12); 5 another instrument (43)."""
+    import databento_dbn as dbn
+
+    def book(bids: list[tuple[float, int]], asks: list[tuple[float, int]]) -> list:
+        out = []
+        for i in range(10):
+            b = bids[i] if i < len(bids) else None
+            a = asks[i] if i < len(asks) else None
+            out.append(dbn.BidAskPair(bid_px=int(b[0] * DBN_PX) if b else dbn.UNDEF_PRICE, ask_px=int(a[0] * DBN_PX) if a else dbn.UNDEF_PRICE,
+                                      bid_sz=b[1] if b else 0, ask_sz=a[1] if a else 0, bid_ct=1 if b else 0, ask_ct=1 if a else 0))
+        return out
+
+    spec = [  # (action, side, price, size, flags, seq, bids, asks, instrument)
+        (dbn.Action.ADD, dbn.Side.BID, 100.0, 5, 0x80, 10, [(100.0, 5)], [(100.25, 7)], instrument_id),
+        (dbn.Action.ADD, dbn.Side.ASK, 100.5, 2, 0x00, 11, [(100.0, 5)], [(100.25, 7), (100.5, 2)], instrument_id),
+        (dbn.Action.CANCEL, dbn.Side.BID, 100.0, 2, 0x80, 11, [(100.0, 3)], [(100.25, 7), (100.5, 2)], instrument_id),
+        (dbn.Action.TRADE, dbn.Side.ASK, 100.25, 1, 0x80, 12, [(100.0, 3)], [(100.25, 7), (100.5, 2)], instrument_id),
+        (dbn.Action.ADD, dbn.Side.BID, 50.0, 1, 0x80, 13, [(50.0, 1)], [], 43),
+    ]
+    return [dbn.MBP10Msg(1, iid, JAN_NS + i * 1000, int(px * DBN_PX), sz, act, side, 0, JAN_NS + i * 1000 + 7, flags=fl,
+                         sequence=seq, levels=book(b, a))
+            for i, (act, side, px, sz, fl, seq, b, a, iid) in enumerate(spec)]
+
+
+def dbn_mbo_records(instrument_id: int = 42) -> list:
+    """MBO records (ts JAN_NS + i µs): a snapshot (1 R clear, 2 add bid #1 100.00x5, 3 add ask
+    #2 100.25x7, F_SNAPSHOT, seq 0), 4 cancel 2 of #1 (seq 20), 5 a fill of #2 (no F_LAST), 6 cancel
+    7 of #2 (seq 21), 7 modify #1 to 99.75x4 (seq 22), 8 cancel of unknown #99 (seq 23)."""
+    import databento_dbn as dbn
+
+    und = dbn.UNDEF_PRICE
+    spec = [  # (action, side, order, price, size, flags, seq)
+        (dbn.Action.CLEAR, dbn.Side.NONE, 0, None, 0, 0x20, 0), (dbn.Action.ADD, dbn.Side.BID, 1, 100.0, 5, 0x20, 0),
+        (dbn.Action.ADD, dbn.Side.ASK, 2, 100.25, 7, 0xA0, 0), (dbn.Action.CANCEL, dbn.Side.BID, 1, 100.0, 2, 0x80, 20),
+        (dbn.Action.FILL, dbn.Side.ASK, 2, 100.25, 7, 0x00, 21), (dbn.Action.CANCEL, dbn.Side.ASK, 2, 100.25, 7, 0x80, 21),
+        (dbn.Action.MODIFY, dbn.Side.BID, 1, 99.75, 4, 0x80, 22), (dbn.Action.CANCEL, dbn.Side.BID, 99, 100.0, 1, 0x80, 23),
+    ]
+    return [dbn.MBOMsg(1, instrument_id, JAN_NS + i * 1000, oid, und if px is None else int(px * DBN_PX), sz, act, side,
+                       JAN_NS + i * 1000 + 7, flags=fl, sequence=seq)
+            for i, (act, side, oid, px, sz, fl, seq) in enumerate(spec)]
+
+
+def dbn_ohlcv_records(instrument_id: int = 42) -> list:
+    import databento_dbn as dbn
+
+    return [dbn.OHLCVMsg(dbn.RType.OHLCV_1M, 1, instrument_id, JAN_NS, 100 * DBN_PX, 101 * DBN_PX, 99 * DBN_PX, 100 * DBN_PX, 10)]

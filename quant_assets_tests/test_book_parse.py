@@ -10,11 +10,13 @@ import polars as pl
 import pytest
 
 from quant_assets.book import formats
-from quant_assets.book.parse import binance_csv, binance_ws, tardis
-from quant_assets.book.schema import F_LAST, STAGED_SCHEMA
+from quant_assets.book.parse import binance_csv, binance_ws, databento, tardis
+from quant_assets.book.schema import DEPTH_L2, DEPTH_L3, F_LAST, STAGED_SCHEMA
 from quant_assets.ingest.detect import plain_file
 from quant_assets.ingest.errors import IngestError
-from quant_assets_tests.builders import JAN_NS, binance_capture, binance_depth_csv, gzipped, tardis_book_snapshot_csv, tardis_incremental_l2_csv, write, zipped
+from quant_assets_tests.builders import (
+    JAN_NS, binance_capture, binance_depth_csv, dbn_file, dbn_mbo_records, dbn_mbp10_records, dbn_ohlcv_records, gzipped, tardis_book_snapshot_csv, tardis_incremental_l2_csv, write, zipped,
+)
 
 PERP = "BTCUSDT-PERP"
 
@@ -214,3 +216,53 @@ def test_tardis_book_snapshot_bad_level(tmp_path: Path) -> None:
     path = write(tmp_path / "snap.csv", text)
     _, df = staged(tardis.SNAPSHOT, path, PERP, tmp_path)
     assert df.filter(pl.col("reason").is_not_null()).select("src_line", "reason").rows() == [(2, "bids[1].amount 'two' is not a number")]
+
+
+# ---- Databento DBN ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("zstd,read_bytes", [(False, 1 << 20), (True, 1 << 20), (False, 500)])
+def test_dbn_mbp10(tmp_path: Path, zstd: bool, read_bytes: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain and zstd; in 500-byte reads the records come in several batches (the previous
+    record's book carried across them)."""
+    monkeypatch.setattr(databento, "READ_BYTES", read_bytes)
+    path = write(tmp_path / ("glbx_mbp10.dbn.zst" if zstd else "glbx_mbp10.dbn"), dbn_file("mbp-10", dbn_mbp10_records(), zstd=zstd))
+    fmt, df = staged(databento.MBP10, path, "ESH4", tmp_path)
+    assert fmt.level == DEPTH_L2 and fmt.continuity == "increasing"
+    t = lambda i: JAN_NS + i * 1000  # noqa: E731
+    assert cols(df, "src_line", "action", "side", "price", "size", "seq", "seq_first", "is_snapshot", "flags", "ts_event", "ts_recv") == [
+        (1, "clear", 0, None, 0.0, 10, None, True, 0, t(0), t(0) + 7),
+        (1, "add", 1, 100.0, 5.0, 10, None, True, 0, t(0), t(0) + 7),
+        (1, "add", -1, 100.25, 7.0, 10, None, True, F_LAST, t(0), t(0) + 7),
+        (2, "add", -1, 100.5, 2.0, 11, 11, False, 0, t(1), t(1) + 7),     # message 11 ends at record 3
+        (3, "update", 1, 100.0, 3.0, 11, 11, False, F_LAST, t(2), t(2) + 7),
+        (5, None, None, None, None, None, None, False, F_LAST, t(4), t(4) + 7),  # record 4 (a trade) changes nothing
+    ]
+    assert df["reason"].to_list()[:5] == [None] * 5
+    assert df["reason"][5] == "record of instrument 43 (?), not the landing folder's ESH4"
+    assert df["order_id"].null_count() == df.height
+
+
+@pytest.mark.parametrize("read_bytes", [1 << 20, 120])
+def test_dbn_mbo(tmp_path: Path, read_bytes: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(databento, "READ_BYTES", read_bytes)
+    path = write(tmp_path / "glbx_mbo.dbn.zst", dbn_file("mbo", dbn_mbo_records(), zstd=True))
+    fmt, df = staged(databento.MBO, path, "ESH4", tmp_path)
+    assert fmt.level == DEPTH_L3
+    assert cols(df, "src_line", "action", "side", "price", "size", "order_id", "seq", "is_snapshot", "flags") == [
+        (1, "clear", 0, None, 0.0, None, 0, True, 0),
+        (2, "add", 1, 100.0, 5.0, 1, 0, True, 0),
+        (3, "add", -1, 100.25, 7.0, 2, 0, True, F_LAST),
+        (4, "update", 1, 100.0, 3.0, 1, 20, False, F_LAST),   # cancel 2 of 5: 3 remain
+        (6, "delete", -1, 100.25, 0.0, 2, 21, False, F_LAST),  # the fill (5) changes nothing; cancel 7 of 7
+        (7, "update", 1, 99.75, 4.0, 1, 22, False, F_LAST),
+        (8, None, None, None, None, 99, 23, False, F_LAST),
+    ]
+    assert df["reason"].to_list() == [None] * 6 + ["cancel of order 99, which was never added (no snapshot or add before it)"]
+
+
+def test_dbn_of_another_schema_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path / "glbx_ohlcv.dbn", dbn_file("ohlcv-1m", dbn_ohlcv_records()))
+    fmt = formats.sniff(path, path)
+    assert fmt is databento.MBP10  # a DBN file is a book file, so its schema is reported, not a tick-format miss
+    with pytest.raises(IngestError, match="DBN schema ohlcv-1m: the book reads only mbp-10"):
+        fmt.parse(path, path, "ESH4")

@@ -1,0 +1,378 @@
+"""Databento DBN files (``.dbn`` or zstd-compressed ``.dbn.zst``) of schema MBP-10 (L2, top ten
+levels) and MBO (L3, market by order), read offline with ``databento_dbn`` (no API key, no
+network). The file's metadata names its schema: any other (OHLCV, trades, MBP-1, ...) is refused
+with an :class:`~quant_assets.ingest.errors.IngestError` naming it.
+
+Common to both: prices are fixed-point 1e-9 (``UNDEF_PRICE`` = no level), times ns since epoch
+(``ts_event`` the venue's, ``ts_recv`` Databento's capture); a **message** is a run of records
+ending with one flagged ``F_LAST`` (a venue event can produce several records; the book is
+consistent only after the last), ``seq`` = the ``sequence`` of that last record (Databento's
+venue sequence: increasing with holes, continuity ``increasing``), ``seq_first`` = each record's
+own ``sequence``; ``src_line`` = the 1-based record number. A record flagged
+``F_MAYBE_BAD_BOOK`` keeps its rows with that reason (the venue's book may be wrong there), and a
+record of another instrument than the landing folder's (by the metadata's symbol mappings) keeps
+one row with a reason.
+
+**MBP-10** records carry the whole top-10 book after each event. The first record becomes a
+snapshot (``clear`` + one ``add`` per level, ``is_snapshot``); each later record becomes the
+difference of its top 10 from the previous record's: ``add`` for a new price, ``update`` for a
+new size, ``delete`` for a price gone from the top ten (deleted or pushed below level ten: the
+table holds the top-10 view the file has, nothing deeper). A record that changes nothing in the
+top ten (a trade, a change below level ten) gives no row.
+
+**MBO** records are order events: ``R`` (clear the book) -> ``clear``; ``A`` -> ``add`` (the
+order's size, ``is_snapshot`` when flagged ``F_SNAPSHOT``); ``M`` -> ``update`` (its new price
+and size); ``C`` (cancel ``size`` of the order) -> ``update`` with the remaining size, ``delete``
+when none remains. The remaining size needs the order's current size, so the parser carries a
+table of live orders (not a book: prices are not aggregated, nothing is checked); a cancel or
+modify of an order it never saw added keeps its row with a reason. ``T`` (trade), ``F`` (fill)
+and ``N`` change nothing on an MBO book (Databento's own book example ignores them) and give no
+row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from quant_assets.book.formats import DBN_MAGIC, ZSTD_MAGIC, BookFormat, conform, head_bytes, register
+from quant_assets.book.parse.common import batched_lazy
+from quant_assets.book.schema import DEPTH_L2, DEPTH_L3, STAGED_SCHEMA
+from quant_assets.ingest.errors import IngestError
+from quant_assets.lake.identity import claims_match
+
+MBP_NAME = "databento_dbn_mbp10"
+MBP_LAYOUT = "Databento DBN (.dbn or .dbn.zst) of schema mbp-10"
+MBO_NAME = "databento_dbn_mbo"
+MBO_LAYOUT = "Databento DBN (.dbn or .dbn.zst) of schema mbo"
+
+#: Compressed input bytes fed to the decoder per batch (records out: a few hundred thousand).
+READ_BYTES = 8 << 20
+_PX = 1e-9
+_F_LAST, _F_SNAPSHOT, _F_BAD_BOOK = 0x80, 0x20, 0x04
+_UNDEF_PRICE = 2**63 - 1
+
+
+def _decoder(plain: Path):  # noqa: ANN202 - databento_dbn is imported lazily
+    import databento_dbn as dbn
+
+    zst = head_bytes(plain, 4) == ZSTD_MAGIC
+    return dbn.DBNDecoder(compression=dbn.Compression.ZSTD if zst else dbn.Compression.NONE)
+
+
+def _metadata(plain: Path):  # noqa: ANN202
+    """The file's DBN metadata, or None when the file is not DBN (reads a bounded head)."""
+    import databento_dbn as dbn
+
+    if head_bytes(plain, 3) != DBN_MAGIC and head_bytes(plain, 4) != ZSTD_MAGIC:
+        return None
+    dec = _decoder(plain)
+    with open(plain, "rb") as f:
+        for _ in range(64):  # the metadata is at most a few MB (symbol mappings)
+            block = f.read(1 << 16)
+            if not block:
+                return None
+            dec.write(block)
+            try:
+                out = dec.decode()
+            except dbn.DBNError:
+                return None
+            if out:
+                return out[0] if isinstance(out[0], dbn.Metadata) else None
+    return None
+
+
+def _schema_name(meta) -> str | None:  # noqa: ANN001
+    return None if meta.schema is None else str(meta.schema.value if hasattr(meta.schema, "value") else meta.schema)
+
+
+def _records(landing: Path, plain: Path) -> Iterator[list]:
+    """The file's records (metadata left out) in decoded batches."""
+    import databento_dbn as dbn
+
+    dec = _decoder(plain)
+    first = True
+    with open(plain, "rb") as f:
+        while block := f.read(READ_BYTES):
+            dec.write(block)
+            try:
+                recs = dec.decode()
+            except dbn.DBNError as exc:
+                raise IngestError(landing, f"DBN does not decode ({exc})") from exc
+            if first and recs:
+                recs, first = recs[1:], False
+            if recs:
+                yield recs
+
+
+def _instruments(meta, symbol: str) -> tuple[set[int], dict[int, str]]:  # noqa: ANN001
+    """Instrument ids of the landing folder's symbol and every id's raw symbol, from the
+    metadata's mappings (empty when the file maps nothing: then every record is ours)."""
+    ours: set[int] = set()
+    names: dict[int, str] = {}
+    for raw, intervals in (meta.mappings or {}).items():
+        for iv in intervals:
+            try:
+                iid = int(iv["symbol"] if isinstance(iv, dict) else iv.symbol)
+            except (TypeError, ValueError, KeyError, AttributeError):
+                continue
+            names[iid] = raw
+            if claims_match(raw, symbol):
+                ours.add(iid)
+    return ours, names
+
+
+def _check_schema(landing: Path, plain: Path, want: str) -> object:
+    meta = _metadata(plain)
+    if meta is None:
+        raise IngestError(landing, "not a readable DBN file (no DBN metadata)")
+    got = _schema_name(meta)
+    if got != want:
+        raise IngestError(landing, f"DBN schema {got or 'mixed (none in the metadata)'}: the book reads only "
+                                   f"mbp-10 (L2) and mbo (L3) files; this file is {got or 'of several schemas'}")
+    return meta
+
+
+def _array(recs: list, cls: type) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """The records of class ``cls`` as a structured array (their raw bytes read with the
+    library's own dtype), their positions in ``recs``, and the positions of the others."""
+    pos = [i for i, r in enumerate(recs) if isinstance(r, cls)]
+    others = [i for i, r in enumerate(recs) if not isinstance(r, cls)]
+    raw = b"".join(bytes(recs[i]) for i in pos)
+    dtype = np.dtype(cls._dtypes)
+    arr = np.frombuffer(raw, dtype=dtype) if raw else np.zeros(0, dtype=dtype)
+    return arr, np.asarray(pos, dtype=np.int64), others
+
+
+def _base_frame(arr: np.ndarray, rec_no: np.ndarray) -> pl.DataFrame:
+    return pl.DataFrame({
+        "src_line": rec_no.astype(np.int64), "ts_event": arr["ts_event"].astype(np.int64),
+        "ts_recv": arr["ts_recv"].astype(np.int64), "seq_first": arr["sequence"].astype(np.int64),
+        "rflags": arr["flags"].astype(np.uint8), "iid": arr["instrument_id"].astype(np.int64),
+    })
+
+
+def _message_seq(df: pl.DataFrame) -> pl.DataFrame:
+    """``seq`` of each record: the ``sequence`` of the ``F_LAST`` record ending its message (a
+    batch's trailing records without one take the last record's own: their message continues
+    in the next batch, whose rows the builder sees after them)."""
+    last = (pl.col("rflags") & _F_LAST) != 0
+    return df.with_columns(seq=pl.when(last).then(pl.col("seq_first")).backward_fill().fill_null(pl.col("seq_first")))
+
+
+def _reasons(df: pl.DataFrame, ours: set[int], names: dict[int, str], symbol: str) -> pl.DataFrame:
+    other = pl.col("iid").is_in(list(ours)).not_() if ours else pl.lit(False)
+    name = pl.col("iid").replace_strict(names, default=None, return_dtype=pl.String) if names else pl.lit(None, pl.String)
+    # another instrument's sequence belongs to another book: not this one's
+    df = df.with_columns(seq=pl.when(other).then(None).otherwise(pl.col("seq")),
+                         seq_first=pl.when(other).then(None).otherwise(pl.col("seq_first")))
+    return df.with_columns(reason=pl.when(other).then(
+        pl.lit("record of instrument ") + pl.col("iid").cast(pl.String) + pl.lit(" (") + name.fill_null("?")
+        + pl.lit(f"), not the landing folder's {symbol}"))
+        .when((pl.col("rflags") & _F_BAD_BOOK) != 0).then(pl.lit("Databento flags the book as possibly wrong here (F_MAYBE_BAD_BOOK)")))
+
+
+def _other_rows(others: list[int], rec_no0: int, recs: list) -> pl.DataFrame:
+    """One row per record of another record type than the schema's, with a reason."""
+    if not others:
+        return pl.DataFrame(schema=STAGED_SCHEMA)
+    return conform(pl.DataFrame({
+        "src_line": [rec_no0 + i for i in others], "ts_event": [int(getattr(recs[i], "ts_event", 0) or 0) for i in others],
+        "seq": [None] * len(others), "side": [None] * len(others), "price": [None] * len(others),
+        "size": [None] * len(others), "action": [None] * len(others),
+        "reason": [f"record type {type(recs[i]).__name__} in a file of this schema" for i in others],
+    }, schema_overrides={"seq": pl.Int64, "side": pl.Int8, "price": pl.Float64, "size": pl.Float64, "action": pl.String})).collect()
+
+
+# ---- MBP-10 ----------------------------------------------------------------------------------
+
+def _mbp_batch(recs: list, rec_no0: int, ours: set[int], names: dict[int, str], symbol: str, carry: dict) -> pl.DataFrame:
+    import databento_dbn as dbn
+
+    arr, positions, others = _array(recs, dbn.MBP10Msg)
+    out = [_other_rows(others, rec_no0, recs)]
+    if len(arr):
+        df = _reasons(_message_seq(_base_frame(arr, rec_no0 + positions)), ours, names, symbol)
+        ok = df["reason"].is_null().to_numpy()
+        rejected = df.filter(~pl.Series(ok)).select("src_line", "ts_event", "ts_recv", "seq", "seq_first", "reason")
+        good_idx = np.nonzero(ok)[0]
+        if len(good_idx):
+            out.append(_mbp_diffs(arr[good_idx], df.filter(pl.Series(ok)), carry))
+        if rejected.height:
+            out.append(conform(rejected.with_columns(side=pl.lit(None, pl.Int8), price=pl.lit(None, pl.Float64),
+                                                     size=pl.lit(None, pl.Float64), action=pl.lit(None, pl.String))).collect())
+    frames = [f for f in out if f.height]
+    return pl.concat(frames).sort("src_line", maintain_order=True) if frames else pl.DataFrame(schema=STAGED_SCHEMA)
+
+
+def _mbp_diffs(arr: np.ndarray, meta: pl.DataFrame, carry: dict) -> pl.DataFrame:
+    """Rows of the records' top-10 books, each against the previous record's (the carry holds
+    the last book of the previous batch; none: the first record is a snapshot)."""
+    n = len(arr)
+    k = np.arange(n, dtype=np.int64)
+    long = []
+    for side, s in ((1, "bid"), (-1, "ask")):
+        for lv in range(10):
+            px = arr[f"{s}_px_{lv:02d}"]
+            long.append(pl.DataFrame({"k": k, "side": np.full(n, side, np.int8), "lv": np.full(n, lv, np.int8),
+                                      "px": px.astype(np.int64), "sz": arr[f"{s}_sz_{lv:02d}"].astype(np.float64)}))
+    levels = pl.concat(long).filter(pl.col("px") != _UNDEF_PRICE)
+    prev_book: pl.DataFrame | None = carry.get("mbp_book")
+    prev = levels.with_columns(k=pl.col("k") + 1).filter(pl.col("k") < n)
+    if prev_book is not None:
+        prev = pl.concat([prev_book.with_columns(k=pl.lit(0, pl.Int64)).select(prev.columns), prev])
+    carry["mbp_book"] = levels.filter(pl.col("k") == n - 1).drop("k")
+    cur = levels if prev_book is not None else levels.filter(pl.col("k") > 0)
+    diff = cur.join(prev, on=["k", "side", "px"], how="full", coalesce=True, suffix="_prev")
+    diff = diff.filter(pl.col("sz").is_null() | pl.col("sz_prev").is_null() | (pl.col("sz") != pl.col("sz_prev")))
+    diff = diff.with_columns(
+        action=pl.when(pl.col("sz").is_null()).then(pl.lit("delete")).when(pl.col("sz_prev").is_null()).then(pl.lit("add"))
+        .otherwise(pl.lit("update")),
+        size=pl.col("sz").fill_null(0.0), snap=pl.lit(False), clear=pl.lit(False), order=pl.col("lv").fill_null(pl.col("lv_prev")),
+    )
+    parts = [diff.select("k", "side", "px", "size", "action", "snap", "clear", "order")]
+    if prev_book is None:  # the file's first record: a snapshot
+        first = levels.filter(pl.col("k") == 0).select("k", "side", "px", size="sz", action=pl.lit("add"), snap=pl.lit(True),
+                                                         clear=pl.lit(False), order="lv")
+        clear = pl.DataFrame({"k": [0], "side": [0], "px": [None], "size": [0.0], "action": ["clear"], "snap": [True],
+                              "clear": [True], "order": [-1]},
+                             schema={"k": pl.Int64, "side": pl.Int8, "px": pl.Int64, "size": pl.Float64, "action": pl.String,
+                                     "snap": pl.Boolean, "clear": pl.Boolean, "order": pl.Int8})
+        parts = [clear, first.with_columns(pl.col("order").cast(pl.Int8)), *parts]
+    rows = pl.concat(parts, how="vertical_relaxed")
+    # within a record: the clear, then deletes (a level leaving first), then bids and asks by level
+    rows = rows.with_columns(rank=pl.when(pl.col("clear")).then(0).when(pl.col("action") == "delete").then(1).otherwise(2))
+    rows = rows.sort("k", "rank", pl.col("side"), "order", descending=[False, False, True, False])
+    info = meta.with_row_index("k").with_columns(pl.col("k").cast(pl.Int64))
+    rows = rows.join(info, on="k", how="left")
+    return conform(rows.select(
+        "src_line", "ts_event", "ts_recv", "seq", "side", "reason", "action", "size", price=pl.col("px") * _PX, is_snapshot="snap",
+        seq_first=pl.when(pl.col("snap")).then(None).otherwise(pl.col("seq_first")),
+    )).collect()
+
+
+def mbp_matches(landing: Path, plain: Path) -> bool:
+    """A DBN file that is not MBO: an MBP-10 file, or one of another schema that the parse then
+    refuses with its reason (a DBN of OHLCV must be reported, not passed to the tick formats)."""
+    meta = _metadata(plain)
+    return meta is not None and _schema_name(meta) != "mbo"
+
+
+def mbp_parse(landing: Path, plain: Path, symbol: str) -> pl.LazyFrame:
+    meta = _check_schema(landing, plain, "mbp-10")
+    ours, names = _instruments(meta, symbol)
+
+    def batches() -> Iterator[pl.DataFrame]:
+        carry: dict = {}
+        rec_no = 1
+        for recs in _records(landing, plain):
+            yield _mbp_batch(recs, rec_no, ours, names, symbol, carry)
+            rec_no += len(recs)
+
+    return batched_lazy(batches, STAGED_SCHEMA, MBP_NAME)
+
+
+# ---- MBO -------------------------------------------------------------------------------------
+
+def _mbo_batch(recs: list, rec_no0: int, ours: set[int], names: dict[int, str], symbol: str, live: dict[int, float]) -> pl.DataFrame:
+    import databento_dbn as dbn
+
+    arr, positions, others = _array(recs, dbn.MBOMsg)
+    frames = [_other_rows(others, rec_no0, recs)]
+    if len(arr):
+        df = _reasons(_message_seq(_base_frame(arr, rec_no0 + positions)), ours, names, symbol)
+        # The remaining size of a cancelled order needs the order's size: a table of live orders
+        # carried across batches (a loop over records: the state is per order and sequential).
+        act = arr["action"].tolist()
+        oid = arr["order_id"].tolist()
+        sz = arr["size"].astype(np.float64).tolist()
+        flags = arr["flags"].tolist()
+        ok = df["reason"].is_null().to_list()
+        action, size, keep, why, snap = [], [], [], [], []
+        for i in range(len(arr)):
+            a, o = act[i], oid[i]
+            r = None
+            s = sz[i]
+            act_out = None
+            if not ok[i]:
+                keep.append(True); action.append(None); size.append(None); why.append(None); snap.append(False)  # noqa: E702
+                continue
+            if a == b"R":
+                live.clear()
+                act_out, s = "clear", 0.0
+            elif a == b"A":
+                live[o] = s
+                act_out = "add"
+            elif a == b"M":
+                if o in live:
+                    live[o] = s
+                    act_out = "update"
+                else:
+                    r = f"modify of order {o}, which was never added (no snapshot or add before it)"
+            elif a == b"C":
+                if o in live:
+                    s = max(live[o] - s, 0.0)
+                    if s > 0:
+                        live[o] = s
+                        act_out = "update"
+                    else:
+                        del live[o]
+                        act_out = "delete"
+                else:
+                    r = f"cancel of order {o}, which was never added (no snapshot or add before it)"
+            else:  # T, F, N: no change to an MBO book
+                keep.append(False); action.append(None); size.append(None); why.append(None); snap.append(False)  # noqa: E702
+                continue
+            keep.append(True)
+            action.append(act_out)
+            size.append(s if r is None else None)
+            why.append(r)
+            snap.append(bool(flags[i] & _F_SNAPSHOT) and r is None)
+        side = np.where(arr["side"] == b"B", 1, np.where(arr["side"] == b"A", -1, 0)).astype(np.int8)
+        px = arr["price"].astype(np.int64)
+        df = df.with_columns(
+            action=pl.Series(action, dtype=pl.String), size=pl.Series(size, dtype=pl.Float64),
+            reason=pl.coalesce(pl.col("reason"), pl.Series(why, dtype=pl.String)), is_snapshot=pl.Series(snap, dtype=pl.Boolean),
+            side=pl.Series(side), order_id=pl.Series(arr["order_id"].astype(np.uint64)),
+            price=pl.when(pl.Series(px) == _UNDEF_PRICE).then(None).otherwise(pl.Series(px) * _PX),
+        ).filter(pl.Series(keep))
+        clear = pl.col("action") == "clear"
+        bad = pl.col("reason").is_not_null()
+        df = df.with_columns(
+            side=pl.when(clear).then(0).when(bad).then(None).otherwise(pl.col("side")).cast(pl.Int8),
+            price=pl.when(clear | bad).then(None).otherwise(pl.col("price")),
+            order_id=pl.when(clear).then(None).otherwise(pl.col("order_id")),
+            # a clear that opens a snapshot belongs to it
+            is_snapshot=pl.col("is_snapshot") | (clear & pl.col("is_snapshot").shift(-1).fill_null(False)),
+        )
+        frames.append(conform(df.drop("rflags", "iid")).collect())
+    frames = [f for f in frames if f.height]
+    return pl.concat(frames).sort("src_line", maintain_order=True) if frames else pl.DataFrame(schema=STAGED_SCHEMA)
+
+
+def mbo_matches(landing: Path, plain: Path) -> bool:
+    meta = _metadata(plain)
+    return meta is not None and _schema_name(meta) == "mbo"
+
+
+def mbo_parse(landing: Path, plain: Path, symbol: str) -> pl.LazyFrame:
+    meta = _check_schema(landing, plain, "mbo")
+    ours, names = _instruments(meta, symbol)
+
+    def batches() -> Iterator[pl.DataFrame]:
+        live: dict[int, float] = {}
+        rec_no = 1
+        for recs in _records(landing, plain):
+            yield _mbo_batch(recs, rec_no, ours, names, symbol, live)
+            rec_no += len(recs)
+
+    return batched_lazy(batches, STAGED_SCHEMA, MBO_NAME)
+
+
+MBO = register(BookFormat(name=MBO_NAME, layout=MBO_LAYOUT, matches=mbo_matches, parse=mbo_parse, level=DEPTH_L3,
+                          continuity="increasing"))
+MBP10 = register(BookFormat(name=MBP_NAME, layout=MBP_LAYOUT, matches=mbp_matches, parse=mbp_parse, level=DEPTH_L2,
+                            continuity="increasing"))
