@@ -128,7 +128,7 @@ JAN_NS = JAN_MS * 1_000_000
 def binance_capture(n: int = 12, symbol: str = "BTCUSDT", futures: bool = True, t0_ns: int = JAN_NS,
                     levels: int = 3, seed: int = 1, snapshot: bool = True) -> str:
     """A hftbacktest-collector capture (``<local_ns> <json>`` lines of a combined stream): a REST
-    snapshot line (``lastUpdateId`` 1000), then ``n`` messages cycling depth diff, bookTicker,
+    snapshot line (``lastUpdateId`` 1000 spot, 1001 futures), then ``n`` messages cycling depth diff, bookTicker,
     depth diff, trade. Diffs chain (``U`` = previous ``u`` + 1; futures add ``pu``); each carries
     ``levels`` bid and ``levels`` ask pairs (every 5th pair a ``0`` removal). Deterministic in
     ``seed``; also the bench's generator (1M messages in a few seconds)."""
@@ -140,11 +140,14 @@ def binance_capture(n: int = 12, symbol: str = "BTCUSDT", futures: bool = True, 
     out: list[str] = []
     t = t0_ns
     u = 1000
+    # Binance's sync rule: the first diff after a snapshot of lastUpdateId L has U <= L + 1 <= u
+    # (spot) or U <= L <= u (futures, whose ids are not contiguous): L = 1000 or 1001 here.
+    snap_id = u + 1 if futures else u
     if snapshot:
-        body = {"lastUpdateId": u, "bids": [[f"{42000 - i * 0.5:.1f}", f"{1 + i:.3f}"] for i in range(levels)],
+        body = {"lastUpdateId": snap_id, "bids": [[f"{42000 - i * 0.5:.1f}", f"{1 + i:.3f}"] for i in range(levels)],
                 "asks": [[f"{42000.5 + i * 0.5:.1f}", f"{1 + i:.3f}"] for i in range(levels)]}
         if futures:
-            body = {"lastUpdateId": u, "E": t // 1_000_000 - 5, "T": t // 1_000_000 - 6, "bids": body["bids"], "asks": body["asks"]}
+            body = {"lastUpdateId": snap_id, "E": t // 1_000_000 - 5, "T": t // 1_000_000 - 6, "bids": body["bids"], "asks": body["asks"]}
         out.append(f"{t} " + json.dumps(body, separators=(",", ":")))
     pu, trade_id = u, 500
     for i in range(n):
@@ -181,13 +184,15 @@ def binance_capture(n: int = 12, symbol: str = "BTCUSDT", futures: bool = True, 
 
 
 def binance_depth_csv(futures: bool = True, symbol: str = "BTCUSDT", t0_ms: int = JAN_MS) -> str:
-    """A Binance T_DEPTH-style CSV: a 2+2-level snapshot (``snap`` rows, last_update_id 1000),
+    """A Binance T_DEPTH-style CSV: a 2+2-level snapshot (``snap`` rows, last_update_id 1000 spot,
+    1001 futures: inside the first update's [first, last] as Binance's sync rule wants),
     then two ``set`` messages (1001-1003: bid 41999.5 -> 0.7, ask 42001.0 removed; 1004-1004:
     bid 42000.0 -> 2.5), futures with ``pu``."""
     head = "symbol,timestamp,first_update_id,last_update_id,side,update_type,price,qty" + (",pu" if futures else "")
+    L = 1001 if futures else 1000
     rows = [
-        (t0_ms, 990, 1000, "b", "snap", "42000.0", "1.0", -1), (t0_ms, 990, 1000, "b", "snap", "41999.5", "2.0", -1),
-        (t0_ms, 990, 1000, "a", "snap", "42000.5", "1.5", -1), (t0_ms, 990, 1000, "a", "snap", "42001.0", "3.0", -1),
+        (t0_ms, 990, L, "b", "snap", "42000.0", "1.0", -1), (t0_ms, 990, L, "b", "snap", "41999.5", "2.0", -1),
+        (t0_ms, 990, L, "a", "snap", "42000.5", "1.5", -1), (t0_ms, 990, L, "a", "snap", "42001.0", "3.0", -1),
         (t0_ms + 10, 1001, 1003, "b", "set", "41999.5", "0.7", 1000), (t0_ms + 10, 1001, 1003, "a", "set", "42001.0", "0", 1000),
         (t0_ms + 20, 1004, 1004, "b", "set", "42000.0", "2.5", 1003),
     ]
@@ -260,7 +265,7 @@ DBN_PX = 1_000_000_000  # DBN prices are fixed-point 1e-9
 
 
 def dbn_mbp10_records(instrument_id: int = 42) -> list:
-    """MBP-10 records (ts JAN_NS + i µs): 1 add bid 100.00x5 -> book b 100.00x5 / a 100.25x7
+    """MBP-10 records (ts JAN_NS + 0, 1, 1, 2, 3 µs): 1 add bid 100.00x5 -> book b 100.00x5 / a 100.25x7
     (F_LAST, seq 10); 2 add ask 100.50x2 (no F_LAST, seq 11); 3 cancel 2 of the bid -> b 100.00x3
     (F_LAST, seq 11); 4 a trade, book unchanged (F_LAST, seq 12); 5 another instrument (43)."""
     import databento_dbn as dbn
@@ -281,7 +286,8 @@ def dbn_mbp10_records(instrument_id: int = 42) -> list:
         (dbn.Action.TRADE, dbn.Side.ASK, 100.25, 1, 0x80, 12, [(100.0, 3)], [(100.25, 7), (100.5, 2)], instrument_id),
         (dbn.Action.ADD, dbn.Side.BID, 50.0, 1, 0x80, 13, [(50.0, 1)], [], 43),
     ]
-    return [dbn.MBP10Msg(1, iid, JAN_NS + i * 1000, int(px * DBN_PX), sz, act, side, 0, JAN_NS + i * 1000 + 7, flags=fl,
+    tick = [0, 1, 1, 2, 3]  # records 2 and 3 are one event: one time
+    return [dbn.MBP10Msg(1, iid, JAN_NS + tick[i] * 1000, int(px * DBN_PX), sz, act, side, 0, JAN_NS + tick[i] * 1000 + 7, flags=fl,
                          sequence=seq, levels=book(b, a))
             for i, (act, side, px, sz, fl, seq, b, a, iid) in enumerate(spec)]
 

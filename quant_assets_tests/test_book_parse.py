@@ -53,7 +53,7 @@ def test_binance_futures_capture(tmp_path: Path, wrap: str) -> None:
     # the REST snapshot: clear + 2 bids + 2 asks at lastUpdateId, stamped with T (ms -> ns)
     head = df.filter(pl.col("src_line") == 1)
     assert cols(head, "action", "side", "is_snapshot", "seq") == [
-        ("clear", 0, True, 1000), ("add", 1, True, 1000), ("add", 1, True, 1000), ("add", -1, True, 1000), ("add", -1, True, 1000)]
+        ("clear", 0, True, 1001), ("add", 1, True, 1001), ("add", 1, True, 1001), ("add", -1, True, 1001), ("add", -1, True, 1001)]
     assert head["price"].to_list()[1:] == [float(p) for p, _ in snap["bids"] + snap["asks"]]
     assert head["ts_event"].unique().to_list() == [snap["T"] * 1_000_000]
     assert head["ts_recv"].unique().to_list() == [JAN_NS]
@@ -136,12 +136,13 @@ def test_binance_depth_csv(tmp_path: Path, futures: bool) -> None:
     _, df = staged(binance_csv.FORMAT, path, PERP if futures else "BTCUSDT", tmp_path)
     ms = 1_000_000
     pu = (lambda v: v) if futures else (lambda v: None)
+    L = 1001 if futures else 1000  # the snapshot's last_update_id
     assert cols(df, "src_line", "action", "side", "price", "size", "seq", "seq_first", "seq_prev", "is_snapshot", "flags", "ts_event") == [
-        (2, "clear", 0, None, 0.0, 1000, None, None, True, 0, JAN_NS),
-        (2, "add", 1, 42000.0, 1.0, 1000, None, None, True, 0, JAN_NS),
-        (3, "add", 1, 41999.5, 2.0, 1000, None, None, True, 0, JAN_NS),
-        (4, "add", -1, 42000.5, 1.5, 1000, None, None, True, 0, JAN_NS),
-        (5, "add", -1, 42001.0, 3.0, 1000, None, None, True, F_LAST, JAN_NS),
+        (2, "clear", 0, None, 0.0, L, None, None, True, 0, JAN_NS),
+        (2, "add", 1, 42000.0, 1.0, L, None, None, True, 0, JAN_NS),
+        (3, "add", 1, 41999.5, 2.0, L, None, None, True, 0, JAN_NS),
+        (4, "add", -1, 42000.5, 1.5, L, None, None, True, 0, JAN_NS),
+        (5, "add", -1, 42001.0, 3.0, L, None, None, True, F_LAST, JAN_NS),
         (6, "update", 1, 41999.5, 0.7, 1003, 1001, pu(1000), False, 0, JAN_NS + 10 * ms),
         (7, "delete", -1, 42001.0, 0.0, 1003, 1001, pu(1000), False, F_LAST, JAN_NS + 10 * ms),
         (8, "update", 1, 42000.0, 2.5, 1004, 1004, pu(1003), False, F_LAST, JAN_NS + 20 * ms),
@@ -234,8 +235,8 @@ def test_dbn_mbp10(tmp_path: Path, zstd: bool, read_bytes: int, monkeypatch: pyt
         (1, "add", 1, 100.0, 5.0, 10, None, True, 0, t(0), t(0) + 7),
         (1, "add", -1, 100.25, 7.0, 10, None, True, F_LAST, t(0), t(0) + 7),
         (2, "add", -1, 100.5, 2.0, 11, 11, False, 0, t(1), t(1) + 7),     # message 11 ends at record 3
-        (3, "update", 1, 100.0, 3.0, 11, 11, False, F_LAST, t(2), t(2) + 7),
-        (5, None, None, None, None, None, None, False, F_LAST, t(4), t(4) + 7),  # record 4 (a trade) changes nothing
+        (3, "update", 1, 100.0, 3.0, 11, 11, False, F_LAST, t(1), t(1) + 7),
+        (5, None, None, None, None, None, None, False, F_LAST, t(3), t(3) + 7),  # record 4 (a trade) changes nothing
     ]
     assert df["reason"].to_list()[:5] == [None] * 5
     assert df["reason"][5] == "record of instrument 43 (?), not the landing folder's ESH4"
