@@ -53,7 +53,7 @@ import polars as pl
 
 from quant_assets.book.formats import BookFormat, conform, head_lines, register, split_capture_line
 from quant_assets.book.parse.common import (
-    batched_lazy, json_decode_isolating, line_chunks, lines_frame, pick,
+    batched_lazy, json_decode_isolating, line_chunks, lines_frame, pick, prefetched,
 )
 from quant_assets.book.schema import DEPTH_L2, F_LAST, STAGED_SCHEMA
 from quant_assets.ingest.errors import IngestError
@@ -174,16 +174,28 @@ _TICK_KEYS = {"s": pl.String(), "e": pl.String(), "X": pl.String()}
 _STAGED_ROW = [*STAGED_SCHEMA]
 
 
-def _book_batch(lines: pl.DataFrame, ts_mul: int, symbol: str, carry: _Carry) -> pl.DataFrame:
-    """Staged rows of one batch of capture lines (see the module docstring), in file order."""
+def _decoded(lines: pl.DataFrame, ts_mul: int) -> pl.DataFrame:
+    """One batch of capture lines split and JSON-decoded (the costly, state-free half of the
+    parse: batches can be decoded ahead, in another thread, see :func:`parse`)."""
     df = _split(lines, ts_mul)
     if df.height == 0:
-        return pl.DataFrame(schema=STAGED_SCHEMA)
+        return df
     df = _decode_kind(df, ["depth"], _DEPTH_KEYS, "d_")
     df = _decode_kind(df, ["snapshot"], _SNAP_KEYS, "s_", raw_first=True)
     # Tickers and trades are ticks (scan_ticks); here only whether they decode, their symbol
     # and a trade's X (their reasons are reported in this, the book staging).
-    df = _decode_kind(df, ["ticker", "trade", "agg"], _TICK_KEYS, "t_")
+    return _decode_kind(df, ["ticker", "trade", "agg"], _TICK_KEYS, "t_")
+
+
+def _book_batch(lines: pl.DataFrame, ts_mul: int, symbol: str, carry: _Carry) -> pl.DataFrame:
+    """Staged rows of one batch of capture lines (see the module docstring), in file order."""
+    return _book_rows(_decoded(lines, ts_mul), symbol, carry)
+
+
+def _book_rows(df: pl.DataFrame, symbol: str, carry: _Carry) -> pl.DataFrame:
+    """Staged rows of a decoded batch (:func:`_decoded`); ``carry`` links it to the batch before."""
+    if df.height == 0:
+        return pl.DataFrame(schema=STAGED_SCHEMA)
 
     k = pl.col("kind")
     depth, snap = k == "depth", k == "snapshot"
@@ -395,8 +407,9 @@ def parse(landing: Path, plain: Path, symbol: str) -> pl.LazyFrame:
 
     def batches() -> Iterator[pl.DataFrame]:
         carry = _Carry()
-        for first, chunk in line_chunks(plain):
-            yield _book_batch(lines_frame(chunk, first), mul, symbol, carry)
+        decoded = prefetched(line_chunks(plain), lambda fc: _decoded(lines_frame(fc[1], fc[0]), mul))
+        for df in decoded:
+            yield _book_rows(df, symbol, carry)
 
     return batched_lazy(batches, STAGED_SCHEMA, NAME)
 

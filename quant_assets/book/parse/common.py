@@ -56,6 +56,24 @@ def lines_frame(chunk: bytes, first_line: int) -> pl.DataFrame:
     return df.with_columns(pl.col("src_line").cast(pl.Int64))
 
 
+def prefetched(items: Iterator, work: Callable, ahead: int = 2) -> Iterator:
+    """``work(item)`` for each item, in order, computed up to ``ahead`` items in advance on a
+    worker thread: Polars releases the GIL, so the decode of the next batch overlaps the
+    consumer's work on this one (the staging's explode and Parquet writes). Memory: at most
+    ``ahead + 1`` results alive. A work error is raised where its result is consumed."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="book-parse") as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(work, item))
+            if len(pending) > ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def batched_lazy(batches: Callable[[], Iterator[pl.DataFrame]], schema: dict[str, pl.DataType], name: str) -> pl.LazyFrame:
     """A LazyFrame whose rows are produced batch by batch when it is collected or sunk, so a
     file many times the memory streams through (``sink_parquet`` keeps a batch at a time).
