@@ -265,9 +265,10 @@ DBN_PX = 1_000_000_000  # DBN prices are fixed-point 1e-9
 
 
 def dbn_mbp10_records(instrument_id: int = 42) -> list:
-    """MBP-10 records (ts JAN_NS + 0, 1, 1, 2, 3 µs): 1 add bid 100.00x5 -> book b 100.00x5 / a 100.25x7
-    (F_LAST, seq 10); 2 add ask 100.50x2 (no F_LAST, seq 11); 3 cancel 2 of the bid -> b 100.00x3
-    (F_LAST, seq 11); 4 a trade, book unchanged (F_LAST, seq 12); 5 another instrument (43)."""
+    """MBP-10 records (ts JAN_NS + 0, 1, 1, 2, 3, 4 µs): 1 add bid 100.00x5 -> book b 100.00x5 / a
+    100.25x7 (F_LAST, seq 10); 2 add ask 100.50x2 (no F_LAST, seq 11); 3 cancel 2 of the bid -> b
+    100.00x3 (F_LAST, seq 11); 4 a trade, book unchanged (seq 12); 5 cancel the ask 100.50 (seq 13);
+    6 another instrument (43)."""
     import databento_dbn as dbn
 
     def book(bids: list[tuple[float, int]], asks: list[tuple[float, int]]) -> list:
@@ -284,9 +285,10 @@ def dbn_mbp10_records(instrument_id: int = 42) -> list:
         (dbn.Action.ADD, dbn.Side.ASK, 100.5, 2, 0x00, 11, [(100.0, 5)], [(100.25, 7), (100.5, 2)], instrument_id),
         (dbn.Action.CANCEL, dbn.Side.BID, 100.0, 2, 0x80, 11, [(100.0, 3)], [(100.25, 7), (100.5, 2)], instrument_id),
         (dbn.Action.TRADE, dbn.Side.ASK, 100.25, 1, 0x80, 12, [(100.0, 3)], [(100.25, 7), (100.5, 2)], instrument_id),
-        (dbn.Action.ADD, dbn.Side.BID, 50.0, 1, 0x80, 13, [(50.0, 1)], [], 43),
+        (dbn.Action.CANCEL, dbn.Side.ASK, 100.5, 2, 0x80, 13, [(100.0, 3)], [(100.25, 7)], instrument_id),
+        (dbn.Action.ADD, dbn.Side.BID, 50.0, 1, 0x80, 14, [(50.0, 1)], [], 43),
     ]
-    tick = [0, 1, 1, 2, 3]  # records 2 and 3 are one event: one time
+    tick = [0, 1, 1, 2, 3, 4]  # records 2 and 3 are one event: one time
     return [dbn.MBP10Msg(1, iid, JAN_NS + tick[i] * 1000, int(px * DBN_PX), sz, act, side, 0, JAN_NS + tick[i] * 1000 + 7, flags=fl,
                          sequence=seq, levels=book(b, a))
             for i, (act, side, px, sz, fl, seq, b, a, iid) in enumerate(spec)]

@@ -236,10 +236,11 @@ def test_dbn_mbp10(tmp_path: Path, zstd: bool, read_bytes: int, monkeypatch: pyt
         (1, "add", -1, 100.25, 7.0, 10, None, True, F_LAST, t(0), t(0) + 7),
         (2, "add", -1, 100.5, 2.0, 11, 11, False, 0, t(1), t(1) + 7),     # message 11 ends at record 3
         (3, "update", 1, 100.0, 3.0, 11, 11, False, F_LAST, t(1), t(1) + 7),
-        (5, None, None, None, None, None, None, False, F_LAST, t(3), t(3) + 7),  # record 4 (a trade) changes nothing
+        (5, "delete", -1, 100.5, 0.0, 13, 13, False, F_LAST, t(3), t(3) + 7),  # record 4 (a trade) changes nothing
+        (6, None, None, None, None, None, None, False, F_LAST, t(4), t(4) + 7),
     ]
-    assert df["reason"].to_list()[:5] == [None] * 5
-    assert df["reason"][5] == "record of instrument 43 (?), not the landing folder's ESH4"
+    assert df["reason"].to_list()[:6] == [None] * 6
+    assert df["reason"][6] == "record of instrument 43 (?), not the landing folder's ESH4"
     assert df["order_id"].null_count() == df.height
 
 

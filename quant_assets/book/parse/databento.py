@@ -208,44 +208,63 @@ def _mbp_batch(recs: list, rec_no0: int, ours: set[int], names: dict[int, str], 
     return pl.concat(frames).sort("src_line", maintain_order=True) if frames else pl.DataFrame(schema=STAGED_SCHEMA)
 
 
+#: The 20 level columns of an MBP-10 record, bids then asks, best first: (side, prefix, level).
+_LEVELS = [(1, "bid", lv) for lv in range(10)] + [(-1, "ask", lv) for lv in range(10)]
+_LV_SIDE = np.array([sd for sd, _, _ in _LEVELS], dtype=np.int8)
+_LV_ORDER = np.array([lv for _, _, lv in _LEVELS], dtype=np.int8)
+_ROWS_SCHEMA = {"k": pl.Int64, "side": pl.Int8, "px": pl.Int64, "size": pl.Float64, "action": pl.String,
+                "snap": pl.Boolean, "clear": pl.Boolean, "order": pl.Int8}
+
+
+def _level_frame(k: np.ndarray, px: np.ndarray, sz: np.ndarray, **const: object) -> pl.DataFrame:
+    """Rows (k, side, px, size, order) of the levels ``px``/``sz`` (one row of 20 per ``k``),
+    levels without a price left out."""
+    keep = px != _UNDEF_PRICE
+    kk = np.broadcast_to(k[:, None], px.shape)[keep]
+    cols = np.broadcast_to(np.arange(20), px.shape)[keep]
+    df = pl.DataFrame({"k": kk.astype(np.int64), "side": _LV_SIDE[cols], "px": px[keep], "size": sz[keep], "order": _LV_ORDER[cols]})
+    return df.with_columns(**{name: pl.lit(v) for name, v in const.items()}) if const else df
+
+
 def _mbp_diffs(arr: np.ndarray, meta: pl.DataFrame, carry: dict) -> pl.DataFrame:
     """Rows of the records' top-10 books, each against the previous record's (the carry holds
-    the last book of the previous batch; none: the first record is a snapshot)."""
+    the last book of the previous batch; none: the first record is a snapshot).
+
+    Most records change sizes at the prices the previous record had: those are compared level
+    by level (vectorised); the records whose prices moved (a level added, removed or shifted)
+    are matched by price (a join)."""
     n = len(arr)
-    k = np.arange(n, dtype=np.int64)
-    long = []
-    for side, s in ((1, "bid"), (-1, "ask")):
-        for lv in range(10):
-            px = arr[f"{s}_px_{lv:02d}"]
-            long.append(pl.DataFrame({"k": k, "side": np.full(n, side, np.int8), "lv": np.full(n, lv, np.int8),
-                                      "px": px.astype(np.int64), "sz": arr[f"{s}_sz_{lv:02d}"].astype(np.float64)}))
-    levels = pl.concat(long).filter(pl.col("px") != _UNDEF_PRICE)
-    prev_book: pl.DataFrame | None = carry.get("mbp_book")
-    prev = levels.with_columns(k=pl.col("k") + 1).filter(pl.col("k") < n)
-    if prev_book is not None:
-        prev = pl.concat([prev_book.with_columns(k=pl.lit(0, pl.Int64)).select(prev.columns), prev])
-    carry["mbp_book"] = levels.filter(pl.col("k") == n - 1).drop("k")
-    cur = levels if prev_book is not None else levels.filter(pl.col("k") > 0)
-    diff = cur.join(prev, on=["k", "side", "px"], how="full", coalesce=True, suffix="_prev")
-    diff = diff.filter(pl.col("sz").is_null() | pl.col("sz_prev").is_null() | (pl.col("sz") != pl.col("sz_prev")))
-    diff = diff.with_columns(
-        action=pl.when(pl.col("sz").is_null()).then(pl.lit("delete")).when(pl.col("sz_prev").is_null()).then(pl.lit("add"))
-        .otherwise(pl.lit("update")),
-        size=pl.col("sz").fill_null(0.0), snap=pl.lit(False), clear=pl.lit(False), order=pl.col("lv").fill_null(pl.col("lv_prev")),
-    )
-    parts = [diff.select("k", "side", "px", "size", "action", "snap", "clear", "order")]
-    if prev_book is None:  # the file's first record: a snapshot
-        first = levels.filter(pl.col("k") == 0).select("k", "side", "px", size="sz", action=pl.lit("add"), snap=pl.lit(True),
-                                                         clear=pl.lit(False), order="lv")
-        clear = pl.DataFrame({"k": [0], "side": [0], "px": [None], "size": [0.0], "action": ["clear"], "snap": [True],
-                              "clear": [True], "order": [-1]},
-                             schema={"k": pl.Int64, "side": pl.Int8, "px": pl.Int64, "size": pl.Float64, "action": pl.String,
-                                     "snap": pl.Boolean, "clear": pl.Boolean, "order": pl.Int8})
-        parts = [clear, first.with_columns(pl.col("order").cast(pl.Int8)), *parts]
-    rows = pl.concat(parts, how="vertical_relaxed")
+    px = np.stack([arr[f"{s}_px_{lv:02d}"].astype(np.int64) for _, s, lv in _LEVELS], axis=1)
+    sz = np.stack([arr[f"{s}_sz_{lv:02d}"].astype(np.float64) for _, s, lv in _LEVELS], axis=1)
+    last = carry.get("mbp_last")
+    carry["mbp_last"] = (px[-1].copy(), sz[-1].copy())
+    head_px, head_sz = (px[:1], sz[:1]) if last is None else (last[0][None, :], last[1][None, :])
+    prev_px, prev_sz = np.vstack([head_px, px[:-1]]), np.vstack([head_sz, sz[:-1]])
+    has_prev = np.arange(n) >= (1 if last is None else 0)
+    same = (px == prev_px).all(axis=1) & has_prev
+    kk, cc = np.nonzero(same[:, None] & (sz != prev_sz) & (px != _UNDEF_PRICE))
+    parts = [pl.DataFrame({"k": kk.astype(np.int64), "side": _LV_SIDE[cc], "px": px[kk, cc], "size": sz[kk, cc],
+                           "order": _LV_ORDER[cc]}).with_columns(action=pl.lit("update"), snap=pl.lit(False), clear=pl.lit(False))]
+    moved = np.nonzero(~same & has_prev)[0]
+    if len(moved):
+        cur = _level_frame(moved, px[moved], sz[moved])
+        prev = _level_frame(moved, prev_px[moved], prev_sz[moved])
+        diff = cur.join(prev, on=["k", "side", "px"], how="full", coalesce=True, suffix="_prev")
+        diff = diff.filter(pl.col("size").is_null() | pl.col("size_prev").is_null() | (pl.col("size") != pl.col("size_prev")))
+        parts.append(diff.select(
+            "k", "side", "px", size=pl.col("size").fill_null(0.0), order=pl.col("order").fill_null(pl.col("order_prev")),
+            action=pl.when(pl.col("size").is_null()).then(pl.lit("delete")).when(pl.col("size_prev").is_null()).then(pl.lit("add"))
+            .otherwise(pl.lit("update")), snap=pl.lit(False), clear=pl.lit(False),
+        ))
+    if last is None:  # the file's first record: a snapshot
+        clear = pl.DataFrame({"k": [0], "side": [0], "px": [None], "size": [0.0], "order": [-1], "action": ["clear"], "snap": [True],
+                              "clear": [True]}, schema=_ROWS_SCHEMA)
+        first = _level_frame(np.zeros(1, np.int64), px[:1], sz[:1], action="add", snap=True, clear=False)
+        parts = [clear, first, *parts]
+    rows = pl.concat([p.select([pl.col(c).cast(t) for c, t in _ROWS_SCHEMA.items()]) for p in parts])
     # within a record: the clear, then deletes (a level leaving first), then bids and asks by level
     rows = rows.with_columns(rank=pl.when(pl.col("clear")).then(0).when(pl.col("action") == "delete").then(1).otherwise(2))
-    rows = rows.sort("k", "rank", pl.col("side"), "order", descending=[False, False, True, False])
+    rows = rows.sort("k", "rank", "side", "order", descending=[False, False, True, False])
     info = meta.with_row_index("k").with_columns(pl.col("k").cast(pl.Int64))
     rows = rows.join(info, on="k", how="left")
     return conform(rows.select(
