@@ -268,3 +268,12 @@ def test_dbn_of_another_schema_is_refused(tmp_path: Path) -> None:
     assert fmt is databento.MBP10  # a DBN file is a book file, so its schema is reported, not a tick-format miss
     with pytest.raises(IngestError, match="DBN schema ohlcv-1m: the book reads only mbp-10"):
         fmt.parse(path, path, "ESH4")
+
+
+def test_dbn_trades_as_ticks(tmp_path: Path) -> None:
+    path = write(tmp_path / "glbx_mbp10.dbn", dbn_file("mbp-10", dbn_mbp10_records()))
+    ticks = databento.MBP10.ticks(path, path, "ESH4").collect()
+    assert ticks.select("src_line", "kind", "price", "size", "side", "seq", "trade_id", "ts_event").rows() == [
+        (4, "trade", 100.25, 1.0, -1, 12, f"{JAN_NS + 2000 + 7}:12:0", JAN_NS + 2000)]  # the ask-side aggressor sold
+    path = write(tmp_path / "glbx_mbo.dbn", dbn_file("mbo", dbn_mbo_records()))
+    assert databento.MBO.ticks(path, path, "ESH4").collect().height == 0  # a fill (F) is not a trade print

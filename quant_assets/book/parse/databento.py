@@ -28,6 +28,10 @@ table of live orders (not a book: prices are not aggregated, nothing is checked)
 modify of an order it never saw added keeps its row with a reason. ``T`` (trade), ``F`` (fill)
 and ``N`` change nothing on an MBO book (Databento's own book example ignores them) and give no
 row.
+
+**Trades**: both formats' ``ticks`` give the ``T`` (trade) records of the folder's instrument as
+canonical trade ticks (aggressor side, ``trade_id`` made from the packet: see
+:func:`_ticks_batch`), so a DBN file feeds the ``ticks`` table's trades as a capture does.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from quant_assets.book.parse.common import batched_lazy
 from quant_assets.book.schema import DEPTH_L2, DEPTH_L3, STAGED_SCHEMA
 from quant_assets.ingest.errors import IngestError
 from quant_assets.lake.identity import claims_match
+from quant_assets.lake.schema import KIND, TICK_SCHEMA
 
 MBP_NAME = "databento_dbn_mbp10"
 MBP_LAYOUT = "Databento DBN (.dbn or .dbn.zst) of schema mbp-10"
@@ -391,7 +396,72 @@ def mbo_parse(landing: Path, plain: Path, symbol: str) -> pl.LazyFrame:
     return batched_lazy(batches, STAGED_SCHEMA, MBO_NAME)
 
 
+# ---- trades as ticks -------------------------------------------------------------------------
+
+_TICKS_SCHEMA = {**TICK_SCHEMA, "src_line": pl.Int64()}
+
+
+def _ticks_batch(recs: list, rec_no0: int, ours: set[int], cls: type, carry: dict) -> pl.DataFrame:
+    """Trade ticks of the batch's ``T`` records of the landing folder's instrument: price, size,
+    side = the aggressor's (``B`` buy +1, ``A`` sell -1, ``N`` null), ``seq`` = ``sequence``,
+    ``trade_id`` = ``<ts_recv>:<sequence>:<n>`` (the n-th trade of that packet: DBN trades carry no
+    id, and the tick table de-duplicates rows equal but for ``seq``)."""
+    arr, positions, _ = _array(recs, cls)
+    if len(arr) == 0:
+        return pl.DataFrame(schema=_TICKS_SCHEMA)
+    mine = arr["action"] == b"T"
+    if ours:
+        mine &= np.isin(arr["instrument_id"].astype(np.int64), np.fromiter(ours, dtype=np.int64))
+    t, pos = arr[mine], positions[mine]
+    df = pl.DataFrame({
+        "src_line": (rec_no0 + pos).astype(np.int64), "ts_event": t["ts_event"].astype(np.int64),
+        "ts_recv": t["ts_recv"].astype(np.int64), "seq": t["sequence"].astype(np.int64),
+        "px": t["price"].astype(np.int64), "size": t["size"].astype(np.float64),
+        "side": np.where(t["side"] == b"B", 1, np.where(t["side"] == b"A", -1, 0)).astype(np.int8),
+    })
+    if df.height == 0:
+        return pl.DataFrame(schema=_TICKS_SCHEMA)
+    n = pl.int_range(pl.len()).over("ts_recv", "seq")
+    prev_recv, prev_seq, prev_n = carry.get("tick_key", (-1, -1, 0))  # a packet's trades continued from the batch before
+    head = (pl.col("ts_recv") == prev_recv) & (pl.col("seq") == prev_seq)
+    df = df.with_columns(n=n + pl.when(head).then(pl.lit(prev_n)).otherwise(0))
+    lastrow = df.row(-1, named=True)
+    carry["tick_key"] = (lastrow["ts_recv"], lastrow["seq"], lastrow["n"] + 1)
+    return df.select(
+        "ts_event", "ts_recv", "seq", kind=pl.lit("trade").cast(KIND),
+        bid_px=pl.lit(None, pl.Float64), bid_sz=pl.lit(None, pl.Float64), ask_px=pl.lit(None, pl.Float64), ask_sz=pl.lit(None, pl.Float64),
+        price=pl.when(pl.col("px") == _UNDEF_PRICE).then(None).otherwise(pl.col("px") * _PX), size="size",
+        side=pl.when(pl.col("side") == 0).then(None).otherwise(pl.col("side")).cast(pl.Int8),
+        trade_id=pl.format("{}:{}:{}", "ts_recv", "seq", "n"), src_line="src_line",
+    )
+
+
+def _scan_ticks(schema: str, record: str, name: str):  # noqa: ANN202
+    def scan(landing: Path, plain: Path, symbol: str) -> pl.LazyFrame:
+        import databento_dbn as dbn
+
+        meta = _check_schema(landing, plain, schema)
+        ours, _ = _instruments(meta, symbol)
+        cls = getattr(dbn, record)
+
+        def batches() -> Iterator[pl.DataFrame]:
+            carry: dict = {}
+            rec_no = 1
+            for recs in _records(landing, plain):
+                yield _ticks_batch(recs, rec_no, ours, cls, carry)
+                rec_no += len(recs)
+
+        return batched_lazy(batches, _TICKS_SCHEMA, name + "_ticks")
+
+    scan.__doc__ = f"The trades (``T`` records) of a DBN {schema} file as canonical tick rows (see :func:`_ticks_batch`)."
+    return scan
+
+
+mbp_ticks = _scan_ticks("mbp-10", "MBP10Msg", MBP_NAME)
+mbo_ticks = _scan_ticks("mbo", "MBOMsg", MBO_NAME)
+
+
 MBO = register(BookFormat(name=MBO_NAME, layout=MBO_LAYOUT, matches=mbo_matches, parse=mbo_parse, level=DEPTH_L3,
-                          continuity="increasing"))
+                          ticks=mbo_ticks, continuity="increasing"))
 MBP10 = register(BookFormat(name=MBP_NAME, layout=MBP_LAYOUT, matches=mbp_matches, parse=mbp_parse, level=DEPTH_L2,
-                            continuity="increasing"))
+                            ticks=mbp_ticks, continuity="increasing"))
