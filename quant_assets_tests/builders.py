@@ -235,10 +235,12 @@ def tardis_book_snapshot_csv(depth: int = 5, symbol: str = "BTCUSDT", t0_us: int
     return "\n".join(out) + "\n"
 
 
-def dbn_file(schema: str, records: list, symbol: str = "ESH4", instrument_id: int = 42, zstd: bool = False) -> bytes:
+def dbn_file(schema: str, records: list, symbol: str = "ESH4", instrument_id: int = 42, zstd: bool = False,
+             ts_out: bool = False) -> bytes:
     """A Databento DBN file encoded by ``databento_dbn`` itself: metadata of ``schema``
     (``"mbp-10"``, ``"mbo"``, ``"ohlcv-1m"``) mapping ``symbol`` to ``instrument_id``, then
-    ``records`` (the library's record objects); zstd-compressed with its Transcoder when ``zstd``."""
+    ``records`` (the library's record objects, built with ``ts_out=`` when ``ts_out``: then each
+    carries Databento's send time); zstd-compressed with its Transcoder when ``zstd``."""
     import datetime as dt
     import io
     from types import SimpleNamespace as NS
@@ -250,6 +252,7 @@ def dbn_file(schema: str, records: list, symbol: str = "ESH4", instrument_id: in
         dataset="GLBX.MDP3", start=JAN_NS, end=JAN_NS + 86_400 * 10**9, stype_in=dbn.SType.RAW_SYMBOL,
         stype_out=dbn.SType.INSTRUMENT_ID, schema=dbn.Schema.from_str(schema), symbols=[symbol],
         mappings=[NS(raw_symbol=symbol, intervals=[NS(start_date=day, end_date=day + dt.timedelta(days=1), symbol=str(instrument_id))])],
+        ts_out=ts_out,
     )
     raw = meta.encode() + b"".join(bytes(r) for r in records)
     if not zstd:
@@ -294,7 +297,7 @@ def dbn_mbp10_records(instrument_id: int = 42) -> list:
             for i, (act, side, px, sz, fl, seq, b, a, iid) in enumerate(spec)]
 
 
-def dbn_mbo_records(instrument_id: int = 42) -> list:
+def dbn_mbo_records(instrument_id: int = 42, ts_out: bool = False) -> list:
     """MBO records (ts JAN_NS + i µs): a snapshot (1 R clear, 2 add bid #1 100.00x5, 3 add ask
     #2 100.25x7, F_SNAPSHOT, seq 0), 4 cancel 2 of #1 (seq 20), 5 a fill of #2 (no F_LAST), 6 cancel
     7 of #2 (seq 21), 7 modify #1 to 99.75x4 (seq 22), 8 cancel of unknown #99 (seq 23)."""
@@ -307,8 +310,9 @@ def dbn_mbo_records(instrument_id: int = 42) -> list:
         (dbn.Action.FILL, dbn.Side.ASK, 2, 100.25, 7, 0x00, 21), (dbn.Action.CANCEL, dbn.Side.ASK, 2, 100.25, 7, 0x80, 21),
         (dbn.Action.MODIFY, dbn.Side.BID, 1, 99.75, 4, 0x80, 22), (dbn.Action.CANCEL, dbn.Side.BID, 99, 100.0, 1, 0x80, 23),
     ]
+    out = {"ts_out": JAN_NS + 10**9} if ts_out else {}
     return [dbn.MBOMsg(1, instrument_id, JAN_NS + i * 1000, oid, und if px is None else int(px * DBN_PX), sz, act, side,
-                       JAN_NS + i * 1000 + 7, flags=fl, sequence=seq)
+                       JAN_NS + i * 1000 + 7, flags=fl, sequence=seq, **out)
             for i, (act, side, oid, px, sz, fl, seq) in enumerate(spec)]
 
 

@@ -244,10 +244,12 @@ def test_dbn_mbp10(tmp_path: Path, zstd: bool, read_bytes: int, monkeypatch: pyt
     assert df["order_id"].null_count() == df.height
 
 
-@pytest.mark.parametrize("read_bytes", [1 << 20, 120])
-def test_dbn_mbo(tmp_path: Path, read_bytes: int, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("read_bytes,ts_out", [(1 << 20, False), (120, False), (1 << 20, True)])
+def test_dbn_mbo(tmp_path: Path, read_bytes: int, ts_out: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """zstd; in 120-byte reads (the live orders carried across batches); a file with ts_out
+    (each record 8 bytes longer)."""
     monkeypatch.setattr(databento, "READ_BYTES", read_bytes)
-    path = write(tmp_path / "glbx_mbo.dbn.zst", dbn_file("mbo", dbn_mbo_records(), zstd=True))
+    path = write(tmp_path / "glbx_mbo.dbn.zst", dbn_file("mbo", dbn_mbo_records(ts_out=ts_out), zstd=True, ts_out=ts_out))
     fmt, df = staged(databento.MBO, path, "ESH4", tmp_path)
     assert fmt.level == DEPTH_L3
     assert cols(df, "src_line", "action", "side", "price", "size", "order_id", "seq", "is_snapshot", "flags") == [

@@ -148,6 +148,12 @@ def _array(recs: list, cls: type) -> tuple[np.ndarray, np.ndarray, list[int]]:
     others = [i for i, r in enumerate(recs) if not isinstance(r, cls)]
     raw = b"".join(bytes(recs[i]) for i in pos)
     dtype = np.dtype(cls._dtypes)
+    if pos and len(raw) != len(pos) * dtype.itemsize:
+        # a file written with ts_out carries Databento's send time after each record
+        with_out = np.dtype([*cls._dtypes, ("ts_out", "u8")])
+        if len(raw) != len(pos) * with_out.itemsize:
+            raise ValueError(f"{cls.__name__} records of {len(raw) // len(pos)} bytes, expected {dtype.itemsize} (or {with_out.itemsize} with ts_out)")
+        dtype = with_out
     arr = np.frombuffer(raw, dtype=dtype) if raw else np.zeros(0, dtype=dtype)
     return arr, np.asarray(pos, dtype=np.int64), others
 
