@@ -267,9 +267,11 @@ def test_dbn_mbo(tmp_path: Path, read_bytes: int, ts_out: bool, monkeypatch: pyt
 def test_dbn_of_another_schema_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path / "glbx_ohlcv.dbn", dbn_file("ohlcv-1m", dbn_ohlcv_records()))
     fmt = formats.sniff(path, path)
-    assert fmt is databento.MBP10  # a DBN file is a book file, so its schema is reported, not a tick-format miss
-    with pytest.raises(IngestError, match="DBN schema ohlcv-1m: the book reads only mbp-10"):
+    assert fmt is databento.OTHER  # a DBN file is a book file, so its schema is reported, not a tick-format miss
+    with pytest.raises(IngestError, match="DBN schema ohlcv-1m: the book reads only DBN files of schema mbp-10"):
         fmt.parse(path, path, "ESH4")
+    with pytest.raises(IngestError, match="DBN schema ohlcv-1m"):
+        databento.MBP10.parse(path, path, "ESH4")
 
 
 def test_dbn_trades_as_ticks(tmp_path: Path) -> None:

@@ -6,7 +6,8 @@ the order formats are tried: the most specific content tests first).
   REST snapshots, bookTicker and trades as ticks), and a REST snapshot saved as its own file.
 - :mod:`.binance_csv`: Binance historical order-book CSVs (depth_snap / depth_update files).
 - :mod:`.tardis`: Tardis incremental_book_L2 (with its snapshot runs) and book_snapshot_N.
-- :mod:`.databento`: Databento DBN MBO (L3) and MBP-10 (L2), plain or zstd; other DBN schemas refused.
+- :mod:`.databento`: Databento DBN MBO (L3) and MBP-10 (L2), plain or zstd; a DBN of another schema
+  is claimed only to be refused with its schema named.
 """
 
 from __future__ import annotations
@@ -15,4 +16,4 @@ from quant_assets.book.formats import BookFormat
 from quant_assets.book.parse import binance_csv, binance_ws, databento, tardis
 
 #: This package's formats, in check order (each already registered with the book registry).
-PARSERS: list[BookFormat] = [binance_ws.CAPTURE, binance_ws.REST_SNAPSHOT, binance_csv.FORMAT, tardis.INCREMENTAL, tardis.SNAPSHOT, databento.MBO, databento.MBP10]
+PARSERS: list[BookFormat] = [binance_ws.CAPTURE, binance_ws.REST_SNAPSHOT, binance_csv.FORMAT, tardis.INCREMENTAL, tardis.SNAPSHOT, databento.MBO, databento.MBP10, databento.OTHER]

@@ -137,7 +137,7 @@ def _check_schema(landing: Path, plain: Path, want: str) -> object:
     got = _schema_name(meta)
     if got != want:
         raise IngestError(landing, f"DBN schema {got or 'mixed (none in the metadata)'}: the book reads only "
-                                   f"mbp-10 (L2) and mbo (L3) files; this file is {got or 'of several schemas'}")
+                                   "DBN files of schema mbp-10 (L2) or mbo (L3)")
     return meta
 
 
@@ -285,10 +285,8 @@ def _mbp_diffs(arr: np.ndarray, meta: pl.DataFrame, carry: dict) -> pl.DataFrame
 
 
 def mbp_matches(landing: Path, plain: Path) -> bool:
-    """A DBN file that is not MBO: an MBP-10 file, or one of another schema that the parse then
-    refuses with its reason (a DBN of OHLCV must be reported, not passed to the tick formats)."""
     meta = _metadata(plain)
-    return meta is not None and _schema_name(meta) != "mbo"
+    return meta is not None and _schema_name(meta) == "mbp-10"
 
 
 def mbp_parse(landing: Path, plain: Path, symbol: str) -> pl.LazyFrame:
@@ -467,7 +465,26 @@ mbp_ticks = _scan_ticks("mbp-10", "MBP10Msg", MBP_NAME)
 mbo_ticks = _scan_ticks("mbo", "MBOMsg", MBO_NAME)
 
 
+# ---- a DBN of any other schema ---------------------------------------------------------------
+
+OTHER_NAME = "databento_dbn_other_schema"
+OTHER_LAYOUT = "Databento DBN of a schema the book does not read (only mbp-10 and mbo)"
+
+
+def other_matches(landing: Path, plain: Path) -> bool:
+    """A DBN file of another schema (OHLCV, trades, MBP-1, ...): claimed so that its schema is
+    reported (a failed record with the reason), not passed on to the tick formats."""
+    meta = _metadata(plain)
+    return meta is not None and _schema_name(meta) not in ("mbp-10", "mbo")
+
+
+def other_parse(landing: Path, plain: Path, symbol: str) -> pl.LazyFrame:
+    _check_schema(landing, plain, "mbp-10")  # raises, naming the schema
+    raise IngestError(landing, "not an mbp-10 or mbo DBN file")  # pragma: no cover - _check_schema raised
+
+
 MBO = register(BookFormat(name=MBO_NAME, layout=MBO_LAYOUT, matches=mbo_matches, parse=mbo_parse, level=DEPTH_L3,
                           ticks=mbo_ticks, continuity="increasing"))
 MBP10 = register(BookFormat(name=MBP_NAME, layout=MBP_LAYOUT, matches=mbp_matches, parse=mbp_parse, level=DEPTH_L2,
                             ticks=mbp_ticks, continuity="increasing"))
+OTHER = register(BookFormat(name=OTHER_NAME, layout=OTHER_LAYOUT, matches=other_matches, parse=other_parse, level=DEPTH_L2))
