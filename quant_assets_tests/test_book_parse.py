@@ -102,17 +102,22 @@ def test_binance_capture_bad_lines(tmp_path: Path) -> None:
     lines = binance_capture(n=4, levels=2, futures=True).splitlines()
     eth = lines[1].replace("btcusdt", "ethusdt").replace('"s":"BTCUSDT"', '"s":"ETHUSDT"')
     badq = lines[3].replace('"b":[["', '"b":[["x', 1)
-    text = "\n".join([lines[0], lines[1][:-25], eth, lines[1], badq, f"{JAN_NS + 5} {{\"result\":null,\"id\":1}}", ""]) + "\n"
+    err = f'{JAN_NS + 6} {{"code":-1003,"msg":"Too many requests"}}'
+    text = "\n".join([lines[0], lines[1][:-25], eth, lines[1], badq, f"{JAN_NS + 5} {{\"result\":null,\"id\":1}}", err, ""]) + "\n"
     path = write(tmp_path / "btcusdt_20240101.txt", text)
     _, df = staged(binance_ws.CAPTURE, path, PERP, tmp_path)
     why = {r["src_line"]: r["reason"] for r in df.filter(pl.col("reason").is_not_null()).iter_rows(named=True)}
-    assert set(why) == {2, 3, 5, 6}
+    assert set(why) == {2, 3, 5, 6, 7}
+    assert why[7] == 'REST error response: {"code":-1003,"msg":"Too many requests"}'
     assert why[2].startswith("JSON does not decode (truncated or malformed line)")
     assert why[3] == f"message of symbol ETHUSDT, not the landing folder's {PERP}"
     assert why[5].startswith("not a number: price 'x") and "b[0]" in why[5]
     assert why[6].startswith("not a Binance depth")
     assert df.filter(pl.col("src_line").is_in([2, 3, 5, 6]))["seq"].null_count() >= 2  # no ids from rejected lines
     assert df.filter(pl.col("src_line") == 4)["reason"].null_count() == 4  # the good diff: 4 rows
+    empty = write(tmp_path / "empty.txt", "\n")
+    with pytest.raises(IngestError, match="empty file"):
+        binance_ws.parse(empty, empty, PERP)
 
 
 def test_binance_rest_snapshot_file(tmp_path: Path) -> None:
