@@ -44,6 +44,14 @@ TARGET_RATIO = 0.5
 SYMBOL = "BTCUSDT-PERP"
 
 
+def _cpu() -> float:
+    """CPU seconds of this process so far (user + system, every thread)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def child_gen(path: str, messages: int) -> dict:
     sys.path.insert(0, str(REPO))
     from quant_assets_tests.builders import binance_capture
@@ -65,7 +73,7 @@ def child_bare(path: str, out: str) -> dict:
         "trade": ("@trade", {"e": pl.String, "E": pl.Int64, "T": pl.Int64, "s": pl.String, "t": pl.Int64,
                              "p": pl.String, "q": pl.String, "m": pl.Boolean, "X": pl.String}),
     }
-    t = time.perf_counter()
+    t, c = time.perf_counter(), _cpu()
     lines = pl.scan_csv(path, has_header=False, separator="\x1f", quote_char=None, schema={"line": pl.String})
     parts = pl.col("line").str.splitn(" ", 2)
     lf = lines.select(ts=parts.struct.field("field_0").cast(pl.Int64, strict=False), msg=parts.struct.field("field_1"))
@@ -73,9 +81,9 @@ def child_bare(path: str, out: str) -> dict:
         dtype = pl.Struct({"stream": pl.String, "data": pl.Struct(fields)})
         (lf.filter(pl.col("msg").str.contains(marker, literal=True))
          .select("ts", pl.col("msg").str.json_decode(dtype)).sink_parquet(f"{out}-{name}.parquet"))
-    secs = time.perf_counter() - t
+    secs, cpu = time.perf_counter() - t, _cpu() - c
     rows = sum(pl.scan_parquet(f"{out}-{n}.parquet").select(pl.len()).collect().item() for n in kinds)
-    return {"seconds": secs, "rows": rows}
+    return {"seconds": secs, "cpu": cpu, "rows": rows}
 
 
 def child_ours(path: str, out: str) -> dict:
@@ -85,11 +93,11 @@ def child_ours(path: str, out: str) -> dict:
     from quant_assets.book.parse import binance_ws
 
     p = Path(path)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), _cpu()
     binance_ws.parse(p, p, SYMBOL).sink_parquet(out)
-    secs = time.perf_counter() - t
+    secs, cpu = time.perf_counter() - t, _cpu() - c
     df = pl.scan_parquet(out).select(pl.len(), pl.col("reason").is_not_null().sum()).collect()
-    return {"seconds": secs, "rows": df.item(0, 0), "rejected": df.item(0, 1)}
+    return {"seconds": secs, "cpu": cpu, "rows": df.item(0, 0), "rejected": df.item(0, 1)}
 
 
 def child_ticks(path: str, out: str) -> dict:
@@ -99,10 +107,10 @@ def child_ticks(path: str, out: str) -> dict:
     from quant_assets.book.parse import binance_ws
 
     p = Path(path)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), _cpu()
     binance_ws.scan_ticks(p, p, SYMBOL).sink_parquet(out)
-    secs = time.perf_counter() - t
-    return {"seconds": secs, "rows": pl.scan_parquet(out).select(pl.len()).collect().item()}
+    secs, cpu = time.perf_counter() - t, _cpu() - c
+    return {"seconds": secs, "cpu": cpu, "rows": pl.scan_parquet(out).select(pl.len()).collect().item()}
 
 
 CHILDREN = {"gen": child_gen, "bare": child_bare, "ours": child_ours, "ticks": child_ticks}
@@ -138,18 +146,19 @@ def main(argv: list[str] | None = None) -> int:
         machine_line(machine(("polars",))),
         f"- command: `{COMMAND}`",
         "",
-        "| step | seconds | lines/s | rows out | rows/s | peak RSS (MiB) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| step | seconds | CPU s | lines/s | rows out | rows/s | peak RSS (MiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
         f"| bare: lines -> per-kind `json_decode` -> Parquet | {b['seconds']:.2f} (best of {len(bares)}; all: {allof(bares)}) "
-        f"| {lines / b['seconds'] / 1e3:,.0f} k | {b['rows']:,} | {b['rows'] / b['seconds'] / 1e6:.2f} M | {mib(b):.0f} |",
+        f"| {b['cpu']:.2f} | {lines / b['seconds'] / 1e3:,.0f} k | {b['rows']:,} | {b['rows'] / b['seconds'] / 1e6:.2f} M | {mib(b):.0f} |",
         f"| ours: `binance_ws.parse` -> staged book rows -> Parquet | {o['seconds']:.2f} (best of {len(ours)}; all: {allof(ours)}) "
-        f"| {lines / o['seconds'] / 1e3:,.0f} k | {o['rows']:,} | {o['rows'] / o['seconds'] / 1e6:.2f} M | {mib(o):.0f} |",
+        f"| {o['cpu']:.2f} | {lines / o['seconds'] / 1e3:,.0f} k | {o['rows']:,} | {o['rows'] / o['seconds'] / 1e6:.2f} M | {mib(o):.0f} |",
         f"| ticks: `binance_ws.scan_ticks` (bookTicker + trades) -> Parquet | {tk['seconds']:.2f} "
-        f"| {lines / tk['seconds'] / 1e3:,.0f} k | {tk['rows']:,} | {tk['rows'] / tk['seconds'] / 1e6:.2f} M | {mib(tk):.0f} |",
+        f"| {tk['cpu']:.2f} | {lines / tk['seconds'] / 1e3:,.0f} k | {tk['rows']:,} | {tk['rows'] / tk['seconds'] / 1e6:.2f} M | {mib(tk):.0f} |",
         "",
         "| target | value | result |",
         "|---|---:|---|",
         f"| ours lines/s / bare lines/s >= {TARGET_RATIO} | {ratio:.2f} | {'PASS' if ratio >= TARGET_RATIO else 'FAIL'} |",
+        f"| (for information) bare CPU s / ours CPU s, the same ratio in CPU time | {b['cpu'] / o['cpu']:.2f} | |",
         "",
         f"- input: {lines:,} lines ({args.messages:,} messages + 1 REST snapshot line), {gen['bytes'] / 1e6:.0f} MB "
         "(`quant_assets_tests.builders.binance_capture(levels=10)`: half the lines depth diffs of 20 pairs, a quarter "
@@ -157,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{o['rows']:,} staged rows ({o['rejected']:,} with a reason); the bare parse {b['rows']:,} decoded messages.",
         "- the ratio compares lines (messages) per second on the same file: rows out differ by design (a depth message "
         "is one bare row but 20 staged rows). Times are inside each child (imports excluded); peak RSS is the child's "
-        "`ru_maxrss`.",
+        "`ru_maxrss`. The wall-clock ratio moves with the machine's load (other processes share its 2 cores: 0.49 to "
+        "0.75 in runs of the same code on 2026-12-06); CPU seconds (user + system, all threads) do not, and show the "
+        "work: ours decodes the same JSON, then explodes each diff into its level rows and writes ten times the rows.",
     ]
     emit(SECTION, out, write=not args.no_results)
     if not args.keep:

@@ -206,7 +206,16 @@ def _book_rows(df: pl.DataFrame, symbol: str, carry: _Carry) -> pl.DataFrame:
     depth_t = pl.coalesce(pl.col("d_T"), pl.col("d_E"))
     other_symbol = pl.col("sym").is_in(bad_syms)
     x = pl.col("t_X")
-    reason = (
+    not_market = (k == "trade") & x.is_not_null() & (x != "MARKET")
+    # Polars computes every branch of a when-chain for every row: the reason texts are built only
+    # when some line has one (the usual batch has none)
+    any_bad = (
+        jerr.is_not_null() | pl.col("local").is_null() | k.is_in(["error", "other"]) | other_symbol
+        | (snap & (pl.col("s_code").is_not_null() | pl.col("s_lastUpdateId").is_null()))
+        | (depth & (pl.col("d_u").is_null() | pl.col("d_U").is_null() | depth_t.is_null())) | not_market
+    )
+    has_bad = bool(df.select(any_bad.any()).item())
+    reason = pl.lit(None, pl.String) if not has_bad else (
         pl.when(jerr.is_not_null()).then(pl.lit("JSON does not decode (truncated or malformed line): ") + jerr)
         .when(pl.col("local").is_null()).then(
             pl.lit("missing or unparseable receive time '") + pl.col("ts_txt").str.slice(0, 30) + pl.lit("' (expected <local_ts_ns> <json>)"))
@@ -217,8 +226,7 @@ def _book_rows(df: pl.DataFrame, symbol: str, carry: _Carry) -> pl.DataFrame:
         .when(snap & pl.col("s_lastUpdateId").is_null()).then(pl.lit("snapshot without an integer lastUpdateId"))
         .when(depth & (pl.col("d_u").is_null() | pl.col("d_U").is_null())).then(pl.lit("depthUpdate without integer U/u update ids"))
         .when(depth & depth_t.is_null()).then(pl.lit("depthUpdate without an integer event time E/T"))
-        .when((k == "trade") & x.is_not_null() & (x != "MARKET")).then(
-            pl.lit("trade with X=") + x + pl.lit(" is not a market trade (insurance fund/ADL): not a tick"))
+        .when(not_market).then(pl.lit("trade with X=") + x + pl.lit(" is not a market trade (insurance fund/ADL): not a tick"))
     )
     partial = pl.coalesce(pl.col("d_stream"), pl.col("s_stream")).str.contains(r"@depth\d").fill_null(False)
     df = df.with_columns(
@@ -230,9 +238,14 @@ def _book_rows(df: pl.DataFrame, symbol: str, carry: _Carry) -> pl.DataFrame:
     )
     rejected = df.filter(pl.col("reason").is_not_null()).select(
         "src_line", ts_event=pl.coalesce(pl.col("ts_event"), pl.col("local")), ts_recv=pl.col("local"), seq="seq", reason="reason")
-    good = df.filter(pl.col("reason").is_null() & k.is_in(["depth", "snapshot"]))
-    diffs = _diff_rows(good.filter(pl.col("snap").not_()), carry)
-    snaps = _snapshot_rows(good.filter(pl.col("snap")))
+    # only the columns the rows need ride through the filters (the line texts and tick fields do not)
+    good = df.select("src_line", "local", "ts_event", "seq", "snap", "reason", "kind", "d_U", "d_pu", "d_b", "d_a",
+                     "s_bids", "s_asks").filter(pl.col("reason").is_null() & k.is_in(["depth", "snapshot"]))
+    if good["snap"].any():
+        diffs = _diff_rows(good.filter(pl.col("snap").not_()), carry)
+        snaps = _snapshot_rows(good.filter(pl.col("snap")))
+    else:
+        diffs, snaps = _diff_rows(good, carry), pl.DataFrame(schema=STAGED_SCHEMA)
     parts = [f for f in (diffs, snaps, _rejected_rows(rejected)) if f.height]
     if not parts:
         return pl.DataFrame(schema=STAGED_SCHEMA)
