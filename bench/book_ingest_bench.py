@@ -166,8 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{o['rows']:,} staged rows ({o['rejected']:,} with a reason); the bare parse {b['rows']:,} decoded messages.",
         "- the ratio compares lines (messages) per second on the same file: rows out differ by design (a depth message "
         "is one bare row but 20 staged rows). Times are inside each child (imports excluded); peak RSS is the child's "
-        "`ru_maxrss`. The wall-clock ratio moves with the machine's load (other processes share its 2 cores: 0.49 to "
-        "0.75 in runs of the same code on 2026-12-06); CPU seconds (user + system, all threads) do not, and show the "
+        "`ru_maxrss`. The wall-clock ratio moves with the machine's load (other processes share its 2 cores: 0.45 to "
+        "0.75 across this bench's runs on 2026-12-06, at 300k-500k messages); CPU seconds (user + system, all threads) do not, and show the "
         "work: ours decodes the same JSON, then explodes each diff into its level rows and writes ten times the rows.",
     ]
     emit(SECTION, out, write=not args.no_results)
