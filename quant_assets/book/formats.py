@@ -55,6 +55,13 @@ class BookFormat:
       fail to parse null: the tick row rules give them their reasons), for a capture that
       interleaves ``bookTicker``/``trade`` messages with the depth: one file then feeds both
       the ``book`` and the ``ticks`` tables.
+    - ``continuity``: how the builder checks the sequence between messages
+      (:mod:`quant_assets.book.validate`): ``"next"`` (``seq_first == previous seq + 1``: Binance
+      spot ``U``/``u``), ``"prev"`` (``seq_prev == previous seq``: Binance futures ``pu``),
+      ``"increasing"`` (``seq`` only increases, holes are normal: Databento ``sequence``, which a
+      venue numbers per channel; its bad-book flag must come as a row ``reason``), ``"none"``
+      (nothing to check: Tardis, whose ``seq`` is the line) or ``"auto"`` (from the staged rows:
+      ``prev`` when any ``seq_prev`` is set, else ``next`` when any ``seq_first`` is, else ``none``).
     """
 
     name: str
@@ -63,10 +70,17 @@ class BookFormat:
     parse: Callable[[Path, Path, str], pl.LazyFrame | pl.DataFrame]
     level: str
     ticks: Callable[[Path, Path, str], pl.LazyFrame] | None = None
+    continuity: str = "auto"
 
     def __post_init__(self) -> None:
         if self.level not in (DEPTH_L2, DEPTH_L3):
             raise ValueError(f"BookFormat {self.name!r}: level {self.level!r}, expected {DEPTH_L2!r} or {DEPTH_L3!r}")
+        if self.continuity not in CONTINUITY:
+            raise ValueError(f"BookFormat {self.name!r}: continuity {self.continuity!r}, expected one of {CONTINUITY}")
+
+
+#: :attr:`BookFormat.continuity` values.
+CONTINUITY = ("auto", "next", "prev", "increasing", "none")
 
 
 #: Formats of the parser package, in check order (filled by :func:`register`).

@@ -5,8 +5,11 @@ Layout (hive-style, readable by DuckDB, Polars and pyarrow without our code)::
     <root>/landing/<SYMBOL>/<file>                       raw drops, never modified
     <root>/ticks/symbol=S/month=YYYY-MM/part-0.parquet   canonical ticks
     <root>/funding/symbol=S/month=YYYY-MM/part-0.parquet funding events of a perpetual
+    <root>/book/symbol=S/month=YYYY-MM/day=DD/part-0.parquet  order-book deltas by UTC day, manifest.json per month
     <root>/staging/symbol=S/src=<hash>.parquet           one parsed+validated source file
+    <root>/book_staging/symbol=S/src=<hash>.parquet      one parsed depth file (rows with reasons; .json facts)
     <root>/quarantine/symbol=S/src=<hash>.parquet        its rejected rows, with reasons
+    <root>/quarantine/symbol=S/book-src=<hash>.parquet   a depth file's rejected rows; book-month=M.parquet: a book build's
     <root>/manifest/landing.parquet                      one row per landed file
     <root>/backtests/strategy=X/symbol=S/month=M/        fills.parquet, equity.parquet, manifest.json
     <root>/metrics/strategy=X/symbol=S/month=M/          metrics.parquet, trades.parquet, regimes.parquet, manifest.json
@@ -296,6 +299,20 @@ class Lake:
         if not (d / "manifest.json").exists():
             return []
         return sorted(d.glob("day=*/part-0.parquet"))
+
+    def book_staging_path(self, symbol: str, sha256: str) -> Path:
+        """The parsed rows of one depth landing file, every row with its ``reason`` (null: accepted),
+        :data:`quant_assets.book.schema.STAGED_SCHEMA`; its facts beside it (``.json``)."""
+        return self.root / "book_staging" / f"symbol={normalise_symbol(symbol)}" / f"src={sha256[:20]}.parquet"
+
+    def book_quarantine_path(self, symbol: str, sha256: str) -> Path:
+        """Rows of one depth landing file rejected when it was parsed (beside the tick quarantine)."""
+        return self.root / "quarantine" / f"symbol={normalise_symbol(symbol)}" / f"book-src={sha256[:20]}.parquet"
+
+    def book_month_quarantine_path(self, symbol: str, month: str) -> Path:
+        """Rows the latest build of a book month set aside (gaps, stale snapshots, duplicates, the
+        rows of a blocking failure), each with its reason."""
+        return self.root / "quarantine" / f"symbol={normalise_symbol(symbol)}" / f"book-month={month}.parquet"
 
     # ---- staging and quarantine ----------------------------------------------------
     def staging_path(self, symbol: str, sha256: str) -> Path:
