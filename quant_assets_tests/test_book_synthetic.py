@@ -17,7 +17,8 @@ from quant_assets.ingest.synthetic import SyntheticSpec, generate
 EVENTS = 3_000
 
 
-@pytest.fixture(scope="module", params=["SOLUSDT", "BTCUSDT"])  # a 1-tick grid and a wide one
+# a 1-tick grid, a 600-tick one, and FX (1e-5 tick, 1,000-unit lots)
+@pytest.fixture(scope="module", params=["SOLUSDT", "BTCUSDT", "EURUSD"])
 def month(request):
     spec = SyntheticSpec(request.param, "2024-01", seed=7, events=EVENTS)
     ticks = generate(spec)
@@ -144,6 +145,15 @@ def test_deterministic_and_recognised(tmp_path):
     written = pl.read_parquet(paths[0])
     assert staged["reason"].null_count() == staged.height
     assert staged.select(list(BOOK_SCHEMA)).equals(written.select(list(BOOK_SCHEMA)).cast(BOOK_SCHEMA))
+
+
+def test_chunks_do_not_change_the_rows(month, monkeypatch):
+    """The kernel writes in chunks and carries the book across them: any chunk size, same rows."""
+    from quant_assets.book import synthetic as book_synthetic
+
+    spec, ticks, rows = month
+    monkeypatch.setattr(book_synthetic, "CHUNK_ROWS", 97)
+    assert book_rows(spec, ticks).equals(rows)
 
 
 def test_bad_arguments():

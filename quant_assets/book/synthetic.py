@@ -290,7 +290,7 @@ def book_rows(spec: SyntheticSpec, ticks: pl.DataFrame | None = None, levels: in
     lq = np.zeros((2, K), np.int64)
     nlev = np.zeros(2, np.int64)
     meta = np.zeros(2, np.int64)
-    cap = CHUNK_ROWS
+    cap = max(CHUNK_ROWS, 2 * (6 * K + 4))  # room for a message's rows (see _kernel), so each call progresses
     bufs = (np.empty(cap, np.int64), np.empty(cap, np.int64), np.empty(cap, np.int8), np.empty(cap, np.int64),
             np.empty(cap, np.int64), np.empty(cap, np.int8))
     chunks: list[pl.DataFrame] = []
