@@ -483,8 +483,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     for symbol in args.symbols:
         for month in args.months:
-            path = write_landing(lake, SyntheticSpec(symbol.upper(), month, seed=args.seed, events=args.events))
+            spec = SyntheticSpec(symbol.upper(), month, seed=args.seed, events=args.events)
+            path = write_landing(lake, spec)
             console.print(f"landing: {lake.relative(path)}")
+            if args.depth:  # the same quotes and trades as order-book depth (quant_assets.book.synthetic)
+                from quant_assets.book.synthetic import write_book_landing
+
+                console.print(f"landing: {lake.relative(write_book_landing(lake, spec))}")
     code = cmd_sync(args)
     _print_results(lake)
     _print_sweeps(lake)
@@ -586,6 +591,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--months", nargs="+", default=["2024-01", "2024-02"])
     demo.add_argument("--events", type=int, default=200_000, help="quotes + trades per symbol-month")
     demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument("--depth", action="store_true",
+                      help="also land each symbol-month's synthetic order book (5 levels a side) for depth-aware backtests")
     demo.set_defaults(fn=cmd_demo)
     sub.add_parser("sync", help="materialise every missing or stale slice").set_defaults(fn=cmd_sync)
     status = sub.add_parser("status", help="slices x assets with their state (a summary past a screenful of slices)")
