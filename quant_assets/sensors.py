@@ -77,18 +77,14 @@ _TABLES = {"ticks": (dg.AssetKey("ticks"), expected_fingerprint),
            "book": (dg.AssetKey("book"), expected_book_fingerprint)}
 
 
-def _selection(table: str, month: str, symbol: str, depth: dict[str, set[str]]) -> list[dg.AssetKey]:
-    """What a run for a landing file of ``table`` builds: a funding file its funding; a tick file
-    the ticks and funding, and the book too when depth files touch the month (the ticks compare
-    their quotes with it); a depth file the book, and the ticks and funding (its top may be the
-    ticks' quotes: the depth files are inputs of the ticks). ``depth``: symbol -> the months its
-    depth files touch (from the sensor's one survey of the symbol)."""
+def _selection(table: str) -> list[dg.AssetKey]:
+    """What a run for a landing file of ``table`` builds: a funding file its funding; a tick or
+    depth file the slice's ticks, funding and book (every slice has all three, "not applicable"
+    or "none" where it has no such file: a depth file's top may be the ticks' quotes, and the
+    ticks compare their quotes with the book)."""
     if table == "funding":
         return [_TABLES["funding"][0]]
-    keys = [_TABLES["ticks"][0], _TABLES["funding"][0]]
-    if table == "book" or month in depth.get(symbol, ()):
-        keys.append(_TABLES["book"][0])
-    return keys
+    return [_TABLES["ticks"][0], _TABLES["funding"][0], _TABLES["book"][0]]
 
 
 @dg.sensor(
@@ -107,7 +103,6 @@ def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> d
     known_symbols = set(context.instance.get_dynamic_partitions(symbol_partitions.name))
     new_symbols: list[str] = []
     triggers: dict[tuple[str, str, str], list[str]] = {}  # (table, month, symbol) -> file hashes
-    depth: dict[str, set[str]] = {}  # symbol -> months its depth files touch
     for folder in lk.landing_symbols():
         try:
             symbol = normalise_symbol(folder)
@@ -119,8 +114,6 @@ def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> d
             continue
         # One survey for both tables (one manifest read): each record is routed by its format.
         for rec in survey(lk, symbol, ready=check, table=None):
-            if rec.status == "staged" and table_of(rec) == "book":
-                depth.setdefault(symbol, set()).update(rec.months)
             if seen.get(rec.path) == rec.sha256:
                 continue
             seen[rec.path] = rec.sha256
@@ -148,7 +141,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> d
             partition_key=partition_key(month, symbol),
             # A ticks run builds the slice's funding partition too (cheap: "not applicable" for
             # spot, the month's rates for a perpetual), so backtests never wait on it.
-            asset_selection=_selection(table, month, symbol, depth),
+            asset_selection=_selection(table),
             tags={"quant_assets/trigger": "landing"},
         )
         for (table, month, symbol), hashes in sorted(triggers.items())

@@ -46,10 +46,6 @@ EXTERNAL_SOURCES: dict[dg.AssetKey, tuple[Callable[[Lake, str, list[FileRecord]]
     dg.AssetKey("book"): (expected_book_fingerprints, NO_BOOK_SOURCES),
 }
 
-#: Assets fed from outside Dagster that are n/a on a month none of their sources touches (and
-#: never built there): the month's state is ``n/a`` with this reason, not ``missing``.
-NA_WITHOUT_SOURCES: dict[dg.AssetKey, str] = {dg.AssetKey("book"): "no depth file touches the month"}
-
 
 def _waits(lake: Lake, key: dg.AssetKey, symbol: str, month: str) -> bool:
     """An out-of-sample test of ``month`` (a critique's or a sweep's) waits until month+1 has its
@@ -270,10 +266,6 @@ def _plan(lake: Lake, instance: dg.DagsterInstance, slices: list[tuple[str, str]
         append, state_of = states.append, SliceState  # (600k iterations at 400 x 84: locals)
         for month, symbol, pk, fidelities in targets:
             row = index.get(pk)
-            if row is None and key in NA_WITHOUT_SOURCES and month != ALL_MONTHS \
-                    and sources(key, symbol, month) == EXTERNAL_SOURCES[key][1]:
-                append(state_of(key, month, symbol, "n/a", None, NA_WITHOUT_SOURCES[key]))
-                continue
             if row is None:
                 reason = n_a(engine, fidelities)
                 if reason is not None:

@@ -24,6 +24,15 @@ TICKS = dg.AssetKey("ticks")
 #: A perpetual's funding enters its backtests: new funding data makes them stale. Every slice has
 #: a funding partition (a spot one says "not applicable"), built beside its ticks.
 FUNDING = dg.AssetKey("funding")
+#: The slice's order-book depth, for the strategies whose engine reads it (hftbacktest's queue
+#: positions; NautilusTrader's book matching for a strategy that declares depth): a depth file
+#: landing makes them stale. Every slice has a book partition ("none" where it has no depth).
+BOOK = dg.AssetKey("book")
+
+
+def book_deps(spec: StrategySpec) -> list[dg.AssetKey]:
+    """``[BOOK]`` when a backtest of ``spec`` reads the slice's book (as ``runner.used_book``)."""
+    return [BOOK] if spec.engine == "hftbacktest" or spec.depth != "none" else []
 
 
 def _ticks_data_version(instance: dg.DagsterInstance, partition_key: str) -> str | None:
@@ -62,7 +71,7 @@ def backtest_asset(spec: StrategySpec) -> dg.AssetsDefinition:
         name=f"backtest_{spec.name}",
         partitions_def=month_symbol_partitions,
         # ticks of M−1 and M: the previous month's tail warms the indicators (a change to it makes M stale)
-        deps=[dg.AssetDep(TICKS, partition_mapping=WITH_PREVIOUS_MONTH), FUNDING, venue_dep()],
+        deps=[dg.AssetDep(TICKS, partition_mapping=WITH_PREVIOUS_MONTH), FUNDING, venue_dep(), *book_deps(spec)],
         code_version=code_version,
         group_name="backtests",
         kinds={spec.engine, "parquet"},

@@ -3,7 +3,7 @@ built from the depth files of the landing zone by :func:`quant_assets.book.build
 
 import dagster as dg
 
-from quant_assets.batching import BACKFILL_POLICY, Built, NotBuilt, SliceFailed, build_slices
+from quant_assets.batching import BACKFILL_POLICY, Built, SliceFailed, build_slices
 from quant_assets.book.build import BOOK_VERSION, CHECKS, NONE, BookBlocked, BookBuild, BookInputError, Outcome, build_book
 from quant_assets.book.schema import BOOK_DOCS, BOOK_SCHEMA
 from quant_assets.ingest.errors import IngestError
@@ -63,19 +63,16 @@ def _metadata(b: BookBuild) -> dict[str, object]:
                  for name, (blocking, d) in CHECKS.items()],
     metadata={"dagster/column_schema": COLUMN_SCHEMA},
     backfill_policy=BACKFILL_POLICY,
-    # Most slices have no depth (L1-only venues): the step succeeds, materialises nothing and
-    # records why (an observation); consumers read the lake (book.read.book_slice) and see none.
-    output_required=False,
 )
 def book(context: dg.AssetExecutionContext, lake: LakeResource):
     """Order-book depth of one symbol-month, by UTC day, each day file starting with a full snapshot
     (L2 levels or L3 orders; ``level`` in the metadata and the partition's ``manifest.json``).
     Gaps reset the book at the next snapshot; their spans are in ``gaps`` and their rows in
-    ``quarantine/symbol=S/book-month=M.parquet``. A month without depth files is not built. The
-    data version is the hash of the day files' SHA-256s."""
+    ``quarantine/symbol=S/book-month=M.parquet``. A month without depth files materialises as
+    ``none`` (data version ``none``: L1 only). The data version is the hash of the day files' SHA-256s."""
     lk = lake.lake()
 
-    def build_one(pk: str) -> Built | NotBuilt:
+    def build_one(pk: str) -> Built:
         month, symbol = split_key(pk)
         try:
             result = build_book(lk, symbol, month)
@@ -88,9 +85,15 @@ def book(context: dg.AssetExecutionContext, lake: LakeResource):
         except (BookInputError, IngestError) as exc:
             raise dg.Failure(description=f"{symbol} {month}: {exc}; the published book partition was left unchanged") from exc
         if result.status == NONE:
-            why = "no depth file touches the month"
-            return NotBuilt(f"book {pk}: {why}; no book", observation={
-                "build_status": NONE, "failed_files": dg.MetadataValue.json([{"path": r.path, "error": r.error} for r in result.failed])},
+            # Every slice has a book partition, as every slice has a funding one: an L1-only month
+            # records "none" (a constant data version), so its backtests can depend on the book
+            # (a depth file landing later is new data for them) and never wait for it.
+            why = "no depth file touches the month: L1 only"
+            return Built(metadata={
+                "build_status": NONE, "level": "none", "fidelity": "L1 only", "dagster/row_count": 0,
+                "source_fingerprint": result.source_fingerprint,
+                "failed_files": dg.MetadataValue.json([{"path": r.path, "error": r.error} for r in result.failed])},
+                data_version=NONE,
                 checks=[dg.AssetCheckResult(check_name=name, passed=True, description=f"not applicable: {why}",
                                             metadata={"not_applicable": True}) for name in CHECKS])
         assert result.sha256 is not None

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from quant_assets.analytics.plots import markdown_image
 from quant_assets.analytics.slice_metrics import BacktestSliceError
+from quant_assets.assets.backtests import BOOK
 from quant_assets.assets.critiques import NEXT_MONTH
 from quant_assets.assets.reports import BY_SYMBOL
 from quant_assets.automation import ENGINE_POOL, rebuild_rollups, rebuild_stale_slices
@@ -41,7 +42,7 @@ def bars_asset(interval: str) -> dg.AssetsDefinition:
     @dg.asset(
         name=name,
         partitions_def=month_symbol_partitions,
-        deps=[TICKS],
+        deps=[TICKS, BOOK],  # BOOK: the bars' book features (null with the reason on L1-only months)
         # the book features' version too: they are columns of the bars (quant_assets.book.features)
         code_version=f"bars-v{RESEARCH_VERSION}.book{FEATURES_VERSION}",
         group_name="research",

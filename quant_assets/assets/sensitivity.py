@@ -9,6 +9,7 @@ fails on a fragile slice (a warning, not a block: a fragile result is a finding,
 
 import dagster as dg
 
+from quant_assets.assets.backtests import book_deps
 from quant_assets.assets.venues import venue_dep
 from quant_assets.automation import ENGINE_POOL, rebuild_stale_slices
 from quant_assets.batching import BACKFILL_POLICY, Built, NotBuilt, build_slices
@@ -37,7 +38,8 @@ def sensitivity_asset(spec: StrategySpec) -> dg.AssetsDefinition:
     @dg.asset(
         name=name,
         partitions_def=month_symbol_partitions,
-        deps=[dg.AssetKey(f"backtest_{spec.name}"), dg.AssetDep(TICKS, partition_mapping=WITH_PREVIOUS_MONTH), venue_dep()],
+        deps=[dg.AssetKey(f"backtest_{spec.name}"), dg.AssetDep(TICKS, partition_mapping=WITH_PREVIOUS_MONTH), venue_dep(),
+              *book_deps(spec)],
         code_version=code_version,
         group_name="sensitivity",
         kinds={spec.engine, "parquet"},

@@ -11,4 +11,6 @@ the engines themselves are imported inside the functions that run them."""
 #: a4 (hftbacktest): the slice's order-book depth streamed by day where it has a book (the queue
 #: model on the real depth, L3 FIFO on depth-L3); on L1 data the conservative risk_adverse queue
 #: model and the result labelled L1-approximate.
-ADAPTER_VERSIONS = {"nautilus": "nautilus_trader-1.221.0/a4", "hftbacktest": "hftbacktest-2.4.4/a4"}
+#: a5 (nautilus): an L2_MBP/L3_MBO venue book fed OrderBookDeltas by day for strategies that
+#: declare depth; market orders immediate-or-cancel on a depth book.
+ADAPTER_VERSIONS = {"nautilus": "nautilus_trader-1.221.0/a5", "hftbacktest": "hftbacktest-2.4.4/a4"}
