@@ -217,6 +217,13 @@ class AnyDepMatchesDownward(_Custom):
                                    child_results=results)
 
 
+#: Dependencies a slice reads where they exist and does without otherwise: the order book (an
+#: L1-only month has none; a lake built before the book existed has no partition at all until
+#: ``sync`` or the landing sensor builds it). Missing is fine; in progress or failing a
+#: blocking check holds the slice back, as for the earlier months of a window.
+OPTIONAL_INPUTS = frozenset({dg.AssetKey("book")})
+
+
 class DepsReady(_Custom):
     """True for the slices whose every dependency partition exists (or will be requested on
     this tick), is not in progress, and passed its blocking checks: each check's latest
@@ -269,13 +276,13 @@ class DepsReady(_Custom):
 
         window = _window(context, context.key, parent)
         if window is None:
-            return [(None, False, executable_in_same_run(context.asset_graph, context.key, parent))]
+            return [(None, parent in OPTIONAL_INPUTS, executable_in_same_run(context.asset_graph, context.key, parent))]
         first, last, _ = window
         parts: list[tuple[object, bool, bool]] = []
         if first <= 0 <= last:
-            parts.append(([0], False, True))
+            parts.append(([0], parent in OPTIONAL_INPUTS, True))
         if last > 0:
-            parts.append((range(max(first, 1), last + 1), False, False))
+            parts.append((range(max(first, 1), last + 1), parent in OPTIONAL_INPUTS, False))
         if first < 0:
             parts.append((range(first, min(last, -1) + 1), True, False))
         return parts

@@ -266,7 +266,7 @@ def _print_results(lake) -> None:
         return
     table = Table(title="results: roll-ups over all months (Sharpe on daily returns with its bootstrap interval; "
                         "max DD on the intraday grid; nulls explained in report.json)")
-    for col in ("strategy", "symbol", "months", "return", "Sharpe [95% CI]", "max DD", "trades", "win rate", "deflated Sharpe", "tearsheet"):
+    for col in ("strategy", "symbol", "fidelity", "months", "return", "Sharpe [95% CI]", "max DD", "trades", "win rate", "deflated Sharpe", "tearsheet"):
         table.add_column(col, no_wrap=col != "tearsheet")
     for path in reports:
         r = json.loads(path.read_text())
@@ -275,8 +275,9 @@ def _print_results(lake) -> None:
         if ci:
             sharpe += f" [{ci['lo']:.1f}, {ci['hi']:.1f}]"
         dsr = r["deflated_sharpe"].get("dsr")
+        fidelity = sorted(set(((r.get("money") or {}).get("fidelity_by_month") or {}).values()) - {None})
         table.add_row(
-            r["strategy"], r["symbol"], str(len(r["months"])), _pct(m.get("total_return")), sharpe,
+            r["strategy"], r["symbol"], ", ".join(fidelity) or "-", str(len(r["months"])), _pct(m.get("total_return")), sharpe,
             _pct(r["metrics_grid"].get("max_drawdown")), str(m.get("trades") or 0),
             "-" if m.get("trade_win_rate") is None else f"{100 * m['trade_win_rate']:.0f}%",
             "-" if dsr is None else f"{dsr:.2f}", lake.relative(path.parent / "tearsheet.html"),
@@ -481,12 +482,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     lake = _open_lake(args)
     t0 = time.perf_counter()
+    depth = {s.upper() for s in args.symbols} if args.depth == ["all"] else {s.upper() for s in args.depth if s != "none"}
     for symbol in args.symbols:
         for month in args.months:
             spec = SyntheticSpec(symbol.upper(), month, seed=args.seed, events=args.events)
             path = write_landing(lake, spec)
             console.print(f"landing: {lake.relative(path)}")
-            if args.depth:  # the same quotes and trades as order-book depth (quant_assets.book.synthetic)
+            if spec.symbol in depth:  # the same quotes and trades as order-book depth (quant_assets.book.synthetic)
                 from quant_assets.book.synthetic import write_book_landing
 
                 console.print(f"landing: {lake.relative(write_book_landing(lake, spec))}")
@@ -591,8 +593,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--months", nargs="+", default=["2024-01", "2024-02"])
     demo.add_argument("--events", type=int, default=200_000, help="quotes + trades per symbol-month")
     demo.add_argument("--seed", type=int, default=42)
-    demo.add_argument("--depth", action="store_true",
-                      help="also land each symbol-month's synthetic order book (5 levels a side) for depth-aware backtests")
+    # The perpetual gets an order book (5 levels a side), spot stays L1: the demo shows the market
+    # maker's queue on real depth beside its L1-approximate result, and ema_cross on an L2 book.
+    demo.add_argument("--depth", nargs="+", default=["BTCUSDT-PERP"], metavar="SYMBOL",
+                      help="symbols that also land their synthetic order book ('all' or 'none'; default BTCUSDT-PERP)")
     demo.set_defaults(fn=cmd_demo)
     sub.add_parser("sync", help="materialise every missing or stale slice").set_defaults(fn=cmd_sync)
     status = sub.add_parser("status", help="slices x assets with their state (a summary past a screenful of slices)")

@@ -17,6 +17,7 @@ from quant_assets import automation
 from quant_assets.assets import metrics as metrics_mod
 from quant_assets.assets.backtests import backtest_assets
 from quant_assets.assets.critiques import critique_asset, oos_asset
+from quant_assets.assets.book import book
 from quant_assets.assets.funding import funding
 from quant_assets.assets.metrics import metrics_asset
 from quant_assets.assets.sensitivity import sensitivity_asset
@@ -39,7 +40,7 @@ SLICE_STAGES = ("backtest", "sensitivity", "metrics", "critique")
 
 def _defs(specs=None) -> dg.Definitions:
     specs = specs or registry.load()
-    assets = [ticks, funding, venue_profile_asset(), *backtest_assets(specs), *(sensitivity_asset(s) for s in specs.values()),
+    assets = [ticks, funding, book, venue_profile_asset(), *backtest_assets(specs), *(sensitivity_asset(s) for s in specs.values()),
               *(metrics_asset(s) for s in specs.values()),
               *(report_asset(s) for s in specs.values()), *(critique_asset(s) for s in specs.values()),
               *(oos_asset(s) for s in specs.values())]
@@ -47,6 +48,7 @@ def _defs(specs=None) -> dg.Definitions:
 
 
 TICKS_CHECKS = [k.name for k in ticks.check_keys]
+BOOK_CHECKS = [k.name for k in book.check_keys]
 BACKTEST_CHECKS = list(CHECKS)
 
 
@@ -81,6 +83,11 @@ def _report(instance, key: str, pk: str, version: str = "v1", checks_pass: bool 
         for name in BACKTEST_CHECKS:
             instance.report_runless_asset_event(dg.AssetCheckEvaluation(
                 asset_key=dg.AssetKey(key), check_name=name, passed=True, severity=dg.AssetCheckSeverity.ERROR, partition=pk))
+    if key == "book" and (key, pk) not in checked:
+        checked.add((key, pk))  # the book step evaluates its checks (blocking ones included) with it
+        for name in BOOK_CHECKS:
+            instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+                asset_key=dg.AssetKey("book"), check_name=name, passed=True, severity=dg.AssetCheckSeverity.ERROR, partition=pk))
     if key == "ticks" and (pk not in checked or not checks_pass):
         # the ticks step evaluates its blocking checks on every partition it writes (runless
         # check events can be stored once per partition, which is all these tests need)
@@ -183,6 +190,20 @@ def test_a_changed_file_for_an_old_month_rebuilds_that_month_and_the_next_one_wh
         "oos_validation": {"2024-01|ETHUSDT"},  # January's re-tests on February (February's waits for March)
         "report": {"ETHUSDT"},
     })
+
+
+def test_a_book_landing_rebuilds_only_the_strategies_that_read_depth_in_that_slice(lake, instance, lake_state):
+    # The lake was built before any book partition existed (missing: an optional input, nothing
+    # waited for it); a depth file for February of BTCUSDT lands: its book is materialised.
+    _report(instance, "book", "2024-02|BTCUSDT")
+    requested, _ = _until_quiet(instance, _defs(), lake_state)
+    # hftbacktest's market maker (queue positions) and ema_cross (depth "optional": NautilusTrader's
+    # book) read it; mean_reversion declares no depth and is untouched.
+    depth = ("ema_cross", "market_maker")
+    assert requested == _expect({
+        "backtest": {"2024-02|BTCUSDT"}, "sensitivity": {"2024-02|BTCUSDT"}, "metrics": {"2024-02|BTCUSDT"},
+        "critique": {"2024-02|BTCUSDT"}, "oos_validation": {"2024-01|BTCUSDT"}, "report": {"BTCUSDT"},
+    }, strategies=depth)
 
 
 def test_a_symbol_s_first_month_is_built_without_a_previous_month(lake, instance, tmp_path, monkeypatch):
