@@ -39,6 +39,7 @@ LEDGER = {"discoveries": {"None"}}
 def _defs(specs=None) -> dg.Definitions:
     """The project's assets (as quant_assets.definitions lists them) built for ``specs``."""
     from quant_assets.assets.backtests import backtest_assets
+    from quant_assets.assets.book import book
     from quant_assets.assets.critiques import critique_asset, oos_asset
     from quant_assets.assets.discoveries import discoveries_asset
     from quant_assets.assets.funding import funding
@@ -49,7 +50,9 @@ def _defs(specs=None) -> dg.Definitions:
     from quant_assets.assets.ticks import ticks
 
     specs = specs or registry.load()
-    assets = [ticks, funding, *backtest_assets(specs), *(sensitivity_asset(s) for s in specs.values()),
+    # (book: never materialised here, as in a lake of L1 files built before the book existed;
+    # an optional input of the slices that read it)
+    assets = [ticks, funding, book, *backtest_assets(specs), *(sensitivity_asset(s) for s in specs.values()),
               *(metrics_asset(s) for s in specs.values()),
               *(report_asset(s) for s in specs.values()), *(critique_asset(s) for s in specs.values()),
               *(oos_asset(s) for s in specs.values()), *research_assets(specs), discoveries_asset(specs)]

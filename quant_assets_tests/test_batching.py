@@ -3,7 +3,7 @@ ranged runs, whose steps loop over their partitions and report slice by slice.
 
 The backfills here are real: a ``PartitionBackfill`` submitted to the instance and the backfill
 daemon's iteration run in process, its runs executed synchronously (Dagster's test run launcher)
-from the code location quant_assets_tests/batch_defs.py (ticks, funding, bars_1m). The same
+from the code location quant_assets_tests/batch_defs.py (ticks, funding, book, bars_1m). The same
 slices built one run per slice with ``dg.materialize`` in a second lake and instance are the
 reference: same files, byte for byte, same metadata, same provenance, same staleness.
 """
@@ -44,9 +44,9 @@ from resources import LakeResource
 
 SYMBOLS = ("AAAUSDT", "BBBUSDT")
 #: Dagster cuts this into 2024-01 × both symbols (a batched run of two slices) and 2024-02|AAAUSDT
-#: (a run of one slice: Dagster's ordinary path), both running ticks, funding and bars together.
+#: (a run of one slice: Dagster's ordinary path), both running ticks, funding, book and bars together.
 TARGET = ["2024-01|AAAUSDT", "2024-01|BBBUSDT", "2024-02|AAAUSDT"]
-KEYS = [dg.AssetKey(k) for k in ("ticks", "funding", "bars_1m")]
+KEYS = [dg.AssetKey(k) for k in ("ticks", "funding", "book", "bars_1m")]
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 #: What is built from landing files (the landing ledger records times, so it differs between lakes).
 DATA_DIRS = ("ticks", "funding", "bars", "staging", "instruments")
@@ -133,7 +133,7 @@ def test_a_backfill_runs_batched_and_equals_one_run_per_slice(lake, sync_instanc
     backfill, runs = _backfill(sync_instance, TARGET)
 
     assert backfill.status == BulkActionStatus.COMPLETED_SUCCESS
-    # two runs for three slices, each building all three assets over its partitions
+    # two runs for three slices, each building all four assets over its partitions
     assert [(r.tags[RANGE_START], r.tags[RANGE_END], r.status) for r in runs] == [
         ("2024-01|AAAUSDT", "2024-01|BBBUSDT", DagsterRunStatus.SUCCESS),
         ("2024-02|AAAUSDT", "2024-02|AAAUSDT", DagsterRunStatus.SUCCESS),
@@ -153,17 +153,21 @@ def test_a_backfill_runs_batched_and_equals_one_run_per_slice(lake, sync_instanc
             assert all(tags[t].isdigit() for t in pointers)
     assert _files(lake.root) == _files(ref_root) and _files(ref_root)
 
-    # the ticks checks, per slice: in the batched run evaluated for their partition
-    evaluations = _evaluations(sync_instance, runs[0].run_id)
+    # the ticks checks, per slice: in the batched run evaluated for their partition (and the
+    # book's, "not applicable" on these L1 files, likewise)
+    evaluations = [e for e in _evaluations(sync_instance, runs[0].run_id) if e.asset_key == dg.AssetKey("ticks")]
     assert sorted((str(e.partition), e.passed) for e in evaluations) == sorted(
         (pk, True) for pk in TARGET[:2] for _ in range(6))  # 5 row rules + quotes_match_book (n/a: no depth)
     for e in evaluations:
         assert e.target_materialization_data.storage_id == _latest(sync_instance, dg.AssetKey("ticks"), e.partition).storage_id
+    book_evaluations = [e for e in _evaluations(sync_instance, runs[0].run_id) if e.asset_key == dg.AssetKey("book")]
+    assert book_evaluations and all(e.passed and e.target_materialization_data.storage_id == _latest(
+        sync_instance, dg.AssetKey("book"), e.partition).storage_id for e in book_evaluations)
 
     # staleness reads the provenance of batched slices as that of slices built one by one
     assert set(_statuses(sync_instance).values()) == {StaleStatus.FRESH} and _statuses(ref) == _statuses(sync_instance)
     monkeypatch.setattr(research, "RESEARCH_VERSION", f"{research.RESEARCH_VERSION}-next")
-    new_code = [*batch_defs.ASSETS[:2], research.bars_asset("1m")]
+    new_code = [*batch_defs.ASSETS[:3], research.bars_asset("1m")]
     for inst in (sync_instance, ref):
         statuses = _statuses(inst, new_code)
         assert {pk for (k, pk), s in statuses.items() if s == StaleStatus.STALE} == set(TARGET)

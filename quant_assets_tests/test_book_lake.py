@@ -444,7 +444,7 @@ def test_landing_sensor_runs_book_beside_ticks_for_a_depth_file(lake, instance):
     assert str(req.partition_key) == f"{MONTH}|{SYM}" and req.run_key.startswith("book:")
     assert sorted(k.to_user_string() for k in req.asset_selection) == ["book", "funding", "ticks"]
 
-    # a quote file of a month with depth: its run builds the book too (the ticks compare with it)
+    # a quote file: its run builds the book too (every slice has one: "none" without depth files)
     from quant_assets_tests import builders as tb
 
     for name, t0 in (("jan.csv", tb.JAN_MS), ("feb.csv", tb.FEB_START_MS)):
@@ -452,7 +452,7 @@ def test_landing_sensor_runs_book_beside_ticks_for_a_depth_file(lake, instance):
         os.utime(p, (old, old))
     sel = {str(r.partition_key): sorted(k.to_user_string() for k in r.asset_selection)
            for r in evaluate(res.cursor).run_requests}
-    assert sel == {f"{MONTH}|{SYM}": ["book", "funding", "ticks"], f"2024-02|{SYM}": ["funding", "ticks"]}
+    assert sel == {f"{MONTH}|{SYM}": ["book", "funding", "ticks"], f"2024-02|{SYM}": ["book", "funding", "ticks"]}
 
 
 def test_a_month_starts_from_the_book_carried_over_from_the_snapshot_before_it(lake):

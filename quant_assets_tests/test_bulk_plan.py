@@ -16,6 +16,7 @@ import pytest
 
 from quant_assets import latest, staleness, sync
 from quant_assets.assets.backtests import backtest_assets
+from quant_assets.assets.book import book
 from quant_assets.assets.critiques import critique_asset, oos_asset
 from quant_assets.assets.funding import funding
 from quant_assets.assets.sensitivity import sensitivity_asset
@@ -24,6 +25,7 @@ from quant_assets.assets.reports import report_asset
 from quant_assets.assets.research import research_assets
 from quant_assets.assets.ticks import ticks
 from quant_assets.assets.venues import venue_profile_asset
+from quant_assets.book.build import NO_SOURCES as NO_BOOK_SOURCES, expected_fingerprint as expected_book_fingerprint
 from quant_assets.funding.build import NO_SOURCES, expected_fingerprint as expected_funding_fingerprint
 from quant_assets.ingest.build import expected_fingerprint
 from quant_assets.partitions import partition_key
@@ -60,7 +62,8 @@ def reference_plan(lake, instance, slices, definitions=None) -> list[sync.SliceS
 
     from quant_assets.engines.fidelity import not_applicable
 
-    fingerprint_of = {dg.AssetKey("ticks"): expected_fingerprint, dg.AssetKey("funding"): expected_funding_fingerprint}
+    fingerprint_of = {dg.AssetKey("ticks"): expected_fingerprint, dg.AssetKey("funding"): expected_funding_fingerprint,
+                      dg.AssetKey("book"): expected_book_fingerprint}
     graph = (definitions or sync.defs).resolve_asset_graph()
     view = AssetGraphView(temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
                           instance=instance, asset_graph=graph)
@@ -119,7 +122,7 @@ def _defs(specs=None) -> dg.Definitions:
     test minutes long, and every roll-up follows the same rules."""
     specs = specs or registry.load()
     some = {name: specs[name] for name in ("ema_cross", "market_maker")}
-    assets = [ticks, funding, venue_profile_asset(), *backtest_assets(specs), *(sensitivity_asset(s) for s in specs.values()),
+    assets = [ticks, funding, book, venue_profile_asset(), *backtest_assets(specs), *(sensitivity_asset(s) for s in specs.values()),
               *(metrics_asset(s) for s in specs.values()),
               *(report_asset(s) for s in some.values()), *(critique_asset(s) for s in specs.values()),
               *(oos_asset(s) for s in specs.values()), *research_assets({"ema_cross": specs["ema_cross"]})]
@@ -161,6 +164,7 @@ class Reporter:
             "dagster/row_count": 4, "fidelity": fidelity,
             "source_fingerprint": fingerprint or expected_fingerprint(lake, symbol, month)})
         self.report("funding", pk, "not-applicable", metadata={"source_fingerprint": NO_SOURCES})
+        self.report("book", pk, "none", metadata={"source_fingerprint": NO_BOOK_SOURCES})  # L1 only
 
     def chain(self, month: str, symbol: str, provenance: bool = True, stages=("backtest", "sensitivity", "metrics", "critique")) -> None:
         pk = f"{month}|{symbol}"
@@ -257,11 +261,12 @@ def test_the_bulk_plan_equals_the_per_slice_plan_in_every_state(lake, instance, 
         assert sync.plan(lake, instance, slices, definitions=definitions) == states
     assert calls.count("ids") == 0  # every asset's record says nothing changed: not even that query
     # nothing deserialised again but the data versions the cached chain cannot give (ETHUSDT's
-    # and SOLUSDT's February ticks were re-reported before the cache existed): one query per
-    # dependency partition and pointer (here 3 per partition at most: January's validations and
-    # February's assets were reported under different ones), whatever the assets reading it
+    # and SOLUSDT's February ticks, and the book reported with them, were re-reported before the
+    # cache existed): one query per dependency partition and pointer (here 3 per partition at
+    # most: January's validations and February's assets were reported under different ones),
+    # whatever the assets reading it
     asked = calls.count("get_latest_data_version_record")
-    assert 1 <= asked <= 6 and calls.count("fetch_materializations") == asked, calls
+    assert 1 <= asked <= 12 and calls.count("fetch_materializations") == asked, calls
     # then events the cache reads incrementally: a new data version after the first plan (its
     # superseded event enters the cached history), a strategy parameter change (code version),
     # a new partition, a wiped asset

@@ -166,7 +166,7 @@ def test_status_past_a_screenful_prints_a_summary_and_filters_print_tables(lake,
     ticks_row = next(line for line in out.splitlines() if line.strip("│ ").startswith("ticks "))
     assert ticks_row.split("│")[3].strip() == "3"  # column "missing": 3 slices
     assert "6 slice(s) or roll-up(s) need a run:" in out and "... and 4 more" in out
-    assert "2024-01|BTCUSDT: ticks (missing), funding (missing)" in out
+    assert "2024-01|BTCUSDT: ticks (missing), book (missing), funding (missing)" in out
     assert main(["status", "--symbol", "ethusdt"]) == 0
     out = capsys.readouterr().out
     assert "2024-01|ETHUSDT" in out and "BTCUSDT" not in out and "roll-ups (all months" in out

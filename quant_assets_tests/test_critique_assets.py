@@ -99,7 +99,7 @@ def test_offline_critique_then_out_of_sample_validation_on_the_next_month_only(l
     chain, node = [], root
     while node.parents:
         chain.append((node.asset, node.partition))
-        data = ("ticks", "funding")  # follow the strategy's chain down to its ticks
+        data = ("ticks", "funding", "book")  # follow the strategy's chain down to its ticks
         node = next(p for p in node.parents if p.asset not in data) if any(p.asset not in data for p in node.parents) \
             else next(p for p in node.parents if p.asset == "ticks")
     chain.append((node.asset, node.partition))

@@ -343,8 +343,8 @@ def test_landing_sensor_requests_funding_runs_for_funding_files(lake, instance):
                                  resources={"lake": LakeResource(), "critic": CriticResource()}) as ctx:
         result = landing_sensor(ctx)
     got = sorted((str(r.partition_key), sorted(k.to_user_string() for k in r.asset_selection)) for r in result.run_requests)
-    # a ticks run builds the slice's funding too (its backtests depend on both)
-    assert got == [("2024-03|BTCUSDT-PERP", ["funding", "ticks"]), ("2024-04|BTCUSDT-PERP", ["funding"])]
+    # a ticks run builds the slice's funding and book too (its backtests depend on them)
+    assert got == [("2024-03|BTCUSDT-PERP", ["book", "funding", "ticks"]), ("2024-04|BTCUSDT-PERP", ["funding"])]
 
 
 def test_binance_and_tardis_of_one_event_agree_and_complete_each_other(lake):

@@ -70,6 +70,8 @@ COLUMNS = ["ts_event", "ts_recv", "kind", "bid_px", "bid_sz", "ask_px", "ask_sz"
 #: Copies of the last quote fed after the data when orders have latency: the flatten's cancel
 #: and close, and up to two closes answering fills that raced them, reach the book.
 END_MARKERS = 3
+#: At most this many closing rounds after the data on a depth book (see run_nautilus).
+DEPTH_END_MARKERS = 32
 
 #: The process's engines: (venue, quote currency, starting cash, with a latency model, book type:
 #: 1 L1_MBP, 2 L2_MBP, 3 L3_MBO) -> (BacktestEngine, its SimulatedExchange). A venue's book type is
@@ -444,7 +446,21 @@ def run_nautilus(
         events = tick_rows[0] + book_stats.deltas
         # The end markers follow the last data point, book messages included.
         info.last_ts = max(info.last_ts, book_stats.last_ts)
-    if latency_ns > 0 and info.last_quote is not None:
+    end_rounds = 0
+    if book is not None and info.last_quote is not None:
+        # On a depth book the month's closing market order (immediate-or-cancel) fills only what
+        # the recorded levels hold; what is left is closed again at each marker, one order
+        # latency (at least 1 ns) apart, against the book as the data left it (NautilusTrader's
+        # L2 matching does not remove our fills from the recorded book), until flat.
+        step = max(latency_ns, 1)
+        for k in range(DEPTH_END_MARKERS):
+            if abs(strategy.position_qty()) < nt_inst.size_increment.as_double() / 2:
+                break
+            engine.add_data(end_markers(info.last_quote, info.last_ts + k * step, step, n=1), validate=False, sort=False)
+            engine.run(streaming=True)
+            engine.clear_data()
+            end_rounds = k + 1
+    elif latency_ns > 0 and info.last_quote is not None:
         engine.add_data(end_markers(info.last_quote, info.last_ts, latency_ns), validate=False, sort=False)
         engine.run(streaming=True)
         engine.clear_data()
@@ -470,6 +486,7 @@ def run_nautilus(
         counters["book_messages"] = book_stats.messages
         counters["book_days"] = book_stats.days
         counters["market_rests_cancelled"] = int(strategy.market_rests_cancelled)
+        counters["end_close_rounds"] = end_rounds
         if strategy.market_rests_cancelled:
             notes.append(f"{strategy.market_rests_cancelled} market order(s) met a book side too thin for them: "
                          "the rest was cancelled (market orders are immediate-or-cancel on a depth book)")
