@@ -484,3 +484,18 @@ def test_warm_up_reads_the_previous_months_file(lake):
 
 def _manifest_of(lake, month: str) -> dict:
     return json.loads((lake.book_month_dir(SYM, month) / "manifest.json").read_text())
+
+
+def test_another_instruments_rows_are_left_out_of_the_book_not_a_gap(lake):
+    # A DBN file holds records of several instruments (a parent-symbol request): the one of
+    # instrument 43 is not this book's (its sequence is another channel's), so it is kept in the
+    # staging quarantine with its reason and never starts a gap (with Databento's "increasing"
+    # continuity a wholly rejected message of this book would).
+    from quant_assets_tests import builders as tb
+
+    tb.write(lake.landing_dir("ESH4") / "glbx-mbp10.dbn", tb.dbn_file("mbp-10", tb.dbn_mbp10_records()))
+    b = build_book(lake, "ESH4", MONTH)
+    assert b.level == DEPTH_L2 and b.gaps == [] and all(o.passed for o in b.outcomes)
+    assert replay(list(book_slice(lake, "ESH4", MONTH).days)).as_dict() == {"bids": {100.0: 3.0}, "asks": {100.25: 7.0}}
+    (q,) = lake.root.glob("quarantine/symbol=ESH4/book-src=*.parquet")
+    assert pl.read_parquet(q)["reject_reason"].to_list() == ["record of instrument 43 (?), not the landing folder's ESH4"]

@@ -42,6 +42,7 @@ import numpy as np
 import polars as pl
 
 from quant_assets.book.schema import ACTION, BOOK_COLUMNS, BOOK_SCHEMA, DEPTH_L3, F_GAP_RESET
+from quant_assets.book.formats import foreign
 from quant_assets.book.staging import read_facts
 from quant_assets.ingest.build import sources_fingerprint
 from quant_assets.ingest.validate import month_start_ns, next_month
@@ -241,7 +242,8 @@ def _day_rows(sources: list[_Source], lo: int, hi: int) -> pl.DataFrame:
     """Staged rows of every source received in [lo, hi), sorted (ts_recv, seq, source, line)."""
     frames = [
         pl.scan_parquet(s.path)
-        .filter((pl.col("ts_recv") >= lo) & (pl.col("ts_recv") < hi))
+        # another instrument's rows (in the staging quarantine with their reason) are not this book's
+        .filter((pl.col("ts_recv") >= lo) & (pl.col("ts_recv") < hi) & ~foreign(pl.col("reason")))
         .with_columns(src=pl.lit(s.index, pl.Int32), mode=pl.lit(s.mode, pl.Int8))
         for s in sources if s.facts["recv_min"] is not None and s.facts["recv_min"] < hi and s.facts["recv_max"] >= lo
         or s.facts["rejected"]

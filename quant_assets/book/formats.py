@@ -121,6 +121,19 @@ def format_names() -> frozenset[str]:
     return frozenset(f.name for f in registry())
 
 
+#: The marker of a row that belongs to another instrument than the landing folder's (a multi-
+#: instrument DBN or Tardis file, another symbol's messages in a combined capture): parsers put
+#: it in the row's ``reason`` (", not the landing folder's <SYMBOL>"). Such rows stay in the
+#: staging quarantine with their reason and are kept out of the book's stream: they are not a
+#: lost update of this book (its continuity is judged on its own sequence).
+FOREIGN_MARK = "not the landing folder's"
+
+
+def foreign(reason: pl.Expr) -> pl.Expr:
+    """True for a staged row of another instrument (see :data:`FOREIGN_MARK`)."""
+    return reason.str.contains(FOREIGN_MARK, literal=True).fill_null(False)
+
+
 def is_book_format(name: str | None) -> bool:
     """Whether a manifest record's ``format`` is a book format (no file is opened)."""
     return name is not None and name in format_names()

@@ -45,8 +45,9 @@ span is recorded in the partition's ``manifest.json``):
 7. **a message with a rejected row** (a field that did not parse, a venue's bad-book flag): the
    book is unknown from there: a gap (rule 3). In a source without sequence numbers (``none``,
    ``increasing``) a wholly rejected message starts a gap too (a lost update cannot be detected
-   otherwise); with ``next``/``prev`` a wholly rejected message (a truncated line, a message of
-   another symbol) is left out and continuity judges whether it mattered.
+   otherwise); with ``next``/``prev`` a wholly rejected message (a truncated line) is left out
+   and continuity judges whether it mattered. Rows of another instrument (a multi-instrument
+   file: ``formats.FOREIGN_MARK``) never reach the stream: they are not this book's updates.
 8. **duplicate** (``u`` not above the last applied): quarantined, no gap (an overlap of captures).
 9. **L3 inconsistency** (an update or delete of an unknown order, an add of a known id): a gap.
 """
