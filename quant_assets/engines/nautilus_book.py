@@ -158,7 +158,9 @@ def _check_layout(instrument_id, price_precision: int, size_precision: int) -> N
     samples = [  # action, side, price ticks, size ticks, order id, flags, sequence, ts_event, ts_init
         (1, 1, 6_543_210_987, 12_345, 0, 0, 7, 1_700_000_000_000_000_001, 1_700_000_000_000_000_002),
         (2, 2, 10_001, 1, 99, NT_F_LAST, 2**40, 3, 4),
-        (3, 1, 987_654_321_012_345, 987_654_321, 2**63 + 5, NT_F_LAST | NT_F_SNAPSHOT, 0, 5, 6),
+        # (a price of at most 987,654,321,012 ticks: within NautilusTrader's PRICE_MAX (~1.7e13) at
+        # any price precision, a value past it panics in Rust; still > 2**64 once scaled to 1e16)
+        (3, 1, 987_654_321_012, 987_654_321, 2**63 + 5, NT_F_LAST | NT_F_SNAPSHOT, 0, 5, 6),
         (4, 0, 0, 0, 0, NT_F_LAST, 1, 7, 8),
     ]
     arr = np.zeros(len(samples), DELTA_DTYPE)
