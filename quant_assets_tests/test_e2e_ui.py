@@ -83,12 +83,12 @@ def test_a_dropped_file_is_built_end_to_end_and_the_ui_renders_it(chromium, dags
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROME_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            # The UI's first-visit newsletter dialog may open at any time after a page loads (later
+            # on a loaded machine): Playwright dismisses it whenever it covers the next action.
+            page.add_locator_handler(page.get_by_role("button", name="Skip"), lambda skip: skip.click())
 
             def open_page(path: str) -> None:
                 page.goto(base + path, wait_until="networkidle", timeout=120_000)
-                skip = page.get_by_role("button", name="Skip")  # the UI's first-visit newsletter dialog
-                if skip.count():
-                    skip.first.click()
 
             # the asset graph: a critique's upstream lineage down to ticks
             open_page("/assets/critique_ema_cross?view=lineage&lineageScope=upstream&lineageDepth=4")
