@@ -40,7 +40,6 @@ from quant_assets.ingest.errors import IngestError
 from quant_assets.ingest.validate import FUTURE_SLACK_NS, MIN_TS_NS, month_start_ns, with_reasons
 from quant_assets.ingest.timeunits import now_ns
 from quant_assets.lake.manifest import FileRecord
-from quant_assets.lake.schema import TICK_COLUMNS
 from quant_assets.lake.store import Lake, sweep_debris
 from quant_assets.settings import START_MONTH_ENV, start_month
 
@@ -195,18 +194,13 @@ def _stage(lake: Lake, symbol: str, landing: Path, plain: Path, rec: FileRecord,
 def _stage_ticks(lake: Lake, symbol: str, landing: Path, plain: Path, rec: FileRecord, fmt: BookFormat,
                  start: str) -> dict | None:
     """The capture's L1 rows staged as a tick file (None when it has none)."""
-    from quant_assets.ingest.landing import staged_facts
+    from quant_assets.ingest.landing import staged_facts, write_staged_ticks
 
     assert fmt.ticks is not None
     staged, quarantine = lake.staging_path(symbol, rec.sha256), lake.quarantine_path(symbol, rec.sha256)
     for done in (staged, quarantine):
         sweep_debris(done.parent, done.name)
-    checked = with_reasons(fmt.ticks(landing, plain, symbol), start)
-    ok = pl.col("reject_reason").is_null()
-    lake.write_parquet_many([
-        (checked.filter(ok).select(TICK_COLUMNS), staged),
-        (checked.filter(~ok).select(pl.lit(rec.path).alias("source"), "src_line", "reject_reason", *TICK_COLUMNS), quarantine),
-    ])
+    write_staged_ticks(lake, rec, with_reasons(fmt.ticks(landing, plain, symbol), start), staged, quarantine)
     facts = staged_facts(staged, quarantine)
     if facts["rows_accepted"] + facts["rows_rejected"] == 0:
         staged.unlink()

@@ -244,12 +244,7 @@ def stage(lake: Lake, symbol: str, rec: FileRecord) -> FileRecord:
                     upsert(lake, [rec])
                     return rec
                 detected, lf = checked_text(symbol, path, text_path)
-                checked = with_reasons(lf, start_month())
-                ok = pl.col("reject_reason").is_null()
-                lake.write_parquet_many([
-                    (checked.filter(ok).select(TICK_COLUMNS), staged),
-                    (checked.filter(~ok).select(pl.lit(rec.path).alias("source"), "src_line", "reject_reason", *TICK_COLUMNS), quarantine),
-                ])
+                write_staged_ticks(lake, rec, with_reasons(lf, start_month()), staged, quarantine)
             facts = staged_facts(staged, quarantine)
             if facts["rows_accepted"] + facts["rows_rejected"] == 0:
                 staged.unlink()
@@ -306,6 +301,17 @@ def _month_of(ts_ns: int) -> str:
 def _months(lf: pl.LazyFrame) -> set[str]:
     keys = lf.select(_month_key()).unique().collect(engine="streaming")["yyyymm"].to_list()
     return {f"{k // 100:04d}-{k % 100:02d}" for k in keys}
+
+
+def write_staged_ticks(lake: Lake, rec: FileRecord, checked: pl.LazyFrame, staged: Path, quarantine: Path) -> None:
+    """Write a file's canonical tick rows (``checked``: with ``reject_reason`` from
+    ``with_reasons``): the good ones to ``staged``, the rejected ones with the landing file and
+    line to ``quarantine``, in one pass over the source."""
+    ok = pl.col("reject_reason").is_null()
+    lake.write_parquet_many([
+        (checked.filter(ok).select(TICK_COLUMNS), staged),
+        (checked.filter(~ok).select(pl.lit(rec.path).alias("source"), "src_line", "reject_reason", *TICK_COLUMNS), quarantine),
+    ])
 
 
 def staged_facts(staged: Path, quarantine: Path) -> dict[str, object]:
