@@ -338,7 +338,8 @@ class DepsReady(_Custom):
 
 class RollupDepsReady(_Custom):
     """True for the roll-up partitions (one per symbol) with at least one materialised (or
-    requested) upstream month and no upstream month in progress.
+    requested in the same run) upstream month and no upstream month in progress or requested
+    on this tick in another run.
 
     A per-symbol roll-up reads every month of its symbol (``MultiToSingleDimensionPartitionMapping``);
     Dagster maps each candidate symbol up to its 84 months key by key, twice per dependency.
@@ -355,6 +356,8 @@ class RollupDepsReady(_Custom):
         return "Some dependency month exists (or will be requested) and none is in progress"
 
     async def evaluate(self, context):  # noqa: ANN001 - dagster's AutomationContext (internal type)
+        from dagster._core.definitions.assets.graph.asset_graph import executable_in_same_run
+
         candidates = context.candidate_subset
         if candidates.is_empty:
             return dg.AutomationResult(context, true_subset=candidates)
@@ -380,6 +383,12 @@ class RollupDepsReady(_Custom):
 
             present |= symbols(await view.compute_materialized_asset_subset(key=parent)) & wanted
             present |= symbols(_requested_in_same_run(context, parent)) & wanted
+            # Requested on this tick in another run (a month × symbol run, this a per-symbol one):
+            # not started yet, so not "in progress", but the roll-up would race it (it read a
+            # backtest before its metrics existed). It waits for that run to end.
+            requested = context.request_subsets_by_key.get(parent)
+            if requested is not None and not executable_in_same_run(graph, context.key, parent):
+                busy |= symbols(requested) & wanted
             full = view.get_full_subset(key=parent)
             running = (await view.compute_run_in_progress_subset(key=parent, from_subset=full)).compute_union(
                 await view.compute_backfill_in_progress_subset(key=parent, from_subset=full))

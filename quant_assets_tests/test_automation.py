@@ -209,6 +209,18 @@ def test_a_book_landing_rebuilds_only_the_strategies_that_read_depth_in_that_sli
     }, strategies=depth)
 
 
+def test_a_roll_up_waits_for_the_month_runs_requested_on_the_same_tick(lake, instance, lake_state):
+    # A backtest re-run by hand from the UI: its metrics (a month × symbol run) are requested on
+    # the next tick; the report (a per-symbol run, launched beside it) must not read the backtest
+    # before those metrics exist. It is requested on the tick after, once.
+    for s in STRATEGIES:
+        _report(instance, f"backtest_{s}", "2024-02|ETHUSDT", version="by-hand")
+    first = dg.evaluate_automation_conditions(defs=_defs(), instance=instance, cursor=lake_state)
+    assert "metrics_ema_cross" in _requested(first) and not any(k.startswith("report_") for k in _requested(first))
+    requested, _ = _until_quiet(instance, _defs(), lake_state)
+    assert {k: v for k, v in requested.items() if k.startswith("report_")} == _expect({"report": {"ETHUSDT"}})
+
+
 def test_a_symbol_s_first_month_is_built_without_a_previous_month(lake, instance, tmp_path, monkeypatch):
     _register_symbols(instance, tmp_path, monkeypatch)
     cursor = dg.evaluate_automation_conditions(defs=_defs(), instance=instance).cursor
