@@ -84,6 +84,22 @@ def test_binance_futures_capture(tmp_path: Path, wrap: str) -> None:
         "trade", float(t["p"]), float(t["q"]), -1 if t["m"] else 1, str(t["t"]))
 
 
+def test_binance_capture_fast_path_equals_the_careful_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clean capture is decoded and exploded by single streaming queries (the speed target);
+    the careful batch path, taken when a line is bad, gives the very same rows."""
+    path = write(tmp_path / "btcusdt_20240101.txt", binance_capture(n=400, levels=3, futures=True, seed=5))
+    took: list[bool] = []  # per call of a fast path: did it give the rows (or hand over)?
+    for name in ("_decoded_at_once", "_diff_rows_at_once"):
+        fn = getattr(binance_ws, name)
+        monkeypatch.setattr(binance_ws, name, lambda *a, _fn=fn: (out := _fn(*a), took.append(out is not None))[0])
+    fast = binance_ws.parse(path, path, PERP).collect()
+    assert took and all(took) and fast.height > 400
+    monkeypatch.setattr(binance_ws, "_decoded_at_once", lambda lines, mul: None)
+    monkeypatch.setattr(binance_ws, "_diff_rows_at_once", lambda df: None)
+    slow = binance_ws.parse(path, path, PERP).collect()
+    assert fast.equals(slow)
+
+
 def test_binance_spot_capture_continuity(tmp_path: Path) -> None:
     """Spot diffs carry U/u but no pu (the builder checks U = previous u + 1) and only E."""
     text = binance_capture(n=3, levels=1, futures=False)

@@ -53,7 +53,7 @@ import polars as pl
 
 from quant_assets.book.formats import BookFormat, conform, head_lines, register, split_capture_line
 from quant_assets.book.parse.common import (
-    batched_lazy, json_decode_isolating, line_chunks, lines_frame, pick, prefetched,
+    batched_lazy, json_decode_isolating, line_chunks, lines_frame, lines_lazy, pick, prefetched,
 )
 from quant_assets.book.schema import DEPTH_L2, F_LAST, STAGED_SCHEMA
 from quant_assets.ingest.errors import IngestError
@@ -157,7 +157,7 @@ def _symbol_ok(values: pl.Series, symbol: str, cache: dict[str, bool]) -> dict[s
     return cache
 
 
-def _split(df: pl.DataFrame, ts_mul: int) -> pl.DataFrame:
+def _split(df: pl.DataFrame | pl.LazyFrame, ts_mul: int) -> pl.DataFrame | pl.LazyFrame:
     """Lines -> ``local`` (receive time, ns), ``body`` (JSON text), ``kind``; blank lines dropped."""
     df = df.filter(pl.col("line").is_not_null() & (pl.col("line").str.strip_chars() != ""))
     parts = pl.col("line").str.splitn(" ", 2)
@@ -174,9 +174,53 @@ _TICK_KEYS = {"s": pl.String(), "e": pl.String(), "X": pl.String()}
 _STAGED_ROW = [*STAGED_SCHEMA]
 
 
+#: (prefix, kinds, fields, wrapped first) of each decoded message family: see :func:`_decode_kind`.
+_FAMILIES = (
+    ("d_", ("depth",), _DEPTH_KEYS, True),
+    ("s_", ("snapshot",), _SNAP_KEYS, False),
+    ("t_", ("ticker", "trade", "agg"), _TICK_KEYS, True),
+)
+
+
+def _decoded_at_once(lines: pl.DataFrame | pl.LazyFrame, ts_mul: int) -> pl.DataFrame | None:
+    """:func:`_decoded` as one streaming query (split, kind and every family's decode in
+    parallel morsels, as a bare parse runs), or None when the batch needs the careful path: a
+    line that does not decode (Polars fails the whole query), or a payload not in its
+    family's usual shape (a raw-stream message, a combined-stream snapshot)."""
+    k = pl.col("kind")
+    decode, fields_out, missing = [], [], []
+    for prefix, kinds, fields, wrapped in _FAMILIES:
+        dtype = pl.Struct({"stream": pl.String(), "data": pl.Struct(fields)}) if wrapped else pl.Struct(fields)
+        decode.append(pl.when(k.is_in(kinds)).then(pl.col("body")).str.json_decode(dtype).alias(prefix))
+        payload = pl.col(prefix).struct.field("data") if wrapped else pl.col(prefix)
+        fields_out += [payload.struct.field(f).alias(prefix + f) for f in fields]
+        stream = pl.col(prefix).struct.field("stream") if wrapped else pl.lit(None, pl.String)
+        fields_out += [stream.alias(prefix + "stream"), pl.lit(None, pl.String).alias(prefix + "jerr")]
+        missing.append(k.is_in(kinds) & payload.struct.field(next(iter(fields))).is_null())
+    try:
+        df = (_split(lines.lazy(), ts_mul).with_columns(decode)
+              .with_columns(_missing=pl.any_horizontal(missing))
+              .with_columns(fields_out).drop([f[0] for f in _FAMILIES])
+              .collect(engine="streaming"))
+    except pl.exceptions.PolarsError:
+        return None
+    if df["_missing"].any():
+        return None
+    return df.drop("_missing")
+
+
+def _decoded_chunk(first_line: int, chunk: bytes, ts_mul: int) -> pl.DataFrame:
+    """:func:`_decoded` of a chunk of the file's bytes (:func:`line_chunks`), scanned lazily
+    by the fast path, read whole for the careful one."""
+    fast = _decoded_at_once(lines_lazy(chunk, first_line), ts_mul)
+    return fast if fast is not None else _decoded(lines_frame(chunk, first_line), ts_mul)
+
+
 def _decoded(lines: pl.DataFrame, ts_mul: int) -> pl.DataFrame:
     """One batch of capture lines split and JSON-decoded (the costly, state-free half of the
-    parse: batches can be decoded ahead, in another thread, see :func:`parse`)."""
+    parse: batches can be decoded ahead, in another thread, see :func:`parse`). The careful
+    path: a line that does not decode keeps its error (:func:`json_decode_isolating`), a raw
+    stream's payload is found at the top."""
     df = _split(lines, ts_mul)
     if df.height == 0:
         return df
@@ -319,9 +363,45 @@ def _diff_rows(good: pl.DataFrame, carry: _Carry) -> pl.DataFrame:
     df = df.filter(pl.col("empty").not_())
     if df.height == 0:
         return pl.DataFrame(schema=STAGED_SCHEMA)
+    fast = _diff_rows_at_once(df)
+    if fast is not None:
+        return fast
     pairs = pl.concat_list(pl.col("b").fill_null([]), pl.col("a").fill_null([]))
     rows = _level_rows(df, pairs, pl.col("b").list.len().fill_null(0), has_clear=False)
     return _finish(rows, snapshot=False)
+
+
+def _diff_rows_at_once(df: pl.DataFrame) -> pl.DataFrame | None:
+    """:func:`_diff_rows`' rows as one streaming query (the explode and the casts in parallel
+    morsels; each row's place in its message from ``int_ranges``, exploded beside its pair, so
+    no step needs the whole batch), or None when a price or quantity is not a number: that
+    message is rejected whole by the careful path (:func:`_level_rows`, :func:`_finish`)."""
+    pair = pl.col("pair")
+    price = pair.list.get(0, null_on_oob=True).cast(pl.Float64, strict=False)
+    size = pair.list.get(1, null_on_oob=True).cast(pl.Float64, strict=False)
+    good = lambda c: c.is_not_null() & c.is_finite()  # noqa: E731
+    out = (
+        df.lazy()
+        .with_columns(nb=pl.col("b").list.len().fill_null(0),
+                      pair=pl.concat_list(pl.col("b").fill_null([]), pl.col("a").fill_null([])))
+        .with_columns(n=pl.col("pair").list.len())
+        .with_columns(pos=pl.int_ranges(0, pl.col("n"), dtype=pl.Int64))
+        .explode(["pair", "pos"])
+        .select(
+            ts_event=pl.coalesce(pl.col("ts_event"), pl.col("local")), ts_recv=pl.col("local"), seq=pl.col("seq"),
+            side=pl.when(pl.col("pos") < pl.col("nb")).then(1).otherwise(-1).cast(pl.Int8),
+            price=price, size=size,
+            action=pl.when(size == 0).then(pl.lit("delete")).otherwise(pl.lit("update")),
+            is_snapshot=pl.lit(False), order_id=pl.lit(None, pl.UInt64),
+            flags=pl.when(pl.col("pos") == pl.col("n") - 1).then(pl.lit(F_LAST)).otherwise(pl.lit(0)).cast(pl.UInt8),
+            src_line=pl.col("src_line"), seq_first=pl.col("seq_first"), seq_prev=pl.col("seq_prev"),
+            reason=pl.lit(None, pl.String), _bad=(good(price) & good(size)).not_(),
+        )
+        .collect(engine="streaming")
+    )
+    if out["_bad"].any():
+        return None
+    return conform(out.drop("_bad")).collect()
 
 
 def _snapshot_rows(good: pl.DataFrame) -> pl.DataFrame:
@@ -420,7 +500,7 @@ def parse(landing: Path, plain: Path, symbol: str) -> pl.LazyFrame:
 
     def batches() -> Iterator[pl.DataFrame]:
         carry = _Carry()
-        decoded = prefetched(line_chunks(plain), lambda fc: _decoded(lines_frame(fc[1], fc[0]), mul))
+        decoded = prefetched(line_chunks(plain), lambda fc: _decoded_chunk(*fc, mul))
         for df in decoded:
             yield _book_rows(df, symbol, carry)
 
