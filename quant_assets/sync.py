@@ -341,11 +341,11 @@ def run_slices(
     failed: set[tuple[str, str, str]] = set()
     if inputs:
         yield INPUTS, f"{len(inputs)} symbol(s)", _run_inputs(instance, input_keys, inputs, resources, config)
-    for (month, symbol), keys in sorted(by_slice.items()):
-        selection = dg.AssetSelection.assets(*keys).downstream() & dg.AssetSelection.assets(*slice_keys)
+
+    def run(month: str, symbol: str, chosen: set[dg.AssetKey]) -> dg.ExecuteInProcessResult:
         result = dg.materialize(
             ASSETS,
-            selection=selection,
+            selection=dg.AssetSelection.assets(*chosen),
             partition_key=str(partition_key(month, symbol)),
             instance=instance,
             resources=resources or defs.resources,
@@ -353,9 +353,33 @@ def run_slices(
             raise_on_error=False,
             run_config=config,
         )
+        failed.update((month, symbol, k) for k in _not_done(result, chosen))
+        return result
+
+    # The research loop's order: the critique of month M reads what became of M−1's
+    # suggestions (critique.memory), which M−1's validation learns once M's metrics exist. So
+    # where both are due, a slice runs in three: its stages up to the metrics, the previous
+    # month's validation, then its critique and validation.
+    waiting_oos: dict[tuple[str, str], set[dg.AssetKey]] = {}
+    for s in states:
+        if _validation(s.asset) and (s.needs_run or s.state == "waiting") and not s.is_rollup:
+            waiting_oos.setdefault((s.month, s.symbol), set()).add(s.asset)
+    for (month, symbol), keys in sorted(by_slice.items()):
+        chosen = (dg.AssetSelection.assets(*keys).downstream() & dg.AssetSelection.assets(*slice_keys)).resolve(graph)
+        late = {k for k in chosen if _critic_stage(k)}
+        prev = (_previous_month(month), symbol)
+        prev_oos = waiting_oos.pop(prev, set())
         rollups.setdefault(symbol, set()).update(rollup_keys)
-        failed.update((month, symbol, k) for k in _not_done(result, selection.resolve(graph)))
-        yield month, symbol, result
+        if late and prev_oos and chosen - late:
+            early = run(month, symbol, chosen - late)
+            yield month, symbol, early
+            if early.success:
+                yield prev[0], symbol, run(prev[0], symbol, prev_oos)
+                yield month, symbol, run(month, symbol, late)
+            else:
+                failed.update((month, symbol, k.to_user_string()) for k in late)
+        else:
+            yield month, symbol, run(month, symbol, chosen)
     ran, passes = bool(by_slice or inputs), 0  # (new venue settings can make slices stale too)
     while replan is not None and ran and passes < MAX_REPLANS:
         passes += 1
@@ -404,6 +428,20 @@ def run_slices(
                                 resources=resources or defs.resources, tags={"quant_assets/trigger": "sync"},
                                 raise_on_error=False, run_config=config)
         yield LEDGER, LEDGER, result
+
+
+def _critic_stage(key: dg.AssetKey) -> bool:
+    """A critique or its out-of-sample validation (the loop's last stages in a slice)."""
+    return key.to_user_string().startswith(("critique_", "oos_validation_"))
+
+
+def _validation(key: dg.AssetKey) -> bool:
+    return key.to_user_string().startswith("oos_validation_")
+
+
+def _previous_month(month: str) -> str:
+    year, mon = (int(x) for x in month.split("-"))
+    return f"{year - (mon == 1)}-{(mon - 2) % 12 + 1:02d}"
 
 
 def _ledgers_due(instance: dg.DagsterInstance, graph, ran: bool) -> list[dg.AssetKey]:  # noqa: ANN001

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
 
 import dagster as dg
+import polars as pl
 
 from quant_assets.cli import main
 from quant_assets.lake import duck
@@ -101,6 +103,19 @@ def test_demo_end_to_end_in_a_subprocess(tmp_path):
     assert table.count("waiting") == 2 * 3 + 2 + 2  # January's folds: no month before it
     assert "walk-forward optimisation: per fold" in out.stdout and "walk-forward ema_cross on BTCUSDT: 1 fold(s)" in out.stdout
     assert (tmp_path / "home" / "dagster.yaml").read_text().count("enabled: false") == 1
+    # the loop: January's suggestions were validated on February before February was critiqued, and
+    # February's prompt remembers them (no calendar month in it: months are counted back)
+    tested = {p.parent.parent.name for p in lake.glob("oos/strategy=*/symbol=*/month=2024-01/validation.parquet")
+              if len(pl.read_parquet(p))}
+    assert tested, "no January suggestion was tested: the demo shows no memory"
+    for symbol_dir in tested:
+        for prompt in lake.glob(f"critiques/strategy=*/{symbol_dir}/month=2024-02/prompt.json"):
+            crit = json.loads((prompt.parent / "critique.json").read_text())
+            jan = lake / "oos" / prompt.parent.parent.parent.name / symbol_dir / "month=2024-01" / "validation.parquet"
+            if jan.exists() and len(pl.read_parquet(jan)):
+                recent = json.loads(prompt.read_text())["data"]["memory"]["recent"]
+                assert recent[0]["instrument"] == "this" and recent[0]["months_before"] == 1, recent
+                assert any(s.endswith("month=2024-01/validation.parquet") for s in crit["memory"]["sources"])
 
 
 def test_definitions_load_without_heavy_imports():

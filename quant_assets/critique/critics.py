@@ -45,6 +45,14 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
+def _failed_here(data: dict[str, Any]) -> set[tuple[str, Any]]:
+    """(parameter, value) changes the prompt's memory (:mod:`quant_assets.critique.memory`) shows
+    as tested on this instrument without beating the baseline."""
+    recent = (data.get("memory") or {}).get("recent", [])
+    return {(e["parameter"], e["to"]) for e in recent
+            if e.get("instrument") == "this" and e.get("tested") and e.get("beat_baseline") is False}
+
+
 class RuleCritic:
     """Deterministic findings from the report, in the critique schema, labelled rule-based.
 
@@ -54,7 +62,9 @@ class RuleCritic:
     overfit-suspect; losses concentrated in one volatility regime or UTC hour → named as the
     regime dependence; a negative or insignificant Sharpe (PSR < 0.9) → fragile; otherwise robust.
     The month on the capital actually deployed is stated, and a drawdown on it of 10% or more
-    is named as a risk (the account's figures dilute it by the idle cash).
+    is named as a risk (the account's figures dilute it by the idle cash). With memory, a change
+    that was tested on this instrument and did not beat the baseline out of sample is not
+    proposed again (it is named instead).
     """
 
     kind = "rules"
@@ -81,7 +91,12 @@ class RuleCritic:
         if fees_ratio is not None and (fees_ratio >= 1.0 or (gross <= 0 and (m.get("fees") or 0) > 0)):
             findings.append(f"fees ({m.get('fees')}) are {fees_ratio:.2f}x the gross PnL ({gross}): the edge per trade does not pay for trading")
             risks.append("costs: the strategy trades more often than its edge can pay for")
-            suggestions += self._trade_less(spec, "fees exceed the gross PnL; trading less often should cut fees faster than it cuts the edge")
+            proposed = self._trade_less(spec, "fees exceed the gross PnL; trading less often should cut fees faster than it cuts the edge")
+            failed = _failed_here(d)
+            suggestions += [s for s in proposed if (s.name, s.value) not in failed]
+            if (dropped := [s for s in proposed if (s.name, s.value) in failed]):
+                findings.append("not proposed again, as they did not beat the baseline out of sample before on this "
+                                "instrument: " + ", ".join(f"{s.name} = {s.value}" for s in dropped))
             if verdict == "robust":
                 verdict = "fragile"
         top2 = conc.get("top2_trades_share_of_net_trade_pnl")

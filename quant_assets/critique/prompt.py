@@ -11,7 +11,8 @@ Three parts, so that what is stable is cached and what is private stays home:
   month on the capital actually deployed, the five best and five worst trades with their market
   context, PnL by volatility regime and by UTC hour, and concentration figures, the realism
   sensitivity (PnL and Sharpe at latency × 0/2/5 and costs × 1.5, and whether the sign depends
-  on them). Fixed-size whatever the number of trades (a month of 100k trades gives the same few
+  on them), and the critic's memory of earlier suggestions and their out-of-sample results
+  (:mod:`quant_assets.critique.memory`: point in time, at most 2 kB). Fixed-size whatever the number of trades (a month of 100k trades gives the same few
   kilobytes); the symbol is replaced by an alias unless ``reveal_symbol`` is set.
 * ``tool``: the ``submit_critique`` tool whose input schema is :class:`~quant_assets.critique.schema.Critique`.
 
@@ -260,7 +261,7 @@ def _sensitivity(report: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def slice_data(spec: StrategySpec, metrics_row: dict[str, Any], trades: pl.DataFrame, regimes: pl.DataFrame,
                symbol: str, position: MonthPosition, reveal_symbol: bool = False, sensitivity: dict[str, Any] | None = None,
-               scrub: Scrubber | None = None) -> dict[str, Any]:
+               scrub: Scrubber | None = None, memory: dict[str, Any] | None = None) -> dict[str, Any]:
     """The user-message part of the prompt (see the module docstring); ``scrub`` cleans its
     strings (default: hide the symbol unless ``reveal_symbol``)."""
     scrub = scrub or Scrubber(hide=() if reveal_symbol else (symbol,), alias=symbol_alias(symbol))
@@ -314,6 +315,9 @@ def slice_data(spec: StrategySpec, metrics_row: dict[str, Any], trades: pl.DataF
         "worst_trades": _trade_rows(ranked.tail(5).reverse()) if len(ranked) else [],
         "by_volatility_regime": _regime_rows(regimes),
         "by_hour_utc": [{k: _num(v) for k, v in r.items()} for r in by_hour.iter_rows(named=True)],
+        # earlier suggestions and their out-of-sample results (critique.memory); absent when there are
+        # none, so a first month's prompt (and its cached answer) is what it was before memory existed
+        **({"memory": memory} if memory else {}),
     }
     data = _scrub_tree(data, scrub)
     # The alias is made here (never scrubbed); a revealed symbol loses the parts that read as a date.
@@ -341,14 +345,15 @@ class Prompt:
 
 def build_prompt(spec: StrategySpec, metrics_row: dict[str, Any], trades: pl.DataFrame, regimes: pl.DataFrame,
                  symbol: str, position: MonthPosition, reveal_symbol: bool = False, venue: dict[str, Any] | None = None,
-                 sensitivity: dict[str, Any] | None = None, price_range: tuple[float, float] | None = None) -> Prompt:
+                 sensitivity: dict[str, Any] | None = None, price_range: tuple[float, float] | None = None,
+                 memory: dict[str, Any] | None = None) -> Prompt:
     """The prompt of one slice. ``position``: where its month sits in the symbol's history (the
     calendar month itself never enters); ``price_range``: the slice's lowest and highest price
     (quote currency), so that free text quoting one is scrubbed (the trades' prices are added)."""
     scrub = Scrubber(hide=() if reveal_symbol else (symbol,), alias=symbol_alias(symbol),
                      prices=_price_range(trades, price_range))
     prompt = Prompt((ROLE, scrub(strategy_dictionary(spec, venue, metrics_row.get("fidelity")), strict=False)),
-                    slice_data(spec, metrics_row, trades, regimes, symbol, position, reveal_symbol, sensitivity, scrub),
+                    slice_data(spec, metrics_row, trades, regimes, symbol, position, reveal_symbol, sensitivity, scrub, memory),
                     tool_definition())
     text = json.dumps(prompt.as_json())
     if len(text) > MAX_PROMPT_CHARS:  # every part is bounded; this guards the bounds themselves

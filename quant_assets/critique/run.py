@@ -28,13 +28,15 @@ import polars as pl
 from quant_assets.analytics.slice_metrics import BacktestSliceError
 from quant_assets.critique.critics import Critic, CriticAnswer
 from quant_assets.critique.cutoffs import cutoff_record
+from quant_assets.critique.memory import recall
 from quant_assets.critique.prompt import MonthPosition, Prompt, build_prompt
 from quant_assets.critique.schema import Critique, check_suggestions
 from quant_assets.lake.store import Lake, atomic_dir, file_sha256
 from quant_assets.strategies.spec import StrategySpec
 
 #: Bump when prompts, rules or the stored format change: every critique becomes stale.
-CRITIQUE_VERSION = "3"
+#: 4: the critic's memory of earlier suggestions (critique.memory) in the prompt and the record.
+CRITIQUE_VERSION = "4"
 
 
 def read_metric_set(lake: Lake, strategy: str, symbol: str, month: str) -> tuple[dict[str, Any], pl.DataFrame, pl.DataFrame, dict]:
@@ -104,9 +106,10 @@ def run_critique(lake: Lake, spec: StrategySpec, symbol: str, month: str, critic
     row, trades, regimes, metrics_manifest = read_metric_set(lake, spec.name, symbol, month)
     venue = metrics_manifest.get("venue_profile")
     position = month_position(lake, symbol, month)
+    memory = recall(lake, spec.name, symbol, month, baseline=spec.resolved())
     prompt = build_prompt(spec, row, trades, regimes, symbol, position, reveal_symbol, venue=venue,
                           sensitivity=read_report(lake, spec.name, symbol, month),
-                          price_range=_price_range(lake, spec.name, symbol, month))
+                          price_range=_price_range(lake, spec.name, symbol, month), memory=memory.as_prompt())
     answer = _cached(lake, critic, prompt)
     cached = answer is not None
     if answer is None:
@@ -127,6 +130,9 @@ def run_critique(lake: Lake, spec: StrategySpec, symbol: str, month: str, critic
         "usage": answer.usage, "cost_usd": answer.cost_usd, "attempts": answer.attempts,
         "notes": answer.notes,
         "prompt_sha256": prompt.digest,
+        # what the critic remembered (the prompt's "memory") and the files it came from
+        "memory": {"tests_seen": memory.tests_seen, "shown": len(memory.recent), "condensed": len(memory.older),
+                   "sources": memory.sources},
     }
     out = lake.critique_dir(spec.name, symbol, month)
     with lake.lock(f"critique-{spec.name}-{symbol}-{month}"), atomic_dir(out, "critique") as new:
