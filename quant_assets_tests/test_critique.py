@@ -257,6 +257,16 @@ def test_rules_flag_fees_larger_than_gross_pnl_and_suggest_trading_less() -> Non
     assert check_suggestions(c, EMA_CROSS)[1] == []  # the rules only suggest valid changes
 
 
+def test_the_rule_critic_keeps_in_a_later_round_only_what_raised_the_in_sample_sharpe() -> None:
+    prompt = _prompt(metrics=_metrics(gross_pnl=500.0, fees=2_000.0, pnl=-1_500.0, total_return=-0.015, sharpe=-1.0, psr=0.1))
+    first = RuleCritic().critique(prompt, EMA_CROSS).critique
+    results = [{"name": "fast_period", "value": 60, "ran": True, "delta_sharpe": 0.3},
+               {"name": "slow_period", "value": 240, "ran": True, "delta_sharpe": -0.2}]
+    second = RuleCritic().refine(prompt, EMA_CROSS, [{"critique": first.model_dump(), "in_sample": results}]).critique
+    assert [(s.name, s.value) for s in second.suggestions] == [("fast_period", 60)]
+    assert "Round 2: fast_period = 60 kept" in second.diagnosis and "slow_period = 240 dropped" in second.diagnosis
+
+
 def test_rules_flag_too_few_trades_and_profit_from_two_trades() -> None:
     few = RuleCritic().critique(_prompt(metrics=_metrics(trades=12), trades=_trades([5.0] * 12)), EMA_CROSS).critique
     assert few.verdict == "insufficient-data" and "only 12 closed trades" in few.risks[0]

@@ -150,6 +150,37 @@ def test_anthropic_critique_is_cached_and_one_failing_slice_fails_alone(lake, in
     assert (lake.critique_dir("ema_cross", "BTCUSDT", "2024-01") / "critique.json").exists()  # the other slice stands
 
 
+def test_a_two_round_critique_sends_the_round_one_results_back(lake, instance, two_months, monkeypatch):
+    from quant_assets.analytics import trials
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    final = {**GOOD, "suggestions": [{"name": "slow_period", "value": 300, "hypothesis": "between the two"}]}
+    script = Script(_reply(GOOD), _reply(final))
+    result = dg.materialize(ASSETS, selection=["critique_ema_cross"], partition_key="2024-01|BTCUSDT", instance=instance,
+                            resources={"lake": LakeResource(), "critic": _mocked(script)}, raise_on_error=False,
+                            run_config={"ops": {"critique_ema_cross": {"config": {"max_rounds": 2}}}})
+    assert result.success and len(script.requests) == 2
+    # round 2's request: the prompt, round 1's answer as its tool call, and its in-sample results as the tool's result
+    messages = script.body(1)["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    assert messages[0]["content"] == script.body(0)["messages"][0]["content"]
+    call, back = messages[1]["content"][0], messages[2]["content"][0]
+    assert call["type"] == "tool_use" and call["input"]["suggestions"] == GOOD["suggestions"]
+    assert back["type"] == "tool_result" and back["tool_use_id"] == call["id"]
+    (res,) = json.loads(back["content"])["in_sample_results"]
+    record = json.loads((lake.critique_dir("ema_cross", "BTCUSDT", "2024-01") / "critique.json").read_text())
+    assert (res["name"], res["value"], res["baseline_value"], res["ran"]) == ("slow_period", 400, record["params"]["slow_period"], True)
+    assert res["delta_sharpe"] == pytest.approx(res["sharpe"] - res["baseline_sharpe"], abs=5e-3)  # 4 significant digits each
+    # only the final round's suggestions go on to the out-of-sample test; every round is recorded
+    assert record["accepted_suggestions"] == final["suggestions"] and [r["round"] for r in record["rounds"]] == [1, 2]
+    assert record["rounds"][0]["in_sample"] == [res] and record["usage"]["input_tokens"] == 2 * 1_500
+    # round 1's candidate ran on January itself and entered the trials ledger
+    run = lake.critique_dir("ema_cross", "BTCUSDT", "2024-01") / "rounds" / "1-0-slow_period"
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["params"]["slow_period"] == 400 and manifest["ticks_path"] == "ticks/symbol=BTCUSDT/month=2024-01/part-0.parquet"
+    assert any(json.loads(p)["slow_period"] == 400 for p in trials.read(lake)["params"])
+
+
 def test_the_api_key_leaves_no_trace_in_the_instance_or_the_lake(lake, instance, two_months, monkeypatch, tmp_path):
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
     bad_then_good = Script(_reply(dict(GOOD, verdict="excellent")), _reply(GOOD))

@@ -10,12 +10,14 @@ while they do not exist the step materialises nothing (it waits; it does not fai
 import warnings
 
 import dagster as dg
+from pydantic import Field
 
 from quant_assets.analytics.slice_metrics import BacktestSliceError
 from quant_assets.automation import ENGINE_POOL, rebuild_stale_slices
 from quant_assets.batching import BACKFILL_POLICY, Built, NotBuilt, build_slices
 from quant_assets.critique.critics import CritiqueFailed
 from quant_assets.critique.oos import OOS_VERSION, WaitingForNextMonth, run_oos
+from quant_assets.critique.rounds import MAX_ROUNDS
 from quant_assets.critique.run import CRITIQUE_VERSION, run_critique
 from quant_assets.lake import instruments as inst_mod
 from quant_assets.partitions import month_symbol_partitions, split_key
@@ -64,6 +66,14 @@ def _results_md(t) -> str:
     return "\n".join([" | ".join(cols), " | ".join("---" for _ in cols), *rows])
 
 
+class CritiqueConfig(dg.Config):
+    """How a critique runs (the launchpad shows it)."""
+
+    max_rounds: int = Field(default=1, ge=1, le=MAX_ROUNDS, description=(
+        "rounds of propose -> backtest in sample -> refine (1: the critic answers once); only the last round's "
+        "suggestions are tested out of sample, every round's candidates enter the trials ledger"))
+
+
 def critique_asset(spec: StrategySpec) -> dg.AssetsDefinition:
     name = f"critique_{spec.name}"
 
@@ -86,13 +96,15 @@ def critique_asset(spec: StrategySpec) -> dg.AssetsDefinition:
         automation_condition=rebuild_stale_slices(),
         backfill_policy=BACKFILL_POLICY,
     )
-    def _critique(context: dg.AssetExecutionContext, lake: LakeResource, critic: CriticResource):
+    def _critique(context: dg.AssetExecutionContext, config: CritiqueConfig, lake: LakeResource, critic: CriticResource):
         the_lake = lake.lake()
 
         def build_one(pk: str) -> Built:
             month, symbol = split_key(pk)
+            days = inst_mod.trading_days_of(the_lake, symbol, month=month) if config.max_rounds > 1 else None
             try:
-                out = run_critique(the_lake, spec, symbol, month, critic.critic(), reveal_symbol=critic.reveal_symbol)
+                out = run_critique(the_lake, spec, symbol, month, critic.critic(), reveal_symbol=critic.reveal_symbol,
+                                   max_rounds=config.max_rounds, trading_days=days)
             except (CritiqueFailed, BacktestSliceError) as exc:
                 raise dg.Failure(description=f"{name} {pk}: {exc}", allow_retries=False) from None
             r = out.record
@@ -113,6 +125,8 @@ def critique_asset(spec: StrategySpec) -> dg.AssetsDefinition:
                     "attempts": dg.MetadataValue.int(int(r["attempts"])),
                     "prompt_sha256": r["prompt_sha256"],
                     "month_index": dg.MetadataValue.int(int(r["month_index"])),
+                    "rounds": dg.MetadataValue.int(len(r["rounds"])),
+                    "memory_tests_seen": dg.MetadataValue.int(int(r["memory"]["tests_seen"])),
                     **_cutoff_metadata(r["training_cutoff"]),
                     "critique": dg.MetadataValue.md(_summary_md(r)),
                     "path": dg.MetadataValue.path(str(out.directory)),

@@ -77,9 +77,25 @@ class AnthropicCritic:
         ]
 
     def critique(self, prompt: Prompt, spec: StrategySpec) -> CriticAnswer:
-        import anthropic
+        return self._ask(prompt, [{"role": "user", "content": prompt.user_text}])
+
+    def refine(self, prompt: Prompt, spec: StrategySpec, history: list[dict[str, Any]]) -> CriticAnswer:
+        """A later round: the conversation so far, each earlier answer as the tool call it was and
+        its in-sample results as that call's result (:func:`quant_assets.critique.rounds.feedback`)."""
+        from quant_assets.critique.rounds import feedback
 
         messages: list[dict[str, Any]] = [{"role": "user", "content": prompt.user_text}]
+        for r, h in enumerate(history, start=1):
+            tool_id = f"toolu_round{r}"  # ids only pair a call with its result within the request
+            messages.append({"role": "assistant", "content": [
+                {"type": "tool_use", "id": tool_id, "name": TOOL_NAME, "input": h["critique"]}]})
+            messages.append({"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": tool_id, "content": feedback(h["in_sample"])}]})
+        return self._ask(prompt, messages)
+
+    def _ask(self, prompt: Prompt, messages: list[dict[str, Any]]) -> CriticAnswer:
+        import anthropic
+
         usage = dict.fromkeys(USAGE_FIELDS, 0)
         notes: list[str] = []
         for attempt in range(1, self.max_reasks + 2):

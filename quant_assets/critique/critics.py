@@ -4,6 +4,7 @@ and answer a validated :class:`~quant_assets.critique.schema.Critique`."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -39,6 +40,12 @@ class Critic(Protocol):
     model: str
 
     def critique(self, prompt: Prompt, spec: StrategySpec) -> CriticAnswer: ...
+
+    def refine(self, prompt: Prompt, spec: StrategySpec, history: list[dict[str, Any]]) -> CriticAnswer:
+        """A later round (:mod:`quant_assets.critique.rounds`): ``history`` holds each earlier
+        round's ``critique`` (its answer) and ``in_sample`` results; the answer is a complete
+        critique whose suggestions replace the last round's."""
+        ...
 
 
 def _pct(x: float | None) -> str:
@@ -142,6 +149,26 @@ class RuleCritic:
             verdict=verdict, suggestions=suggestions[:5],
         )
         return CriticAnswer(critique, self.kind, self.model, notes=["rule-based critic: deterministic, no model call"])
+
+    def refine(self, prompt: Prompt, spec: StrategySpec, history: list[dict[str, Any]]) -> CriticAnswer:
+        """Keep the last round's suggestions that raised the in-sample Sharpe, drop the others
+        (and say so); propose nothing new, so the rounds stop here."""
+        last = history[-1]
+        previous = Critique.model_validate(last["critique"])
+        by_change = {(r["name"], json.dumps(r["value"])): r for r in last["in_sample"]}
+        kept, dropped = [], []
+        for s in previous.suggestions:
+            r = by_change.get((s.name, json.dumps(s.value)))
+            better = r is not None and r.get("ran") and r.get("delta_sharpe") is not None and r["delta_sharpe"] > 0
+            (kept if better else dropped).append((s, r))
+        parts = [f"{s.name} = {s.value} kept (in-sample Sharpe change {r['delta_sharpe']})" for s, r in kept]
+        for s, r in dropped:
+            why = f"in-sample Sharpe change {r.get('delta_sharpe')}" if r and r.get("ran") else (r or {}).get("reason", "not run")
+            parts.append(f"{s.name} = {s.value} dropped ({why})")
+        note = f" Round {len(history) + 1}: " + "; ".join(parts) + "."
+        critique = previous.model_copy(update={"diagnosis": (previous.diagnosis + note)[:2_000],
+                                               "suggestions": [s for s, _ in kept]})
+        return CriticAnswer(critique, self.kind, self.model, notes=["rule-based refinement: keep what raised the in-sample Sharpe"])
 
     def _trade_less(self, spec: StrategySpec, why: str) -> list[Suggestion]:
         values = spec.resolved()

@@ -29,7 +29,8 @@ from quant_assets.analytics.slice_metrics import BacktestSliceError
 from quant_assets.critique.critics import Critic, CriticAnswer
 from quant_assets.critique.cutoffs import cutoff_record
 from quant_assets.critique.memory import recall
-from quant_assets.critique.prompt import MonthPosition, Prompt, build_prompt
+from quant_assets.critique.prompt import MonthPosition, build_prompt
+from quant_assets.critique.rounds import MAX_ROUNDS, history_digest, in_sample, same_suggestions
 from quant_assets.critique.schema import Critique, check_suggestions
 from quant_assets.lake.store import Lake, atomic_dir, file_sha256
 from quant_assets.strategies.spec import StrategySpec
@@ -74,8 +75,10 @@ def _price_range(lake: Lake, strategy: str, symbol: str, month: str) -> tuple[fl
     return (float(lo), float(hi)) if lo is not None and hi is not None else None
 
 
-def _cached(lake: Lake, critic: Critic, prompt: Prompt) -> CriticAnswer | None:
-    path = lake.critique_cache_path(critic.model, prompt.digest)
+def _cached(lake: Lake, critic: Critic, digest: str) -> CriticAnswer | None:
+    """The answer stored for (model, ``digest``): a prompt's, or a later round's (the prompt and
+    the rounds before it: :func:`quant_assets.critique.rounds.history_digest`)."""
+    path = lake.critique_cache_path(critic.model, digest)
     if not path.exists():
         return None
     raw = json.loads(path.read_text())
@@ -83,10 +86,10 @@ def _cached(lake: Lake, critic: Critic, prompt: Prompt) -> CriticAnswer | None:
                         raw["cost_usd"], raw["attempts"], raw.get("notes", []))
 
 
-def _store(lake: Lake, prompt: Prompt, answer: CriticAnswer) -> None:
+def _store(lake: Lake, digest: str, answer: CriticAnswer) -> None:
     lake.write_json({"critique": answer.critique.model_dump(), "critic": answer.critic, "model": answer.model,
                      "usage": answer.usage, "cost_usd": answer.cost_usd, "attempts": answer.attempts,
-                     "notes": answer.notes}, lake.critique_cache_path(answer.model, prompt.digest))
+                     "notes": answer.notes}, lake.critique_cache_path(answer.model, digest))
 
 
 @dataclass(frozen=True)
@@ -98,11 +101,17 @@ class CritiqueOutput:
 
 
 def run_critique(lake: Lake, spec: StrategySpec, symbol: str, month: str, critic: Critic,
-                 reveal_symbol: bool = False) -> CritiqueOutput:
+                 reveal_symbol: bool = False, max_rounds: int = 1, trading_days: int | None = None) -> CritiqueOutput:
     """Critique the metric set of (month, symbol) for ``spec`` and publish it. Raises
-    :class:`~quant_assets.critique.critics.CritiqueFailed` when the critic cannot answer."""
+    :class:`~quant_assets.critique.critics.CritiqueFailed` when the critic cannot answer.
+    ``max_rounds`` > 1: the critic refines its suggestions on their in-sample results
+    (:mod:`quant_assets.critique.rounds`; ``trading_days`` is then required)."""
     from quant_assets.venues.sensitivity import read_report
 
+    if not 1 <= max_rounds <= MAX_ROUNDS:
+        raise ValueError(f"max_rounds must be within [1, {MAX_ROUNDS}], got {max_rounds}")
+    if max_rounds > 1 and trading_days is None:
+        raise ValueError("max_rounds > 1 backtests the suggestions in sample: trading_days is required")
     row, trades, regimes, metrics_manifest = read_metric_set(lake, spec.name, symbol, month)
     venue = metrics_manifest.get("venue_profile")
     position = month_position(lake, symbol, month)
@@ -110,35 +119,63 @@ def run_critique(lake: Lake, spec: StrategySpec, symbol: str, month: str, critic
     prompt = build_prompt(spec, row, trades, regimes, symbol, position, reveal_symbol, venue=venue,
                           sensitivity=read_report(lake, spec.name, symbol, month),
                           price_range=_price_range(lake, spec.name, symbol, month), memory=memory.as_prompt())
-    answer = _cached(lake, critic, prompt)
-    cached = answer is not None
-    if answer is None:
-        answer = critic.critique(prompt, spec)
-        _store(lake, prompt, answer)
-    accepted, rejected = check_suggestions(answer.critique, spec, (venue or {}).get("label"))
-    record = {
-        "strategy": spec.name, "symbol": symbol, "month": month,
-        # what the prompt said instead of the calendar month
-        "month_index": position.index, "months_with_data": position.months_with_data,
-        "critic": answer.critic, "model": answer.model, "rule_based": answer.critic == "rules",
-        "training_cutoff": cutoff_record(answer.critic, answer.model, month),
-        "critique": answer.critique.model_dump(),
-        "accepted_suggestions": [s.model_dump() for s in accepted],
-        "rejected_suggestions": [r.model_dump() for r in rejected],
-        "params": spec.resolved(),
-        "venue_profile": (venue or {}).get("label"),
-        "usage": answer.usage, "cost_usd": answer.cost_usd, "attempts": answer.attempts,
-        "notes": answer.notes,
-        "prompt_sha256": prompt.digest,
-        # what the critic remembered (the prompt's "memory") and the files it came from
-        "memory": {"tests_seen": memory.tests_seen, "shown": len(memory.recent), "condensed": len(memory.older),
-                   "sources": memory.sources},
-    }
+    venue_label = (venue or {}).get("label")
     out = lake.critique_dir(spec.name, symbol, month)
     with lake.lock(f"critique-{spec.name}-{symbol}-{month}"), atomic_dir(out, "critique") as new:
+        answer = _cached(lake, critic, prompt.digest)
+        cached = answer is not None
+        if answer is None:
+            answer = critic.critique(prompt, spec)
+            _store(lake, prompt.digest, answer)
+        accepted, rejected = check_suggestions(answer.critique, spec, venue_label)
+        rounds: list[dict[str, Any]] = [_round_record(1, answer, accepted, rejected, cached)]
+        usage, cost, attempts, notes = _usage(answer.usage), answer.cost_usd, answer.attempts, list(answer.notes)
+        history: list[dict[str, Any]] = []
+        while len(rounds) < max_rounds and accepted:
+            results = in_sample(lake, spec, symbol, month, [s.model_dump() for s in accepted], new / "rounds",
+                                len(rounds), trading_days)  # type: ignore[arg-type]
+            rounds[-1]["in_sample"] = results
+            history.append({"critique": answer.critique.model_dump(), "in_sample": results})
+            key = history_digest(prompt.digest, history)
+            later = _cached(lake, critic, key)
+            from_cache = later is not None
+            if later is None:
+                later = critic.refine(prompt, spec, history)
+                _store(lake, key, later)
+            cached = cached and from_cache  # the run paid for nothing only if every round was cached
+            previous, answer = accepted, later
+            accepted, rejected = check_suggestions(answer.critique, spec, venue_label)
+            rounds.append(_round_record(len(rounds) + 1, answer, accepted, rejected, from_cache))
+            for k, v in _usage(answer.usage).items():
+                usage[k] = usage.get(k, 0) + v
+            cost = None if cost is None or answer.cost_usd is None else cost + answer.cost_usd
+            attempts += answer.attempts
+            notes += answer.notes
+            if same_suggestions(previous, accepted):
+                break
+        record = {
+            "strategy": spec.name, "symbol": symbol, "month": month,
+            # what the prompt said instead of the calendar month
+            "month_index": position.index, "months_with_data": position.months_with_data,
+            "critic": answer.critic, "model": answer.model, "rule_based": answer.critic == "rules",
+            "training_cutoff": cutoff_record(answer.critic, answer.model, month),
+            "critique": answer.critique.model_dump(),  # the final round's
+            "accepted_suggestions": [s.model_dump() for s in accepted],
+            "rejected_suggestions": [r.model_dump() for r in rejected],
+            "params": spec.resolved(),
+            "venue_profile": venue_label,
+            "usage": usage, "cost_usd": cost, "attempts": attempts,
+            "notes": notes,
+            "prompt_sha256": prompt.digest,
+            # what the critic remembered (the prompt's "memory") and the files it came from
+            "memory": {"tests_seen": memory.tests_seen, "shown": len(memory.recent), "condensed": len(memory.older),
+                       "sources": memory.sources},
+            "max_rounds": max_rounds,
+            "rounds": [{k: v for k, v in r.items() if k != "from_cache"} for r in rounds],
+        }
         lake.write_json(prompt.as_json(), new / "prompt.json")
         lake.write_json(record, new / "critique.json")
-        lake.write_json({"cached": cached}, new / "run.json")
+        lake.write_json({"cached": cached, "rounds_from_cache": [r["from_cache"] for r in rounds]}, new / "run.json")
         hashes = {n: file_sha256(new / n) for n in ("prompt.json", "critique.json")}
         lake.write_json({"strategy": spec.name, "symbol": symbol, "month": month, "critique_version": CRITIQUE_VERSION,
                          "month_index": position.index, "training_cutoff": record["training_cutoff"],
@@ -146,3 +183,12 @@ def run_critique(lake: Lake, spec: StrategySpec, symbol: str, month: str, critic
     # Whether the answer came from the cache is not in the record: same answer, same data version.
     version = hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:24]
     return CritiqueOutput(out, record, version, cached)
+
+
+def _usage(usage: dict[str, int] | None) -> dict[str, int]:
+    return {k: int(v) for k, v in (usage or {}).items()}
+
+
+def _round_record(n: int, answer: CriticAnswer, accepted: list, rejected: list, from_cache: bool) -> dict[str, Any]:
+    return {"round": n, "verdict": answer.critique.verdict, "accepted_suggestions": [s.model_dump() for s in accepted],
+            "rejected_suggestions": [r.model_dump() for r in rejected], "cost_usd": answer.cost_usd, "from_cache": from_cache}
