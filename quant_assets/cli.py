@@ -4,6 +4,8 @@
     quant-assets sync      register landing symbols, materialise every missing or stale slice
     quant-assets status    slices x assets with their state (past a screenful: a summary; --symbol/--month: tables)
     quant-assets lineage   critique -> metrics -> backtest -> ticks -> landed files, with versions
+    quant-assets promoted  the strategy variants the research loop promoted, with their lineage and flags
+    quant-assets retire V  remove promoted variant V (kept in the lineage; its assets go at the next reload)
     quant-assets ui        the Dagster UI (dagster dev on 127.0.0.1) with the project's DAGSTER_HOME
 
 Runs go through the real Dagster instance in ``$DAGSTER_HOME`` (default ``.dagster_home/``),
@@ -149,6 +151,7 @@ def _print_summary(lake, slices, states) -> None:
     console.print(table)
     _print_not_applicable(states)
     _print_discoveries(lake, table=False)
+    _print_promoted(lake, candidates=False)
     if not pending:
         console.print("[green]every slice is up to date[/]")
         return
@@ -226,6 +229,7 @@ def _print_tables(lake, states) -> None:
                                      for a in names])
         console.print(report)
     _print_discoveries(lake)
+    _print_promoted(lake)
 
 
 def _print_sensitivity(lake, strategies: list[str], slices: list[tuple[str, str]]) -> None:
@@ -466,6 +470,58 @@ def _print_discoveries(lake, table: bool = True) -> None:
         console.print(f"  ... and {t.height - TESTS_SHOWN:,} more (DuckDB view `suggestions`, `handoffs`, `discoveries`)")
 
 
+def _print_promoted(lake, candidates: bool = True) -> None:
+    """Promoted variants (and, with ``candidates``, the survivors still being judged)."""
+    import polars as pl
+
+    from quant_assets.strategies import promoted
+
+    lineage = promoted.read_lineage(lake)
+    path = lake.root / "promotions" / "candidates.parquet"
+    pending = pl.read_parquet(path).filter(pl.col("status") != "promoted") if path.exists() and candidates else None
+    if not lineage and (pending is None or not pending.height):
+        if not candidates:  # a status: nothing to say yet
+            return
+        console.print("promoted variants: none yet (a suggestion must survive the false-discovery control, then beat "
+                      "its baseline on k of the next n months: `promotions`)")
+        return
+    if lineage:
+        t = Table(title=f"promoted variants ({promoted.toml_path(lake)}; their assets appear when the definitions reload)")
+        for col in ("variant", "base", "change", "from the critique of", "critic", "out-of-sample months", "own months", "state"):
+            t.add_column(col, no_wrap=col not in ("change", "state"))
+        for name, e in sorted(lineage.items()):
+            c = e["critique"]
+            months = ", ".join(f"{m['month']} {'beat' if m['beat'] else 'lost'}" for m in e["months"])
+            own = ", ".join(f"{m['month']} {'beat' if m['beat'] else 'lost'}" for m in e.get("own_months", [])) or "-"
+            state = ("[dim]retired[/]: " + e.get("retired_reason", "") if e.get("retired")
+                     else f"[red]flagged[/]: {e['flag']}" if e.get("flag") else "[green]active[/]")
+            t.add_row(name, e["base"], e["change"], f"{c['month']}|{c['symbol']}", f"{c['critic']} {c['model']}", months, own, state)
+        console.print(t)
+    if pending is not None and pending.height:
+        console.print("survivors of the false-discovery control not promoted: " + "; ".join(
+            f"{r['strategy']} {r['month']}|{r['symbol']} `{r['change']}` {r['status']} ({r['reason']})"
+            for r in pending.head(10).iter_rows(named=True)))
+
+
+def cmd_promoted(args: argparse.Namespace) -> int:
+    _print_promoted(_open_lake(args))
+    return 0
+
+
+def cmd_retire(args: argparse.Namespace) -> int:
+    from quant_assets.strategies import promoted
+
+    lake = _open_lake(args)
+    try:
+        r = promoted.retire(lake, args.variant, reason=args.reason)
+    except KeyError as exc:
+        console.print(f"[red]{exc.args[0]}[/]")
+        return 2
+    console.print(f"{r.name}: retired" + ("" if r.was_active else " (it already was)") +
+                  "; its assets leave the definitions when they reload (its published slices stay in the lake)")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from quant_assets import sync
 
@@ -608,6 +664,11 @@ def main(argv: list[str] | None = None) -> int:
     lin.add_argument("partition", nargs="?", help="e.g. 2024-01|BTCUSDT (a symbol for report_*)")
     lin.add_argument("--json", action="store_true", help="print the tree as JSON")
     lin.set_defaults(fn=cmd_lineage)
+    sub.add_parser("promoted", help="the strategy variants the research loop promoted").set_defaults(fn=cmd_promoted)
+    ret = sub.add_parser("retire", help="remove a promoted variant (its lineage is kept)")
+    ret.add_argument("variant", help="e.g. ema_cross_slow_period_300 (see `quant-assets promoted`)")
+    ret.add_argument("--reason", default="retired by hand", help="why, kept in its lineage")
+    ret.set_defaults(fn=cmd_retire)
     wk = sub.add_parser("worker", help="a Celery worker of the celery profile (QUANT_EXECUTOR=celery)")
     wk.add_argument("--name", default=f"worker-{os.getpid()}", help="worker name (unique per machine)")
     wk.add_argument("--concurrency", type=int, default=1, help="steps this worker runs at once (processes)")

@@ -231,3 +231,24 @@ def fdr_q() -> float:
     if not 0.0 < q < 1.0:
         raise ValueError(f"{FDR_Q_ENV}={value!r}: expected a level strictly between 0 and 1 (0.10 = 10%)")
     return q
+
+
+PROMOTE_ENV = "QUANT_PROMOTE"
+DEFAULT_PROMOTE = (2, 3)
+
+
+def promotion_k_of_n() -> tuple[int, int]:
+    """The promotion rule (:mod:`quant_assets.critique.promotion`): a suggestion that survived the
+    false-discovery control is promoted once it beat its baseline on k of the next n months:
+    ``$QUANT_PROMOTE`` as ``k/n`` (default ``2/3``). Read when the definitions load (part of the
+    ``promotions`` asset's code version)."""
+    value = os.environ.get(PROMOTE_ENV)
+    if not value:
+        return DEFAULT_PROMOTE
+    try:
+        k, n = (int(x) for x in value.split("/"))
+    except ValueError:
+        k, n = 0, 0
+    if not 1 <= k <= n <= 12:
+        raise ValueError(f"{PROMOTE_ENV}={value!r}: expected k/n with 1 <= k <= n <= 12, e.g. 2/3")
+    return k, n

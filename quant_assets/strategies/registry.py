@@ -178,11 +178,21 @@ def _load_config(path: Path) -> Mapping[str, Mapping[str, object]]:
         raise ParamError(f"{path}: not valid TOML: {exc}") from exc
 
 
-def load(path: Path | None = None) -> dict[str, StrategySpec]:
-    """Built-in specs with the values and variants of the config file applied, by name."""
+def load(path: Path | None = None, promoted: bool = True) -> dict[str, StrategySpec]:
+    """Built-in specs with the values and variants of the config file applied, then (``promoted``)
+    the variants the research loop promoted into the lake (:mod:`quant_assets.strategies.promoted`),
+    by name."""
     path = path or config_path()
     specs = {s.name: s for s in BUILTIN}
-    for name, table in _load_config(path).items():
+    _apply(specs, _load_config(path), path)
+    if promoted:
+        _apply_promoted(specs)
+    return specs
+
+
+def _apply(specs: dict[str, StrategySpec], config: Mapping[str, Mapping[str, object]], path: Path,
+           described: Mapping[str, str] | None = None) -> None:
+    for name, table in config.items():
         if not isinstance(table, Mapping):
             raise ParamError(f"{path}: [{name}] must be a table of parameter values")
         values = dict(table)
@@ -194,12 +204,31 @@ def load(path: Path | None = None) -> dict[str, StrategySpec]:
                 raise ParamError(f"{path}: [{name}] base = {base!r} is not a built-in strategy ({', '.join(s.name for s in BUILTIN)})")
             if not name.isidentifier() or not name.islower():
                 raise ParamError(f"{path}: [{name}]: a variant name must be a lower-case identifier (it names the asset backtest_{name})")
-            specs[name] = replace(next(s for s in BUILTIN if s.name == base), name=name, values={})
+            if described is not None and name in specs:
+                raise ParamError(f"{path}: [{name}] is also defined in {config_path()}: rename or retire one")
+            template = next(s for s in BUILTIN if s.name == base)
+            extra = (described or {}).get(name)
+            specs[name] = replace(template, name=name, values={},
+                                  description=template.description + (f"\n\n{extra}" if extra else ""))
         try:
             specs[name] = specs[name].with_values(values)
         except ParamError as exc:
             raise ParamError(f"{path}: {exc}") from exc
-    return specs
+
+
+def _apply_promoted(specs: dict[str, StrategySpec]) -> None:
+    """The lake's promoted variants (a variant that no longer validates, e.g. after a range
+    changed, fails the load with its file named, like a user variant)."""
+    from quant_assets.lake.store import Lake
+    from quant_assets.settings import lake_root
+    from quant_assets.strategies import promoted
+
+    lake = Lake.at(lake_root())
+    config = promoted.read_toml(lake)
+    if not config:
+        return
+    lineage = promoted.read_lineage(lake)
+    _apply(specs, config, promoted.toml_path(lake), {n: promoted.describe(lineage.get(n, {})) for n in config})
 
 
 __all__ = ["BUILTIN", "load"]
