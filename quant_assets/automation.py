@@ -502,6 +502,87 @@ def any_dep_new_data_version() -> dg.AutomationCondition:
     )
 
 
+def _previous_month_key(key: str, at: int) -> str:
+    parts = key.split("|")
+    year, mon = (int(x) for x in parts[at].split("-"))
+    parts[at] = f"{year - (mon == 1)}-{(mon - 2) % 12 + 1:02d}"
+    return "|".join(parts)
+
+
+class PreviousValidationSettled(_Custom):
+    """For a critique of month M: true unless the out-of-sample validation of M−1's critique (of
+    the same symbol and strategy) is about to run or running. The critique reads what became of
+    earlier suggestions (:mod:`quant_assets.critique.memory`), and M−1's validation learns it from
+    M's metrics, which the critique also waits for: both are due on the same tick, in two runs,
+    and the critique should go second. Held back while that validation is in progress, or will
+    run: M−1's critique exists and its validation is missing without having failed, or M's
+    metrics are requested on this tick (the validation can only follow them). A validation that
+    failed, or M−1 without a critique, holds nothing. (A validation that is merely stale, after M
+    was rebuilt, is not waited for: the critique then remembers the previous result.)
+
+    Evaluated last in the critique's condition, on the few slices about to be requested: key
+    strings shifted one month, three subsets of two assets."""
+
+    def __init__(self, strategy: str, label: str | None = None) -> None:
+        super().__init__(label)
+        self.strategy = strategy
+
+    @property
+    def name(self) -> str:
+        return "previous_validation_settled"
+
+    @property
+    def description(self) -> str:
+        return "The validation of the previous month's critique is neither running nor about to run"
+
+    async def evaluate(self, context):  # noqa: ANN001 - dagster's AutomationContext (internal type)
+        candidates = context.candidate_subset
+        if candidates.is_empty:
+            return dg.AutomationResult(context, true_subset=candidates)
+        view, graph = context.asset_graph_view, context.asset_graph
+        oos, critique = dg.AssetKey(f"oos_validation_{self.strategy}"), context.key
+        metrics = dg.AssetKey(f"metrics_{self.strategy}")
+        if not (graph.has(oos) and graph.has(metrics)):
+            return dg.AutomationResult(context, true_subset=candidates)
+        pdef = graph.get(critique).partitions_def
+        at = [d.name for d in pdef.partitions_defs].index("month")
+        keys = {str(pk) for pk in candidates.expensively_compute_partition_keys()}
+        prev_of = {k: _previous_month_key(k, at) for k in keys}
+        known = set(pdef.get_partitions_def_for_dimension("month").get_partition_keys())
+        prev_keys = {p for p in prev_of.values() if p.split("|")[at] in known}
+        if not prev_keys:
+            return dg.AutomationResult(context, true_subset=candidates)
+
+        def subset(key: dg.AssetKey, pks: set[str]):  # noqa: ANN202
+            return view.get_subset_from_partition_keys(key=key, partitions_def=pdef, partition_keys=pks)
+
+        def pks(sub) -> set[str]:  # noqa: ANN001
+            return {str(pk) for pk in sub.expensively_compute_partition_keys()}
+
+        prev_oos = subset(oos, prev_keys)
+        busy = pks((await view.compute_run_in_progress_subset(key=oos, from_subset=prev_oos)).compute_union(
+            await view.compute_backfill_in_progress_subset(key=oos, from_subset=prev_oos)))
+        criticised = prev_keys - pks(await view.compute_missing_subset(key=critique, from_subset=subset(critique, prev_keys)))
+        if criticised:
+            prev = subset(oos, criticised)
+            missing = pks(await view.compute_missing_subset(key=oos, from_subset=prev))
+            failed = pks(await view.compute_execution_failed_subset(key=oos, from_subset=prev))
+            busy |= missing - failed
+            requested = context.request_subsets_by_key.get(metrics)
+            if requested is not None:
+                busy |= {prev_of[k] for k in pks(requested) & keys} & criticised
+        ready = {k for k in keys if prev_of[k] not in busy}
+        return dg.AutomationResult(context, true_subset=candidates.compute_intersection_with_partition_keys(ready)
+                                   if ready else context.get_empty_subset())
+
+
+def rebuild_critiques(strategy: str) -> dg.AutomationCondition:
+    """:func:`rebuild_stale_slices`, and the previous month's validation first
+    (:class:`PreviousValidationSettled`)."""
+    return (_triggers() & ~AC.in_progress() & DepsReady(label="deps_ready")
+            & PreviousValidationSettled(strategy, label="previous_validation_settled")).with_label("rebuild_stale_slices")
+
+
 def _triggers() -> dg.AutomationCondition:
     return (any_dep_new_data_version() | AC.code_version_changed()).since_last_handled()
 

@@ -169,15 +169,42 @@ def _expect(pk_by_stage: dict[str, set[str]], strategies=STRATEGIES) -> dict[str
 def test_a_new_month_for_one_symbol_rebuilds_that_slice_its_predecessor_validation_and_roll_ups(lake, instance, lake_state):
     _report(instance, "ticks", "2024-03|BTCUSDT")  # the landing sensor's ticks run for a new month
     first = dg.evaluate_automation_conditions(defs=_defs(), instance=instance, cursor=lake_state)
-    # the first tick requests the new slice's whole chain (one run for the partition)
-    assert _requested(first) == _expect({s: {"2024-03|BTCUSDT"} for s in SLICE_STAGES})
+    # the first tick requests the new slice's chain up to its metrics (one run for the partition); its
+    # critique waits for February's validation, which March's metrics make possible (critique memory)
+    assert _requested(first) == _expect({s: {"2024-03|BTCUSDT"} for s in SLICE_STAGES if s != "critique"})
     requested, ticks_used = _until_quiet(instance, _defs(), lake_state)
     assert requested == _expect({
         "backtest": {"2024-03|BTCUSDT"}, "sensitivity": {"2024-03|BTCUSDT"}, "metrics": {"2024-03|BTCUSDT"}, "critique": {"2024-03|BTCUSDT"},
         "oos_validation": {"2024-02|BTCUSDT"},  # February's suggestions can now be tested on March
         "report": {"BTCUSDT"},  # once the month's slices are done
     })
-    assert sum(len(p) for p in requested.values()) == 3 * 6 and ticks_used == 2
+    assert sum(len(p) for p in requested.values()) == 3 * 6 and ticks_used == 3
+
+
+def test_a_critique_waits_for_the_previous_month_s_validation_it_remembers(lake, instance, lake_state):
+    _report(instance, "ticks", "2024-03|BTCUSDT")
+    order, cursor = [], lake_state
+    for tick in range(1, 5):
+        result = dg.evaluate_automation_conditions(defs=_defs(), instance=instance, cursor=cursor)
+        requested = _requested(result)
+        order.append({k.rsplit("_", 2)[0] if k.startswith("oos_") else k.split("_")[0] for k in requested if k.endswith("ema_cross")})
+        for key, pks in requested.items():
+            for pk in pks:
+                _report(instance, key, pk, version=f"tick{tick}")
+        cursor = result.cursor
+    # March's metrics, then February's validation (on March), then March's critique with its result
+    assert order[:3] == [{"backtest", "sensitivity", "metrics"}, {"oos_validation", "report"}, {"critique"}], order
+    # a previous validation that failed holds nothing back
+    _report(instance, "ticks", "2024-03|ETHUSDT")
+    first = dg.evaluate_automation_conditions(defs=_defs(), instance=instance, cursor=cursor)
+    for key, pks in _requested(first).items():
+        for pk in pks:
+            _report(instance, key, pk, version="eth")
+    for s in STRATEGIES:  # February's validation of ETHUSDT ran and failed
+        run = _start_run(instance, f"oos_validation_{s}", "2024-02|ETHUSDT")
+        instance.report_run_failed(run)
+    second = dg.evaluate_automation_conditions(defs=_defs(), instance=instance, cursor=first.cursor)
+    assert "2024-03|ETHUSDT" in _requested(second).get("critique_ema_cross", set())
 
 
 def test_a_changed_file_for_an_old_month_rebuilds_that_month_and_the_next_one_which_warms_on_it(lake, instance, lake_state):
@@ -319,6 +346,7 @@ def test_every_downstream_asset_carries_a_named_condition_and_the_automation_run
     assert labels.pop("book") is None  # and book (beside ticks, for months with depth files)
     assert labels.pop("venue_profile") == "rebuild_venue_profiles"
     assert labels.pop("discoveries") == "rebuild_ledger"  # unpartitioned, over every tested change
+    assert labels.pop("promotions") == "rebuild_ledger"  # and what survives it, judged on later months
     assert set(labels.values()) == {"rebuild_stale_slices", "rebuild_rollups"}
     assert all(v == "rebuild_rollups" for k, v in labels.items() if k.startswith("report_"))
     states = {s.name: s.default_status for s in project_defs.sensors}
@@ -382,7 +410,8 @@ def test_blocking_checks_are_judged_on_each_partition_s_latest_materialization_a
     _report_run_checks(instance, "2024-03|BTCUSDT", failing=TICKS_CHECKS[0])
     _report_run_checks(instance, "2024-03|ETHUSDT")
     first = dg.evaluate_automation_conditions(defs=_defs(), instance=instance, cursor=lake_state)
-    assert _requested(first) == _expect({s: {"2024-03|ETHUSDT"} for s in SLICE_STAGES})
+    # (its critique waits for February's validation, which March's metrics make possible)
+    assert _requested(first) == _expect({s: {"2024-03|ETHUSDT"} for s in SLICE_STAGES if s != "critique"})
 
 
 def test_the_nightly_schedule_builds_the_plan_s_cache_within_its_budget_and_judges_staleness_once_built(lake, instance, tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ import dagster as dg
 from pydantic import Field
 
 from quant_assets.analytics.slice_metrics import BacktestSliceError
-from quant_assets.automation import ENGINE_POOL, rebuild_stale_slices
+from quant_assets.automation import ENGINE_POOL, rebuild_critiques, rebuild_stale_slices
 from quant_assets.batching import BACKFILL_POLICY, Built, NotBuilt, build_slices
 from quant_assets.critique.critics import CritiqueFailed
 from quant_assets.critique.oos import OOS_VERSION, WaitingForNextMonth, run_oos
@@ -93,7 +93,7 @@ def critique_asset(spec: StrategySpec) -> dg.AssetsDefinition:
             f"`critiques/strategy={spec.name}/symbol=S/month=M/` (prompt.json, critique.json)."
         ),
         metadata={"strategy": spec.name},
-        automation_condition=rebuild_stale_slices(),
+        automation_condition=rebuild_critiques(spec.name),
         backfill_policy=BACKFILL_POLICY,
     )
     def _critique(context: dg.AssetExecutionContext, config: CritiqueConfig, lake: LakeResource, critic: CriticResource):
