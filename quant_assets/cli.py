@@ -289,6 +289,31 @@ def _print_results(lake) -> None:
     console.print(table)
 
 
+def _print_memory(lake) -> None:
+    """The research loop as the demo shows it: what each critique after a symbol's first month
+    remembered of earlier suggestions (critique.memory), and the promoted variants."""
+    import json
+
+    table = Table(title="critic memory: what each critique was told of earlier suggestions and their out-of-sample results "
+                        "(only tests whose out-of-sample month ended by the critiqued month)")
+    for col in ("strategy", "partition", "tests remembered", "most recent (this instrument)"):
+        table.add_column(col, no_wrap=col != "most recent (this instrument)")
+    for path in sorted(lake.root.glob("critiques/strategy=*/symbol=*/month=*/critique.json")):
+        record = json.loads(path.read_text())
+        seen = (record.get("memory") or {}).get("tests_seen", 0)
+        if not seen:
+            continue
+        data = json.loads((path.parent / "prompt.json").read_text())["data"]
+        recent = [e for e in data["memory"]["recent"] if e["instrument"] == "this"][:2]
+        text = "; ".join(
+            f"{e['parameter']} {e['from']} -> {e['to']} ({e['months_before']} month(s) before): "
+            + ("could not run" if not e["tested"] else "beat its baseline" if e["beat_baseline"] else "did not beat its baseline")
+            + (f", p={e['p_value']:.2f}" if e.get("p_value") is not None else "") for e in recent) or "others' tests only"
+        table.add_row(record["strategy"], f"{record['month']}|{record['symbol']}", str(seen), text)
+    if table.row_count:
+        console.print(table)
+
+
 def _compact(params_json: str) -> str:
     """``{"fast_period": 80, "slow_period": 1400}`` -> ``fast=80 slow=1400`` (fits a terminal)."""
     import json
@@ -551,6 +576,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     code = cmd_sync(args)
     _print_results(lake)
     _print_sweeps(lake)
+    _print_memory(lake)
+    _print_promoted(lake)
     console.print(f"demo finished in {time.perf_counter() - t0:.1f} s; open the UI with `uv run quant-assets ui`")
     return code
 

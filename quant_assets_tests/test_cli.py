@@ -108,6 +108,7 @@ def test_demo_end_to_end_in_a_subprocess(tmp_path):
     tested = {p.parent.parent.name for p in lake.glob("oos/strategy=*/symbol=*/month=2024-01/validation.parquet")
               if len(pl.read_parquet(p))}
     assert tested, "no January suggestion was tested: the demo shows no memory"
+    assert "critic memory:" in out.stdout and "promoted variants" in out.stdout
     for symbol_dir in tested:
         for prompt in lake.glob(f"critiques/strategy=*/{symbol_dir}/month=2024-02/prompt.json"):
             crit = json.loads((prompt.parent / "critique.json").read_text())
