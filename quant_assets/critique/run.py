@@ -13,6 +13,10 @@ same bytes) and ``manifest.json`` last (inputs and file hashes).
 The cache (``<lake>/critiques/_cache/<model>/<prompt sha>.json``) keys answers by the prompt's
 digest and the model: re-materialising an unchanged slice never pays for a second call. Only
 valid answers are cached; a failure is never cached, so a retry asks again.
+
+A paid critic's call is checked against its budget and recorded in the spend ledger when a
+:class:`~quant_assets.critique.budget.SpendLedger` is given (:mod:`quant_assets.critique.budget`);
+an answer from the cache costs nothing and needs no budget.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 import polars as pl
 
 from quant_assets.analytics.slice_metrics import BacktestSliceError
+from quant_assets.critique.budget import SpendLedger, critique_within_budget
 from quant_assets.critique.critics import Critic, CriticAnswer
 from quant_assets.critique.cutoffs import cutoff_record
 from quant_assets.critique.prompt import MonthPosition, Prompt, build_prompt
@@ -96,9 +101,11 @@ class CritiqueOutput:
 
 
 def run_critique(lake: Lake, spec: StrategySpec, symbol: str, month: str, critic: Critic,
-                 reveal_symbol: bool = False) -> CritiqueOutput:
+                 reveal_symbol: bool = False, spend: SpendLedger | None = None) -> CritiqueOutput:
     """Critique the metric set of (month, symbol) for ``spec`` and publish it. Raises
-    :class:`~quant_assets.critique.critics.CritiqueFailed` when the critic cannot answer."""
+    :class:`~quant_assets.critique.critics.CritiqueFailed` when the critic cannot answer, and
+    :class:`~quant_assets.critique.budget.BudgetExhausted` (nothing sent, nothing written) when
+    ``spend``'s budget cannot cover the call."""
     from quant_assets.venues.sensitivity import read_report
 
     row, trades, regimes, metrics_manifest = read_metric_set(lake, spec.name, symbol, month)
@@ -110,7 +117,8 @@ def run_critique(lake: Lake, spec: StrategySpec, symbol: str, month: str, critic
     answer = _cached(lake, critic, prompt)
     cached = answer is not None
     if answer is None:
-        answer = critic.critique(prompt, spec)
+        answer = (critique_within_budget(spend, critic, prompt, spec, symbol, month) if spend is not None
+                  else critic.critique(prompt, spec))
         _store(lake, prompt, answer)
     accepted, rejected = check_suggestions(answer.critique, spec, (venue or {}).get("label"))
     record = {
