@@ -503,11 +503,14 @@ def test_a_failed_or_unfinished_call_still_counts_and_a_torn_ledger_stops_the_cr
     spent = ledger.spent()
     assert spent.day_usd == pytest.approx(estimate + 2 * cost_usd(DEFAULT_MODEL, USAGE) + 0.5)  # the re-asks are paid
     assert spent.calls == 3 and spent.open_calls == 1
+    assert SpendLedger(lake, run_id="run-a", clock=clock).spent() == spent  # read afresh = read line by line as it grew
 
     with open(ledger.path("2026-03-14"), "a") as f:
         f.write('{"event": "spend", "id": "x", "charg')  # a writer killed mid-line
-    with pytest.raises(BudgetUnknown, match=r"line 6 is unreadable"):
-        ledger.spent()
-    ledger.reserve("ema_cross", "BTCUSDT", "2024-04", DEFAULT_MODEL, 0.5)  # the next line is whole, on a line of its own
+    assert ledger.spent() == spent  # (a line without its newline may be being written: not read yet)
+    ledger.reserve("ema_cross", "BTCUSDT", "2024-04", DEFAULT_MODEL, 0.5)  # no limit: written without reading
     lines = ledger.path("2026-03-14").read_text().splitlines()
-    assert lines[-2].endswith('"charg') and json.loads(lines[-1])["month"] == "2024-04"
+    assert lines[-2].endswith('"charg') and json.loads(lines[-1])["month"] == "2024-04"  # whole, on its own line
+    for reader in (ledger, SpendLedger(lake, Budget.of(10, 0), run_id="run-b", clock=clock)):  # incremental, or afresh
+        with pytest.raises(BudgetUnknown, match=r"line 6 is unreadable"):
+            reader.spent()

@@ -136,22 +136,42 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname()) or "host"
 
 
-def read_day(lake: Lake, day: str) -> list[dict[str, Any]]:
-    """Every line of ``day``'s ledger (all machines' files), each file in order. An unreadable
-    line is an error naming its file and line: a spend that cannot be read cannot be checked."""
-    folder = lake.critique_spend_dir(day)
-    rows: list[dict[str, Any]] = []
-    for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else ():
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            try:
-                row = json.loads(line)
-                if not isinstance(row, dict) or row.get("event") not in ("reserve", "spend", "wait") or "id" not in row:
-                    raise ValueError("expected an object with 'event' reserve|spend|wait and an 'id'")
-            except ValueError as exc:
-                raise BudgetUnknown(f"spend ledger {path} line {n} is unreadable ({exc}): repair or remove the line "
-                                    "(a writer killed mid-line?); the critic's spend cannot be checked until then") from None
-            rows.append(row)
+#: What a reader already parsed of a ledger file: (bytes read, lines read, their rows).
+_Seen = dict[Path, tuple[int, int, list[dict[str, Any]]]]
+
+
+def _read_file(path: Path, seen: _Seen) -> list[dict[str, Any]]:
+    """The complete lines of one append-only ledger file, parsing only the bytes past what
+    ``seen`` holds of it (so a run's checks read each line once, not the whole day per call).
+    A last line without its newline is not complete yet and is left for later."""
+    offset, n_lines, rows = seen.get(path, (0, 0, []))
+    if path.stat().st_size < offset:  # replaced by a shorter file (a store's copy): read it afresh
+        offset, n_lines, rows = 0, 0, []
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read()
+    lines = data.split(b"\n")[:-1]  # the part after the last newline is not a whole line yet
+    rows = list(rows)
+    for n, line in enumerate(lines, n_lines + 1):
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or row.get("event") not in ("reserve", "spend", "wait") or "id" not in row:
+                raise ValueError("expected an object with 'event' reserve|spend|wait and an 'id'")
+        except ValueError as exc:  # (json's decode errors are ValueErrors, as are bad UTF-8 bytes)
+            raise BudgetUnknown(f"spend ledger {path} line {n} is unreadable ({exc}): repair or remove the line "
+                                "(a writer killed mid-line?); the critic's spend cannot be checked until then") from None
+        rows.append(row)
+    seen[path] = (offset + sum(len(x) + 1 for x in lines), n_lines + len(lines), rows)
     return rows
+
+
+def read_day(lake: Lake, day: str, seen: _Seen | None = None) -> list[dict[str, Any]]:
+    """Every complete line of ``day``'s ledger (all machines' files), each file in order;
+    ``seen`` keeps what was parsed for the next read. An unreadable line is an error naming its
+    file and line: a spend that cannot be read cannot be checked."""
+    folder = lake.critique_spend_dir(day)
+    seen = {} if seen is None else seen
+    return [row for path in (sorted(folder.glob("*.jsonl")) if folder.is_dir() else ()) for row in _read_file(path, seen)]
 
 
 def _charged(rows: Iterable[dict[str, Any]]) -> tuple[float | None, int, int]:
@@ -185,6 +205,7 @@ class SpendLedger:
         self.lake, self.budget, self._clock = lake, budget, clock
         self._run_started = run_started
         self._host = _host()
+        self._seen: _Seen = {}  # what this ledger object has parsed of the files so far
 
     def today(self) -> str:
         return self._now().date().isoformat()
@@ -207,9 +228,9 @@ class SpendLedger:
         """The day's spend (today by default) and this run's; read without the lock (a figure
         to show; :meth:`reserve` reads it again under the lock)."""
         day = day or self.today()
-        rows = read_day(self.lake, day)
+        rows = read_day(self.lake, day, self._seen)
         day_usd, calls, open_calls = _charged(rows)
-        run_rows = [r for d in self._run_days(day) for r in (rows if d == day else read_day(self.lake, d))
+        run_rows = [r for d in self._run_days(day) for r in (rows if d == day else read_day(self.lake, d, self._seen))
                     if r.get("run_id") == self.run_id]
         run_usd = _charged(run_rows)[0]
         return Spent(day, day_usd, run_usd, calls, open_calls, tuple(r for r in rows if r["event"] == "wait"))
