@@ -108,6 +108,7 @@ def _print_status(lake, instance, slices, symbols: list[str] | None = None, mont
     the landing records of a discover just before (see :func:`quant_assets.sync.plan`)."""
     from quant_assets import sync
 
+    _print_critic_budget(lake)
     states = sync.plan(lake, instance, slices, surveyed=surveyed)
     if symbols or months:
         wanted_symbols = {s.upper() for s in symbols or ()}
@@ -123,6 +124,40 @@ def _print_status(lake, instance, slices, symbols: list[str] | None = None, mont
         _print_summary(lake, slices, states)
         return
     _print_tables(lake, states)
+
+
+def _print_critic_budget(lake) -> None:
+    """One line on the paid critic's spend today (UTC) against its limits, and the critiques
+    waiting for the day's budget; nothing when no limit is set and nothing was spent today."""
+    import datetime as dt
+
+    from quant_assets.critique.budget import BudgetUnknown, SpendLedger, waiting_for_budget
+    from quant_assets.settings import CRITIC_BUDGET_DAY_ENV, CRITIC_BUDGET_RUN_ENV, critic_budget_usd
+
+    per_day, per_run = critic_budget_usd()
+    ledger = SpendLedger(lake)
+    day = ledger.today()
+    if not (per_day or per_run or lake.critique_spend_dir(day).is_dir()):
+        return
+    try:
+        spent = ledger.spent(day)
+    except BudgetUnknown as exc:
+        console.print(f"[red]critic budget: {exc}[/]")
+        return
+    limits = ", ".join(f"{usd:.2f} USD per {what} ({env})" for usd, what, env in (
+        (per_day, "UTC day", CRITIC_BUDGET_DAY_ENV), (per_run, "run", CRITIC_BUDGET_RUN_ENV)) if usd) or "no limit"
+    amount = "unknown (a model without a price)" if spent.day_usd is None else f"{spent.day_usd:.4f} USD"
+    line = f"critic spend today (UTC {day}): {amount} in {spent.calls} paid call(s)"
+    if spent.open_calls:
+        line += f" ({spent.open_calls} in flight or unfinished, counted at their worst case)"
+    console.print(f"{line}; limits: {limits}")
+    waiting = sorted(waiting_for_budget(lake, per_day))
+    if waiting:
+        tomorrow = (dt.date.fromisoformat(day) + dt.timedelta(days=1)).isoformat()
+        named = ", ".join(f"critique_{s} {m}|{sym}" for s, sym, m in waiting[:NEEDS_RUN_SHOWN])
+        more = f" and {len(waiting) - NEEDS_RUN_SHOWN} more" if len(waiting) > NEEDS_RUN_SHOWN else ""
+        console.print(f"[yellow]budget exhausted: {len(waiting)} critique(s) wait until {tomorrow} 00:00 UTC "
+                      f"(or a higher {CRITIC_BUDGET_DAY_ENV}): {named}{more}[/]")
 
 
 def _print_summary(lake, slices, states) -> None:

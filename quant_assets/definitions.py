@@ -28,7 +28,8 @@ from quant_assets.venues import profile as venue_profiles
 from quant_assets.strategies import registry
 from quant_assets.schedules import nightly_job, nightly_rebacktest
 from quant_assets.sensors import ingest_job, landing_sensor
-from quant_assets.settings import celery_config, celery_backend, celery_broker, executor_profile, sensor_interval_s
+from quant_assets.settings import (celery_backend, celery_broker, celery_config, critic_budget_usd, executor_profile,
+                                  sensor_interval_s)
 from resources import CriticResource, DuckDBResource, LakeResource
 
 SPECS = registry.load()
@@ -53,7 +54,10 @@ ASSETS = [
 
 #: Anthropic when ANTHROPIC_API_KEY is set, the offline rule critic otherwise. EnvVar keeps the
 #: key's value out of run configs, the UI and the event log (they show the variable's name).
-CRITIC = CriticResource(api_key=dg.EnvVar("ANTHROPIC_API_KEY")) if os.environ.get("ANTHROPIC_API_KEY") else CriticResource()
+#: Its spending limits come from QUANT_CRITIC_BUDGET_USD_DAY and QUANT_CRITIC_BUDGET_USD_RUN.
+_BUDGET = dict(zip(("budget_usd_per_day", "budget_usd_per_run"), critic_budget_usd(), strict=True))
+CRITIC = (CriticResource(api_key=dg.EnvVar("ANTHROPIC_API_KEY"), **_BUDGET) if os.environ.get("ANTHROPIC_API_KEY")
+          else CriticResource(**_BUDGET))
 
 #: Evaluates every asset's automation condition (quant_assets/automation.py) and launches the
 #: slices they request; starts RUNNING like the landing sensor and the nightly schedule.

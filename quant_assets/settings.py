@@ -252,3 +252,28 @@ def promotion_k_of_n() -> tuple[int, int]:
     if not 1 <= k <= n <= 12:
         raise ValueError(f"{PROMOTE_ENV}={value!r}: expected k/n with 1 <= k <= n <= 12, e.g. 2/3")
     return k, n
+
+
+CRITIC_BUDGET_DAY_ENV = "QUANT_CRITIC_BUDGET_USD_DAY"
+CRITIC_BUDGET_RUN_ENV = "QUANT_CRITIC_BUDGET_USD_RUN"
+
+
+def _usd(env: str) -> float:
+    value = os.environ.get(env)
+    if not value:
+        return 0.0
+    try:
+        usd = float(value)
+    except ValueError:
+        usd = -1.0
+    if not 0.0 <= usd < float("inf"):
+        raise ValueError(f"{env}={value!r}: expected an amount in USD >= 0 (0 or unset: no limit)")
+    return usd
+
+
+def critic_budget_usd() -> tuple[float, float]:
+    """The Anthropic critic's spending limits in USD, (per UTC day, per run):
+    ``$QUANT_CRITIC_BUDGET_USD_DAY`` and ``$QUANT_CRITIC_BUDGET_USD_RUN``; 0 or unset is no limit
+    (:mod:`quant_assets.critique.budget`). Read when the definitions load (the ``critic``
+    resource's defaults) and by ``quant-assets status``."""
+    return _usd(CRITIC_BUDGET_DAY_ENV), _usd(CRITIC_BUDGET_RUN_ENV)

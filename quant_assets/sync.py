@@ -17,12 +17,13 @@ whenever one of them ran.
 """
 
 import gc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 
 import dagster as dg
 from quant_assets.definitions import ASSETS, defs
 from quant_assets.book.build import NO_SOURCES as NO_BOOK_SOURCES
+from quant_assets.critique.budget import waiting_for_budget
 from quant_assets.book.build import expected_fingerprints as expected_book_fingerprints
 from quant_assets.funding.build import NO_SOURCES as NO_FUNDING_SOURCES
 from quant_assets.funding.build import expected_fingerprints as expected_funding_fingerprints
@@ -32,6 +33,7 @@ from quant_assets.lake.manifest import FileRecord, read_manifest
 from quant_assets.lake.store import Lake
 from quant_assets.lake.symbols import InvalidSymbolError, normalise_symbol
 from quant_assets.partitions import month_partitions, month_symbol_partitions, partition_key, symbol_partitions
+from quant_assets.settings import critic_budget_usd
 
 #: The ``month`` of a roll-up's state: it covers every month of its symbol.
 ALL_MONTHS = "all"
@@ -47,13 +49,18 @@ EXTERNAL_SOURCES: dict[dg.AssetKey, tuple[Callable[[Lake, str, list[FileRecord]]
 }
 
 
-def _waits(lake: Lake, key: dg.AssetKey, symbol: str, month: str) -> bool:
+def _waits(lake: Lake, key: dg.AssetKey, symbol: str, month: str,
+           budget_waits: Collection[tuple[str, str, str]] = frozenset()) -> bool:
     """An out-of-sample test of ``month`` (a critique's or a sweep's) waits until month+1 has its
     metric set; a walk-forward fold of ``month`` until a month before it has sweep returns, and
-    a symbol's walk-forward report until it has a fold."""
+    a symbol's walk-forward report until it has a fold; a critique in ``budget_waits`` (it
+    waited for the critic's day budget today, :func:`quant_assets.critique.budget.waiting_for_budget`)
+    until the next UTC day."""
     from quant_assets.critique.oos import next_month_ready
 
     name = key.path[-1]
+    if name.startswith("critique_"):
+        return (name.removeprefix("critique_"), symbol, month) in budget_waits
     if name.startswith("wf_fold_") and month != ALL_MONTHS:
         from quant_assets.research.walkforward import WalkForwardSettings, in_sample_months
 
@@ -226,6 +233,7 @@ def _plan(lake: Lake, instance: dg.DagsterInstance, slices: list[tuple[str, str]
         months_of.setdefault(symbol, []).append(f)
     engines = _strategy_engines()
     reasons: dict[tuple[str, str | None], str | None] = {}
+    budget_waits = waiting_for_budget(lake, critic_budget_usd()[0])  # one read of today's spend ledger
 
     def n_a(engine: str | None, fidelities: list[str | None]) -> str | None:
         """Why a strategy's asset is n/a on every one of ``fidelities`` (the first month's
@@ -271,7 +279,8 @@ def _plan(lake: Lake, instance: dg.DagsterInstance, slices: list[tuple[str, str]
                 if reason is not None:
                     append(state_of(key, month, symbol, "n/a", None, reason))
                 else:
-                    append(state_of(key, month, symbol, "waiting" if _waits(lake, key, symbol, month) else "missing"))
+                    append(state_of(key, month, symbol, "waiting" if _waits(lake, key, symbol, month, budget_waits)
+                                    else "missing"))
                 continue
             meta = metadata[row]
             rows = meta.get("dagster/row_count")

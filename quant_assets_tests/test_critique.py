@@ -442,3 +442,85 @@ def test_an_injection_in_the_strategy_description_is_framed_as_data_and_its_sugg
     accepted, rejected = check_suggestions(answer.critique, spec)
     assert accepted == [] and [r.name for r in rejected] == ["api_key", "fast_period"]
     assert "has no parameter 'api_key'" in rejected[0].reason and "range" in rejected[1].reason
+
+
+# ---- the budget: worst case before the call, a spend ledger shared by runs -----------------------
+def _clock(start: str):
+    """A settable UTC clock for the ledger: ``now[0]`` is the time."""
+    import datetime as dt
+
+    now = [dt.datetime.fromisoformat(start)]
+    return now, lambda: now[0]
+
+
+def test_the_worst_case_comes_from_the_prompts_size_max_tokens_and_the_re_asks() -> None:
+    prompt = _prompt()
+    sent = sum(len(t.encode()) for t in (*prompt.system, prompt.user_text, json.dumps(prompt.tool, separators=(",", ":"))))
+    one = Script(_reply(GOOD)).critic(max_reasks=0, max_tokens=1_000)
+    # every input token at the cache-write price (the dearest), max_tokens of output
+    assert one.worst_case_usd(prompt) == pytest.approx(((sent + 1_000) * 3.75 + 1_000 * 15.0) / 1e6)
+    assert Script(_reply(GOOD)).critic(max_reasks=2, max_tokens=1_000).worst_case_usd(prompt) > 3 * one.worst_case_usd(prompt)
+    assert one.worst_case_usd(prompt) > cost_usd(DEFAULT_MODEL, USAGE)  # the mocked answer's real cost fits under it
+    assert Script(_reply(GOOD)).critic(model="claude-unpriced-1").worst_case_usd(prompt) is None
+
+
+def test_a_day_budget_is_shared_through_the_ledger_and_stops_before_any_request(tmp_path) -> None:
+    import datetime as dt
+
+    from quant_assets.critique.budget import Budget, BudgetExhausted, SpendLedger, critique_within_budget
+    from quant_assets.lake.store import Lake
+
+    lake, prompt, (now, clock) = Lake.at(tmp_path), _prompt(), _clock("2026-03-14T23:00:00+00:00")
+    script = Script(_reply(GOOD))
+    critic = script.critic()
+    estimate, cost = critic.worst_case_usd(prompt), cost_usd(DEFAULT_MODEL, USAGE)
+    budget = Budget.of(estimate + cost / 2, 0)  # one call fits; after it, a second does not
+    first, second = (SpendLedger(lake, budget, run_id=r, clock=clock) for r in ("run-a", "run-b"))
+
+    assert critique_within_budget(first, critic, prompt, EMA_CROSS, "BTCUSDT", "2024-01").cost_usd == pytest.approx(cost)
+    with pytest.raises(BudgetExhausted) as waits:  # another run, same day: the spend is shared
+        critique_within_budget(second, critic, prompt, EMA_CROSS, "BTCUSDT", "2024-02")
+    assert len(script.requests) == 1  # nothing was sent for it
+    assert str(waits.value).startswith(f"budget exhausted: spent {cost:.4f} of {estimate + cost / 2:.4f} USD today (UTC 2026-03-14)")
+    assert waits.value.until == "2026-03-15 00:00 UTC" and "waits until 2026-03-15 00:00 UTC" in str(waits.value)
+    spent = second.spent()
+    assert spent.day_usd == pytest.approx(cost) and spent.run_usd == 0 and spent.calls == 1 and spent.open_calls == 0
+    assert [(w["strategy"], w["month"], w["scope"]) for w in spent.waits] == [("ema_cross", "2024-02", "day")]
+
+    now[0] += dt.timedelta(hours=2)  # a new UTC day: a new budget
+    critique_within_budget(second, critic, prompt, EMA_CROSS, "BTCUSDT", "2024-02")
+    assert len(script.requests) == 2 and second.spent().day == "2026-03-15"
+    assert second.spent().run_usd == pytest.approx(cost)  # the run's own calls; run-a's are not its
+
+
+def test_a_failed_or_unfinished_call_still_counts_and_a_torn_ledger_stops_the_critic(tmp_path) -> None:
+    from quant_assets.critique.budget import Budget, BudgetUnknown, SpendLedger, critique_within_budget
+    from quant_assets.lake.store import Lake
+
+    lake, prompt, (_, clock) = Lake.at(tmp_path), _prompt(), _clock("2026-03-14T12:00:00+00:00")
+    ledger = SpendLedger(lake, Budget(), run_id="run-a", clock=clock)
+    timeout = Script(httpx2.ReadTimeout("read timed out")).critic(max_retries=0)
+    estimate = timeout.worst_case_usd(prompt)
+    with pytest.raises(CritiqueFailed, match="timeout"):
+        critique_within_budget(ledger, timeout, prompt, EMA_CROSS, "BTCUSDT", "2024-01")
+    # a request that timed out may have been billed: charged at its worst case, not at zero
+    (row,) = [json.loads(x) for x in ledger.path("2026-03-14").read_text().splitlines() if '"spend"' in x]
+    assert row["billing_unknown"] is True and row["cost_usd"] == 0 and row["charged_usd"] == pytest.approx(estimate)
+    always_bad = Script(_reply(dict(GOOD, verdict="excellent"))).critic(max_reasks=1)
+    with pytest.raises(CritiqueFailed, match="no valid critique"):
+        critique_within_budget(ledger, always_bad, prompt, EMA_CROSS, "BTCUSDT", "2024-02")
+    ledger.reserve("ema_cross", "BTCUSDT", "2024-03", DEFAULT_MODEL, 0.5)  # a process killed during its call
+    spent = ledger.spent()
+    assert spent.day_usd == pytest.approx(estimate + 2 * cost_usd(DEFAULT_MODEL, USAGE) + 0.5)  # the re-asks are paid
+    assert spent.calls == 3 and spent.open_calls == 1
+    assert SpendLedger(lake, run_id="run-a", clock=clock).spent() == spent  # read afresh = read line by line as it grew
+
+    with open(ledger.path("2026-03-14"), "a") as f:
+        f.write('{"event": "spend", "id": "x", "charg')  # a writer killed mid-line
+    assert ledger.spent() == spent  # (a line without its newline may be being written: not read yet)
+    ledger.reserve("ema_cross", "BTCUSDT", "2024-04", DEFAULT_MODEL, 0.5)  # no limit: written without reading
+    lines = ledger.path("2026-03-14").read_text().splitlines()
+    assert lines[-2].endswith('"charg') and json.loads(lines[-1])["month"] == "2024-04"  # whole, on its own line
+    for reader in (ledger, SpendLedger(lake, Budget.of(10, 0), run_id="run-b", clock=clock)):  # incremental, or afresh
+        with pytest.raises(BudgetUnknown, match=r"line 6 is unreadable"):
+            reader.spent()

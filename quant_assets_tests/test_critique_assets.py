@@ -38,14 +38,14 @@ def two_months(lake, instance):
         assert _run(instance, UPSTREAM, f"{month}|BTCUSDT").success
 
 
-def _mocked(script: Script):
+def _mocked(script: Script, **config):
     class MockedTransportCritic(CriticResource):
         """The real resource and SDK client; only the HTTP transport is a mock."""
 
         def http_client(self):
             return httpx2.Client(transport=httpx2.MockTransport(script))
 
-    return MockedTransportCritic(api_key=dg.EnvVar("ANTHROPIC_API_KEY"), max_retries=0, timeout_s=1.0)
+    return MockedTransportCritic(api_key=dg.EnvVar("ANTHROPIC_API_KEY"), max_retries=0, timeout_s=1.0, **config)
 
 
 def test_offline_critique_then_out_of_sample_validation_on_the_next_month_only(lake, instance, two_months):
@@ -180,6 +180,16 @@ def test_a_two_round_critique_sends_the_round_one_results_back(lake, instance, t
     assert manifest["params"]["slow_period"] == 400 and manifest["ticks_path"] == "ticks/symbol=BTCUSDT/month=2024-01/part-0.parquet"
     assert any(json.loads(p)["slow_period"] == 400 for p in trials.read(lake)["params"])
 
+    # a later round is a paid call like the first: a run budget that covers round 1 only stops before round 2
+    calls = len(script.requests)
+    per_run = _mocked(script, budget_usd_per_run=0.3)  # one call's worst case is about 0.28 USD
+    waiting = dg.materialize(ASSETS, selection=["critique_ema_cross"], partition_key="2024-02|BTCUSDT", instance=instance,
+                             resources={"lake": LakeResource(), "critic": per_run}, raise_on_error=False,
+                             run_config={"ops": {"critique_ema_cross": {"config": {"max_rounds": 2}}}})
+    assert waiting.success and not waiting.asset_materializations_for_node("critique_ema_cross")
+    assert len(script.requests) == calls + 1  # round 1 was asked; round 2 was not sent
+    assert not (lake.critique_dir("ema_cross", "BTCUSDT", "2024-02") / "critique.json").exists()
+
 
 def test_the_api_key_leaves_no_trace_in_the_instance_or_the_lake(lake, instance, two_months, monkeypatch, tmp_path):
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
@@ -225,3 +235,70 @@ def test_a_suggestion_the_account_cannot_carry_is_recorded_as_untestable(lake, i
     ledger = discoveries.run_discoveries(lake, 0.1)
     assert ledger.manifest["tested"] == 0 and ledger.manifest["not_tested"] == 1
     assert ledger.table["improved"].to_list() == [False]
+
+
+def test_the_budget_stops_paid_calls_at_its_limit_and_a_cached_answer_needs_none(lake, instance, two_months, monkeypatch,
+                                                                                    capsys):
+    import datetime as dt
+
+    from quant_assets.critique import budget
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    monkeypatch.setattr(budget, "_utc_now", lambda: dt.datetime(2026, 3, 14, 12, tzinfo=dt.UTC))  # the ledger's clock
+    script = Script(_reply(GOOD))
+    cost = (1_500 * 3 + 2_000 * 3.75 + 400 * 15) / 1e6  # what each mocked answer costs
+
+    def logs(result) -> str:
+        return "\n".join(e.user_message for e in instance.all_logs(result.run_id))
+
+
+    # Less than one call's worst case: the slice waits (not failed, not materialised), nothing is sent.
+    tiny = _run(instance, ["critique_ema_cross"], "2024-01|BTCUSDT", critic=_mocked(script, budget_usd_per_run=0.001))
+    assert tiny.success and not tiny.asset_materializations_for_node("critique_ema_cross") and script.requests == []
+    (waited,) = tiny.asset_observations_for_node("critique_ema_cross")
+    estimate = waited.metadata["estimate_usd"].value
+    assert waited.metadata["waiting_for"].value == "critic budget" and estimate > cost
+    assert "budget exhausted: spent 0.0000 of 0.0010 USD in this run" in logs(tiny)
+
+    # A run allowed one call: the first slice is critiqued, the second waits, with its reason.
+    per_run = _mocked(script, budget_usd_per_run=estimate + cost / 2)
+    both = dg.materialize(ASSETS, selection=["critique_ema_cross"], instance=instance, raise_on_error=False,
+                          resources={"lake": LakeResource(), "critic": per_run},
+                          tags={"dagster/asset_partition_range_start": "2024-01|BTCUSDT",
+                                "dagster/asset_partition_range_end": "2024-02|BTCUSDT"})
+    assert both.success and len(script.requests) == 1
+    assert [m.partition for m in both.asset_materializations_for_node("critique_ema_cross")] == ["2024-01|BTCUSDT"]
+    assert f"critique_ema_cross 2024-02|BTCUSDT: budget exhausted: spent {cost:.4f} of {estimate + cost / 2:.4f} USD in this run" in logs(both)
+    assert "waits until the next run" in logs(both)
+    assert not (lake.critique_dir("ema_cross", "BTCUSDT", "2024-02") / "critique.json").exists()
+
+    # A new run has its own run budget, but the day's is shared through the ledger: that run's call counts.
+    per_day = _mocked(script, budget_usd_per_day=estimate + cost / 2)
+    day = _run(instance, ["critique_ema_cross"], "2024-02|BTCUSDT", critic=per_day)
+    assert day.success and not day.asset_materializations_for_node("critique_ema_cross") and len(script.requests) == 1
+    (waited,) = day.asset_observations_for_node("critique_ema_cross")  # February's own worst case
+    assert (f"budget exhausted: spent {cost:.4f} of {estimate + cost / 2:.4f} USD today (UTC 2026-03-14); the next critique "
+            f"may cost up to {waited.metadata['estimate_usd'].value:.4f} USD; the critique waits until 2026-03-15 00:00 UTC"
+            ) in logs(day)
+    # status: the day's spend, and the slice waiting (sync leaves it) while the limit it waited under holds
+    from quant_assets import sync
+    from quant_assets.cli import _print_critic_budget
+
+    def critique_state(month: str) -> str:
+        states = sync.plan(lake, instance, [(m, "BTCUSDT") for m in MONTHS])
+        return next(s.state for s in states if s.asset.to_user_string() == "critique_ema_cross" and s.month == month)
+
+    monkeypatch.setenv("QUANT_CRITIC_BUDGET_USD_DAY", str(estimate + cost / 2))
+    assert critique_state("2024-02") == "waiting"
+    _print_critic_budget(lake)
+    out = capsys.readouterr().out
+    assert f"critic spend today (UTC 2026-03-14): {cost:.4f} USD in 1 paid call(s)" in out
+    assert "budget exhausted: 1 critique(s) wait until 2026-03-15 00:00 UTC" in out and "critique_ema_cross 2024-02|BTCUSDT" in out
+    monkeypatch.setenv("QUANT_CRITIC_BUDGET_USD_DAY", "5")  # a raised limit releases it
+    assert critique_state("2024-02") == "missing"
+
+    # An unchanged slice's answer comes from the cache: no budget needed, no request.
+    cached = _run(instance, ["critique_ema_cross"], "2024-01|BTCUSDT", critic=per_day)
+    assert cached.success and len(script.requests) == 1
+    (mat,) = cached.asset_materializations_for_node("critique_ema_cross")
+    assert mat.metadata["from_cache"].value is True

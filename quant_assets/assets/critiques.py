@@ -1,7 +1,9 @@
 """``critique_<strategy>`` and ``oos_validation_<strategy>`` (month × symbol).
 
 The critique reads the slice's metric set (:func:`quant_assets.critique.run.run_critique`) with
-the critic chosen by the ``critic`` resource. The validation re-tests the critique's accepted
+the critic chosen by the ``critic`` resource; a paid critic's call that its budget cannot cover
+is not made and the slice waits (materialises nothing, says why: "budget exhausted: ...";
+:mod:`quant_assets.critique.budget`). The validation re-tests the critique's accepted
 suggestions on the next month (:func:`quant_assets.critique.oos.run_oos`); it depends on that
 month's ``ticks`` and ``metrics_<strategy>`` through a partition mapping one month ahead, and
 while they do not exist the step materialises nothing (it waits; it does not fail).
@@ -15,6 +17,7 @@ from pydantic import Field
 from quant_assets.analytics.slice_metrics import BacktestSliceError
 from quant_assets.automation import ENGINE_POOL, rebuild_critiques, rebuild_stale_slices
 from quant_assets.batching import BACKFILL_POLICY, Built, NotBuilt, build_slices
+from quant_assets.critique.budget import BudgetExhausted
 from quant_assets.critique.critics import CritiqueFailed
 from quant_assets.critique.oos import OOS_VERSION, WaitingForNextMonth, run_oos
 from quant_assets.critique.rounds import MAX_ROUNDS
@@ -86,6 +89,7 @@ def critique_asset(spec: StrategySpec) -> dg.AssetsDefinition:
         code_version=f"critique-v{CRITIQUE_VERSION}",
         group_name="critiques",
         kinds={"anthropic", "json"},
+        output_required=False,  # a slice waiting for the critic's budget materialises nothing
         description=(
             f"A risk manager's critique of each `metrics_{spec.name}` slice: diagnosis, regime dependence, risks, a "
             "verdict and parameter suggestions (only existing parameters within their ranges; others are rejected "
@@ -98,13 +102,17 @@ def critique_asset(spec: StrategySpec) -> dg.AssetsDefinition:
     )
     def _critique(context: dg.AssetExecutionContext, config: CritiqueConfig, lake: LakeResource, critic: CriticResource):
         the_lake = lake.lake()
+        record = context.instance.get_run_record_by_id(context.run_id)
+        spend = critic.spend_ledger(the_lake, context.run_id, record.start_time if record is not None else None)
 
-        def build_one(pk: str) -> Built:
+        def build_one(pk: str) -> Built | NotBuilt:
             month, symbol = split_key(pk)
             days = inst_mod.trading_days_of(the_lake, symbol, month=month) if config.max_rounds > 1 else None
             try:
                 out = run_critique(the_lake, spec, symbol, month, critic.critic(), reveal_symbol=critic.reveal_symbol,
-                                   max_rounds=config.max_rounds, trading_days=days)
+                                   max_rounds=config.max_rounds, trading_days=days, spend=spend)
+            except BudgetExhausted as exc:  # nothing was sent: the slice waits, it has not failed
+                return NotBuilt(f"{name} {pk}: {exc}", observation={**exc.metadata(), "reason": str(exc)})
             except (CritiqueFailed, BacktestSliceError) as exc:
                 raise dg.Failure(description=f"{name} {pk}: {exc}", allow_retries=False) from None
             r = out.record

@@ -11,7 +11,11 @@
 * Invalid answers (no tool call, or input that fails the schema): re-asked with the validation
   error as the tool result, at most ``max_reasks`` times, then :class:`CritiqueFailed`.
 * Usage (input, output, cache write, cache read tokens) summed over the calls, with the cost
-  at the published price (:mod:`quant_assets.critique.pricing`).
+  at the published price (:mod:`quant_assets.critique.pricing`); a failure carries what was
+  spent before it, and whether a request may have been billed unseen (for the spend ledger).
+* :meth:`AnthropicCritic.worst_case_usd`: an upper bound on what one critique can cost, from
+  the prompt's size, ``max_tokens`` and ``max_reasks``, checked against the budget before any
+  call (:mod:`quant_assets.critique.budget`).
 
 The API key is held by the client only; every error message leaving this module is scrubbed
 of it. The SDK (and its httpx2) are imported when a critic is built, never at module load.
@@ -19,12 +23,13 @@ of it. The SDK (and its httpx2) are imported when a critic is built, never at mo
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import ValidationError
 
 from quant_assets.critique.critics import CriticAnswer, CritiqueFailed
-from quant_assets.critique.pricing import cost_usd
+from quant_assets.critique.pricing import cost_usd, worst_case_cost_usd
 from quant_assets.critique.prompt import TOOL_NAME, Prompt
 from quant_assets.critique.schema import Critique
 from quant_assets.strategies.spec import StrategySpec
@@ -33,6 +38,25 @@ from quant_assets.strategies.spec import StrategySpec
 #: 2026-11-30); its price is in pricing.py.
 DEFAULT_MODEL = "claude-sonnet-4-6"
 USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+#: The validation error sent back in a re-ask is cut to this many UTF-8 bytes, so that what a
+#: re-ask adds to the conversation is bounded (and so the worst-case cost).
+REASK_ERROR_BYTES = 2_000
+#: Tokens a request carries beyond its texts: the tool-use system prompt Anthropic adds for a
+#: forced tool (313-346 tokens on current models, per its tool-use pricing notes), message and
+#: role framing. Rounded well up: it enters an upper bound.
+REQUEST_OVERHEAD_TOKENS = 1_000
+
+
+def _cut(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` of UTF-8 (never inside a character)."""
+    return text.encode()[:max_bytes].decode(errors="ignore")
+
+
+def upper_bound_tokens(text: str) -> int:
+    """At most as many tokens as ``text`` has UTF-8 bytes: a byte-level BPE tokenizer never
+    makes a token of less than one byte. Typical English and JSON take 3-4 bytes a token, so
+    this overstates by that much: it is meant for a budget check, not for a forecast."""
+    return len(text.encode())
 
 
 def redact(text: str, secret: str | None) -> str:
@@ -69,6 +93,22 @@ class AnthropicCritic:
     def __repr__(self) -> str:  # never show the key, even in a debugger or a log line
         return f"AnthropicCritic(model={self.model!r})"
 
+    def worst_case_usd(self, prompt: Prompt, extra_bytes: int = 0) -> float | None:
+        """An upper bound on what :meth:`critique` of ``prompt`` can cost (USD), or None when the
+        model has no price: the prompt's texts and tool schema at one token per byte plus
+        :data:`REQUEST_OVERHEAD_TOKENS`, ``max_tokens`` of output, for the first ask and each of
+        ``max_reasks`` re-asks, each re-ask reading one more answer (``max_tokens``) and one more
+        correction (:data:`REASK_ERROR_BYTES` and its wording) than the call before. SDK retries
+        after a 429, 5xx or overloaded answer are not billed and not counted (see README).
+        ``extra_bytes``: the conversation a later round adds (:meth:`refine`: earlier answers and
+        their results), at one token per byte and a turn's framing per round."""
+        texts = (*prompt.system, prompt.user_text, json.dumps(prompt.tool, separators=(",", ":")))
+        first = sum(upper_bound_tokens(t) for t in texts) + REQUEST_OVERHEAD_TOKENS + extra_bytes
+        # The answer echoed back (its output tokens, re-read as input), the cut error with its
+        # wording (bytes bound tokens), and a turn's framing again.
+        growth = self.max_tokens + REASK_ERROR_BYTES + 200 + REQUEST_OVERHEAD_TOKENS
+        return worst_case_cost_usd(self.model, first, self.max_tokens, self.max_reasks + 1, growth)
+
     def _system(self, prompt: Prompt) -> list[dict[str, Any]]:
         rules, dictionary = prompt.system
         return [
@@ -98,6 +138,12 @@ class AnthropicCritic:
 
         usage = dict.fromkeys(USAGE_FIELDS, 0)
         notes: list[str] = []
+
+        def failed(message: str, billing_unknown: bool = False) -> CritiqueFailed:
+            """The failure, with what the replies so far cost: ``billing_unknown`` when this
+            request may have been processed (and billed) without its usage reaching us."""
+            return CritiqueFailed(redact(message, self._secret), dict(usage), cost_usd(self.model, usage), billing_unknown)
+
         for attempt in range(1, self.max_reasks + 2):
             try:
                 reply = self._client.messages.create(
@@ -105,16 +151,18 @@ class AnthropicCritic:
                     tools=[prompt.tool], tool_choice={"type": "tool", "name": TOOL_NAME}, messages=messages,
                 )
             except anthropic.APITimeoutError as exc:
-                raise CritiqueFailed(redact(f"{self.model}: no answer within the timeout after retries ({exc})", self._secret)) from None
-            except anthropic.APIStatusError as exc:
-                raise CritiqueFailed(redact(f"{self.model}: HTTP {exc.status_code} after retries: {exc.message}", self._secret)) from None
-            except anthropic.APIConnectionError as exc:
-                raise CritiqueFailed(redact(f"{self.model}: connection failed after retries: {exc}", self._secret)) from None
+                raise failed(f"{self.model}: no answer within the timeout after retries ({exc})", billing_unknown=True) from None
+            except anthropic.APIStatusError as exc:  # an error status is not billed
+                raise failed(f"{self.model}: HTTP {exc.status_code} after retries: {exc.message}") from None
+            except anthropic.APIConnectionError as exc:  # (the connection may have dropped after the model ran)
+                raise failed(f"{self.model}: connection failed after retries: {exc}", billing_unknown=True) from None
             except (anthropic.APIResponseValidationError, ValueError) as exc:  # ValueError: a body that is not JSON
-                raise CritiqueFailed(redact(f"{self.model}: unreadable reply ({type(exc).__name__}: {str(exc)[:200]})", self._secret)) from None
+                raise failed(f"{self.model}: unreadable reply ({type(exc).__name__}: {str(exc)[:200]})",
+                             billing_unknown=True) from None
             if not isinstance(getattr(reply, "content", None), list):
                 # The SDK builds models leniently: a 200 of another shape arrives with no content.
-                raise CritiqueFailed(redact(f"{self.model}: unreadable reply (no message content in a {type(reply).__name__})", self._secret))
+                raise failed(f"{self.model}: unreadable reply (no message content in a {type(reply).__name__})",
+                             billing_unknown=True)
             for k in USAGE_FIELDS:
                 usage[k] += int(getattr(reply.usage, k, 0) or 0) if reply.usage is not None else 0
             block = next((b for b in reply.content if getattr(b, "type", None) == "tool_use" and b.name == TOOL_NAME), None)
@@ -135,10 +183,7 @@ class AnthropicCritic:
             if tool_id:
                 messages.append({"role": "user", "content": [
                     {"type": "tool_result", "tool_use_id": tool_id, "is_error": True,
-                     "content": f"Invalid: {error}. Call {TOOL_NAME} again with input that matches its schema."}]})
+                     "content": f"Invalid: {_cut(error, REASK_ERROR_BYTES)}. Call {TOOL_NAME} again with input that matches its schema."}]})
             else:
                 messages.append({"role": "user", "content": f"Answer only by calling the tool {TOOL_NAME}."})
-        raise CritiqueFailed(redact(
-            f"{self.model}: no valid critique after {self.max_reasks + 1} answers; last problem: {notes[-1] if notes else '?'}",
-            self._secret,
-        ))
+        raise failed(f"{self.model}: no valid critique after {self.max_reasks + 1} answers; last problem: {notes[-1] if notes else '?'}")

@@ -21,7 +21,19 @@ DEEP_DEPLOYED_DRAWDOWN = -0.10
 
 
 class CritiqueFailed(RuntimeError):
-    """The critic could not produce a valid critique; the message says why (never the API key)."""
+    """The critic could not produce a valid critique; the message says why (never the API key).
+
+    What the failed critique cost, for the spend ledger (:mod:`quant_assets.critique.budget`):
+    ``usage`` summed over the replies that arrived and ``cost_usd`` its price (None: no price
+    for the model); ``billing_unknown`` when a request may have been billed without its usage
+    reaching us (a timeout, a dropped connection, an unreadable reply)."""
+
+    def __init__(self, message: str, usage: dict[str, int] | None = None, cost_usd: float | None = None,
+                 billing_unknown: bool = False) -> None:
+        super().__init__(message)
+        self.usage = dict(usage or {})
+        self.cost_usd = cost_usd
+        self.billing_unknown = billing_unknown
 
 
 @dataclass

@@ -31,3 +31,20 @@ def cost_usd(model: str, usage: Mapping[str, int]) -> float | None:
         + usage.get("cache_read_input_tokens", 0) * p_read
         + usage.get("output_tokens", 0) * p_out
     ) / 1e6
+
+
+def worst_case_cost_usd(model: str, input_tokens: int, max_output_tokens: int, attempts: int = 1,
+                        growth_tokens: int = 0) -> float | None:
+    """An upper bound on the cost of ``attempts`` calls on ``model`` (a first ask and its
+    re-asks), or None if it has no price here. The first call reads ``input_tokens``; each
+    later one reads ``growth_tokens`` more than the one before (the answer and the correction
+    added to the conversation); every call writes ``max_output_tokens``. Every input token is
+    priced at the dearest input rate (a cache write costs more than a plain read), so whatever
+    part of the prompt the cache serves, the bound holds."""
+    price = PRICES.get(model)
+    if price is None:
+        return None
+    p_in, p_write, p_read, p_out = price
+    dearest_input = max(p_in, p_write, p_read)
+    total_input = sum(input_tokens + k * growth_tokens for k in range(attempts))
+    return (total_input * dearest_input + attempts * max_output_tokens * p_out) / 1e6

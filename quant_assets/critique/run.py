@@ -13,6 +13,10 @@ same bytes) and ``manifest.json`` last (inputs and file hashes).
 The cache (``<lake>/critiques/_cache/<model>/<prompt sha>.json``) keys answers by the prompt's
 digest and the model: re-materialising an unchanged slice never pays for a second call. Only
 valid answers are cached; a failure is never cached, so a retry asks again.
+
+A paid critic's call is checked against its budget and recorded in the spend ledger when a
+:class:`~quant_assets.critique.budget.SpendLedger` is given (:mod:`quant_assets.critique.budget`);
+an answer from the cache costs nothing and needs no budget.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 import polars as pl
 
 from quant_assets.analytics.slice_metrics import BacktestSliceError
+from quant_assets.critique.budget import SpendLedger, critique_within_budget
 from quant_assets.critique.critics import Critic, CriticAnswer
 from quant_assets.critique.cutoffs import cutoff_record
 from quant_assets.critique.memory import recall
@@ -101,11 +106,14 @@ class CritiqueOutput:
 
 
 def run_critique(lake: Lake, spec: StrategySpec, symbol: str, month: str, critic: Critic,
-                 reveal_symbol: bool = False, max_rounds: int = 1, trading_days: int | None = None) -> CritiqueOutput:
+                 reveal_symbol: bool = False, max_rounds: int = 1, trading_days: int | None = None,
+                 spend: SpendLedger | None = None) -> CritiqueOutput:
     """Critique the metric set of (month, symbol) for ``spec`` and publish it. Raises
-    :class:`~quant_assets.critique.critics.CritiqueFailed` when the critic cannot answer.
-    ``max_rounds`` > 1: the critic refines its suggestions on their in-sample results
-    (:mod:`quant_assets.critique.rounds`; ``trading_days`` is then required)."""
+    :class:`~quant_assets.critique.critics.CritiqueFailed` when the critic cannot answer, and
+    :class:`~quant_assets.critique.budget.BudgetExhausted` (nothing sent, nothing written) when
+    ``spend``'s budget cannot cover a call. ``max_rounds`` > 1: the critic refines its
+    suggestions on their in-sample results (:mod:`quant_assets.critique.rounds`;
+    ``trading_days`` is then required)."""
     from quant_assets.venues.sensitivity import read_report
 
     if not 1 <= max_rounds <= MAX_ROUNDS:
@@ -125,7 +133,8 @@ def run_critique(lake: Lake, spec: StrategySpec, symbol: str, month: str, critic
         answer = _cached(lake, critic, prompt.digest)
         cached = answer is not None
         if answer is None:
-            answer = critic.critique(prompt, spec)
+            answer = (critique_within_budget(spend, critic, prompt, spec, symbol, month) if spend is not None
+                      else critic.critique(prompt, spec))
             _store(lake, prompt.digest, answer)
         accepted, rejected = check_suggestions(answer.critique, spec, venue_label)
         rounds: list[dict[str, Any]] = [_round_record(1, answer, accepted, rejected, cached)]
@@ -140,7 +149,8 @@ def run_critique(lake: Lake, spec: StrategySpec, symbol: str, month: str, critic
             later = _cached(lake, critic, key)
             from_cache = later is not None
             if later is None:
-                later = critic.refine(prompt, spec, history)
+                later = (critique_within_budget(spend, critic, prompt, spec, symbol, month, history=history)
+                         if spend is not None else critic.refine(prompt, spec, history))
                 _store(lake, key, later)
             cached = cached and from_cache  # the run paid for nothing only if every round was cached
             previous, answer = accepted, later

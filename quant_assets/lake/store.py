@@ -22,6 +22,7 @@ Layout (hive-style, readable by DuckDB, Polars and pyarrow without our code)::
     <root>/factors/strategy=X/symbol=S/                  report.json, ic.parquet, quantile_returns.parquet, factor.png
     <root>/critiques/strategy=X/symbol=S/month=M/        prompt.json, critique.json, manifest.json
     <root>/critiques/_cache/<model>/<prompt sha>.json    answers by prompt and model (never pay twice)
+    <root>/critiques/_spend/day=YYYY-MM-DD/<host>.jsonl  the paid critic's spend ledger (append-only, per UTC day)
     <root>/oos/strategy=X/symbol=S/month=M/              validation.parquet, manifest.json, runs/ (candidate backtests)
     <root>/discoveries/                                  discoveries.parquet (FDR over every tested change), manifest.json, sources.parquet
     <root>/.scratch, <root>/.locks                       private working space
@@ -353,6 +354,11 @@ class Lake:
         safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in model)
         return self.root / "critiques" / "_cache" / safe / f"{digest}.json"
 
+    def critique_spend_dir(self, day: str) -> Path:
+        """The spend ledger of the paid critic for one UTC day (``YYYY-MM-DD``): one append-only
+        JSON-lines file per machine (:mod:`quant_assets.critique.budget`)."""
+        return self.root / "critiques" / "_spend" / f"day={day}"
+
     def oos_dir(self, strategy: str, symbol: str, month: str) -> Path:
         """Out-of-sample validation of the critique of ``month`` (its runs use the next month)."""
         return self._strategy_dir("oos", strategy, symbol, month)
@@ -427,6 +433,27 @@ class Lake:
         """Write ``obj`` as indented JSON to ``final`` atomically."""
         with atomic_target(final) as tmp:
             tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+    def append_line(self, line: str, final: Path) -> None:
+        """Append one line (``line`` without its newline) to the text file ``final``, made durable
+        (fsync) before returning. Hold the writer's lock: the line is one ``write`` of an
+        ``O_APPEND`` descriptor, whole for readers that hold the same lock."""
+        if "\n" in line:
+            raise ValueError(f"{final}: a line to append must not contain a newline")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(final, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            # After a writer killed mid-line, start a new line: the torn one stays alone (its
+            # reader reports it) instead of swallowing this one.
+            torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+            data = memoryview((("\n" if torn else "") + line + "\n").encode())
+            while data:  # os.write may write less than asked
+                data = data[os.write(fd, data):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _remote.published(final)
 
     def write_parquet_many(self, pairs: list[tuple[pl.LazyFrame, Path]]) -> None:
         """Sink several frames that share a source in one pass (polars runs them as one
