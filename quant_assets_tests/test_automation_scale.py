@@ -32,8 +32,8 @@ CHAIN = [f"{stage}_{s}" for s in STRATEGIES for stage in ("backtest", "sensitivi
 RESEARCH = ["bars_1m", "sweep_ema_cross", "agreement_ema_cross", "wf_fold_ema_cross"]
 VALIDATIONS = [f"oos_validation_{s}" for s in STRATEGIES] + ["sweep_oos_ema_cross"]
 ROLLUPS = [f"report_{s}" for s in STRATEGIES] + ["factors_ema_cross", "factors_mean_reversion", "walkforward_ema_cross"]
-#: The unpartitioned ledger over every validation and hand-off: one request whenever one of them ran.
-LEDGER = {"discoveries": {"None"}}
+#: The unpartitioned ledgers over every validation (and hand-off): one request whenever one of them ran.
+LEDGER = {"discoveries": {"None"}, "critic_scorecard": {"None"}}
 
 
 def _defs(specs=None) -> dg.Definitions:
@@ -46,6 +46,7 @@ def _defs(specs=None) -> dg.Definitions:
     from quant_assets.assets.metrics import metrics_asset
     from quant_assets.assets.reports import report_asset
     from quant_assets.assets.research import research_assets
+    from quant_assets.assets.scorecard import scorecard_asset
     from quant_assets.assets.sensitivity import sensitivity_asset
     from quant_assets.assets.ticks import ticks
 
@@ -55,7 +56,8 @@ def _defs(specs=None) -> dg.Definitions:
     assets = [ticks, funding, book, *backtest_assets(specs), *(sensitivity_asset(s) for s in specs.values()),
               *(metrics_asset(s) for s in specs.values()),
               *(report_asset(s) for s in specs.values()), *(critique_asset(s) for s in specs.values()),
-              *(oos_asset(s) for s in specs.values()), *research_assets(specs), discoveries_asset(specs)]
+              *(oos_asset(s) for s in specs.values()), *research_assets(specs), discoveries_asset(specs),
+              scorecard_asset(specs)]
     return dg.Definitions(assets=assets, resources={"lake": LakeResource(), "critic": CriticResource()})
 
 
