@@ -92,7 +92,7 @@ def scorecard_png(table: pl.DataFrame) -> bytes:
     rows = list(table.iter_rows(named=True))
     x = np.arange(len(rows))
     width = 0.38
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.8 * len(rows) + 2), 4), dpi=80)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.8 * len(rows) + 2), 4.5), dpi=80)
     try:
         for offset, arm, colour, name in ((-width / 2, "critic", "tab:blue", "critic"),
                                           (width / 2, "null", "tab:grey", "null critic (random changes)")):
@@ -107,8 +107,8 @@ def scorecard_png(table: pl.DataFrame) -> bytes:
         ax.set_xticks(x, [r["critic"] for r in rows], fontsize=8)
         ax.set_ylim(0, 118)
         ax.set_ylabel("% of tested changes improved")
-        ax.set_title("out-of-sample Sharpe on M+1 above the baseline's: critic vs random changes", fontsize=10)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.set_title("critic vs null critic: share of tested changes\nwhose Sharpe on M+1 beats the baseline's", fontsize=10)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
         return _png(fig)
     finally:
         plt.close(fig)
