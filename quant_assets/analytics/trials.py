@@ -60,6 +60,8 @@ def read(lake: Lake) -> pl.DataFrame:
     table = pl.read_parquet(lake.trials_path)
     if "kind" not in table.columns:  # a ledger written before trials had kinds: all parameter sets
         table = table.with_columns(kind=pl.lit(PARAMETERS))
+    # Rows of such a ledger merged with a newer one (lake.remote) have no kind: parameter sets too.
+    table = table.with_columns(pl.col("kind").fill_null(PARAMETERS))
     return table.select(list(SCHEMA)).cast(SCHEMA)
 
 
