@@ -29,8 +29,9 @@ their in-sample run on M is skipped (the scorecard compares out-of-sample result
 ``is_candidate_sharpe`` is null for them, and their ``reason`` says so). They are a control
 group, never a change anyone would adopt: the false-discovery ledger and the DuckDB view
 ``suggestions`` leave them out, and the trials ledger records them as ``null_critic``, a kind
-the deflated Sharpe does not count (see :func:`run_oos`). The judge's scorecard (:mod:`quant_assets.analytics.scorecard`) compares the
-arms. Each arm's ``n_tested`` and local bar count its own proposals only.
+the deflated Sharpe does not count (see :func:`run_oos`). The judge's scorecard
+(:mod:`quant_assets.analytics.scorecard`) compares the arms. Each arm's ``n_tested`` and local
+bar count its own proposals only.
 
 Output: ``validation.parquet`` (one row per proposal of each arm) and ``manifest.json`` (with
 the null critic's proposals and seeds) in ``<lake>/oos/strategy=X/symbol=S/month=M/``.
@@ -69,7 +70,8 @@ LOCAL_ALPHA = 0.05
 
 SCHEMA: dict[str, pl.DataType] = {
     "strategy": pl.String(), "symbol": pl.String(), "critique_month": pl.String(), "oos_month": pl.String(),
-    "critic": pl.String(), "model": pl.String(), "arm": pl.String(), "name": pl.String(), "value": pl.String(), "baseline_value": pl.String(), "hypothesis": pl.String(),
+    "critic": pl.String(), "model": pl.String(), "arm": pl.String(), "name": pl.String(), "value": pl.String(),
+    "baseline_value": pl.String(), "hypothesis": pl.String(),
     "is_baseline_sharpe": pl.Float64(), "is_candidate_sharpe": pl.Float64(),
     "oos_baseline_sharpe": pl.Float64(), "oos_candidate_sharpe": pl.Float64(), "oos_delta_sharpe": pl.Float64(),
     "oos_baseline_return": pl.Float64(), "oos_candidate_return": pl.Float64(), "oos_delta_return": pl.Float64(),
@@ -211,8 +213,9 @@ def run_oos(lake: Lake, spec: StrategySpec, symbol: str, month: str, trading_day
                 test = sharpe_difference(oos_sm.returns, oos_base_rs)
                 c_sharpe, b_sharpe = oos_sm.row["sharpe"], oos_base["sharpe"]
                 verdict = local_verdict(test, n, alpha)
-                if is_sm is None:
-                    verdict["reason"] = f"null critic (in-sample run on {month} skipped); {verdict['reason']}"
+                if is_sm is None:  # (the FDR ledger never judges a control change)
+                    verdict["reason"] = (f"null critic, control arm: in-sample run on {month} skipped, no FDR verdict; "
+                                         + verdict["reason"].split("; improved = ")[0])
                 rows.append({
                     **row,
                     "is_baseline_sharpe": is_base_sharpe, "is_candidate_sharpe": None if is_sm is None else is_sm.row["sharpe"],
