@@ -13,8 +13,8 @@ old months too).
 needs only some of its months (most months of 2020 have no data), so it waits for at least one
 upstream month to exist and for none to be in progress.
 
-``rebuild_ledger`` (``discoveries``, unpartitioned, over every validation and hand-off slice):
-the same triggers, no readiness gate.
+``rebuild_ledger`` (``discoveries`` and ``critic_scorecard``, unpartitioned, over every
+validation and hand-off slice): the same triggers, no readiness gate.
 
 ``ticks`` has none: the landing sensor requests it, as only it knows when files land.
 
@@ -597,11 +597,12 @@ def rebuild_rollups() -> dg.AutomationCondition:
 
 def rebuild_ledger() -> dg.AutomationCondition:
     """An unpartitioned ledger over every slice of its dependencies (``discoveries``: the
-    false-discovery control over every tested change): rebuilt when a dependency partition has a
-    new data version or its code version changed, unless it is in progress. No readiness gate:
-    it reads what is published (most validation slices wait for their next month for ever, so
-    "every dependency exists" would never hold), and the next new data version runs it again.
-    Its run reads only the slices that changed."""
+    false-discovery control over every tested change; ``critic_scorecard``: each critic against
+    the null critic): rebuilt when a dependency partition has a new data version or its code
+    version changed, unless it is in progress. No readiness gate: it reads what is published
+    (most validation slices wait for their next month for ever, so "every dependency exists"
+    would never hold), and the next new data version runs it again. Its run reads only the
+    slices that changed."""
     return (_triggers() & ~AC.in_progress()).with_label("rebuild_ledger")
 
 

@@ -72,7 +72,7 @@ def _sync(lake, instance) -> int:
             mark = "[green]ok[/]" if result.success else "[red]FAILED[/]"
             what = (f"{symbol} roll-ups (all months)" if month == sync.ALL_MONTHS
                     else f"venue settings of {symbol}" if month == sync.INPUTS
-                    else "the FDR ledger over every tested change (discoveries)" if month == sync.LEDGER else f"{month}|{symbol}")
+                    else "the ledgers over every tested change (discoveries, critic_scorecard)" if month == sync.LEDGER else f"{month}|{symbol}")
             console.print(f"[{i}] {what} {mark} (run {result.run_id[:8]})")
             if not result.success:
                 failed += 1
@@ -187,6 +187,7 @@ def _print_summary(lake, slices, states) -> None:
     _print_not_applicable(states)
     _print_discoveries(lake, table=False)
     _print_promoted(lake, candidates=False)
+    _print_scorecard(lake)
     if not pending:
         console.print("[green]every slice is up to date[/]")
         return
@@ -265,6 +266,7 @@ def _print_tables(lake, states) -> None:
         console.print(report)
     _print_discoveries(lake)
     _print_promoted(lake)
+    _print_scorecard(lake)
 
 
 def _print_sensitivity(lake, strategies: list[str], slices: list[tuple[str, str]]) -> None:
@@ -580,6 +582,33 @@ def cmd_retire(args: argparse.Namespace) -> int:
     console.print(f"{r.name}: retired" + ("" if r.was_active else " (it already was)") +
                   "; its assets leave the definitions when they reload (its published slices stay in the lake)")
     return 0
+def _print_scorecard(lake) -> None:
+    """The judge's scorecard: per critic, the share of its tested suggestions that improved out
+    of sample against the null critic's random changes on the same slices."""
+    from quant_assets.analytics import scorecard
+
+    t = scorecard.read(lake)
+    if t is None:
+        if any(lake.root.glob("oos/strategy=*/symbol=*/month=*/validation.parquet")):
+            console.print("[yellow]critic scorecard: not computed yet (materialise `critic_scorecard`)[/]")
+        return
+    if not t.height:
+        console.print("critic scorecard: no critic has a tested suggestion with a null arm yet")
+        return
+    sc = Table(title=f"critic scorecard: share of tested changes whose Sharpe on the next month beats the baseline's, "
+                     "each critic against the null critic's random changes on the same slices (p: one-sided Fisher "
+                     "exact, 'better than random'; DuckDB view `scorecard`)")
+    for col in ("critic", "slices", "critic improved", "null improved", "difference", "p"):
+        sc.add_column(col, no_wrap=True, justify="left" if col == "critic" else "right")
+    pct = lambda v: "-" if v is None else f"{100 * v:.0f}%"  # noqa: E731
+    for r in t.iter_rows(named=True):
+        p = "-" if r["p_value"] is None else f"{r['p_value']:.3g}"
+        sc.add_row(r["critic"], str(r["slices"]), f"{r['critic_improved']}/{r['critic_tested']} ({pct(r['critic_share'])})",
+                   f"{r['null_improved']}/{r['null_tested']} ({pct(r['null_share'])})", pct(r["share_difference"]),
+                   f"[green]{p}[/]" if r["p_value"] is not None and r["p_value"] <= 0.05 else p)
+    console.print(sc)
+    for r in t.filter(t["p_value"].is_null()).iter_rows(named=True):
+        console.print(f"  {r['critic']}: p n/a ({r['reason']})")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -18,6 +18,7 @@ from quant_assets.assets.discoveries import discoveries_asset
 from quant_assets.assets.promotions import promotions_asset
 from quant_assets.assets.metrics import metrics_asset
 from quant_assets.assets.reports import report_asset
+from quant_assets.assets.scorecard import scorecard_asset
 from quant_assets.assets.sensitivity import sensitivity_asset
 from quant_assets.assets.research import research_assets
 from quant_assets.assets.ticks import ticks
@@ -50,6 +51,7 @@ ASSETS = [
     *walkforward_assets(SPECS),
     discoveries_asset(SPECS),
     promotions_asset(SPECS),
+    scorecard_asset(SPECS),
 ]
 
 #: Anthropic when ANTHROPIC_API_KEY is set, the offline rule critic otherwise. EnvVar keeps the

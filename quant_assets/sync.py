@@ -80,7 +80,8 @@ def _waits(lake: Lake, key: dg.AssetKey, symbol: str, month: str,
 INPUTS = "inputs"
 
 #: The ``month`` (and ``symbol``) :func:`run_slices` yields for the run of the unpartitioned
-#: ledgers over the whole lake (``discoveries``: the false-discovery control over every test).
+#: ledgers over the whole lake (``discoveries``: the false-discovery control over every test;
+#: ``critic_scorecard``: each critic against the null critic).
 LEDGER = "ledger"
 
 #: States that need no run: done, waiting for the next month, or not applicable to the data.
@@ -321,8 +322,8 @@ def run_slices(
     once month M+1 exists, a slice that reads an earlier month (a backtest warming up on M−1) is
     stale once that month was rebuilt, and so is the validation of M−1 once M's metrics were;
     then one run per symbol for its roll-ups (those that were not up to date, and all of them
-    where a slice ran); last, one run of the unpartitioned ledgers (``discoveries``) when a slice
-    ran or they were never built or their code changed. Yields (month, symbol, result) as runs
+    where a slice ran); last, one run of the unpartitioned ledgers (``discoveries``,
+    ``critic_scorecard``) when a slice ran or they were never built or their code changed. Yields (month, symbol, result) as runs
     finish; roll-up runs have ``month == ALL_MONTHS``, the ledgers' run ``month == symbol ==
     LEDGER``. A failed run does not stop the others, and no asset of a slice that failed (or was
     skipped after a failure) runs again in the same call: one invocation never runs a failing
@@ -454,9 +455,9 @@ def _previous_month(month: str) -> str:
 
 
 def _ledgers_due(instance: dg.DagsterInstance, graph, ran: bool) -> list[dg.AssetKey]:  # noqa: ANN001
-    """The unpartitioned assets over the whole lake (``discoveries``) to run at the end of a sync:
-    all of them when a slice ran (its tests may be new: they read only what changed), else those
-    never materialised or whose code version changed (a new ``$QUANT_FDR_Q``)."""
+    """The unpartitioned assets over the whole lake (``discoveries``, ``critic_scorecard``) to run
+    at the end of a sync: all of them when a slice ran (its tests may be new: they read only what
+    changed), else those never materialised or whose code version changed (a new ``$QUANT_FDR_Q``)."""
     from dagster._core.definitions.data_version import CODE_VERSION_TAG
 
     keys = sorted(k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable and graph.get(k).partitions_def is None)

@@ -32,8 +32,9 @@ CHAIN = [f"{stage}_{s}" for s in STRATEGIES for stage in ("backtest", "sensitivi
 RESEARCH = ["bars_1m", "sweep_ema_cross", "agreement_ema_cross", "wf_fold_ema_cross"]
 VALIDATIONS = [f"oos_validation_{s}" for s in STRATEGIES] + ["sweep_oos_ema_cross"]
 ROLLUPS = [f"report_{s}" for s in STRATEGIES] + ["factors_ema_cross", "factors_mean_reversion", "walkforward_ema_cross"]
-#: The unpartitioned ledgers (every validation and hand-off; the promotions judged on them): one request each whenever one ran.
-LEDGER = {"discoveries": {"None"}, "promotions": {"None"}}  # and the promotions judged on it
+#: The unpartitioned ledgers over every validation (and hand-off), and the promotions judged on them:
+#: one request each whenever one of them ran.
+LEDGER = {"discoveries": {"None"}, "critic_scorecard": {"None"}, "promotions": {"None"}}
 
 
 def _defs(specs=None) -> dg.Definitions:
@@ -47,6 +48,7 @@ def _defs(specs=None) -> dg.Definitions:
     from quant_assets.assets.metrics import metrics_asset
     from quant_assets.assets.reports import report_asset
     from quant_assets.assets.research import research_assets
+    from quant_assets.assets.scorecard import scorecard_asset
     from quant_assets.assets.sensitivity import sensitivity_asset
     from quant_assets.assets.ticks import ticks
 
@@ -57,7 +59,7 @@ def _defs(specs=None) -> dg.Definitions:
               *(metrics_asset(s) for s in specs.values()),
               *(report_asset(s) for s in specs.values()), *(critique_asset(s) for s in specs.values()),
               *(oos_asset(s) for s in specs.values()), *research_assets(specs), discoveries_asset(specs),
-              promotions_asset(specs)]
+              promotions_asset(specs), scorecard_asset(specs)]
     return dg.Definitions(assets=assets, resources={"lake": LakeResource(), "critic": CriticResource()})
 
 

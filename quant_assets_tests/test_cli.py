@@ -35,9 +35,9 @@ def test_sync_materialises_every_missing_slice_once(lake, instance, capsys):
     ]
     assert sorted(instance.get_dynamic_partitions("symbols")) == ["BTCUSDT", "ETHUSDT", "EURUSD"]
     runs = instance.get_runs(filters=dg.RunsFilter(tags={"quant_assets/trigger": "sync"}))
-    # the symbols' venue settings, a run per slice, then one per symbol for its roll-ups, then the FDR ledger
+    # the symbols' venue settings, a run per slice, then one per symbol for its roll-ups, then the ledgers
     assert len(runs) == 1 + 3 + 3 + 1 and all(r.is_success for r in runs)
-    assert "the FDR ledger over every tested change (discoveries) ok" in out
+    assert "the ledgers over every tested change (discoveries, critic_scorecard) ok" in out
 
     # nothing changed: nothing to do
     assert main(["sync"]) == 0
@@ -100,6 +100,9 @@ def test_demo_end_to_end_in_a_subprocess(tmp_path):
     assert "engine agreement" in out.stdout and "factor analysis of the strategies' signals" in out.stdout
     # the false-discovery ledger judges January's tested suggestions and hand-offs
     assert "tested changes survive FDR at q=0.1" in out.stdout and "tested changes (one-sided p" in out.stdout
+    # and the judge's scorecard: the rule critic against the null critic on January's validations
+    assert "critic scorecard: share of tested changes" in out.stdout
+    assert any(line.lstrip("│┃| ").startswith("rules ") for line in out.stdout.splitlines())
     assert table.count("waiting") == 2 * 3 + 2 + 2  # January's folds: no month before it
     assert "walk-forward optimisation: per fold" in out.stdout and "walk-forward ema_cross on BTCUSDT: 1 fold(s)" in out.stdout
     assert (tmp_path / "home" / "dagster.yaml").read_text().count("enabled: false") == 1

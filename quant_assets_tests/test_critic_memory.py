@@ -20,14 +20,17 @@ from quant_assets.strategies.registry import EMA_CROSS
 BASE = EMA_CROSS.resolved()
 
 
-def _validation(lake: Lake, symbol: str, month: str, oos_month: str, changes: list[tuple[str, object, bool]]) -> None:
-    """validation.parquet of the critique of ``month``: (parameter, value, cleared its bar) per row."""
+def _validation(lake: Lake, symbol: str, month: str, oos_month: str, changes: list[tuple[str, object, bool]],
+                null: tuple[str, object] | None = ("fast_period", 7)) -> None:
+    """validation.parquet of the critique of ``month``: (parameter, value, cleared its bar) per
+    row of the critic's arm, and one row of the null critic's arm (``null``), which memory ignores."""
     rows = []
-    for k, (name, value, beat) in enumerate(changes):
+    arms = [("critic", c) for c in changes] + ([("null", (*null, True))] if null else [])
+    for k, (arm, (name, value, beat)) in enumerate(arms):
         row = {c: None for c in OOS_SCHEMA}
-        row.update(strategy=EMA_CROSS.name, symbol=symbol, critique_month=month, oos_month=oos_month, critic="rules",
+        row.update(arm=arm, strategy=EMA_CROSS.name, symbol=symbol, critique_month=month, oos_month=oos_month, critic="rules",
                    name=name, value=json.dumps(value), baseline_value=json.dumps(BASE[name]), hypothesis="h",
-                   oos_delta_sharpe=0.4 if beat else -0.2, suggestion_index=k, tested=True, n_tested=len(changes),
+                   oos_delta_sharpe=0.4 if beat else -0.2, suggestion_index=k if arm == "critic" else 0, tested=True, n_tested=len(changes),
                    p_value=0.001 if beat else 0.6, local_bar=0.05 / len(changes), clears_local_bar=beat)
         rows.append(row)
     path = lake.oos_dir(EMA_CROSS.name, symbol, month) / "validation.parquet"

@@ -12,8 +12,9 @@ import httpx2
 import polars as pl
 import pytest
 
-from quant_assets.analytics import discoveries
-from quant_assets.definitions import ASSETS
+from quant_assets.analytics import discoveries, trials
+from quant_assets.critique.null_critic import null_suggestions
+from quant_assets.definitions import ASSETS, SPECS
 from quant_assets.ingest.synthetic import SyntheticSpec, write_landing
 from quant_assets.lake import duck
 from quant_assets_tests.test_critique import GOOD, KEY, Script, _reply
@@ -64,8 +65,10 @@ def test_offline_critique_then_out_of_sample_validation_on_the_next_month_only(l
     assert result.success
     (mat,) = result.asset_materializations_for_node("oos_validation_ema_cross")
     assert mat.metadata["oos_month"].value == "2024-02"
-    table = pl.read_parquet(lake.oos_dir("ema_cross", "BTCUSDT", "2024-01") / "validation.parquet")
-    assert len(table) == len(record["accepted_suggestions"]) >= 1
+    both = pl.read_parquet(lake.oos_dir("ema_cross", "BTCUSDT", "2024-01") / "validation.parquet")
+    table, null = both.filter(pl.col("arm") == "critic"), both.filter(pl.col("arm") == "null")
+    assert len(table) == len(null) == len(record["accepted_suggestions"]) >= 1  # the null critic: as many
+    assert set(both["critic"]) == {"rules"} and set(both["model"]) == {"rules-v1"}  # null rows: their slice's critic
     assert set(table["oos_month"]) == {"2024-02"} and set(table["critique_month"]) == {"2024-01"}
     baseline = pl.read_parquet(lake.metrics_dir("ema_cross", "BTCUSDT", "2024-02") / "metrics.parquet")
     assert table["oos_baseline_sharpe"][0] == pytest.approx(baseline["sharpe"][0])  # the published M+1 slice
@@ -79,6 +82,25 @@ def test_offline_critique_then_out_of_sample_validation_on_the_next_month_only(l
         assert row["tested"] and row["suggestion_index"] == k and row["local_bar"] == pytest.approx(0.05 / len(table))
         assert (row["p_value"] is not None and 0.0 <= row["p_value"] <= 1.0) or row["reason"].startswith("no p-value: ")
         assert row["clears_local_bar"] == (row["p_value"] is not None and row["p_value"] <= row["local_bar"])
+    # the null arm: its seeded proposals (recorded in the manifest), run on M+1 only against the same baseline,
+    # in the trials ledger as control runs the deflated Sharpe does not count
+    oos_manifest = json.loads((lake.oos_dir("ema_cross", "BTCUSDT", "2024-01") / "manifest.json").read_text())
+    fidelity = json.loads((lake.backtest_dir("ema_cross", "BTCUSDT", "2024-01") / "manifest.json").read_text())["fidelity"]
+    drawn = null_suggestions(SPECS["ema_cross"], record["params"], "BTCUSDT", "2024-01", len(table), fidelity)
+    assert oos_manifest["null_critic"]["suggestions"] == [s.as_dict() for s in drawn]
+    assert [(r["name"], json.loads(r["value"])) for r in null.iter_rows(named=True)] == [(s.name, s.value) for s in drawn]
+    ledger = trials.read(lake)
+    tried = set(ledger.filter(pl.col("kind") == trials.PARAMETERS)["params_hash"])
+    controls = set(ledger.filter(pl.col("kind") == trials.NULL_CRITIC)["params_hash"])
+    for k, row in enumerate(null.iter_rows(named=True)):
+        run = lake.oos_dir("ema_cross", "BTCUSDT", "2024-01") / "runs" / f"null-{k}-{row['name']}"
+        params = json.loads((run / "2024-02" / "manifest.json").read_text())["params"]
+        assert params == {**record["params"], row["name"]: json.loads(row["value"])} and not (run / "2024-01").exists()
+        assert row["tested"] and row["is_candidate_sharpe"] is None and "in-sample run on 2024-01 skipped" in row["reason"]
+        assert row["oos_baseline_sharpe"] == table["oos_baseline_sharpe"][0]  # the same baseline
+        assert trials.params_hash(params) in controls and trials.params_hash(params) not in tried
+    assert trials.params_hash({**record["params"], table["name"][0]: json.loads(table["value"][0])}) in tried
+    assert trials.count(lake, SPECS["ema_cross"].impl) == len(tried)
     assert duck.connect(lake).sql("SELECT count(*) FROM suggestions WHERE fdr_status LIKE 'not judged yet%' AND improved IS NULL"
                                   ).fetchall() == [(len(table),)]
     # the FDR ledger judges them: the view's improved is its verdict, the slice's own file is unchanged
@@ -91,6 +113,14 @@ def test_offline_critique_then_out_of_sample_validation_on_the_next_month_only(l
     view = duck.connect(lake).sql("SELECT suggestion_index, improved FROM suggestions ORDER BY suggestion_index").fetchall()
     assert view == list(zip(judged.sort("test_index")["test_index"].to_list(), judged.sort("test_index")["improved"].to_list()))
     assert (lake.oos_dir("ema_cross", "BTCUSDT", "2024-01") / "validation.parquet").read_bytes() == before
+    # the judge's scorecard: the rule critic against the null critic on this slice
+    card = _run(instance, ["critic_scorecard"], None)
+    assert card.success
+    (row,) = pl.read_parquet(lake.scorecard_dir / "scorecard.parquet").iter_rows(named=True)
+    assert row["critic"] == "rules" and row["slices"] == 1
+    assert (row["critic_tested"], row["null_tested"]) == (int(table["tested"].sum()), int(null["tested"].sum()))
+    assert row["critic_improved"] == int((table["oos_delta_sharpe"] > 0).sum())
+    assert row["null_improved"] == int((null["oos_delta_sharpe"] > 0).sum())
 
     # lineage: from the validation back to the landed files, every step current
     from quant_assets.lineage import trace
@@ -227,7 +257,9 @@ def test_a_suggestion_the_account_cannot_carry_is_recorded_as_untestable(lake, i
     record["accepted_suggestions"] = [{"name": "notional", "value": 500_000.0, "hypothesis": "size up"}]
     path.write_text(json.dumps(record))
     assert _run(instance, ["oos_validation_ema_cross"], "2024-01|BTCUSDT").success
-    (row,) = pl.read_parquet(lake.oos_dir("ema_cross", "BTCUSDT", "2024-01") / "validation.parquet").iter_rows(named=True)
+    both = pl.read_parquet(lake.oos_dir("ema_cross", "BTCUSDT", "2024-01") / "validation.parquet")
+    (row,) = both.filter(pl.col("arm") == "critic").iter_rows(named=True)
+    assert both.filter(pl.col("arm") == "null").height == 1  # one random change beside it
     assert row["tested"] is False and row["p_value"] is None and row["oos_candidate_sharpe"] is None
     assert row["clears_local_bar"] is False
     assert "cannot be run" in row["reason"] and "more than the account can carry" in row["reason"]

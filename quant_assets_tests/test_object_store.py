@@ -201,6 +201,15 @@ def test_trials_added_on_two_machines_both_survive(bucket, tmp_path, monkeypatch
     c.remote.pull()
     assert trials.count(c, "ema_cross") == 4
 
+    # A null-critic control run of a parameter set another machine tried is its own row: the
+    # merge keeps the trial (it would drop it, keyed without the kind, and the count would fall).
+    assert trials.record(a, "ema_cross", "ema_cross", {"fast": 50})
+    a.remote.push()
+    assert trials.record(c, "ema_cross", "ema_cross", {"fast": 50}, kind=trials.NULL_CRITIC)
+    assert c.remote.push().merged == 1
+    b.remote.pull()
+    assert trials.count(b, "ema_cross") == 5 and trials.read(b).height == 6
+
 
 def test_landing_sensor_sees_files_dropped_into_the_bucket(bucket, instance, tmp_path, monkeypatch):
     from quant_assets.definitions import defs

@@ -34,13 +34,15 @@ def _survivor(lake, month: str, oos_month: str, cand: float, base: float, improv
     d.mkdir(parents=True)
     (d / "critique.json").write_text(json.dumps({"critic": "rules", "model": "rules-v1", "params": BASE}))
     row = {c: None for c in OOS_SCHEMA} | {
-        "strategy": "ema_cross", "symbol": "BTCUSDT", "critique_month": month, "oos_month": oos_month, "critic": "rules",
+        "arm": "critic", "strategy": "ema_cross", "symbol": "BTCUSDT", "critique_month": month, "oos_month": oos_month, "critic": "rules",
         "name": "slow_period", "value": "400", "baseline_value": json.dumps(BASE["slow_period"]), "hypothesis": "h",
         "oos_candidate_sharpe": cand, "oos_baseline_sharpe": base, "suggestion_index": 0, "tested": True, "n_tested": 1,
         "p_value": 0.001, "local_bar": 0.05, "clears_local_bar": True}
     v = lake.oos_dir("ema_cross", "BTCUSDT", month)
     v.mkdir(parents=True)
-    pl.DataFrame([row], schema=OOS_SCHEMA).write_parquet(v / "validation.parquet")
+    # the null critic's arm repeats suggestion_index 0 with a different change: never a candidate
+    null = row | {"arm": "null", "name": "fast_period", "value": "7", "baseline_value": json.dumps(BASE["fast_period"])}
+    pl.DataFrame([row, null], schema=OOS_SCHEMA).write_parquet(v / "validation.parquet")
     ledger = {c: None for c in LEDGER_SCHEMA} | {
         "kind": "suggestion", "strategy": "ema_cross", "symbol": "BTCUSDT", "month": month, "oos_month": oos_month,
         "test_index": 0, "tested": True, "p_value": 0.001, "change": "slow_period=400", "in_family": True,

@@ -25,11 +25,14 @@ independent or positively dependent tests, as tests sharing a baseline or a mark
   concluded at the end of that month (it still moves if a test of an earlier month is added
   later, e.g. a new symbol backfilled).
 
-The family: every test whose candidate ran (``tested``). A test whose p-value is undefined (a
-candidate that never held a position, a wiped-out account) ran and showed no evidence: it
-counts with p = 1 (it can never be a discovery, and it is not dropped from the denominator,
-which would flatter the others). A suggestion the account could not run was never tested: it is
-listed with ``in_family`` false and is not an improvement.
+The family: every test whose candidate ran (``tested``), of the critic's arm only: a
+validation's null-critic rows (``arm`` = ``null``, the scorecard's control arm) are random
+changes nobody would adopt, not tests of a change; they are never read here. Slices written
+before the arms existed have no ``arm``: all their rows are the critic's. A test whose p-value
+is undefined (a candidate that never held a position, a wiped-out account) ran and showed no
+evidence: it counts with p = 1 (it can never be a discovery, and it is not dropped from the
+denominator, which would flatter the others). A suggestion the account could not run was never
+tested: it is listed with ``in_family`` false and is not an improvement.
 
 Output in ``<lake>/discoveries/`` (one folder, published whole): ``discoveries.parquet`` (one
 row per test, columns in :data:`SCHEMA`), ``manifest.json`` (q, method, counts, what was read)
@@ -149,7 +152,7 @@ def _read_kind(lake: Lake, kind: str, sources: list[str]) -> tuple[pl.DataFrame,
     tests carried a p-value (their rows have no ``tested``; they wait to be re-materialised)."""
     pattern, renames = SOURCES[kind]
     own = {renames.get(k, k): v for k, v in _READ.items()}
-    own["name"] = own["value"] = own["event_params"] = pl.String()
+    own["name"] = own["value"] = own["event_params"] = own["arm"] = pl.String()
     root = str(lake.root) + os.sep
     change = (pl.col("name") + "=" + pl.col("value")) if kind == "suggestion" else pl.col("event_params")
     parts, old = [pl.DataFrame(schema=COLLECTED)], []
@@ -161,6 +164,8 @@ def _read_kind(lake: Lake, kind: str, sources: list[str]) -> tuple[pl.DataFrame,
                                   include_file_paths="_path", hive_partitioning=False, glob=False).collect()
         except Exception as exc:  # noqa: BLE001 - polars names the file; say what was expected of it
             raise DiscoveriesError(f"{kind} tables ({pattern}): {exc}; expected the columns {sorted(own)}") from exc
+        # Only the critic's arm is a test (a hand-off or an older slice has no arm: all its rows are).
+        raw = raw.filter(pl.col("arm").is_null() | (pl.col("arm") == "critic"))
         table = raw.rename({v: k for k, v in renames.items()}).with_columns(
             kind=pl.lit(kind), change=change, source=pl.col("_path").str.strip_prefix(root))
         old += table.filter(pl.col("tested").is_null())["source"].unique().to_list()

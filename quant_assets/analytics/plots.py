@@ -77,3 +77,38 @@ def heatmap_png(table: pl.DataFrame, x: str, y: str, value: str, title: str) -> 
         return _png(fig)
     finally:
         plt.close(fig)
+
+
+def scorecard_png(table: pl.DataFrame) -> bytes:
+    """The judge's scorecard as a PNG: per critic, the share of its tested suggestions that
+    improved out of sample beside the null critic's share on the same slices, each bar labelled
+    improved/tested, the one-sided p-value above each pair. ``table``: rows of
+    :data:`quant_assets.analytics.scorecard.SCHEMA`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(table.iter_rows(named=True))
+    x = np.arange(len(rows))
+    width = 0.38
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.8 * len(rows) + 2), 4.5), dpi=80)
+    try:
+        for offset, arm, colour, name in ((-width / 2, "critic", "tab:blue", "critic"),
+                                          (width / 2, "null", "tab:grey", "null critic (random changes)")):
+            shares = [100 * (r[f"{arm}_share"] or 0.0) for r in rows]
+            bars = ax.bar(x + offset, shares, width, color=colour, label=name)
+            for bar, r in zip(bars, rows):
+                text = f"{r[f'{arm}_improved']}/{r[f'{arm}_tested']}" if r[f"{arm}_tested"] else "none"
+                ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
+        for i, r in enumerate(rows):
+            p = "p n/a" if r["p_value"] is None else f"p={r['p_value']:.2g}"
+            ax.annotate(p, (x[i], 108), ha="center", fontsize=9)
+        ax.set_xticks(x, [r["critic"] for r in rows], fontsize=8)
+        ax.set_ylim(0, 118)
+        ax.set_ylabel("% of tested changes improved")
+        ax.set_title("critic vs null critic: share of tested changes\nwhose Sharpe on M+1 beats the baseline's", fontsize=10)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
+        return _png(fig)
+    finally:
+        plt.close(fig)

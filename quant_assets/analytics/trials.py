@@ -18,9 +18,12 @@ count their shared combinations twice, and a hand-off's event-driven re-test of 
 combination is its own parameter set (lengths in quote updates, not bars).
 
 Each row says what kind of trial it is: ``parameters`` (a parameter set the strategy was run
-with: what the deflated Sharpe counts) or ``venue_sensitivity`` (a slice re-run under a scaled
+with: what the deflated Sharpe counts), ``venue_sensitivity`` (a slice re-run under a scaled
 venue profile or fees by the realism sensitivity: the same strategy in a harsher market, not a
-new parameter set, so it is recorded but never counted as a trial of the strategy).
+new parameter set, so it is recorded but never counted as a trial of the strategy) or
+``null_critic`` (a random change run as the control arm of the judge's scorecard,
+:mod:`quant_assets.critique.null_critic`: never a candidate anyone selects or adopts, so it is
+recorded but not counted; a search that later runs the same set records it as ``parameters``).
 
 Stored at ``<lake>/trials/trials.parquet`` (read-modify-write under the lake lock, renamed
 into place like every lake file). It only grows: removing a variant does not un-try it.
@@ -44,6 +47,7 @@ SCHEMA: dict[str, pl.DataType] = {
 #: The kind of trial the deflated Sharpe counts.
 PARAMETERS = "parameters"
 VENUE_SENSITIVITY = "venue_sensitivity"
+NULL_CRITIC = "null_critic"
 
 
 def params_hash(params: Mapping[str, object]) -> str:
@@ -56,6 +60,8 @@ def read(lake: Lake) -> pl.DataFrame:
     table = pl.read_parquet(lake.trials_path)
     if "kind" not in table.columns:  # a ledger written before trials had kinds: all parameter sets
         table = table.with_columns(kind=pl.lit(PARAMETERS))
+    # Rows of such a ledger merged with a newer one (lake.remote) have no kind: parameter sets too.
+    table = table.with_columns(pl.col("kind").fill_null(PARAMETERS))
     return table.select(list(SCHEMA)).cast(SCHEMA)
 
 
@@ -77,6 +83,6 @@ def record(lake: Lake, impl: str, strategy: str, params: Mapping[str, object], n
 
 def count(lake: Lake, impl: str) -> int:
     """Parameter sets tried for the implementation ``impl`` (at least 1); venue-sensitivity
-    re-runs are not parameter sets and do not count."""
+    re-runs and the null critic's control runs are not tries of the search and do not count."""
     table = read(lake).filter((pl.col("impl") == impl) & (pl.col("kind") == PARAMETERS))
     return max(1, int(table["n_sets"].sum()) if len(table) else 0)

@@ -19,7 +19,8 @@ from quant_assets.automation import ENGINE_POOL, rebuild_critiques, rebuild_stal
 from quant_assets.batching import BACKFILL_POLICY, Built, NotBuilt, build_slices
 from quant_assets.critique.budget import BudgetExhausted
 from quant_assets.critique.critics import CritiqueFailed
-from quant_assets.critique.oos import OOS_VERSION, WaitingForNextMonth, run_oos
+from quant_assets.critique.null_critic import NullCriticError
+from quant_assets.critique.oos import CRITIC_ARM, NULL_ARM, OOS_VERSION, WaitingForNextMonth, run_oos
 from quant_assets.critique.rounds import MAX_ROUNDS
 from quant_assets.critique.run import CRITIQUE_VERSION, run_critique
 from quant_assets.lake import instruments as inst_mod
@@ -62,7 +63,7 @@ def _cutoff_metadata(tc: dict) -> dict:
 def _results_md(t) -> str:
     if not len(t):
         return "no accepted suggestion to test"
-    cols = ("name", "value", "is_candidate_sharpe", "oos_baseline_sharpe", "oos_candidate_sharpe", "p_value", "local_bar",
+    cols = ("arm", "name", "value", "is_candidate_sharpe", "oos_baseline_sharpe", "oos_candidate_sharpe", "p_value", "local_bar",
             "clears_local_bar")
     fmt = lambda v: "-" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v)  # noqa: E731
     rows = [" | ".join(fmt(r[c]) for c in cols) for r in t.iter_rows(named=True)]
@@ -166,6 +167,7 @@ def oos_asset(spec: StrategySpec) -> dg.AssetsDefinition:
             f"Out-of-sample test of the suggestions in `critique_{spec.name}` for month M: each is backtested on "
             "M+1 (and on M for reference) and compared with the baseline on M+1: a one-sided p-value of 'beats the "
             "baseline' (Ledoit-Wolf Sharpe difference) and the slice's own bar (Bonferroni over its suggestions). "
+            "Beside them, as many random changes by the null critic (`arm` = null, on M+1 only), for `critic_scorecard`. "
             "Whether a suggestion improved is decided by the FDR control over every tested change (`discoveries`). "
             "Waits (materialises nothing) until M+1 exists. Output: "
             f"`oos/strategy={spec.name}/symbol=S/month=M/validation.parquet`; DuckDB view `suggestions`."
@@ -185,15 +187,18 @@ def oos_asset(spec: StrategySpec) -> dg.AssetsDefinition:
                 out = run_oos(the_lake, spec, symbol, month, trading_days)
             except WaitingForNextMonth as exc:
                 return NotBuilt(str(exc))
-            except (FileNotFoundError, BacktestSliceError) as exc:
+            except (FileNotFoundError, BacktestSliceError, NullCriticError) as exc:
                 raise dg.Failure(description=f"{name} {pk}: {exc}", allow_retries=False) from None
             t = out.table
+            critic, null = t.filter(t["arm"] == CRITIC_ARM), t.filter(t["arm"] == NULL_ARM)
             return Built(
                 metadata={
                     "oos_month": out.manifest["oos_month"],
-                    "suggestions_tested": dg.MetadataValue.int(len(t)),
+                    "suggestions_tested": dg.MetadataValue.int(len(critic)),
                     # local figures only: whether a suggestion improved is the FDR ledger's verdict (discoveries)
-                    "clear_local_bar": dg.MetadataValue.int(int(t["clears_local_bar"].sum()) if len(t) else 0),
+                    "clear_local_bar": dg.MetadataValue.int(int(critic["clears_local_bar"].sum()) if len(critic) else 0),
+                    # the control arm (critic_scorecard compares the two)
+                    "null_changes_tested": dg.MetadataValue.int(len(null)),
                     "results": dg.MetadataValue.md(_results_md(t)),
                     "path": dg.MetadataValue.path(str(out.directory)),
                 },

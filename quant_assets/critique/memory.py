@@ -36,6 +36,7 @@ from typing import Any
 
 import polars as pl
 
+from quant_assets.critique.oos import CRITIC_ARM
 from quant_assets.lake.store import Lake
 
 #: Detailed entries of this instrument, and of the others, at most.
@@ -115,6 +116,8 @@ def _this_instrument(lake: Lake, strategy: str, symbol: str, month: str) -> tupl
     frames = []
     for f in files:
         df = pl.read_parquet(f)
+        if "arm" in df.columns:  # the null critic's random changes are the scorecard's yardstick, not history
+            df = df.filter(pl.col("arm") == CRITIC_ARM)
         cols = [c for c in _VALIDATION_COLS if c in df.columns]
         frames.append(df.select(cols))
     if not frames:

@@ -20,8 +20,21 @@ control over the whole ledger of tests (:mod:`quant_assets.analytics.discoveries
 when later tests arrive. Every tested parameter set also enters the trials ledger, so the
 roll-ups' deflated Sharpe counts them.
 
-Output: ``validation.parquet`` (one row per suggestion) and ``manifest.json`` in
-``<lake>/oos/strategy=X/symbol=S/month=M/``.
+**Two arms.** Beside the critic's suggestions (``arm`` = ``critic``), the slice tests as many
+random one-parameter changes of the same baseline by the null critic
+(:mod:`quant_assets.critique.null_critic`, ``arm`` = ``null``), drawn from the parameters the
+critic's data dictionary offered and seeded by (strategy, symbol, month, index), so a slice
+always tests the same ones. They run with the same engine on M+1 against the same baseline;
+their in-sample run on M is skipped (the scorecard compares out-of-sample results only:
+``is_candidate_sharpe`` is null for them, and their ``reason`` says so). They are a control
+group, never a change anyone would adopt: the false-discovery ledger and the DuckDB view
+``suggestions`` leave them out, and the trials ledger records them as ``null_critic``, a kind
+the deflated Sharpe does not count (see :func:`run_oos`). The judge's scorecard
+(:mod:`quant_assets.analytics.scorecard`) compares the arms. Each arm's ``n_tested`` and local
+bar count its own proposals only.
+
+Output: ``validation.parquet`` (one row per proposal of each arm) and ``manifest.json`` (with
+the null critic's proposals and seeds) in ``<lake>/oos/strategy=X/symbol=S/month=M/``.
 """
 
 from __future__ import annotations
@@ -39,6 +52,8 @@ from quant_assets.analytics import trials
 from quant_assets.analytics.sharpe_test import METHOD, SharpeTest, sharpe_difference
 from quant_assets.analytics.returns import ReturnSeries, sample_returns
 from quant_assets.analytics.slice_metrics import compute, read_backtest
+from quant_assets.critique.null_critic import DESCRIPTION as NULL_DESCRIPTION
+from quant_assets.critique.null_critic import NULL_CRITIC_VERSION, null_suggestions
 from quant_assets.engines.inputs import NotApplicableError
 from quant_assets.lake.store import Lake, atomic_dir, file_sha256
 from quant_assets.strategies.spec import ParamError, StrategySpec
@@ -46,13 +61,17 @@ from quant_assets.strategies.spec import ParamError, StrategySpec
 #: Bump when the validation procedure changes: every OOS slice becomes stale.
 #: 2: a one-sided p-value per test (Ledoit-Wolf), the local bar beside it, no ``improved``
 #: (the false-discovery control over the ledger decides it).
-OOS_VERSION = "2"
+#: 3: the null critic's arm (``arm``: critic | null) and the critique's ``model``.
+OOS_VERSION = f"3-null{NULL_CRITIC_VERSION}"
+#: The two arms of a validation: the critic's suggestions and the null critic's random changes.
+CRITIC_ARM, NULL_ARM = "critic", "null"
 #: Family-wise level of a slice's local bar (Bonferroni over its own suggestions).
 LOCAL_ALPHA = 0.05
 
 SCHEMA: dict[str, pl.DataType] = {
     "strategy": pl.String(), "symbol": pl.String(), "critique_month": pl.String(), "oos_month": pl.String(),
-    "critic": pl.String(), "name": pl.String(), "value": pl.String(), "baseline_value": pl.String(), "hypothesis": pl.String(),
+    "critic": pl.String(), "model": pl.String(), "arm": pl.String(), "name": pl.String(), "value": pl.String(),
+    "baseline_value": pl.String(), "hypothesis": pl.String(),
     "is_baseline_sharpe": pl.Float64(), "is_candidate_sharpe": pl.Float64(),
     "oos_baseline_sharpe": pl.Float64(), "oos_candidate_sharpe": pl.Float64(), "oos_delta_sharpe": pl.Float64(),
     "oos_baseline_return": pl.Float64(), "oos_candidate_return": pl.Float64(), "oos_delta_return": pl.Float64(),
@@ -110,11 +129,11 @@ class WaitingForNextMonth(Exception):
     """M+1 has no ticks or no baseline metric set yet: the validation waits (it is not a failure)."""
 
 
-def run_and_measure(lake: Lake, spec: StrategySpec, symbol: str, month: str, out: Path, trading_days: int):
+def run_and_measure(lake: Lake, spec: StrategySpec, symbol: str, month: str, out: Path, trading_days: int,
+                    trial_kind: str = trials.PARAMETERS):
     from quant_assets.engines.runner import run_backtest
 
-    run_backtest(lake, spec, symbol, month, out_dir=out)
-    trials.record(lake, spec.impl, spec.name, spec.resolved())
+    run_backtest(lake, spec, symbol, month, out_dir=out, trial_kind=trial_kind)
     bt = read_backtest_dir(out)
     sm = compute(bt, trading_days, None, spec.name, symbol, month)
     return sm
@@ -161,39 +180,59 @@ def run_oos(lake: Lake, spec: StrategySpec, symbol: str, month: str, trading_day
             oos_bt = read_backtest_dir(out / "runs" / "baseline" / oos_month)
         oos_base_rs = sample_returns(oos_bt.equity, oos_bt.interval_s, trading_days)
         oos_base = period_row(oos_base_rs)
-        for k, s in enumerate(suggestions):
-            cand = base_spec.with_values({s["name"]: s["value"]})
-            tag = f"{k}-{s['name']}"
-            try:
-                is_sm = run_and_measure(lake, cand, symbol, month, out / "runs" / tag / month, trading_days)
-                oos_sm = run_and_measure(lake, cand, symbol, oos_month, out / "runs" / tag / oos_month, trading_days)
-            except (ParamError, NotApplicableError) as exc:
-                # A value inside the parameter's range that this account cannot carry (a notional
-                # past its leverage), or that the month's data cannot run (the market maker's
-                # imbalance_levels on a month without order-book depth): the suggestion is
-                # tested as impossible, not as a failure.
-                rows.append(_untestable_row(spec, symbol, month, oos_month, critique, s, baseline_params, k, n, alpha, str(exc)))
-                continue
-            test = sharpe_difference(oos_sm.returns, oos_base_rs)
-            c_sharpe, b_sharpe = oos_sm.row["sharpe"], oos_base["sharpe"]
-            delta = None if c_sharpe is None or b_sharpe is None else c_sharpe - b_sharpe
-            rows.append({
-                "strategy": spec.name, "symbol": symbol, "critique_month": month, "oos_month": oos_month,
-                "critic": critique["critic"], "name": s["name"], "value": _fmt(s["value"]),
-                "baseline_value": _fmt(baseline_params.get(s["name"])), "hypothesis": s["hypothesis"],
-                "is_baseline_sharpe": period_row(is_base_rs)["sharpe"], "is_candidate_sharpe": is_sm.row["sharpe"],
-                "oos_baseline_sharpe": b_sharpe, "oos_candidate_sharpe": c_sharpe, "oos_delta_sharpe": delta,
-                "oos_baseline_return": oos_base["total_return"], "oos_candidate_return": oos_sm.row["total_return"],
-                "oos_delta_return": (None if oos_sm.row["total_return"] is None or oos_base["total_return"] is None
-                                     else oos_sm.row["total_return"] - oos_base["total_return"]),
-                "oos_candidate_trades": oos_sm.row["trades"], "oos_candidate_max_drawdown": oos_sm.row["max_drawdown"],
-                "suggestion_index": k, "tested": True, "n_tested": n, **local_verdict(test, n, alpha),
-            })
+        is_base_sharpe = period_row(is_base_rs)["sharpe"]
+        slice_cols = {"strategy": spec.name, "symbol": symbol, "critique_month": month, "oos_month": oos_month,
+                      "critic": critique["critic"], "model": critique.get("model")}
+        # As many random changes as the critic made, from the parameters its dictionary offered
+        # on this slice's data (the fidelity of M, as the prompt's).
+        nulls = null_suggestions(spec, baseline_params, symbol, month, n, is_base.manifest.get("fidelity"))
+        for arm, proposals in ((CRITIC_ARM, suggestions), (NULL_ARM, [x.as_dict() for x in nulls])):
+            for k, s in enumerate(proposals):
+                cand = base_spec.with_values({s["name"]: s["value"]})
+                row = {**slice_cols, "arm": arm, "name": s["name"], "value": _fmt(s["value"]),
+                       "baseline_value": _fmt(baseline_params.get(s["name"])), "hypothesis": s["hypothesis"],
+                       "suggestion_index": k, "n_tested": n}
+                tag = f"{k}-{s['name']}" if arm == CRITIC_ARM else f"null-{k}-{s['name']}"
+                try:
+                    # The null arm is a control group, never a candidate anyone would select or
+                    # adopt: its runs enter the trials ledger as kind null_critic, which the
+                    # deflated Sharpe does not count (it deflates for the tries made in search
+                    # of a strategy; these were not). Its in-sample run on M is skipped: the
+                    # scorecard compares out-of-sample results only.
+                    is_sm = (run_and_measure(lake, cand, symbol, month, out / "runs" / tag / month, trading_days)
+                             if arm == CRITIC_ARM else None)
+                    oos_sm = run_and_measure(lake, cand, symbol, oos_month, out / "runs" / tag / oos_month, trading_days,
+                                             trial_kind=trials.PARAMETERS if arm == CRITIC_ARM else trials.NULL_CRITIC)
+                except (ParamError, NotApplicableError) as exc:
+                    # A value inside the parameter's range that this account cannot carry (a notional
+                    # past its leverage), or that the month's data cannot run (the market maker's
+                    # imbalance_levels on a month without order-book depth): the suggestion is
+                    # tested as impossible, not as a failure.
+                    rows.append(_untestable_row(row, n, alpha, str(exc)))
+                    continue
+                test = sharpe_difference(oos_sm.returns, oos_base_rs)
+                c_sharpe, b_sharpe = oos_sm.row["sharpe"], oos_base["sharpe"]
+                verdict = local_verdict(test, n, alpha)
+                if is_sm is None:  # (the FDR ledger never judges a control change)
+                    verdict["reason"] = (f"null critic, control arm: in-sample run on {month} skipped, no FDR verdict; "
+                                         + verdict["reason"].split("; improved = ")[0])
+                rows.append({
+                    **row,
+                    "is_baseline_sharpe": is_base_sharpe, "is_candidate_sharpe": None if is_sm is None else is_sm.row["sharpe"],
+                    "oos_baseline_sharpe": b_sharpe, "oos_candidate_sharpe": c_sharpe,
+                    "oos_delta_sharpe": None if c_sharpe is None or b_sharpe is None else c_sharpe - b_sharpe,
+                    "oos_baseline_return": oos_base["total_return"], "oos_candidate_return": oos_sm.row["total_return"],
+                    "oos_delta_return": (None if oos_sm.row["total_return"] is None or oos_base["total_return"] is None
+                                         else oos_sm.row["total_return"] - oos_base["total_return"]),
+                    "oos_candidate_trades": oos_sm.row["trades"], "oos_candidate_max_drawdown": oos_sm.row["max_drawdown"],
+                    "tested": True, **verdict,
+                })
         table = pl.DataFrame(rows, schema=SCHEMA)
         lake.write_parquet(table, out / "validation.parquet")
         digest = file_sha256(out / "validation.parquet")
         manifest = {"strategy": spec.name, "symbol": symbol, "critique_month": month, "oos_month": oos_month,
                     "oos_version": OOS_VERSION, "test": METHOD, "local_alpha": alpha, "suggestions": n,
+                    "null_critic": {"method": NULL_DESCRIPTION, "suggestions": [x.as_dict() for x in nulls]},
                     "critique_sha256": file_sha256(crit_path), "baseline_backtest": lake.relative(_published(oos_bt.directory, out, final)),
                     "oos_ticks": lake.relative(lake.ticks_path(symbol, oos_month)),
                     "files": {"validation.parquet": digest}}
@@ -202,19 +241,14 @@ def run_oos(lake: Lake, spec: StrategySpec, symbol: str, month: str, trading_day
     return OosOutput(final, table, manifest, version)
 
 
-def _untestable_row(spec: StrategySpec, symbol: str, month: str, oos_month: str, critique: dict, s: dict,
-                    baseline_params: dict, k: int, n: int, alpha: float, why: str) -> dict[str, Any]:
-    """The validation row of a suggestion the account could not run: no figures, no p-value
-    (it was proposed, never tested: the false-discovery control leaves it out)."""
-    row: dict[str, Any] = {c: None for c in SCHEMA}
-    row.update({
-        "strategy": spec.name, "symbol": symbol, "critique_month": month, "oos_month": oos_month,
-        "critic": critique["critic"], "name": s["name"], "value": _fmt(s["value"]),
-        "baseline_value": _fmt(baseline_params.get(s["name"])), "hypothesis": s["hypothesis"],
-        "suggestion_index": k, "tested": False, "n_tested": n, "local_bar": alpha / max(1, n), "clears_local_bar": False,
-        "reason": f"cannot be run: {why}",
-    })
-    return row
+def _untestable_row(row: dict[str, Any], n: int, alpha: float, why: str) -> dict[str, Any]:
+    """The validation row of a proposal the account could not run (``row``: its slice and
+    proposal columns): no figures, no p-value (it was proposed, never tested: the
+    false-discovery control and the scorecard leave it out)."""
+    out: dict[str, Any] = {c: None for c in SCHEMA}
+    out.update(row)
+    out.update({"tested": False, "local_bar": alpha / max(1, n), "clears_local_bar": False, "reason": f"cannot be run: {why}"})
+    return out
 
 
 def _published(path: Path, building: Path, final: Path) -> Path:
@@ -229,7 +263,8 @@ def period_row(rs: ReturnSeries) -> dict[str, Any]:
 
 
 def summary(lake: Lake) -> pl.DataFrame:
-    """Every tested suggestion across the lake: the in-sample claim next to the out-of-sample result."""
+    """Every tested proposal across the lake (both arms: see ``arm``): the in-sample claim next to the
+    out-of-sample result."""
     files = sorted(lake.root.glob("oos/strategy=*/symbol=*/month=*/validation.parquet"))
     if not files:
         return pl.DataFrame(schema=SCHEMA)

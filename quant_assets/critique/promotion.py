@@ -43,6 +43,7 @@ from typing import Any
 
 import polars as pl
 
+from quant_assets.critique.oos import CRITIC_ARM
 from quant_assets.engines.inputs import NotApplicableError
 from quant_assets.lake.store import Lake
 from quant_assets.strategies import promoted
@@ -147,7 +148,10 @@ def run_promotions(lake: Lake, specs: Mapping[str, StrategySpec], rule: Rule,
             if spec is None or not vpath.exists() or not cpath.exists():
                 rows.append(row | {"status": "skipped", "reason": "its strategy, validation or critique is no longer in the lake"})
                 continue
-            v = pl.read_parquet(vpath).filter(pl.col("suggestion_index") == s["test_index"]).row(0, named=True)
+            table = pl.read_parquet(vpath)
+            if "arm" in table.columns:  # the ledger's tests are the critic's arm (suggestion_index repeats per arm)
+                table = table.filter(pl.col("arm") == CRITIC_ARM)
+            v = table.filter(pl.col("suggestion_index") == s["test_index"]).row(0, named=True)
             critique = json.loads(cpath.read_text())
             change = {v["name"]: json.loads(v["value"])}
             row |= {"critic": critique["critic"], "model": critique["model"]}

@@ -219,14 +219,16 @@ def simulate(lake: Lake, spec: StrategySpec, setup: SliceSetup, symbol: str, mon
 def run_backtest(
     lake: Lake, spec: StrategySpec, symbol: str, month: str,
     ticks_version: str | None = None, code_version: str | None = None, starting_cash: float = STARTING_CASH,
-    out_dir: Path | None = None,
+    out_dir: Path | None = None, trial_kind: str = trials.PARAMETERS,
 ) -> BacktestOutput:
     """Backtest ``spec`` on the ``ticks`` partition (month, symbol) and publish the result.
 
     Parameters are validated before the engine starts; an unusable partition raises
     :class:`BacktestInputError` naming it. The previous result stays in place until the new
     one is complete. ``out_dir`` puts the result elsewhere than the strategy's backtest slice
-    (the out-of-sample re-tests of suggested parameters use it).
+    (the out-of-sample re-tests of suggested parameters use it). ``trial_kind``: how the run
+    enters the trials ledger (:mod:`quant_assets.analytics.trials`; the null critic's control
+    runs are not counted).
     """
     setup = setup_slice(lake, spec, symbol, month, starting_cash)
     params, ticks_path, instrument, fees, rules, profile = (
@@ -301,6 +303,6 @@ def run_backtest(
         lake.write_json(run_facts, new / RUN_FACTS)
         lake.write_json(manifest, new / "manifest.json")
     # The deflated Sharpe of the roll-ups needs every parameter set this implementation was run with.
-    trials.record(lake, spec.impl, spec.name, params)
+    trials.record(lake, spec.impl, spec.name, params, kind=trial_kind)
     version = hashlib.sha256("|".join(hashes[k] for k in sorted(hashes)).encode()).hexdigest()[:24]
     return BacktestOutput(out, manifest, head, equity, version, checks, run_facts)

@@ -17,7 +17,10 @@ over every tested change, with ``p_adjusted``, the point-in-time verdict and ``f
 row the ledger has not judged yet (``discoveries`` not materialised since the slice was
 written) has ``improved`` null and says so in ``fdr_status``; nothing defaults to false. The
 join is in the view's one query: the slices' files are bound once, as for any other view (a
-view over a view would read every file's schema again: ~25 s at 100,000 files).
+view over a view would read every file's schema again: ~25 s at 100,000 files). ``suggestions``
+shows the critic's arm only: a validation's null-critic rows are the judge's control group, in
+``scorecard_tests`` beside the critic's, and ``scorecard`` compares the two per critic
+(:mod:`quant_assets.analytics.scorecard`).
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ VIEWS: dict[str, tuple[str, tuple[str, ...]]] = {
     "sweep_returns": ("sweeps/strategy=*/symbol=*/month=*/returns.parquet", ("strategy", "symbol", "month")),
     "handoffs": ("handoffs/strategy=*/symbol=*/month=*/handoff.parquet", ("strategy", "symbol", "month")),
     "discoveries": ("discoveries/discoveries.parquet", ()),
+    "scorecard": ("scorecard/scorecard.parquet", ()),
+    "scorecard_tests": ("scorecard/tests.parquet", ()),
     "factor_ic": ("factors/strategy=*/symbol=*/ic.parquet", ("strategy", "symbol")),
     "factor_samples": ("factors/strategy=*/symbol=*/samples.parquet", ("strategy", "symbol")),
     "agreements": ("agreements/strategy=*/symbol=*/month=*/agreement.parquet", ("strategy", "symbol", "month")),
@@ -103,18 +108,35 @@ JUDGED: dict[str, tuple[str, dict[str, str]]] = {
                                    "suggestion_index": "test_index"}),
     "handoffs": ("handoff", {"strategy": "strategy", "symbol": "symbol", "sweep_month": "month", "sweep_rank": "test_index"}),
 }
+#: view -> which of its slices' rows it shows: ``suggestions``, the critic's arm (a slice written
+#: before the null critic has no ``arm``: all its rows are the critic's).
+ROWS: dict[str, str] = {"suggestions": "arm IS NULL OR arm = 'critic'"}
 #: The ledger's columns shown beside a slice's own (the FDR verdict).
 VERDICT: dict[str, str] = {"improved": "BOOLEAN", "p_adjusted": "DOUBLE", "improved_point_in_time": "BOOLEAN",
                            "p_adjusted_point_in_time": "DOUBLE", "family_size": "BIGINT", "q": "DOUBLE"}
 
 
 def _judged_view(con: duckdb.DuckDBPyConnection, name: str, src: str, ledger: bool) -> None:
-    """``suggestions`` or ``handoffs``: the slices' rows with the FDR ledger's verdict (see the
-    module docstring). The join also matches the p-value, so a slice re-run since the ledger's
-    last run is shown as not judged yet rather than with its previous verdict. Slices written
-    before the ledger carry their own (old) ``improved``: the ledger's replaces it."""
+    """``suggestions`` or ``handoffs``: the slices' rows (those of :data:`ROWS`) with the FDR
+    ledger's verdict (see the module docstring)."""
+    where = ROWS.get(name)
+    try:
+        _make_judged_view(con, name, src, ledger, where)
+    except duckdb.BinderException:
+        if where is None:
+            raise
+        # No slice has an ``arm`` yet (all written before the null critic): every row is the critic's.
+        _make_judged_view(con, name, src, ledger, None)
+
+
+def _make_judged_view(con: duckdb.DuckDBPyConnection, name: str, src: str, ledger: bool, where: str | None) -> None:
+    """The view of :func:`_judged_view`, its rows filtered by ``where``. The join also matches the
+    p-value, so a slice re-run since the ledger's last run is shown as not judged yet rather
+    than with its previous verdict. Slices written before the ledger carry their own (old)
+    ``improved``: the ledger's replaces it."""
     kind, keys = JUDGED[name]
-    local = f"(SELECT COLUMNS(lambda c: c NOT IN ({', '.join(repr(c) for c in VERDICT)})) FROM {src}) s"
+    local = (f"(SELECT COLUMNS(lambda c: c NOT IN ({', '.join(repr(c) for c in VERDICT)})) FROM {src}"
+             f"{f' WHERE {where}' if where else ''}) s")
     nulls = ", ".join(f"NULL::{t} AS {c}" for c, t in VERDICT.items())
     waiting = "'not judged yet: materialise discoveries'"
     if ledger:

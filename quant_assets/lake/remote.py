@@ -57,7 +57,8 @@ COMMIT_MARKS = frozenset({"manifest.json"})
 
 #: Shared row tables and the columns that identify a row; merged on push (see module doc).
 LEDGERS: dict[str, tuple[str, ...]] = {
-    "trials/trials.parquet": ("impl", "params_hash"),
+    # a parameter set and a null-critic control run of the same set are two rows (trials.record)
+    "trials/trials.parquet": ("impl", "params_hash", "kind"),
     "manifest/landing.parquet": ("path",),
     "instruments/instruments.parquet": ("symbol", "month"),  # a record per symbol x month
 }

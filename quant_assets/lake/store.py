@@ -25,6 +25,7 @@ Layout (hive-style, readable by DuckDB, Polars and pyarrow without our code)::
     <root>/critiques/_spend/day=YYYY-MM-DD/<host>.jsonl  the paid critic's spend ledger (append-only, per UTC day)
     <root>/oos/strategy=X/symbol=S/month=M/              validation.parquet, manifest.json, runs/ (candidate backtests)
     <root>/discoveries/                                  discoveries.parquet (FDR over every tested change), manifest.json, sources.parquet
+    <root>/scorecard/                                    scorecard.parquet (each critic against the null critic), scorecard.png, tests.parquet, manifest.json, sources.parquet
     <root>/.scratch, <root>/.locks                       private working space
 
 Writes go to a hidden temporary file in the destination folder, are fsynced, then renamed
@@ -399,6 +400,11 @@ class Lake:
     def discoveries_dir(self) -> Path:
         """The false-discovery ledger over every tested change (one folder, published whole)."""
         return self.root / "discoveries"
+
+    @property
+    def scorecard_dir(self) -> Path:
+        """The judge's scorecard: each critic against the null critic (one folder, published whole)."""
+        return self.root / "scorecard"
 
     # ---- manifest, instruments, private space ---------------------------------------
     @property
