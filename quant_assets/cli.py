@@ -549,7 +549,7 @@ def _print_promoted(lake, candidates: bool = True) -> None:
         return
     if lineage:
         t = Table(title=f"promoted variants ({promoted.toml_path(lake)}; their assets appear when the definitions reload)")
-        for col in ("variant", "base", "change", "from the critique of", "critic", "out-of-sample months", "own months", "state"):
+        for col in ("variant", "of", "change", "from the critique of", "critic", "out-of-sample months", "own months", "state"):
             t.add_column(col, no_wrap=col not in ("change", "state"))
         for name, e in sorted(lineage.items()):
             c = e["critique"]
@@ -557,7 +557,7 @@ def _print_promoted(lake, candidates: bool = True) -> None:
             own = ", ".join(f"{m['month']} {'beat' if m['beat'] else 'lost'}" for m in e.get("own_months", [])) or "-"
             state = ("[dim]retired[/]: " + e.get("retired_reason", "") if e.get("retired")
                      else f"[red]flagged[/]: {e['flag']}" if e.get("flag") else "[green]active[/]")
-            t.add_row(name, e["base"], e["change"], f"{c['month']}|{c['symbol']}", f"{c['critic']} {c['model']}", months, own, state)
+            t.add_row(name, e.get("parent", e["base"]), e["change"], f"{c['month']}|{c['symbol']}", f"{c['critic']} {c['model']}", months, own, state)
         console.print(t)
     if pending is not None and pending.height:
         console.print("survivors of the false-discovery control not promoted: " + "; ".join(

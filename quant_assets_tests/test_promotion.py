@@ -27,25 +27,27 @@ BASE = EMA_CROSS.resolved()
 VARIANT = "ema_cross_slow_period_400"
 
 
-def _survivor(lake, month: str, oos_month: str, cand: float, base: float, improved: bool = True) -> None:
+def _survivor(lake, month: str, oos_month: str, cand: float, base: float, improved: bool = True, strategy: str = "ema_cross",
+              name: str = "slow_period", value: int = 400) -> None:
     """A critique of ``month`` (rules) suggesting slow_period = 400, validated on ``oos_month``
     with the given Sharpes, and the ledger's verdict on it."""
-    d = lake.critique_dir("ema_cross", "BTCUSDT", month)
+    d = lake.critique_dir(strategy, "BTCUSDT", month)
     d.mkdir(parents=True)
-    (d / "critique.json").write_text(json.dumps({"critic": "rules", "model": "rules-v1", "params": BASE}))
+    params = registry.load()[strategy].resolved() if strategy in registry.load() else BASE
+    (d / "critique.json").write_text(json.dumps({"critic": "rules", "model": "rules-v1", "params": params}))
     row = {c: None for c in OOS_SCHEMA} | {
-        "arm": "critic", "strategy": "ema_cross", "symbol": "BTCUSDT", "critique_month": month, "oos_month": oos_month, "critic": "rules",
-        "name": "slow_period", "value": "400", "baseline_value": json.dumps(BASE["slow_period"]), "hypothesis": "h",
+        "arm": "critic", "strategy": strategy, "symbol": "BTCUSDT", "critique_month": month, "oos_month": oos_month, "critic": "rules",
+        "name": name, "value": json.dumps(value), "baseline_value": json.dumps(BASE[name]), "hypothesis": "h",
         "oos_candidate_sharpe": cand, "oos_baseline_sharpe": base, "suggestion_index": 0, "tested": True, "n_tested": 1,
         "p_value": 0.001, "local_bar": 0.05, "clears_local_bar": True}
-    v = lake.oos_dir("ema_cross", "BTCUSDT", month)
+    v = lake.oos_dir(strategy, "BTCUSDT", month)
     v.mkdir(parents=True)
     # the null critic's arm repeats suggestion_index 0 with a different change: never a candidate
     null = row | {"arm": "null", "name": "fast_period", "value": "7", "baseline_value": json.dumps(BASE["fast_period"])}
     pl.DataFrame([row, null], schema=OOS_SCHEMA).write_parquet(v / "validation.parquet")
     ledger = {c: None for c in LEDGER_SCHEMA} | {
-        "kind": "suggestion", "strategy": "ema_cross", "symbol": "BTCUSDT", "month": month, "oos_month": oos_month,
-        "test_index": 0, "tested": True, "p_value": 0.001, "change": "slow_period=400", "in_family": True,
+        "kind": "suggestion", "strategy": strategy, "symbol": "BTCUSDT", "month": month, "oos_month": oos_month,
+        "test_index": 0, "tested": True, "p_value": 0.001, "change": f"{name}={value}", "in_family": True,
         "improved": improved}
     lake.discoveries_dir.mkdir(parents=True, exist_ok=True)
     pl.DataFrame([ledger], schema=LEDGER_SCHEMA).write_parquet(lake.discoveries_dir / "discoveries.parquet")
@@ -81,6 +83,18 @@ def test_a_suggestion_that_beat_its_months_is_promoted_reloaded_and_retired(lake
     # retired stays retired: the same survivor is not promoted again
     assert run_promotions(lake, registry.load(), Rule(1, 1), _no_days).newly_promoted == []
     assert VARIANT not in registry.load()
+
+
+def test_a_variant_s_own_critique_can_promote_a_variant_of_it(lake) -> None:
+    _survivor(lake, "2024-01", "2024-02", cand=1.2, base=0.4)
+    run_promotions(lake, registry.load(), Rule(1, 1), _no_days)
+    _survivor(lake, "2024-02", "2024-03", cand=0.9, base=0.3, strategy=VARIANT, name="fast_period", value=60)
+    out = run_promotions(lake, registry.load(), Rule(1, 1), _no_days)
+    child = f"{VARIANT}_fast_period_60"
+    assert out.newly_promoted == [child]
+    entry = promoted.read_lineage(lake)[child]
+    assert (entry["base"], entry["parent"]) == ("ema_cross", VARIANT)  # the TOML's base is the built-in
+    assert registry.load()[child].resolved() == {**BASE, "slow_period": 400, "fast_period": 60}
 
 
 def test_the_rule_needs_k_of_n_months_and_waits_for_the_months_it_lacks(lake) -> None:

@@ -188,7 +188,10 @@ def run_promotions(lake: Lake, specs: Mapping[str, StrategySpec], rule: Rule,
                 row["variant"] = name
                 if name not in lineage:
                     lineage[name] = {
-                        "base": spec.name, "params": spec.with_values(critique["params"]).resolved(change),
+                        # a variant's own critique can promote a variant of it: the TOML's base is
+                        # the built-in strategy, the comparison (flags) is against its parent
+                        "base": _builtin_of(spec), "parent": spec.name,
+                        "params": spec.with_values(critique["params"]).resolved(change),
                         "change": f"{v['name']}: {json.loads(v['baseline_value'])} -> {change[v['name']]}",
                         "critique": {"strategy": s["strategy"], "symbol": s["symbol"], "month": s["month"],
                                      "critic": critique["critic"], "model": critique["model"],
@@ -212,6 +215,13 @@ def run_promotions(lake: Lake, specs: Mapping[str, StrategySpec], rule: Rule,
     return PromotionsOutput(out_dir, table, manifest, newly, flagged, digest)
 
 
+def _builtin_of(spec: StrategySpec) -> str:
+    """The built-in strategy a spec (built-in, user variant or promoted variant) runs."""
+    from quant_assets.strategies.registry import BUILTIN
+
+    return next(b.name for b in BUILTIN if b.impl == spec.impl and b.engine == spec.engine)
+
+
 def _flag(lake: Lake, lineage: dict[str, dict[str, Any]], rule: Rule) -> list[str]:
     """Mark the active variants whose own months after promotion fail the rule against the base."""
     flagged = []
@@ -219,11 +229,12 @@ def _flag(lake: Lake, lineage: dict[str, dict[str, Any]], rule: Rule) -> list[st
         if entry.get("retired"):
             continue
         symbol, decided = entry["critique"]["symbol"], entry["months"][-1]["month"]
+        parent = entry.get("parent", entry["base"])
         own = []
         vdir = lake.metrics_dir(name, symbol, decided).parent
         for mdir in sorted(vdir.glob("month=*")) if vdir.is_dir() else []:
             month = mdir.name.removeprefix("month=")
-            base_m = lake.metrics_dir(entry["base"], symbol, month) / "metrics.parquet"
+            base_m = lake.metrics_dir(parent, symbol, month) / "metrics.parquet"
             if month <= decided or not (mdir / "metrics.parquet").exists() or not base_m.exists():
                 continue
             cand = pl.read_parquet(mdir / "metrics.parquet")["sharpe"][0]
@@ -234,7 +245,7 @@ def _flag(lake: Lake, lineage: dict[str, dict[str, Any]], rule: Rule) -> list[st
         beaten = sum(m["beat"] for m in own)
         failing = beaten + (rule.n - len(own)) < rule.k
         entry["own_months"] = own
-        entry["flag"] = (f"fails its own out-of-sample months: beat {entry['base']} on {beaten} of {len(own)} "
+        entry["flag"] = (f"fails its own out-of-sample months: beat {parent} on {beaten} of {len(own)} "
                          f"({rule.describe()})") if failing else None
         if failing:
             flagged.append(name)

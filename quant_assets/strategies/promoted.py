@@ -96,7 +96,7 @@ def describe(entry: dict[str, Any]) -> str:
         return "Promoted by the research loop (lineage: promoted.json)."
     c = entry["critique"]
     months = ", ".join(f"{m['month']} {'beat' if m['beat'] else 'did not beat'}" for m in entry.get("months", []))
-    return (f"Promoted by the research loop: `{entry['change']}` on `{entry['base']}`, suggested by the "
+    return (f"Promoted by the research loop: `{entry['change']}` on `{entry.get('parent', entry['base'])}`, suggested by the "
             f"{c['critic']} critic ({c['model']}) in the critique of {c['month']}|{c['symbol']}; out of sample: {months}; "
             f"survived the ledger's false-discovery control; promoted {entry.get('promoted_at', '?')}.")
 
