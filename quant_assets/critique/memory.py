@@ -37,6 +37,7 @@ from typing import Any
 import polars as pl
 
 from quant_assets.critique.oos import CRITIC_ARM
+from quant_assets.critique.oos import SCHEMA as OOS_SCHEMA
 from quant_assets.lake.store import Lake
 
 #: Detailed entries of this instrument, and of the others, at most.
@@ -113,16 +114,15 @@ def _this_instrument(lake: Lake, strategy: str, symbol: str, month: str) -> tupl
     base = lake.oos_dir(strategy, symbol, month).parent
     files = sorted(p for p in base.glob("month=*/validation.parquet")
                    if p.parent.name.removeprefix("month=") < month) if base.is_dir() else []
-    frames = []
-    for f in files:
-        df = pl.read_parquet(f)
-        if "arm" in df.columns:  # the null critic's random changes are the scorecard's yardstick, not history
-            df = df.filter(pl.col("arm") == CRITIC_ARM)
-        cols = [c for c in _VALIDATION_COLS if c in df.columns]
-        frames.append(df.select(cols))
-    if not frames:
+    if not files:
         return pl.DataFrame(), []
-    return pl.concat(frames, how="diagonal_relaxed"), [lake.relative(f) for f in files]
+    # one scan of every file (a file per earlier month), the columns needed only; a file from
+    # before the null critic has no arm: all its rows are the critic's
+    schema = {c: OOS_SCHEMA[c] for c in ("arm", *_VALIDATION_COLS)}
+    df = (pl.scan_parquet(files, schema=schema, missing_columns="insert", extra_columns="ignore")
+          .filter(pl.col("arm").is_null() | (pl.col("arm") == CRITIC_ARM))  # the null arm is the scorecard's yardstick
+          .select(_VALIDATION_COLS).collect())
+    return df, [lake.relative(f) for f in files]
 
 
 def _other_instruments(lake: Lake, strategy: str, symbol: str, month: str) -> tuple[pl.DataFrame, list[str]]:
@@ -156,25 +156,49 @@ def recall(lake: Lake, strategy: str, symbol: str, month: str, baseline: dict[st
                 "critic": r.get("critic"), "tested": bool(r["tested"]),
                 "oos_sharpe_change": _num(r.get("oos_delta_sharpe")), "p_value": _num(r.get("p_value")), "beat_baseline": beat,
             })
-    others_rows = other.sort(["oos_month", "test_index"], descending=[True, False]).iter_rows(named=True) if other.height else []
-    for r in others_rows:
-        name, _, text = (r["change"] or "").partition("=")
-        new_v = _value(text)
-        base_v = (baseline or {}).get(name)
-        entries.append({
-            "instrument": "another", "months_before": m - _month_number(r["month"]),
-            "parameter": name, "from": base_v, "to": new_v, "dir": _direction(base_v, new_v), "tested": bool(r["tested"]),
-            "p_value": _num(r.get("p_value")), "beat_baseline": bool(r["clears_local_bar"]) if r["tested"] else None,
-        })
-    this = [e for e in entries if e["instrument"] == "this"]
-    others = [e for e in entries if e["instrument"] == "another"]
-    shown = this[:RECENT_THIS] + others[:RECENT_OTHER]
-    rest = this[RECENT_THIS:] + others[RECENT_OTHER:]
+    this = entries
+    others: list[dict[str, Any]] = []
+    older_counts: dict[tuple[str, str], list[int]] = {}
+    if other.height:
+        # Every other instrument's tests (400 symbols x 84 months: ~130k rows): the few shown are
+        # built one by one, the rest are counted by Polars, never looped over in Python.
+        other = other.sort(["oos_month", "test_index"], descending=[True, False])
+        for r in other.head(RECENT_OTHER).iter_rows(named=True):
+            name, _, text = (r["change"] or "").partition("=")
+            new_v = _value(text)
+            base_v = (baseline or {}).get(name)
+            others.append({
+                "instrument": "another", "months_before": m - _month_number(r["month"]),
+                "parameter": name, "from": base_v, "to": new_v, "dir": _direction(base_v, new_v), "tested": bool(r["tested"]),
+                "p_value": _num(r.get("p_value")), "beat_baseline": bool(r["clears_local_bar"]) if r["tested"] else None,
+            })
+        older_counts = _count_ledger_rows(other.slice(RECENT_OTHER), baseline or {})
+    shown = this[:RECENT_THIS] + others
     memory = Memory(
-        recent=[_public(e) for e in shown], older=_condensed(rest), sources=here_src + other_src,
-        tests_seen=len(entries),
+        recent=[_public(e) for e in shown], older=_condensed(this[RECENT_THIS:], older_counts),
+        sources=here_src + other_src, tests_seen=len(this) + other.height,
     )
     return _bounded(memory)
+
+
+def _count_ledger_rows(rows: pl.DataFrame, baseline: dict[str, Any]) -> dict[tuple[str, str], list[int]]:
+    """(parameter, direction) -> [tried, beat the baseline] over ledger rows (tested ones)."""
+    if not rows.height:
+        return {}
+    numeric = {k: float(v) for k, v in baseline.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    parts = pl.col("change").str.split_exact("=", 1)
+    new, base = pl.col("new"), pl.col("base")
+    counted = (
+        rows.lazy().filter(pl.col("tested"))
+        .with_columns(parameter=parts.struct.field("field_0"),
+                      new=parts.struct.field("field_1").cast(pl.Float64, strict=False))
+        .with_columns(base=pl.col("parameter").replace_strict(numeric, default=None, return_dtype=pl.Float64))
+        .with_columns(direction=pl.when(new.is_null() | base.is_null()).then(pl.lit("set"))
+                      .when(new > base).then(pl.lit("raised")).when(new < base).then(pl.lit("lowered")).otherwise(pl.lit("kept")))
+        .group_by("parameter", "direction").agg(tried=pl.len(), beat=pl.col("clears_local_bar").fill_null(False).sum())
+        .collect()
+    )
+    return {(r["parameter"], r["direction"]): [int(r["tried"]), int(r["beat"])] for r in counted.iter_rows(named=True)}
 
 
 def _public(e: dict[str, Any]) -> dict[str, Any]:
@@ -182,15 +206,17 @@ def _public(e: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in e.items() if k != "dir" and v is not None}
 
 
-def _condensed(rest: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    counts: dict[tuple[str, str], dict[str, int]] = {}
+def _condensed(rest: list[dict[str, Any]], counted: dict[tuple[str, str], list[int]] | None = None) -> list[dict[str, Any]]:
+    """Tried / beat-the-baseline per (parameter, direction) over ``rest`` (entries not shown)
+    and ``counted`` (the same counts, made by :func:`_count_ledger_rows`)."""
+    counts: dict[tuple[str, str], list[int]] = {k: list(v) for k, v in (counted or {}).items()}
     for e in rest:
         if not e["tested"]:
             continue
-        c = counts.setdefault((e["parameter"], e["dir"]), {"tried": 0, "beat_baseline": 0})
-        c["tried"] += 1
-        c["beat_baseline"] += int(bool(e["beat_baseline"]))
-    rows = [{"parameter": p, "direction": d, **c} for (p, d), c in counts.items()]
+        c = counts.setdefault((e["parameter"], e["dir"]), [0, 0])
+        c[0] += 1
+        c[1] += int(bool(e["beat_baseline"]))
+    rows = [{"parameter": p, "direction": d, "tried": c[0], "beat_baseline": c[1]} for (p, d), c in counts.items()]
     return sorted(rows, key=lambda r: (-r["tried"], r["parameter"], r["direction"]))[:OLDER_PARAMS]
 
 
