@@ -345,7 +345,8 @@ def _print_memory(lake) -> None:
         text = "; ".join(
             f"{e['parameter']} {e['from']} -> {e['to']} ({e['months_before']} month(s) before): "
             + ("could not run" if not e["tested"] else "beat its baseline" if e["beat_baseline"] else "did not beat its baseline")
-            + (f", p={e['p_value']:.2f}" if e.get("p_value") is not None else "") for e in recent) or "others' tests only"
+            + ("" if e.get("p_value") is None else ", p<0.01" if e["p_value"] < 0.01 else f", p={e['p_value']:.2f}")
+            for e in recent) or "others' tests only"
         table.add_row(record["strategy"], f"{record['month']}|{record['symbol']}", str(seen), text)
     if table.row_count:
         console.print(table)
@@ -547,6 +548,8 @@ def _print_promoted(lake, candidates: bool = True) -> None:
         console.print("promoted variants: none yet (a suggestion must survive the false-discovery control, then beat "
                       "its baseline on k of the next n months: `promotions`)")
         return
+    if not lineage:
+        console.print("promoted variants: none yet")
     if lineage:
         t = Table(title=f"promoted variants ({promoted.toml_path(lake)}; their assets appear when the definitions reload)")
         for col in ("variant", "of", "change", "from the critique of", "critic", "out-of-sample months", "own months", "state"):
