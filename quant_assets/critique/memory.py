@@ -134,7 +134,9 @@ def _other_instruments(lake: Lake, strategy: str, symbol: str, month: str) -> tu
                   & (pl.col("oos_month") <= month))
           .select("month", "oos_month", "change", "tested", "p_value", "clears_local_bar", "test_index")
           .collect())
-    return df, [lake.relative(path)]
+    # a source only where it gave something: the ledger's existence alone (built after the
+    # first months' critiques, there when they are recomputed) must not change a critique
+    return df, [lake.relative(path)] if df.height else []
 
 
 def recall(lake: Lake, strategy: str, symbol: str, month: str, baseline: dict[str, Any] | None = None) -> Memory:
