@@ -332,7 +332,8 @@ def _print_memory(lake) -> None:
     import json
 
     table = Table(title="critic memory: what each critique was told of earlier suggestions and their out-of-sample results "
-                        "(only tests whose out-of-sample month ended by the critiqued month)")
+                        "(only tests whose out-of-sample month ended by the critiqued month; bar: the slice's one-sided "
+                        "significance bar against the unchanged parameters)")
     for col in ("strategy", "partition", "tests remembered", "most recent (this instrument)"):
         table.add_column(col, no_wrap=col != "most recent (this instrument)")
     for path in sorted(lake.root.glob("critiques/strategy=*/symbol=*/month=*/critique.json")):
@@ -344,7 +345,7 @@ def _print_memory(lake) -> None:
         recent = [e for e in data["memory"]["recent"] if e["instrument"] == "this"][:2]
         text = "; ".join(
             f"{e['parameter']} {e['from']} -> {e['to']} ({e['months_before']} month(s) before): "
-            + ("could not run" if not e["tested"] else "beat its baseline" if e["beat_baseline"] else "did not beat its baseline")
+            + ("could not run" if not e["tested"] else "cleared its bar" if e["beat_baseline"] else "did not clear its bar")
             + ("" if e.get("p_value") is None else ", p<0.01" if e["p_value"] < 0.01 else f", p={e['p_value']:.2f}")
             for e in recent) or "others' tests only"
         table.add_row(record["strategy"], f"{record['month']}|{record['symbol']}", str(seen), text)

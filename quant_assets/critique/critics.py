@@ -82,7 +82,7 @@ class RuleCritic:
     regime dependence; a negative or insignificant Sharpe (PSR < 0.9) → fragile; otherwise robust.
     The month on the capital actually deployed is stated, and a drawdown on it of 10% or more
     is named as a risk (the account's figures dilute it by the idle cash). With memory, a change
-    that was tested on this instrument and did not beat the baseline out of sample is not
+    that was tested on this instrument and did not clear its significance bar out of sample is not
     proposed again (it is named instead).
     """
 
@@ -114,8 +114,8 @@ class RuleCritic:
             failed = _failed_here(d)
             suggestions += [s for s in proposed if (s.name, s.value) not in failed]
             if (dropped := [s for s in proposed if (s.name, s.value) in failed]):
-                findings.append("not proposed again, as they did not beat the baseline out of sample before on this "
-                                "instrument: " + ", ".join(f"{s.name} = {s.value}" for s in dropped))
+                findings.append("not proposed again, as they were tested out of sample before on this instrument and did "
+                                "not clear their significance bar: " + ", ".join(f"{s.name} = {s.value}" for s in dropped))
             if verdict == "robust":
                 verdict = "fragile"
         top2 = conc.get("top2_trades_share_of_net_trade_pnl")
