@@ -503,9 +503,10 @@ def any_dep_new_data_version() -> dg.AutomationCondition:
 
 
 def _previous_month_key(key: str, at: int) -> str:
+    from quant_assets.engines.warmup import previous_month
+
     parts = key.split("|")
-    year, mon = (int(x) for x in parts[at].split("-"))
-    parts[at] = f"{year - (mon == 1)}-{(mon - 2) % 12 + 1:02d}"
+    parts[at] = previous_month(parts[at])
     return "|".join(parts)
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import dagster as dg
 from quant_assets.definitions import ASSETS, defs
 from quant_assets.book.build import NO_SOURCES as NO_BOOK_SOURCES
+from quant_assets.engines.warmup import previous_month
 from quant_assets.critique.budget import waiting_for_budget
 from quant_assets.book.build import expected_fingerprints as expected_book_fingerprints
 from quant_assets.funding.build import NO_SOURCES as NO_FUNDING_SOURCES
@@ -377,7 +378,7 @@ def run_slices(
     for (month, symbol), keys in sorted(by_slice.items()):
         chosen = (dg.AssetSelection.assets(*keys).downstream() & dg.AssetSelection.assets(*slice_keys)).resolve(graph)
         late = {k for k in chosen if _critic_stage(k)}
-        prev = (_previous_month(month), symbol)
+        prev = (previous_month(month), symbol)
         prev_oos = waiting_oos.pop(prev, set())
         rollups.setdefault(symbol, set()).update(rollup_keys)
         if late and prev_oos and chosen - late:
@@ -447,11 +448,6 @@ def _critic_stage(key: dg.AssetKey) -> bool:
 
 def _validation(key: dg.AssetKey) -> bool:
     return key.to_user_string().startswith("oos_validation_")
-
-
-def _previous_month(month: str) -> str:
-    year, mon = (int(x) for x in month.split("-"))
-    return f"{year - (mon == 1)}-{(mon - 2) % 12 + 1:02d}"
 
 
 def _ledgers_due(instance: dg.DagsterInstance, graph, ran: bool) -> list[dg.AssetKey]:  # noqa: ANN001

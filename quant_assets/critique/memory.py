@@ -52,7 +52,8 @@ _VALIDATION_COLS = ("critique_month", "oos_month", "critic", "name", "value", "b
                     "oos_delta_sharpe", "p_value", "clears_local_bar", "suggestion_index")
 
 
-def _month_number(month: str) -> int:
+def month_number(month: str) -> int:
+    """Months since year 0 (``2024-01`` -> 24288): month arithmetic on ``YYYY-MM`` keys."""
     year, mon = month.split("-")
     return int(year) * 12 + int(mon) - 1
 
@@ -143,7 +144,7 @@ def recall(lake: Lake, strategy: str, symbol: str, month: str, baseline: dict[st
     """The memory for the critique of (``month``, ``symbol``) of ``strategy`` (module docstring).
     ``baseline``: the parameters the critique runs with (the direction of other instruments'
     changes, whose ledger rows carry only the new value)."""
-    m = _month_number(month)
+    m = month_number(month)
     here, here_src = _this_instrument(lake, strategy, symbol, month)
     other, other_src = _other_instruments(lake, strategy, symbol, month)
     entries: list[dict[str, Any]] = []  # newest first within each instrument group
@@ -153,7 +154,7 @@ def recall(lake: Lake, strategy: str, symbol: str, month: str, baseline: dict[st
             base_v, new_v = _value(r["baseline_value"]), _value(r["value"])
             beat = bool(r["clears_local_bar"]) if r["tested"] else None
             entries.append({
-                "instrument": "this", "months_before": m - _month_number(r["critique_month"]),
+                "instrument": "this", "months_before": m - month_number(r["critique_month"]),
                 "parameter": r["name"], "from": base_v, "to": new_v, "dir": _direction(base_v, new_v),
                 "critic": r.get("critic"), "tested": bool(r["tested"]),
                 "oos_sharpe_change": _num(r.get("oos_delta_sharpe")), "p_value": _num(r.get("p_value")), "beat_baseline": beat,
@@ -170,7 +171,7 @@ def recall(lake: Lake, strategy: str, symbol: str, month: str, baseline: dict[st
             new_v = _value(text)
             base_v = (baseline or {}).get(name)
             others.append({
-                "instrument": "another", "months_before": m - _month_number(r["month"]),
+                "instrument": "another", "months_before": m - month_number(r["month"]),
                 "parameter": name, "from": base_v, "to": new_v, "dir": _direction(base_v, new_v), "tested": bool(r["tested"]),
                 "p_value": _num(r.get("p_value")), "beat_baseline": bool(r["clears_local_bar"]) if r["tested"] else None,
             })

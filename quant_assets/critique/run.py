@@ -33,7 +33,7 @@ from quant_assets.analytics.slice_metrics import BacktestSliceError
 from quant_assets.critique.budget import SpendLedger, critique_within_budget
 from quant_assets.critique.critics import Critic, CriticAnswer
 from quant_assets.critique.cutoffs import cutoff_record
-from quant_assets.critique.memory import recall
+from quant_assets.critique.memory import month_number, recall
 from quant_assets.critique.prompt import MonthPosition, build_prompt
 from quant_assets.critique.rounds import MAX_ROUNDS, history_digest, in_sample, same_suggestions
 from quant_assets.critique.schema import Critique, check_suggestions
@@ -55,11 +55,6 @@ def read_metric_set(lake: Lake, strategy: str, symbol: str, month: str) -> tuple
     return row, pl.read_parquet(d / "trades.parquet"), pl.read_parquet(d / "regimes.parquet"), manifest
 
 
-def _month_number(month: str) -> int:
-    year, mon = month.split("-")
-    return int(year) * 12 + int(mon) - 1
-
-
 def month_position(lake: Lake, symbol: str, month: str) -> MonthPosition:
     """Where ``month`` sits in ``symbol``'s history in the lake: counted from the symbol's first
     month with ticks, among months up to and including ``month`` only (``month`` itself counts:
@@ -68,7 +63,7 @@ def month_position(lake: Lake, symbol: str, month: str) -> MonthPosition:
     root = lake.ticks_path(symbol, month).parent.parent
     months = {p.parent.name.removeprefix("month=") for p in root.glob("month=*/part-0.parquet")} if root.is_dir() else set()
     known = {m for m in months if m <= month} | {month}
-    return MonthPosition(index=_month_number(month) - _month_number(min(known)) + 1, months_with_data=len(known))
+    return MonthPosition(index=month_number(month) - month_number(min(known)) + 1, months_with_data=len(known))
 
 
 def _price_range(lake: Lake, strategy: str, symbol: str, month: str) -> tuple[float, float] | None:
