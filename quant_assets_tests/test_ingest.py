@@ -275,3 +275,36 @@ def test_a_file_dated_after_the_running_month_is_failed_with_a_reason_on_both_pa
     assert not lake.staging_path("ETHUSDT", staged.sha256).exists()
     q = pl.read_parquet(lake.quarantine_path("ETHUSDT", staged.sha256))
     assert q.height == 3 and set(q["reject_reason"]) == {"timestamp in the future"}
+
+
+def test_a_republished_file_lands_as_a_new_version_and_only_the_newest_is_built(lake):
+    """Binance re-uploads an archive with corrected rows: the new bytes land beside the old as
+    ``~v2`` (quant_assets.ingest.versions); the partition is rebuilt from v2 alone, v1 stays
+    in landing byte for byte and in the manifest as superseded; a daily file of the month is
+    superseded by the month's archive."""
+    sym = "BTCUSDT"
+    d = lake.landing_dir(sym)
+    v1 = b.write(d / "BTCUSDT-trades-2024-01.zip", b.zipped("BTCUSDT-trades-2024-01.csv", b.binance_trades_csv(10)))
+    v1_bytes = v1.read_bytes()
+    assert build_partition(lake, sym, "2024-01").rows == 10
+    first = _sha(lake.ticks_path(sym, "2024-01"))
+    corrected = b.binance_trades_csv(10).replace("42000.50", "42000.75")
+    b.write(d / "BTCUSDT-trades-2024-01~v2.zip", b.zipped("BTCUSDT-trades-2024-01.csv", corrected))
+    b.write(d / "BTCUSDT-trades-2024-01-01.zip", b.zipped("BTCUSDT-trades-2024-01-01.csv", b.binance_trades_csv(12)))
+    current = survey(lake, sym)
+    assert [r.path for r in current] == ["landing/BTCUSDT/BTCUSDT-trades-2024-01~v2.zip"]
+    res = build_partition(lake, sym, "2024-01")
+    df = b.read_ticks(lake.root, sym, "2024-01")
+    assert res.rows == df.height == 10 and 42000.75 in df["price"].to_list() and 42000.50 not in df["price"].to_list()
+    assert _sha(lake.ticks_path(sym, "2024-01")) != first
+    assert v1.read_bytes() == v1_bytes
+    manifest = read_manifest(lake)
+    old = manifest["landing/BTCUSDT/BTCUSDT-trades-2024-01.zip"]
+    daily = manifest["landing/BTCUSDT/BTCUSDT-trades-2024-01-01.zip"]
+    assert old.status == daily.status == "superseded"
+    assert old.error == daily.error == "superseded by BTCUSDT-trades-2024-01~v2.zip"
+    # the replacement removed by hand: v1 is current again and the partition is v1's again
+    (d / "BTCUSDT-trades-2024-01~v2.zip").unlink()
+    (d / "BTCUSDT-trades-2024-01-01.zip").unlink()
+    build_partition(lake, sym, "2024-01")
+    assert _sha(lake.ticks_path(sym, "2024-01")) == first

@@ -42,6 +42,7 @@ from quant_assets.funding.schema import is_perpetual
 from quant_assets.ingest.detect import Detected, detect, plain_file, scan_detected, symbol_hints
 from quant_assets.ingest.errors import IngestError
 from quant_assets.ingest.sample import Sample
+from quant_assets.ingest.versions import superseded
 from quant_assets.ingest.validate import ts_in_range, with_reasons
 from quant_assets.lake.identity import claims_match, parse_symbol
 from quant_assets.lake.manifest import FileRecord, fingerprint, read_manifest, upsert
@@ -189,12 +190,19 @@ def survey(
     ``table`` is. ``known``: the manifest as read by the caller, when it surveys many symbols
     (each survey otherwise reads the whole manifest; records of other symbols' files are
     never consulted, so one read serves them all).
+
+    A file another one supersedes (an older version of a re-published file, a Binance daily
+    file beside its month's archive: :func:`quant_assets.ingest.versions.superseded`) is
+    recorded with status ``superseded`` and the name of its replacement, and never returned:
+    no build reads it, and it stays in the landing folder and the manifest.
     """
     symbol = normalise_symbol(symbol)
     known = read_manifest(lake) if known is None else known
     out, changed = [], []
     folder = None  # the folder's lake-relative path, resolved once
-    for path in lake.landing_files(symbol):
+    files = lake.landing_files(symbol)
+    replaced = superseded(p.name for p in files)
+    for path in files:
         if ready is not None and not ready(path, path.stat()):
             continue
         rel = None
@@ -204,6 +212,18 @@ def survey(
             folder = folder if folder is not None else lake.relative(path.parent)
             rel = f"{folder}/{path.name}"
         rec = fingerprint(lake, path, known, symbol, rel=rel)
+        if path.name in replaced:
+            # An older version (or a daily file its month's archive covers): recorded, never
+            # built from (quant_assets.ingest.versions). Not probed: nothing will read it.
+            why = f"superseded by {replaced[path.name]}"
+            if rec.status != "superseded" or rec.error != why:
+                rec.status, rec.error = "superseded", why
+                changed.append(rec)
+            continue
+        if rec.status == "superseded":  # its replacement is gone: it is current again
+            rec.status, rec.error = "seen", None
+            if not probe_new:
+                changed.append(rec)
         if rec.status == "seen" and probe_new:
             rec = probe(lake, symbol, path, rec)
             changed.append(rec)

@@ -67,3 +67,44 @@ def newest(names: Iterable[T], name_of=lambda x: x) -> tuple[list[T], list[T]]:
         logical, v = split_version(name_of(item))
         (current if v == best[logical] else old).append(item)
     return current, old
+
+
+# A Binance archive name: SYMBOL-dataset-YYYY-MM[-DD] (data.binance.vision's daily and
+# monthly files of one dataset).
+_BINANCE_PERIOD_RE = re.compile(r"^([A-Za-z0-9_]+-[A-Za-z]+)-(\d{4}-\d{2})(-\d{2})?$")
+
+
+def _monthly_key(logical: str) -> tuple[str, bool] | None:
+    """``("SYMBOL-dataset-YYYY-MM", is_daily)`` of a Binance archive's logical name, else None."""
+    head = logical.partition(".")[0]
+    m = _BINANCE_PERIOD_RE.match(head)
+    if m is None:
+        return None
+    return f"{m.group(1)}-{m.group(2)}", m.group(3) is not None
+
+
+def superseded(names: Iterable[str]) -> dict[str, str]:
+    """The landing names of one folder that builds must not read, each with the name that
+    replaces it:
+
+    - an older version of a logical file (``newest``);
+    - a Binance *daily* archive of a month whose *monthly* archive of the same dataset is there
+      (``BTCUSDT-trades-2024-03-08.zip`` beside ``BTCUSDT-trades-2024-03.zip``): the fetcher lands
+      daily files while a month is current and the monthly one once it is published; the
+      monthly file is the source's final word on the month (a re-publication may correct rows
+      the daily files had), so the daily files are kept but no longer read.
+    """
+    names = list(names)
+    current, old = newest(names)
+    by_logical = {split_version(n)[0]: n for n in current}
+    out = {n: by_logical[split_version(n)[0]] for n in old}
+    monthly = {}
+    for n in current:
+        key = _monthly_key(split_version(n)[0])
+        if key is not None and not key[1]:
+            monthly[key[0]] = n
+    for n in current:
+        key = _monthly_key(split_version(n)[0])
+        if key is not None and key[1] and key[0] in monthly:
+            out[n] = monthly[key[0]]
+    return out
