@@ -109,6 +109,7 @@ def _print_status(lake, instance, slices, symbols: list[str] | None = None, mont
     from quant_assets import sync
 
     _print_critic_budget(lake)
+    _print_fetch_state(lake)
     states = sync.plan(lake, instance, slices, surveyed=surveyed)
     if symbols or months:
         wanted_symbols = {s.upper() for s in symbols or ()}
@@ -124,6 +125,37 @@ def _print_status(lake, instance, slices, symbols: list[str] | None = None, mont
         _print_summary(lake, slices, states)
         return
     _print_tables(lake, states)
+
+
+def _print_fetch_state(lake, shown: int = 10) -> None:
+    """The fetch ledger in a few lines (nothing when nothing was ever fetched): per source and
+    dataset, files landed (re-uploads: versions beyond the first), not yet published, and the
+    source's gaps (a missing period while later ones exist), refused and failed files named."""
+    import polars as pl
+
+    from quant_assets.sources import ledger
+
+    st = ledger.state(lake)
+    if st.is_empty():
+        return
+    t = Table(title="fetched: the fetch ledger's latest state per file (`quant-assets fetch`; <lake>/fetch/*.jsonl)")
+    for col in ("source", "dataset", "symbols", "landed", "re-uploads", "not published", "missing (gap)", "refused", "failed"):
+        t.add_column(col, justify="left" if col in ("source", "dataset") else "right")
+    summary = (st.group_by("source", "dataset").agg(
+        symbols=pl.col("symbol").n_unique(), landed=pl.col("landed_sha256").is_not_null().sum(),
+        reuploads=(pl.col("landed_version") > 1).sum(),
+        **{k: (pl.col("status") == k).sum() for k in ("not_published", "missing", "refused", "failed")})
+        .sort("source", "dataset"))
+    for r in summary.iter_rows(named=True):
+        t.add_row(r["source"], r["dataset"], *(str(r[k]) for k in
+                  ("symbols", "landed", "reuploads", "not_published", "missing", "refused", "failed")))
+    console.print(t)
+    bad = st.filter(pl.col("status").is_in(["missing", "refused", "failed"])).sort("status", "source", "symbol", "period")
+    for r in bad.head(shown).iter_rows(named=True):
+        what = "gap at the source" if r["status"] == "missing" else r["status"]
+        console.print(f"  [yellow]{what}[/]: {r['source']} {r['dataset']} {r['symbol']} {r['period']}: {r['reason']}")
+    if bad.height > shown:
+        console.print(f"  ... and {bad.height - shown} more (DuckDB: read_json('<lake>/fetch/*.jsonl'))")
 
 
 def _print_critic_budget(lake) -> None:
@@ -693,6 +725,99 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     return 0 if root.materialized else 1
 
 
+def _fetch_targets(words: list[str], known_sources: list[str]) -> tuple[list[str] | None, list[str] | None, list[str] | None]:
+    """``quant-assets fetch [SOURCE] [INSTRUMENT...] [MONTH|FROM:TO ...]`` words -> (sources,
+    instruments, months); None: all. A month is ``YYYY-MM``, a range ``YYYY-MM:YYYY-MM``."""
+    import re
+
+    from quant_assets.ingest.validate import next_month
+
+    sources, instruments, months = [], [], []
+    for w in words:
+        if w.lower() in known_sources:
+            sources.append(w.lower())
+        elif m := re.fullmatch(r"(\d{4}-\d{2})(?::(\d{4}-\d{2}))?", w):
+            first, last = m.group(1), m.group(2) or m.group(1)
+            if last < first:
+                raise SystemExit(f"quant-assets fetch: month range {w!r} ends before it starts")
+            while first <= last:
+                months.append(first)
+                first = next_month(first)
+        else:
+            instruments.append(w.upper())
+    return sources or None, instruments or None, months or None
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    """Download what ``sources.toml`` declares (or the subset named) into landing/, with a
+    progress bar; record each slice's fetch in the instance; ``--sync`` builds what landed."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from quant_assets.sources import config as src_config
+    from quant_assets.sources import fetch as src_fetch
+
+    lake = _open_lake(args)
+    try:
+        cfg = src_config.load(args.config)
+    except (ValueError, OSError) as exc:
+        console.print(f"[red]{exc}[/]")
+        return 2
+    sources, instruments, months = _fetch_targets(args.what, src_config.SOURCE_NAMES)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=not sys.stdout.isatty()) as bar:
+        task = bar.add_task("planning", total=None)
+
+        def progress(done: int, total: int, rf) -> None:
+            bar.update(task, completed=done, total=total, description=f"{rf.source} {rf.symbol} {rf.name}")
+
+        report = src_fetch.fetch(lake, cfg, sources=sources, symbols=instruments, months=months,
+                                 recheck=args.recheck, progress=progress)
+    _print_fetch_report(report)
+    _record_fetch(lake, report)
+    code = 1 if report.problems() else 0
+    if args.sync and any(report.landed()):
+        code = max(code, cmd_sync(args))
+    return code
+
+
+def _print_fetch_report(report) -> None:
+    t = Table(title="fetch: one row per source × dataset (files)")
+    for col in ("source", "dataset", "landed", "unchanged", "not published", "missing (gap)", "refused", "failed"):
+        t.add_column(col, justify="left" if col in ("source", "dataset") else "right")
+    for (source, dataset), counts in sorted(report.counts().items()):
+        t.add_row(source, dataset, *(str(counts.get(k, 0)) for k in
+                                     ("landed", "unchanged", "not_published", "missing", "refused", "failed")))
+    console.print(t)
+    for path in report.landed():
+        console.print(f"  landed {path}")
+    for line in report.problems() + report.gaps():
+        console.print(f"  [yellow]{line}[/]")
+
+
+def _record_fetch(lake, report) -> None:
+    """Report each fetched slice to the instance as a materialization of ``fetch`` (as the
+    asset would have recorded it), so the UI and lineage show CLI fetches too."""
+    import dagster as dg
+
+    from quant_assets.assets.fetch import FETCH_CODE_VERSION, slice_data_version
+    from quant_assets.partitions import partition_key, symbol_partitions
+
+    slices = report.slices()
+    if not slices:
+        return
+    with _instance() as instance:
+        known = set(instance.get_dynamic_partitions(symbol_partitions.name))
+        if new := sorted({s for _, s in slices} - known):
+            instance.add_dynamic_partitions(symbol_partitions.name, new)
+        for month, symbol in sorted(slices):
+            instance.report_runless_asset_event(dg.AssetMaterialization(
+                asset_key="fetch", partition=str(partition_key(month, symbol)),
+                metadata={**report.metadata(symbol=symbol, month=month), "via": "quant-assets fetch"},
+                tags={"dagster/data_version": slice_data_version(lake, symbol, month),
+                      "dagster/code_version": FETCH_CODE_VERSION},
+            ))
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     ensure_dagster_home()
     cmd = ["dagster", "dev", "-h", "127.0.0.1", "-p", str(args.port), "-w", str(REPO_ROOT / "workspace.yaml")]
@@ -771,6 +896,15 @@ def main(argv: list[str] | None = None) -> int:
     wk.set_defaults(fn=cmd_worker)
     sub.add_parser("free-slots", help="release pool slots held by runs that have ended (after a killed worker)"
                    ).set_defaults(fn=cmd_free_slots)
+    fe = sub.add_parser("fetch", help="download raw files from the sources in sources.toml into landing/ (with a progress bar)",
+                        description="quant-assets fetch [SOURCE] [INSTRUMENT...] [MONTH|FROM:TO ...]: every file that "
+                                    "sources.toml declares and the source has published, or the subset named "
+                                    "(binance | tardis | databento; BTCUSDT-PERP; 2024-03 or 2024-01:2024-06).")
+    fe.add_argument("what", nargs="*", help="a source, instruments, months (any order)")
+    fe.add_argument("--config", help="a sources file (default: $QUANT_SOURCES or sources.toml)")
+    fe.add_argument("--recheck", action="store_true", help="re-check landed files for re-uploads (a new checksum lands as a new version)")
+    fe.add_argument("--sync", action="store_true", help="then build every missing or stale slice, as `quant-assets sync`")
+    fe.set_defaults(fn=cmd_fetch)
     ui = sub.add_parser("ui", help="the Dagster UI on 127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(fn=cmd_ui)

@@ -12,6 +12,7 @@ import dagster as dg
 
 from quant_assets.assets.backtests import backtest_assets
 from quant_assets.assets.book import book
+from quant_assets.assets.fetch import fetch
 from quant_assets.assets.funding import funding
 from quant_assets.assets.critiques import critique_asset, oos_asset
 from quant_assets.assets.discoveries import discoveries_asset
@@ -27,7 +28,7 @@ from quant_assets.assets.walkforward import walkforward_assets
 from quant_assets.lake import instruments as inst_mod
 from quant_assets.venues import profile as venue_profiles
 from quant_assets.strategies import registry
-from quant_assets.schedules import nightly_job, nightly_rebacktest
+from quant_assets.schedules import FETCH_SCHEDULES, fetch_job, nightly_job, nightly_rebacktest
 from quant_assets.sensors import ingest_job, landing_sensor
 from quant_assets.settings import (celery_backend, celery_broker, celery_config, critic_budget_usd, executor_profile,
                                   sensor_interval_s)
@@ -37,6 +38,7 @@ SPECS = registry.load()
 inst_mod.validate_config()  # a bad instruments.toml stops loading with the file and row named
 venue_profiles.validate_config()  # likewise venues.toml, naming the file, table and setting
 ASSETS = [
+    fetch,
     ticks,
     funding,
     book,
@@ -92,8 +94,8 @@ def _executor() -> dg.ExecutorDefinition:
 defs = dg.Definitions(
     assets=ASSETS,
     executor=_executor(),
-    jobs=[ingest_job, nightly_job],
+    jobs=[ingest_job, nightly_job, fetch_job],
     sensors=[landing_sensor, automation_sensor],
-    schedules=[nightly_rebacktest],
+    schedules=[nightly_rebacktest, *FETCH_SCHEDULES],
     resources={"lake": LakeResource(), "duckdb": DuckDBResource(), "critic": CRITIC},
 )

@@ -97,3 +97,71 @@ def nightly_rebacktest(context: dg.ScheduleEvaluationContext, lake: LakeResource
     at = context.scheduled_execution_time
     for pk in nightly_partitions(context.instance, lake.lake(), at):
         yield dg.RunRequest(run_key=f"nightly:{at:%Y-%m-%d}:{pk}", partition_key=pk)
+
+
+# ---- fetch: a daily schedule per source ----------------------------------------------------
+
+FETCH = dg.AssetKey("fetch")
+
+fetch_job = dg.define_asset_job(
+    "fetch_sources",
+    selection=dg.AssetSelection.assets(FETCH),
+    partitions_def=month_symbol_partitions,
+    description="Download a month × symbol's raw files from the sources in sources.toml into landing/.",
+    tags={"quant_assets/trigger": "fetch"},
+)
+
+
+def fetch_requests(lake, source: str, at: datetime, cfg=None) -> tuple[list[str], list[dg.RunRequest]]:
+    """What the ``fetch_<source>`` schedule asks for at ``at``: one run per slice (month ×
+    landing symbol) that has files due and not landed yet (``quant_assets.sources.fetch.due``:
+    published by ``at`` by the source's own availability, and not in the fetch ledger), each
+    run naming exactly those files. Returns the slices' symbols too (to register as partitions).
+    Run keys ``fetch:<source>:<at>:<partition>``: an evaluation repeated asks for nothing new."""
+    from quant_assets.sources import config as src_config
+    from quant_assets.sources import fetch as src_fetch
+
+    cfg = src_config.load() if cfg is None else cfg
+    by_slice: dict[str, set[str]] = {}
+    symbols: set[str] = set()
+    for rf in src_fetch.due(lake, cfg, source, at):
+        for month in rf.months:
+            by_slice.setdefault(str(partition_key(month, rf.symbol)), set()).add(rf.name)
+        symbols.add(rf.symbol)
+    stamp = at.strftime("%Y-%m-%dT%H:%M")
+    requests = [
+        dg.RunRequest(
+            run_key=f"fetch:{source}:{stamp}:{pk}", partition_key=pk,
+            run_config={"ops": {"fetch": {"config": {"sources": [source], "names": sorted(names)}}}},
+            tags={"quant_assets/fetch_source": source},
+        )
+        for pk, names in sorted(by_slice.items())
+    ]
+    return sorted(symbols), requests
+
+
+def _fetch_schedule(source: str) -> dg.ScheduleDefinition:
+    from quant_assets.sources import config as src_config
+
+    hh, mm = src_config.publish_time(source)
+
+    @dg.schedule(
+        name=f"fetch_{source}", job=fetch_job, cron_schedule=f"{mm} {hh} * * *", execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"Daily after {source}'s publication time ({hh:02d}:{mm:02d} UTC, publish_utc in sources.toml): "
+                    f"fetch the files it has published since the last fetch (nothing when sources.toml has no {source} entry).",
+    )
+    def _schedule(context: dg.ScheduleEvaluationContext, lake: LakeResource):
+        at = context.scheduled_execution_time
+        symbols, requests = fetch_requests(lake.lake(), source, at)
+        if not requests:
+            return dg.SkipReason(f"{source}: nothing due at {at:%Y-%m-%d %H:%M} UTC that is not landed already")
+        known = set(context.instance.get_dynamic_partitions(symbol_partitions.name))
+        if new := [s for s in symbols if s not in known]:
+            context.instance.add_dynamic_partitions(symbol_partitions.name, new)
+        return requests
+
+    return _schedule
+
+
+FETCH_SCHEDULES = [_fetch_schedule(s) for s in ("binance", "tardis", "databento")]

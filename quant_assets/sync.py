@@ -177,6 +177,12 @@ def _fidelity(meta: dict | None) -> str | None:
     return None
 
 
+#: Assets the plan leaves out: ``fetch`` downloads from the network, so it runs only when asked
+#: (its schedules, ``quant-assets fetch``, a launch); ``sync`` and ``status`` work offline on
+#: what has landed.
+NOT_PLANNED = frozenset({dg.AssetKey("fetch")})
+
+
 def plan(
     lake: Lake, instance: dg.DagsterInstance, slices: list[tuple[str, str]], definitions: dg.Definitions | None = None,
     assets: Callable[[dg.AssetKey], bool] | None = None, surveyed: dict[str, list[FileRecord]] | None = None,
@@ -213,7 +219,8 @@ def _plan(lake: Lake, instance: dg.DagsterInstance, slices: list[tuple[str, str]
     from quant_assets.staleness import StaleResolver, multi_key
 
     graph = (definitions or defs).resolve_asset_graph()
-    keys = [k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable and (assets is None or assets(k))]
+    keys = [k for k in graph.get_all_asset_keys()
+            if graph.get(k).is_materializable and k not in NOT_PLANNED and (assets is None or assets(k))]
     slice_keys = [k for k in keys if graph.get(k).partitions_def == month_symbol_partitions]
     rollup_keys = [k for k in keys if graph.get(k).partitions_def == symbol_partitions]
     needed = {*slice_keys, *rollup_keys}

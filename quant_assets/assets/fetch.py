@@ -1,0 +1,86 @@
+"""``fetch``: raw files of one month × symbol, downloaded from the configured sources into
+``landing/<SYMBOL>/`` (``quant_assets.sources``), verified before they land.
+
+The asset is the Dagster face of the fetch: a slice's materialization lists what its run
+landed, what was already there, what the source has not published yet and the days the
+source is missing (gaps). Its data version hashes the bytes landed for the slice (every
+source, every dataset: the fetch ledger's last landed SHA-256 of each file), so a re-uploaded
+file (a new version beside the old one) is a new data version and an unchanged source is not.
+What is built from the files is the landing sensor's work, as for a file dropped by hand: the
+``ticks`` of a month name their landing files in their metadata, and the fetch ledger
+(``<lake>/fetch/<source>.jsonl``) names each file's URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import dagster as dg
+
+from quant_assets.batching import BACKFILL_POLICY, Built, SliceFailed, build_slices
+from quant_assets.partitions import month_symbol_partitions, split_key
+from resources import LakeResource
+
+#: Bump when the fetch logic changes what lands for a slice.
+FETCH_CODE_VERSION = "fetch-v1"
+
+
+class FetchConfig(dg.Config):
+    """What a run fetches of its slices. Empty lists: everything configured (``sources.toml``)
+    that is due and not landed yet."""
+
+    sources: list[str] = []
+    #: Logical landing names (``BTCUSDT-trades-2024-03-08.zip``): only these files (the
+    #: schedule names the new files it requests).
+    names: list[str] = []
+    #: Re-check files already landed for a re-upload (a new checksum lands as a new version).
+    recheck: bool = False
+
+
+def slice_data_version(lake, symbol: str, month: str) -> str:
+    """A hash of the bytes landed for ``symbol`` × ``month`` by every source: the last landed
+    SHA-256 of each (source, dataset, period) of the month in the fetch ledger. ``none`` when
+    nothing has landed."""
+    import polars as pl
+
+    from quant_assets.sources import ledger
+
+    good = pl.col("status").is_in(["landed", "unchanged"])
+    rows = (ledger.scan(lake).filter((pl.col("symbol") == symbol) & pl.col("period").str.starts_with(month) & good)
+            .sort("source", "row").group_by("source", "dataset", "period", maintain_order=True)
+            .agg(pl.col("sha256").last()).sort("source", "dataset", "period").collect().rows())
+    if not rows:
+        return "none"
+    return hashlib.sha256("\n".join("|".join(r) for r in rows).encode()).hexdigest()[:24]
+
+
+@dg.asset(
+    partitions_def=month_symbol_partitions,
+    code_version=FETCH_CODE_VERSION,
+    group_name="sources",
+    kinds={"http"},
+    backfill_policy=BACKFILL_POLICY,
+)
+def fetch(context: dg.AssetExecutionContext, config: FetchConfig, lake: LakeResource):
+    """Downloads one symbol-month's raw files from the sources in ``sources.toml`` (Binance
+    public data, Tardis, Databento) into ``landing/<SYMBOL>/``: to a hidden temporary file,
+    verified (SHA-256 ``.CHECKSUM``, size and gzip integrity, Databento's file hash), then
+    renamed in; a re-uploaded file lands beside the old one as ``~v2``. Fails the slice when a
+    file was refused or a request failed (what did land stays)."""
+    from quant_assets.sources import config as src_config
+    from quant_assets.sources import fetch as src_fetch
+
+    lk = lake.lake()
+    cfg = src_config.load()
+
+    def build_one(pk: str) -> Built:
+        month, symbol = split_key(pk)
+        report = src_fetch.fetch(lk, cfg, sources=config.sources or None, symbols=[symbol], months=[month],
+                                 names=config.names or None, recheck=config.recheck)
+        metadata = report.metadata()
+        bad = report.problems()
+        if bad:
+            raise SliceFailed(f"{symbol} {month}: " + "; ".join(bad), metadata=metadata)
+        return Built(metadata=metadata, data_version=slice_data_version(lk, symbol, month))
+
+    yield from build_slices(context, build_one)
