@@ -76,7 +76,7 @@ class FakeSources:
 
         self._server = _Server(("127.0.0.1", 0), _H)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     # ---- lifecycle ------------------------------------------------------------------
     def __enter__(self) -> "FakeSources":

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+import urllib3
 
 from quant_assets.sources.config import SourceConfig
 
@@ -216,8 +217,10 @@ class HttpClient:
                 reason, asked = str(exc), exc.retry_after_s
             except requests.Timeout as exc:
                 reason, asked = f"timed out ({self.cfg.timeout_s:g} s without a byte; {type(exc).__name__})", None
-            except requests.RequestException as exc:
-                # A read timeout while streaming surfaces as a ConnectionError wrapping ReadTimeoutError.
+            except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+                # A read timeout while streaming surfaces as a ConnectionError wrapping ReadTimeoutError
+                # (requests) or a ReadTimeoutError (urllib3, reading the raw body); a cut body as a
+                # ProtocolError (IncompleteRead).
                 text = str(exc)
                 kind = "timed out" if "timed out" in text.lower() else "connection failed"
                 reason, asked = f"{kind} ({type(exc).__name__}: {text[:200]})", None
@@ -285,9 +288,9 @@ class HttpClient:
             meta = load_meta()
             have = partial.stat().st_size if partial.exists() else 0
             validator = meta.get("etag") or meta.get("last_modified")
-            headers: dict[str, str] = {}
+            headers: dict[str, str] = {"Accept-Encoding": "identity"}
             if have and validator:
-                headers = {"Range": f"bytes={have}-", "If-Range": validator}
+                headers.update({"Range": f"bytes={have}-", "If-Range": validator})
                 resumed.append(have)
             elif have:
                 discard_partial(partial)  # bytes of unknown origin: start again
@@ -315,7 +318,10 @@ class HttpClient:
                 size = have
                 with open(partial, mode) as f:
                     try:
-                        for block in r.iter_content(CHUNK_BYTES):
+                        # read1 hands over what has arrived, so a connection cut mid-body keeps
+                        # every byte received (iter_content drops the last incomplete chunk);
+                        # raw bytes, undecoded: the checksum is of the file as published.
+                        while block := r.raw.read1(CHUNK_BYTES, decode_content=False):
                             f.write(block)
                             size += len(block)
                             if on_bytes is not None:
