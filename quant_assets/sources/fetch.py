@@ -138,15 +138,10 @@ def plan(lake: Lake, src: Source, symbols: list[str] | None = None, months: list
         )
         .select("i", "action")
     )
-    todo, again, skipped = [], [], 0
-    for i, action in decided.sort("i").iter_rows():
-        if action == "fetch":
-            todo.append(files[i])
-        elif action == "recheck":
-            again.append(files[i])
-        else:
-            skipped += 1
-    return todo, again, skipped
+    # Only the files left to ask about come back to Python (a few per symbol on a daily run).
+    pick = lambda a: [files[i] for i in decided.filter(pl.col("action") == a).sort("i")["i"].to_list()]  # noqa: E731
+    todo, again = pick("fetch"), pick("recheck")
+    return todo, again, len(files) - len(todo) - len(again)
 
 
 # ---- one file ---------------------------------------------------------------------------
@@ -302,11 +297,7 @@ def fetch(lake: Lake, config: SourcesConfig, source: str | None = None, symbols:
         report.planned += len(work) + skipped
         if not work:
             continue
-        landed = {
-            tuple(r[:4]): {"landed_path": r[4], "landed_sha256": r[5]}
-            for r in st.filter(pl.col("landed_sha256").is_not_null())
-            .select(*ledger.KEY, "landed_path", "landed_sha256").iter_rows()
-        }
+        landed = _landed_of(st, work)
         client = (client_for or _client_default)(src)
         fetcher = _Fetcher(lake, src, client, report, landed)  # type: ignore[arg-type]
         done, total = 0, len(work)
@@ -328,8 +319,9 @@ def fetch(lake: Lake, config: SourcesConfig, source: str | None = None, symbols:
                     rf = queue.pop(0)
                     status = fetcher.one(rf)
                     if status == "404":
-                        extra = [f for f in (getattr(src, "fallback", lambda *_: [])(rf, now))
-                                 if f.key not in landed]
+                        extra = getattr(src, "fallback", lambda *_: [])(rf, now)
+                        fetcher.landed.update(_landed_of(st, extra))
+                        extra = [f for f in extra if f.key not in fetcher.landed]
                         if extra:
                             fetcher.record(rf, "not_published", reason=f"404; fetching its {len(extra)} daily files instead")
                             queue[:0] = extra
@@ -343,6 +335,17 @@ def fetch(lake: Lake, config: SourcesConfig, source: str | None = None, symbols:
                 lock.release()
         _classify_404s(fetcher, not_found, st, report)
     return report
+
+
+def _landed_of(st: pl.DataFrame, files: list[RemoteFile]) -> dict[tuple[str, str, str, str], dict[str, Any]]:
+    """The ledger's landed path and SHA-256 of those of ``files`` that have landed (a join: the
+    state is never walked row by row in Python)."""
+    if not files:
+        return {}
+    keys = pl.DataFrame([f.key for f in files], schema=ledger.KEY, orient="row")
+    hit = (st.filter(pl.col("landed_sha256").is_not_null()).join(keys, on=ledger.KEY, how="semi")
+           .select(*ledger.KEY, "landed_path", "landed_sha256"))
+    return {tuple(r[:4]): {"landed_path": r[4], "landed_sha256": r[5]} for r in hit.iter_rows()}
 
 
 def _classify_404s(fetcher: _Fetcher, not_found: list[RemoteFile], st: pl.DataFrame, report: FetchReport) -> None:

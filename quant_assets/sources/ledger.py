@@ -79,10 +79,11 @@ def append(lake: Lake, rows: list[dict[str, Any]]) -> None:
                 lake.append_line(json.dumps({k: r.get(k) for k in SCHEMA}, separators=(",", ":")), path)
 
 
-def scan(lake: Lake, sources: list[str] | None = None) -> pl.LazyFrame:
-    """Every complete ledger line as a LazyFrame of :data:`SCHEMA` plus ``row`` (line order
-    within its source's file). Read as raw lines then JSON-decoded, so a torn last line of a
-    killed writer is skipped instead of failing the whole read."""
+def scan(lake: Lake, sources: list[str] | None = None, columns: list[str] | None = None) -> pl.LazyFrame:
+    """Every complete ledger line as a LazyFrame of :data:`SCHEMA` (or only ``columns`` of it)
+    plus ``row`` (line order within its source's file). Read as raw lines then JSON-decoded, so
+    a torn last line of a killed writer is skipped instead of failing the whole read."""
+    schema = SCHEMA if columns is None else {c: SCHEMA[c] for c in columns}
     folder = lake.root / "fetch"
     if sources is None:
         paths = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
@@ -90,7 +91,7 @@ def scan(lake: Lake, sources: list[str] | None = None) -> pl.LazyFrame:
         paths = [p for p in (lake.fetch_ledger_path(s) for s in sources) if p.exists()]
     paths = [p for p in paths if p.stat().st_size > 0]
     if not paths:
-        return pl.LazyFrame(schema={"row": pl.UInt32(), **SCHEMA})
+        return pl.LazyFrame(schema={"row": pl.UInt32(), **schema})
     frames = []
     for p in paths:
         # \x1f never appears raw in a JSON line (json.dumps escapes control characters).
@@ -98,7 +99,7 @@ def scan(lake: Lake, sources: list[str] | None = None) -> pl.LazyFrame:
         frames.append(
             lines.filter(pl.col("line").str.starts_with("{") & pl.col("line").str.ends_with("}"))
             .with_row_index("row")
-            .select("row", pl.col("line").str.json_decode(pl.Struct(SCHEMA)).alias("r"))
+            .select("row", pl.col("line").str.json_decode(pl.Struct(schema)).alias("r"))
             .unnest("r")
         )
     return pl.concat(frames, how="vertical")
@@ -109,18 +110,22 @@ def state(lake: Lake, sources: list[str] | None = None) -> pl.DataFrame:
     ``at``) and the last bytes landed for it (``landed_*``: null when nothing ever landed).
     ``unchanged`` rows count as landed (they name the version that holds the bytes)."""
     good = pl.col("status").is_in(["landed", "unchanged"])
+    row = pl.col("row")
+    last = lambda c: pl.col(c).sort_by(row).last()  # noqa: E731  (order-explicit: the streaming engine may reorder)
+    landed = lambda c: pl.col(c).filter(good).sort_by(row.filter(good)).last()  # noqa: E731
     out = (
-        scan(lake, sources).sort("source", "row")
-        .group_by(KEY, maintain_order=True)
+        # Only the fields the state needs are decoded (not the URL and name), and the streaming
+        # engine never holds every line at once: bounded memory however long the history.
+        scan(lake, sources, [*KEY, "status", "reason", "at", "sha256", "version", "landing", "size"])
+        .group_by(KEY)
         .agg(
-            pl.col("status").last(), pl.col("reason").last(), pl.col("at").last(),
-            pl.col("sha256").filter(good).last().alias("landed_sha256"),
-            pl.col("version").filter(good).last().alias("landed_version"),
-            pl.col("landing").filter(good).last().alias("landed_path"),
-            pl.col("size").filter(good).last().alias("landed_size"),
-            pl.col("at").filter(good).last().alias("landed_at"),
+            last("status"), last("reason"), last("at"),
+            landed("sha256").alias("landed_sha256"), landed("version").alias("landed_version"),
+            landed("landing").alias("landed_path"), landed("size").alias("landed_size"),
+            landed("at").alias("landed_at"),
         )
-        .collect()
+        .sort(KEY)
+        .collect(engine="streaming")
     )
     return out.select(list(STATE_SCHEMA)).cast(STATE_SCHEMA)  # type: ignore[arg-type]
 
