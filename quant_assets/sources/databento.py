@@ -199,6 +199,7 @@ class DatabentoSource:
         self._factory = client_factory
         self._sleep = sleep
         self._ranges: dict[str, Any] = {}
+        self._made: tuple[str, Any] | None = None
         #: rf.key -> (sha256, size, file name) of the job file :meth:`download` fetched.
         self._expected: dict[tuple[str, str, str, str], tuple[str | None, int | None, str]] = {}
         #: Every (job id, state) polled, in order: what tests inspect.
@@ -232,11 +233,16 @@ class DatabentoSource:
         key = self._key()
         if key is None:
             raise DatabentoError(f"{KEY_ENV} is not set: Databento serves no data without an API key")
-        if self._factory is not None:
-            return self._factory(key, self.gateway)
-        import databento
+        # one client per key (the key is read again each time: a changed environment is seen)
+        if self._made is None or self._made[0] != key:
+            if self._factory is not None:
+                client = self._factory(key, self.gateway)
+            else:
+                import databento  # ~3 s the first time (pandas and friends): only when fetching
 
-        return databento.Historical(key, gateway=self.gateway)
+                client = databento.Historical(key, gateway=self.gateway)
+            self._made = (key, client)
+        return self._made[1]
 
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
         """``fn()`` (a client call), retried on 429/5xx/connection errors like the core's
