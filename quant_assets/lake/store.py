@@ -11,6 +11,7 @@ Layout (hive-style, readable by DuckDB, Polars and pyarrow without our code)::
     <root>/quarantine/symbol=S/src=<hash>.parquet        its rejected rows, with reasons
     <root>/quarantine/symbol=S/book-src=<hash>.parquet   a depth file's rejected rows; book-month=M.parquet: a book build's
     <root>/manifest/landing.parquet                      one row per landed file
+    <root>/fetch/<source>.jsonl                          the fetch ledger: one line per download outcome (append-only)
     <root>/backtests/strategy=X/symbol=S/month=M/        fills.parquet, equity.parquet, manifest.json
     <root>/metrics/strategy=X/symbol=S/month=M/          metrics.parquet, trades.parquet, regimes.parquet, manifest.json
     <root>/reports/strategy=X/symbol=S/                  report.json, equity.parquet, walk_forward.parquet, tearsheet.html
@@ -259,6 +260,10 @@ class Lake:
         # (surveying 33,600 files each planning pass, that stat per file adds up)
         with os.scandir(d) as entries:
             return sorted(d / e.name for e in entries if not e.name.startswith(".") and e.is_file())
+
+    def fetch_ledger_path(self, source: str) -> Path:
+        """The append-only fetch ledger of ``source`` (``quant_assets.sources.ledger``)."""
+        return self.root / "fetch" / f"{normalise_symbol(source).lower()}.jsonl"
 
     def relative(self, path: Path) -> str:
         """A lake path as text relative to the root (how the manifest names files)."""
