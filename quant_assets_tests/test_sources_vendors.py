@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from quant_assets.ingest.landing import survey
-from quant_assets.lake.store import Lake
 from quant_assets.sources import config as sconfig
 from quant_assets.sources import ledger
 from quant_assets.sources.fetch import fetch
