@@ -69,6 +69,7 @@ class FakeSources:
                 fake._dispatch(self)
 
             do_HEAD = do_GET
+            do_POST = do_GET  # the Databento-like batch API (quant_assets_tests/fake_vendors.py) takes POSTs
 
         class _Server(ThreadingHTTPServer):
             def handle_error(self, request, client_address) -> None:  # a client that gave up (timeout test)

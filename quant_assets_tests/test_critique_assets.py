@@ -5,7 +5,6 @@ validation on M+1 only, and a scan of the instance and the lake for the API key.
 from __future__ import annotations
 
 import json
-import os
 
 import dagster as dg
 import httpx2
@@ -17,6 +16,7 @@ from quant_assets.critique.null_critic import null_suggestions
 from quant_assets.definitions import ASSETS, SPECS
 from quant_assets.ingest.synthetic import SyntheticSpec, write_landing
 from quant_assets.lake import duck
+from quant_assets_tests.secret_scan import assert_no_secret
 from quant_assets_tests.test_critique import GOOD, KEY, Script, _reply
 from resources import CriticResource, LakeResource
 
@@ -237,14 +237,7 @@ def test_the_api_key_leaves_no_trace_in_the_instance_or_the_lake(lake, instance,
             text = json.dumps(str(entry.dagster_event) + entry.user_message)
             assert not any(n.decode() in text for n in needles), text[:300]
         assert KEY not in json.dumps(run.run_config, default=str)
-    scanned = 0
-    for root in (lake.root, tmp_path / "dagster_home"):
-        for dirpath, _, files in os.walk(root):
-            for name in files:
-                data = open(os.path.join(dirpath, name), "rb").read()
-                scanned += 1
-                assert not any(n in data for n in needles), os.path.join(dirpath, name)
-    assert scanned > 20
+    assert_no_secret([lake.root, tmp_path / "dagster_home"], [KEY], min_files=21)  # the fetch keys' scan too
 
 
 def test_a_suggestion_the_account_cannot_carry_is_recorded_as_untestable(lake, instance, two_months):
