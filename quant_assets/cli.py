@@ -770,12 +770,12 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         def progress(done: int, total: int, rf) -> None:
             bar.update(task, completed=done, total=total, description=f"{rf.source} {rf.symbol} {rf.name}")
 
-        report = src_fetch.fetch(lake, cfg, sources=sources, symbols=instruments, months=months,
+        report = src_fetch.fetch(lake, cfg, source=sources, symbols=instruments, months=months,
                                  recheck=args.recheck, progress=progress)
     _print_fetch_report(report)
     _record_fetch(lake, report)
-    code = 1 if report.problems() else 0
-    if args.sync and any(report.landed()):
+    code = 1 if report.problem_lines() else 0
+    if args.sync and report.landed:
         code = max(code, cmd_sync(args))
     return code
 
@@ -784,13 +784,15 @@ def _print_fetch_report(report) -> None:
     t = Table(title="fetch: one row per source × dataset (files)")
     for col in ("source", "dataset", "landed", "unchanged", "not published", "missing (gap)", "refused", "failed"):
         t.add_column(col, justify="left" if col in ("source", "dataset") else "right")
-    for (source, dataset), counts in sorted(report.counts().items()):
+    for (source, dataset), counts in sorted(report.by_dataset().items()):
         t.add_row(source, dataset, *(str(counts.get(k, 0)) for k in
                                      ("landed", "unchanged", "not_published", "missing", "refused", "failed")))
     console.print(t)
-    for path in report.landed():
+    if not report.rows and not report.errors:
+        console.print(f"nothing to fetch: {report.planned} file(s) planned, all landed already (see `quant-assets status`)")
+    for path in report.landed:
         console.print(f"  landed {path}")
-    for line in report.problems() + report.gaps():
+    for line in report.problem_lines() + report.gap_lines():
         console.print(f"  [yellow]{line}[/]")
 
 
@@ -812,7 +814,8 @@ def _record_fetch(lake, report) -> None:
         for month, symbol in sorted(slices):
             instance.report_runless_asset_event(dg.AssetMaterialization(
                 asset_key="fetch", partition=str(partition_key(month, symbol)),
-                metadata={**report.metadata(symbol=symbol, month=month), "via": "quant-assets fetch"},
+                metadata={**{k: (dg.MetadataValue.json(v) if isinstance(v, list) else v)
+                             for k, v in report.metadata(symbol, month).items()}, "via": "quant-assets fetch"},
                 tags={"dagster/data_version": slice_data_version(lake, symbol, month),
                       "dagster/code_version": FETCH_CODE_VERSION},
             ))

@@ -132,7 +132,7 @@ def fetch_requests(lake, source: str, at: datetime, cfg=None) -> tuple[list[str]
     requests = [
         dg.RunRequest(
             run_key=f"fetch:{source}:{stamp}:{pk}", partition_key=pk,
-            run_config={"ops": {"fetch": {"config": {"sources": [source], "names": sorted(names)}}}},
+            run_config={"ops": {"fetch": {"config": {"sources": [source], "names": sorted(names), "as_of": at.isoformat()}}}},
             tags={"quant_assets/fetch_source": source},
         )
         for pk, names in sorted(by_slice.items())

@@ -11,9 +11,9 @@ What is built from the files is the landing sensor's work, as for a file dropped
 (``<lake>/fetch/<source>.jsonl``) names each file's URL.
 """
 
-from __future__ import annotations
 
 import hashlib
+from datetime import datetime, timezone
 
 import dagster as dg
 
@@ -35,6 +35,10 @@ class FetchConfig(dg.Config):
     names: list[str] = []
     #: Re-check files already landed for a re-upload (a new checksum lands as a new version).
     recheck: bool = False
+    #: Plan as of this UTC time (ISO 8601; the schedule's tick), not the clock: the names a
+    #: schedule requested are the files due then (a month's daily files, not the monthly file
+    #: the same month may have by the time a delayed run starts).
+    as_of: str | None = None
 
 
 def slice_data_version(lake, symbol: str, month: str) -> str:
@@ -72,13 +76,15 @@ def fetch(context: dg.AssetExecutionContext, config: FetchConfig, lake: LakeReso
 
     lk = lake.lake()
     cfg = src_config.load()
+    as_of = datetime.fromisoformat(config.as_of).astimezone(timezone.utc) if config.as_of else None
 
     def build_one(pk: str) -> Built:
         month, symbol = split_key(pk)
-        report = src_fetch.fetch(lk, cfg, sources=config.sources or None, symbols=[symbol], months=[month],
-                                 names=config.names or None, recheck=config.recheck)
-        metadata = report.metadata()
-        bad = report.problems()
+        report = src_fetch.fetch(lk, cfg, source=config.sources or None, symbols=[symbol], months=[month],
+                                 names=config.names or None, recheck=config.recheck, now=as_of)
+        metadata = {k: (dg.MetadataValue.json(v) if isinstance(v, list) else v)
+                    for k, v in report.metadata(symbol, month).items()}
+        bad = report.problem_lines(symbol, month)
         if bad:
             raise SliceFailed(f"{symbol} {month}: " + "; ".join(bad), metadata=metadata)
         return Built(metadata=metadata, data_version=slice_data_version(lk, symbol, month))

@@ -247,3 +247,23 @@ def loads(text: str, path: Path | None = None, check: bool = True) -> SourcesCon
 
         check_entries(cfg)
     return cfg
+
+
+#: The sources this build knows, in the order a fetch of all of them runs.
+SOURCE_NAMES = ("binance", "tardis", "databento")
+
+
+def publish_time(source: str, path: Path | None = None) -> tuple[int, int]:
+    """``(hour, minute)`` UTC of ``source``'s ``publish_utc`` in the sources file, else its
+    default. A sources file that does not load falls back to the default too: the definitions
+    (which build each source's schedule from it) must load; the error surfaces when the
+    schedule or ``quant-assets fetch`` reads the file."""
+    hhmm = DEFAULTS.get(source, _COMMON)["publish_utc"]
+    try:
+        cfg = load(path, check=False)
+        if source in cfg.sources:
+            hhmm = cfg.sources[source].publish_utc
+    except (ValueError, OSError):
+        pass
+    h, m = hhmm.split(":")
+    return int(h), int(m)

@@ -43,7 +43,7 @@ from quant_assets.lake.store import Lake, file_sha256
 from quant_assets.lake.symbols import normalise_symbol
 from quant_assets.sources import ledger, make_source
 from quant_assets.sources.config import SourcesConfig
-from quant_assets.sources.http import DownloadFailed, HttpClient, NotPublished, discard_partial, iter_lines
+from quant_assets.sources.http import DownloadFailed, HttpClient, NotPublished, discard_partial, iter_lines, redact
 from quant_assets.sources.model import RemoteFile, Source, VerifyError
 
 #: ``progress(done, total, rf)`` after each file (``total`` grows when a fallback adds files).
@@ -75,6 +75,53 @@ class FetchReport:
     def problems(self) -> list[dict[str, Any]]:
         """Rows that need a person: ``refused`` and ``failed``."""
         return [r for r in self.rows if r["status"] in ("refused", "failed")]
+
+    #: Source-level errors (a source whose availability could not be read): ``source: reason``.
+    errors: list[str] = field(default_factory=list)
+
+    def problem_lines(self, symbol: str | None = None, month: str | None = None) -> list[str]:
+        """Every refused or failed file (of ``symbol`` × ``month`` when given), and the
+        source-level errors, one line each, for people."""
+        rows = self.of_slice(symbol, month) if symbol else self.rows
+        lines = [f"{r['status']}: {r['source']} {r['dataset']} {r['symbol']} {r['period']} ({r['name']}): {r['reason']}"
+                 for r in rows if r["status"] in ("refused", "failed")]
+        return lines + list(self.errors)
+
+    def gap_lines(self) -> list[str]:
+        return [f"gap at the source: {r['source']} {r['dataset']} {r['symbol']} {r['period']}: {r['reason']}"
+                for r in self.gaps]
+
+    def of_slice(self, symbol: str, month: str) -> list[dict[str, Any]]:
+        """The rows of one landing folder × partition month."""
+        return [r for r in self.rows if r["symbol"] == symbol and r["period"][:7] == month]
+
+    def slices(self) -> set[tuple[str, str]]:
+        """``(month, symbol)`` of every row (the slices this fetch touched)."""
+        return {(r["period"][:7], r["symbol"]) for r in self.rows}
+
+    def by_dataset(self) -> dict[tuple[str, str], dict[str, int]]:
+        """Counts per ledger status, per (source, dataset)."""
+        out: dict[tuple[str, str], dict[str, int]] = {}
+        for r in self.rows:
+            c = out.setdefault((r["source"], r["dataset"]), {})
+            c[r["status"]] = c.get(r["status"], 0) + 1
+        return out
+
+    def metadata(self, symbol: str, month: str) -> dict[str, Any]:
+        """What a slice's fetch did, as plain values (counts per status, the landed files with
+        their version and SHA-256, the source's gaps, the problems)."""
+        rows = self.of_slice(symbol, month)
+        counts: dict[str, int] = {}
+        for r in rows:
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+        return {
+            **{k: counts.get(k, 0) for k in ledger.STATUSES},
+            "landed_files": [{"path": r["landing"], "version": r["version"], "sha256": (r["sha256"] or "")[:16],
+                              "url": r["url"]} for r in rows if r["status"] == "landed"],
+            "gaps": [f"{r['source']} {r['dataset']} {r['period']}" for r in rows if r["status"] == "missing"],
+            "not_published": [f"{r['source']} {r['dataset']} {r['period']}" for r in rows if r["status"] == "not_published"],
+            "problems": self.problem_lines(symbol, month),
+        }
 
 
 # ---- periods ----------------------------------------------------------------------------
@@ -275,10 +322,15 @@ def _client_default(src: Source) -> HttpClient:
     return HttpClient(src.config, auth_headers=src.auth_headers)
 
 
-def fetch(lake: Lake, config: SourcesConfig, source: str | None = None, symbols: list[str] | None = None,
+def fetch(lake: Lake, config: SourcesConfig, source: str | list[str] | None = None, symbols: list[str] | None = None,
           months: list[str] | None = None, now: datetime | None = None, progress: Progress | None = None,
-          recheck: bool = False, client_for: Callable[[Source], HttpClient] | None = None) -> FetchReport:
-    """Fetch what ``config`` declares (one ``source``, or all) into ``lake``'s landing zone.
+          recheck: bool = False, client_for: Callable[[Source], HttpClient] | None = None,
+          names: list[str] | None = None) -> FetchReport:
+    """Fetch what ``config`` declares (one ``source``, several, or all) into ``lake``'s landing zone.
+
+    ``names``: only the files of these logical landing names (what a schedule found due).
+    A source whose plan fails (its availability API unreachable, a key refused) is reported in
+    :attr:`FetchReport.errors` and the other sources go on.
 
     ``symbols`` (landing folders) and ``months`` (``YYYY-MM``) narrow the plan; ``now`` (UTC,
     default the clock) is what "published by now" is judged against; ``recheck`` re-reads the
@@ -287,11 +339,20 @@ def fetch(lake: Lake, config: SourcesConfig, source: str | None = None, symbols:
     :class:`FetchReport`; never raises for one file's failure (it is a ledger row)."""
     now = now or datetime.now(timezone.utc)
     report = FetchReport()
-    names = [source] if source else sorted(config.sources)
-    for name in names:
-        src = make_source(config.get(name))
+    wanted = None if names is None else set(names)
+    chosen = [source] if isinstance(source, str) else list(source) if source else sorted(config.sources)
+    for name in chosen:
         st = ledger.state(lake, [name])
-        todo, again, skipped = plan(lake, src, symbols, months, now, recheck, st)
+        try:
+            src = make_source(config.get(name))
+            todo, again, skipped = plan(lake, src, symbols, months, now, recheck, st)
+        except Exception as exc:  # noqa: BLE001 (any source error; vendor clients raise their own types)
+            # one source's availability API down (or a key refused) must not stop the others
+            keys = [os.environ.get(v, "") for v in ("TARDIS_API_KEY", "DATABENTO_API_KEY")]
+            report.errors.append(redact(f"{name}: could not plan the fetch: {type(exc).__name__}: {exc}", keys))
+            continue
+        if wanted is not None:
+            todo, again = [f for f in todo if f.name in wanted], [f for f in again if f.name in wanted]
         report.add("skipped", skipped) if skipped else None
         work = sorted(todo + again, key=lambda f: (f.symbol, f.dataset, f.period))
         report.planned += len(work) + skipped
@@ -373,3 +434,15 @@ def _classify_404s(fetcher: _Fetcher, not_found: list[RemoteFile], st: pl.DataFr
                            f"{rf.dataset} has landed: a gap at the source (or before the listing)")
         else:
             fetcher.record(rf, "not_published", reason="404: not published yet")
+
+
+def due(lake: Lake, config: SourcesConfig, source: str, now: datetime,
+        symbols: list[str] | None = None) -> list[RemoteFile]:
+    """The files of ``source`` a fetch at ``now`` would ask about: published by then (by the
+    source's own availability) and not landed yet, plus landed ones still inside their
+    ``recheck_days`` window (re-uploads). Empty when ``source`` has no entry. The schedules'
+    question; like :func:`plan` it downloads nothing (vendor sources read their availability)."""
+    if source not in config.sources or not config.sources[source].entries:
+        return []
+    todo, again, _ = plan(lake, make_source(config.get(source)), symbols, None, now)
+    return todo + again
