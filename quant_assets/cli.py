@@ -682,7 +682,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return code
 
 
-def _lineage_label(n) -> str:
+def _lineage_label(n, origins: dict[str, str] | None = None) -> str:
     import datetime as dt
 
     if not n.materialized:
@@ -695,7 +695,19 @@ def _lineage_label(n) -> str:
         text += f"\n  {n.path}"
     for src in n.sources:
         text += f"\n  landed: {src.get('path')} (sha256 {src.get('sha256')}…, {src.get('format')})"
+        if url := (origins or {}).get(str(src.get("path"))):
+            text += f"\n    fetched from {url}"
     return text
+
+
+def _fetched_from(lake) -> dict[str, str]:
+    """Landing path (lake-relative) -> the URL it was fetched from, from the fetch ledgers."""
+    import polars as pl
+
+    from quant_assets.sources import ledger
+
+    rows = ledger.scan(lake).filter(pl.col("status") == "landed").select("landing", "url").collect()
+    return dict(rows.iter_rows())
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
@@ -714,11 +726,14 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(root.as_dict(), indent=2, default=str))
         return 0 if root.materialized else 1
-    tree = Tree(_lineage_label(root))
+    from quant_assets.lake.store import Lake
+
+    origins = _fetched_from(Lake.at(args.lake or lake_root()))
+    tree = Tree(_lineage_label(root, origins))
 
     def add(branch, node) -> None:
         for parent in node.parents:
-            add(branch.add(_lineage_label(parent)), parent)
+            add(branch.add(_lineage_label(parent, origins)), parent)
 
     add(tree, root)
     console.print(tree)

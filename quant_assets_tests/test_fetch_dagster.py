@@ -36,7 +36,7 @@ def _sources(tmp_path, monkeypatch, url: str, entry: str):
     return sconfig.load(path)
 
 
-def test_cli_fetch_fills_landing_and_the_pipeline_builds_from_it(lake, instance, fake, tmp_path, monkeypatch):
+def test_cli_fetch_fills_landing_and_the_pipeline_builds_from_it(lake, instance, fake, tmp_path, monkeypatch, capsys):
     publish_binance(fake, "um", "trades", "BTCUSDT", ["2024-02", "2024-03"], rows=20)
     publish_binance(fake, "um", "fundingRate", "BTCUSDT", ["2024-03"])
     _sources(tmp_path, monkeypatch, fake.url, 'datasets = ["trades", "fundingRate"]\nstart = "2024-02"\nend = "2024-03"\n')
@@ -56,6 +56,12 @@ def test_cli_fetch_fills_landing_and_the_pipeline_builds_from_it(lake, instance,
     ticks = {m.asset_key.path[-1]: m for m in res.get_asset_materialization_events()}
     assert ticks["ticks"].materialization.metadata["trades"].value == 20
     assert ticks["funding"].materialization.metadata["dagster/row_count"].value == 31 * 3  # 8-hourly settlements
+
+    # lineage walks the month's ticks back to the landed files and the URLs they came from
+    capsys.readouterr()
+    assert cli.main(["lineage", "ticks", "2024-03|BTCUSDT-PERP"]) == 0
+    out = capsys.readouterr().out
+    assert f"fetched from {fake.url}{binance_path('um', 'monthly', 'trades', 'BTCUSDT', '2024-03')}" in out
 
     # again: nothing new is downloaded, nothing re-lands
     before = len(fake.hits(".zip"))
