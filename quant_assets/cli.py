@@ -822,6 +822,9 @@ def _record_fetch(lake, report) -> None:
     slices = report.slices()
     if not slices:
         return
+    from quant_assets.sources import ledger
+
+    state = ledger.state(lake)  # after the fetch: it holds this fetch's rows
     with _instance() as instance:
         known = set(instance.get_dynamic_partitions(symbol_partitions.name))
         if new := sorted({s for _, s in slices} - known):
@@ -831,7 +834,7 @@ def _record_fetch(lake, report) -> None:
                 asset_key="fetch", partition=str(partition_key(month, symbol)),
                 metadata={**{k: (dg.MetadataValue.json(v) if isinstance(v, list) else v)
                              for k, v in report.metadata(symbol, month).items()}, "via": "quant-assets fetch"},
-                tags={"dagster/data_version": slice_data_version(lake, symbol, month),
+                tags={"dagster/data_version": slice_data_version(state, symbol, month),
                       "dagster/code_version": FETCH_CODE_VERSION},
             ))
 

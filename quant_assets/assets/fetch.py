@@ -41,21 +41,23 @@ class FetchConfig(dg.Config):
     as_of: str | None = None
 
 
-def slice_data_version(lake, symbol: str, month: str) -> str:
+def slice_data_version(state, symbol: str, month: str, rows: list[dict] = ()) -> str:
     """A hash of the bytes landed for ``symbol`` × ``month`` by every source: the last landed
-    SHA-256 of each (source, dataset, period) of the month in the fetch ledger. ``none`` when
-    nothing has landed."""
+    SHA-256 of each (source, dataset, period) of the month, from the fetch ledger's ``state``
+    (read once per run, :func:`quant_assets.sources.ledger.state`) updated with this run's
+    ledger ``rows``. ``none`` when nothing has landed."""
     import polars as pl
 
-    from quant_assets.sources import ledger
-
-    good = pl.col("status").is_in(["landed", "unchanged"])
-    rows = (ledger.scan(lake).filter((pl.col("symbol") == symbol) & pl.col("period").str.starts_with(month) & good)
-            .sort("source", "row").group_by("source", "dataset", "period", maintain_order=True)
-            .agg(pl.col("sha256").last()).sort("source", "dataset", "period").collect().rows())
-    if not rows:
+    mine = state.filter((pl.col("symbol") == symbol) & pl.col("period").str.starts_with(month)
+                        & pl.col("landed_sha256").is_not_null())
+    landed = {(a, b, c): d for a, b, c, d in mine.select("source", "dataset", "period", "landed_sha256").iter_rows()}
+    for r in rows:
+        if r["symbol"] == symbol and r["period"][:7] == month and r["status"] in ("landed", "unchanged"):
+            landed[(r["source"], r["dataset"], r["period"])] = r["sha256"]
+    if not landed:
         return "none"
-    return hashlib.sha256("\n".join("|".join(r) for r in rows).encode()).hexdigest()[:24]
+    text = "\n".join("|".join((*k, v)) for k, v in sorted(landed.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 @dg.asset(
@@ -74,8 +76,13 @@ def fetch(context: dg.AssetExecutionContext, config: FetchConfig, lake: LakeReso
     from quant_assets.sources import config as src_config
     from quant_assets.sources import fetch as src_fetch
 
+    from quant_assets.sources import ledger
+
     lk = lake.lake()
     cfg = src_config.load()
+    # The ledger is read once per run, not once per slice: at 400 symbols x 84 months it holds
+    # ~10^5 rows, and a batched backfill runs thousands of slices.
+    state = ledger.state(lk)
     as_of = datetime.fromisoformat(config.as_of).astimezone(timezone.utc) if config.as_of else None
 
     def build_one(pk: str) -> Built:
@@ -87,6 +94,6 @@ def fetch(context: dg.AssetExecutionContext, config: FetchConfig, lake: LakeReso
         bad = report.problem_lines(symbol, month)
         if bad:
             raise SliceFailed(f"{symbol} {month}: " + "; ".join(bad), metadata=metadata)
-        return Built(metadata=metadata, data_version=slice_data_version(lk, symbol, month))
+        return Built(metadata=metadata, data_version=slice_data_version(state, symbol, month, report.rows))
 
     yield from build_slices(context, build_one)
