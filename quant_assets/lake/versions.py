@@ -260,8 +260,14 @@ def _release(lake: Lake, sha256: str, slc: Slice) -> bool:
 
 
 # ---- what a published slice holds ----------------------------------------------------------
+#: Files of a published folder that are not part of its data: a backtest's ``run.json`` (what the run
+#: measured about itself: wall time, memory) differs between two runs of the same data version.
+NOT_DATA = frozenset({"run.json"})
+
+
 def published_files(lake: Lake, slc: Slice) -> dict[str, Path]:
-    """The published files of a slice by relative name (hidden temporaries excluded)."""
+    """The published files of a slice by relative name (hidden temporaries and :data:`NOT_DATA`
+    excluded): the data files and the manifest that names them."""
     if slc.table == "ticks":
         path = lake.ticks_path(slc.symbol, slc.month)
         return {path.name: path} if path.exists() else {}
@@ -269,7 +275,7 @@ def published_files(lake: Lake, slc: Slice) -> dict[str, Path]:
     if not d.is_dir():
         return {}
     return {p.relative_to(d).as_posix(): p for p in sorted(d.rglob("*"))
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(d).parts)}
+            if p.is_file() and p.name not in NOT_DATA and not any(part.startswith(".") for part in p.relative_to(d).parts)}
 
 
 def _known_hashes(table: str, manifest: dict) -> dict[str, str]:
