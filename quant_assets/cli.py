@@ -6,6 +6,7 @@
     quant-assets lineage   critique -> metrics -> backtest -> ticks -> landed files, with versions
     quant-assets promoted  the strategy variants the research loop promoted, with their lineage and flags
     quant-assets retire V  remove promoted variant V (kept in the lineage; its assets go at the next reload)
+    quant-assets asof A P T  the version of asset A's slice P current at time T (or data version T), its stored files
     quant-assets ui        the Dagster UI (dagster dev on 127.0.0.1) with the project's DAGSTER_HOME
 
 Runs go through the real Dagster instance in ``$DAGSTER_HOME`` (default ``.dagster_home/``),
@@ -839,6 +840,48 @@ def _record_fetch(lake, report) -> None:
             ))
 
 
+def _version_text(lake, v) -> str:
+    lines = [f"[bold]{v.slice}[/]  data version [cyan]{v.data_version}[/]  published {v.published_at}"]
+    for name, f in sorted(v.files.items()):
+        lines.append(f"  {name}  {f['size']:,} B  sha256 {f['sha256'][:16]}…  {lake.root / 'versions' / 'objects' / f['sha256'][:2] / f['sha256']}")
+    return "\n".join(lines)
+
+
+def cmd_asof(args: argparse.Namespace) -> int:
+    """A slice as it was: the version current at a time (or with a data version), its files in the
+    version store; ``--out`` copies them out, ``--inputs`` names what a result read."""
+    import shutil
+    from pathlib import Path
+
+    from quant_assets.lake import versions
+    from quant_assets.lake.store import Lake
+
+    # No pull of the whole lake: the slice's index and objects are fetched on demand.
+    lake = Lake.at(args.lake or lake_root())
+    try:
+        v = versions.resolve(lake, "", versions.Slice.of_asset(args.asset, args.partition), args.when)
+        found = versions.inputs(lake, v) if args.inputs else []
+        paths = v.paths(lake)
+    except (versions.VersionNotFound, ValueError) as exc:
+        console.print(f"[red]{exc}[/]", soft_wrap=True)
+        return 2
+    console.print(_version_text(lake, v), soft_wrap=True)
+    for i in found:
+        head = f"read {i['role']}: {i['slice']} ({i['how']})"
+        if i["version"] is None:
+            console.print(f"{head}\n  [yellow]not found: {i['reason']}[/]", soft_wrap=True)
+        else:
+            console.print(f"{head}\n" + _version_text(lake, i["version"]), soft_wrap=True)
+            paths.update({f"inputs/{i['role'].replace(' ', '_')}/{n}": p for n, p in i["version"].paths(lake).items()})
+    if args.out:
+        out = Path(args.out)
+        for name, path in paths.items():
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, out / name)
+        console.print(f"{len(paths)} file(s) copied to {out}")
+    return 0
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     ensure_dagster_home()
     cmd = ["dagster", "dev", "-h", "127.0.0.1", "-p", str(args.port), "-w", str(REPO_ROOT / "workspace.yaml")]
@@ -910,6 +953,14 @@ def main(argv: list[str] | None = None) -> int:
     ret.add_argument("variant", help="e.g. ema_cross_slow_period_300 (see `quant-assets promoted`)")
     ret.add_argument("--reason", default="retired by hand", help="why, kept in its lineage")
     ret.set_defaults(fn=cmd_retire)
+    asof = sub.add_parser("asof", help="a slice as it was at a time or data version (its stored files)")
+    asof.add_argument("asset", help="ticks, book, backtest_<strategy> or metrics_<strategy>")
+    asof.add_argument("partition", help="MONTH|SYMBOL, e.g. 2024-03|BTCUSDT")
+    asof.add_argument("when", help="an ISO time (UTC unless it says, e.g. 2024-04-01T00:00Z) or a data version (4+ leading characters)")
+    asof.add_argument("--out", help="copy the version's files into this folder (with --inputs, the inputs' under inputs/)")
+    asof.add_argument("--inputs", action="store_true",
+                      help="for a backtest or metric set: the versions it read (ticks, book, warm-up; the backtest) and their files")
+    asof.set_defaults(fn=cmd_asof)
     wk = sub.add_parser("worker", help="a Celery worker of the celery profile (QUANT_EXECUTOR=celery)")
     wk.add_argument("--name", default=f"worker-{os.getpid()}", help="worker name (unique per machine)")
     wk.add_argument("--concurrency", type=int, default=1, help="steps this worker runs at once (processes)")

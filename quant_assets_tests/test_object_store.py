@@ -94,8 +94,10 @@ def test_slice_on_object_store_equals_local_folder_across_two_machines(bucket, i
     got = {rel: _sha(remote.fs.cat_file(f"{remote.base}/{rel}")) for rel in expected if rel in stored}
     assert got == expected
     # Every published file of the local run exists in the store, and nothing private leaked.
+    # (versions/refs/ is a local lake's only: a remote lake keeps no refs, lake.versions)
     local_files = {str(p.relative_to(local.root)) for p in local.root.rglob("*")
-                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(local.root).parts)}
+                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(local.root).parts)
+                   and not str(p.relative_to(local.root)).startswith("versions/refs/")}
     assert local_files <= set(stored), sorted(local_files - set(stored))
     assert not any(rel.startswith((".sync", ".locks", ".scratch")) for rel in stored)
 
@@ -113,6 +115,17 @@ def test_slice_on_object_store_equals_local_folder_across_two_machines(bucket, i
     # A re-run on machine B changes nothing in the store: the same inputs give the same bytes.
     assert _run(instance, bucket, SELECTION_B).success
     assert {rel: _sha(remote.fs.cat_file(f"{remote.base}/{rel}")) for rel in expected} == expected
+
+    # Versions (lake.versions): a step never pulls their objects; a third machine reads the
+    # recorded ticks version from the store alone, fetching its object on demand.
+    from quant_assets.lake import versions
+
+    ticks_sha = expected["ticks/symbol=BTCUSDT/month=2024-01/part-0.parquet"]
+    assert not (cache_b / versions.object_rel(ticks_sha)).exists()
+    _machine(monkeypatch, tmp_path, "c")
+    fresh = Lake.at(bucket)
+    v = versions.resolve(fresh, "ticks", ("BTCUSDT", "2024-01"), ticks_sha[:12])
+    assert _sha(v.paths(fresh)["part-0.parquet"].read_bytes()) == ticks_sha
 
 
 def test_push_commits_manifests_last_and_keeps_raw_files(bucket, tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ from quant_assets.engines import ADAPTER_VERSIONS
 from quant_assets.engines.inputs import BacktestInputError, NotApplicableError
 from quant_assets.engines.invariants import CHECKS
 from quant_assets.engines.runner import run_backtest
+from quant_assets.lake import versions
 from quant_assets.partitions import WITH_PREVIOUS_MONTH, month_symbol_partitions, split_key
 from quant_assets.strategies import registry
 from quant_assets.strategies.spec import ParamError, StrategySpec
@@ -105,6 +106,8 @@ def backtest_asset(spec: StrategySpec) -> dg.AssetsDefinition:
             except (BacktestInputError, ParamError) as exc:
                 raise dg.Failure(description=f"backtest_{spec.name} {pk}: {exc}", allow_retries=False) from exc
             s, m = out.summary, out.manifest
+            # Kept beside its predecessors (lake.versions): `quant-assets asof` reads it once replaced.
+            kept = versions.record(the_lake, "backtests", (symbol, month, spec.name), out.data_version)
             png = equity_png(out.equity, f"{spec.name} {symbol} {month}")
             return Built(
                 metadata={
@@ -134,6 +137,7 @@ def backtest_asset(spec: StrategySpec) -> dg.AssetsDefinition:
                     "ticks_data_version": str(m["ticks_data_version"]),
                     "path": dg.MetadataValue.path(str(out.directory)),
                     "equity_curve": dg.MetadataValue.md(markdown_image(png, "equity and drawdown")),
+                    "version_files": dg.MetadataValue.json(kept.describe()),
                 },
                 data_version=out.data_version,
                 # Blocking: a result that breaks an invariant is kept for inspection, but metrics and

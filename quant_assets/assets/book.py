@@ -7,6 +7,7 @@ from quant_assets.batching import BACKFILL_POLICY, Built, SliceFailed, build_sli
 from quant_assets.book.build import BOOK_VERSION, CHECKS, NONE, BookBlocked, BookBuild, BookInputError, Outcome, build_book
 from quant_assets.book.schema import BOOK_DOCS, BOOK_SCHEMA
 from quant_assets.ingest.errors import IngestError
+from quant_assets.lake import versions
 from quant_assets.partitions import month_symbol_partitions, split_key
 from resources import LakeResource
 
@@ -97,7 +98,10 @@ def book(context: dg.AssetExecutionContext, lake: LakeResource):
                 checks=[dg.AssetCheckResult(check_name=name, passed=True, description=f"not applicable: {why}",
                                             metadata={"not_applicable": True}) for name in CHECKS])
         assert result.sha256 is not None
-        return Built(metadata=_metadata(result), data_version=result.sha256[:24],
+        # Kept beside its predecessors (lake.versions): `quant-assets asof` reads it once replaced.
+        kept = versions.record(lk, "book", (symbol, month), result.sha256[:24])
+        return Built(metadata={**_metadata(result), "version_files": dg.MetadataValue.json(kept.describe())},
+                     data_version=result.sha256[:24],
                      checks=check_results(result.outcomes, result.gaps))
 
     yield from build_slices(context, build_one)

@@ -16,6 +16,7 @@ from quant_assets.automation import rebuild_stale_slices
 from quant_assets.batching import BACKFILL_POLICY, Built, build_slices
 from quant_assets.analytics.slice_metrics import ANALYTICS_VERSION, BacktestSliceError, run_metrics
 from quant_assets.lake import instruments as inst_mod
+from quant_assets.lake import versions
 from quant_assets.partitions import month_symbol_partitions, split_key
 from quant_assets.strategies.spec import StrategySpec
 from resources import LakeResource
@@ -93,6 +94,8 @@ def metrics_asset(spec: StrategySpec) -> dg.AssetsDefinition:
             except BacktestSliceError as exc:
                 raise dg.Failure(description=f"{name} {pk}: {exc}", allow_retries=False) from exc
             row = out.slice.row
+            # Kept beside its predecessors (lake.versions): `quant-assets asof` reads it once replaced.
+            kept = versions.record(the_lake, "metrics", (symbol, month, spec.name), out.data_version)
             png = equity_png(out.slice.equity, f"{spec.name} {symbol} {month}") if len(out.slice.equity) else None
             metadata: dict[str, object] = {label: _float(None if row.get(k) is None else row[k] * scale) for label, k, scale in HEADLINE}
             metadata.update({
@@ -104,6 +107,7 @@ def metrics_asset(spec: StrategySpec) -> dg.AssetsDefinition:
                 "venue_profile": str(row.get("venue_profile")),
                 "feed_latency": str(row.get("feed_latency")),
                 "path": dg.MetadataValue.path(str(out.directory)),
+                "version_files": dg.MetadataValue.json(kept.describe()),
             })
             if png:
                 metadata["equity_curve"] = dg.MetadataValue.md(markdown_image(png, "equity and drawdown"))

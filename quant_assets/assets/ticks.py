@@ -9,6 +9,7 @@ from quant_assets.batching import BACKFILL_POLICY, Built, SliceFailed, build_sli
 from quant_assets.engines.fidelity import fidelity_of
 from quant_assets.ingest.build import build_partition
 from quant_assets.lake import instruments as inst_mod
+from quant_assets.lake import versions
 from quant_assets.lake.manifest import FileRecord
 from quant_assets.lake.quality import RULES, RuleOutcome, evaluate
 from quant_assets.lake.schema import TICK_DOCS, TICK_SCHEMA
@@ -107,6 +108,8 @@ def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
             ) from exc
         # The month's own record (dated): later months never change what this month trades on.
         inst_mod.record_inferred(lk, inferred[-1], month)
+        # Kept beside its predecessors (lake.versions): `quant-assets asof` reads it once replaced.
+        kept = versions.record(lk, "ticks", (symbol, month), result.sha256[:24], known={result.path.name: result.sha256})
         return Built(
             metadata={
                 "dagster/row_count": result.rows,
@@ -127,6 +130,7 @@ def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
                 "quotes_from_book": dg.MetadataValue.json(result.quotes_from_book or {}),
                 "book_sources": dg.MetadataValue.json([{"path": r.path, "sha256": r.sha256[:16]} for r in result.book_sources]),
                 "dagster/column_schema": COLUMN_SCHEMA,
+                "version_files": dg.MetadataValue.json(kept.describe()),
             },
             data_version=result.sha256[:24],
             checks=[*_check_results(outcomes), _book_check(lk, symbol, month, result)],

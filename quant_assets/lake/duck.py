@@ -151,3 +151,29 @@ def _make_judged_view(con: duckdb.DuckDBPyConnection, name: str, src: str, ledge
         except duckdb.BinderException:
             pass  # every slice predates the ledger (no test index, no p-value): nothing to join on
     con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT s.*, {nulls}, {waiting} AS fdr_status FROM {local}")
+
+
+def asof(con: duckdb.DuckDBPyConnection, lake: Lake, asset: str, partition: str, at: str,
+         file: str | None = None, view: str | None = None):
+    """Register a view of one slice as it was (:mod:`quant_assets.lake.versions`): ``asset``
+    (``ticks``, ``book``, ``backtest_<strategy>``, ``metrics_<strategy>``), ``partition``
+    ``YYYY-MM|SYMBOL``, ``at`` an ISO time or a data version (or its first characters).
+    ``file``: which Parquet file of the slice (default: all of them, e.g. a book's days in order).
+    The view (default ``<asset>_asof``) reads the stored objects; returns the ``Version``.
+
+        v = duck.asof(con, lake, "ticks", "2024-03|BTCUSDT", "2024-04-01T00:00Z")
+        con.sql("SELECT count(*) FROM ticks_asof")
+    """
+    from quant_assets.lake import versions
+
+    v = versions.resolve(lake, "", versions.Slice.of_asset(asset, partition), at)
+    names = [file] if file else [n for n in sorted(v.files) if n.endswith(".parquet")]
+    paths = ", ".join("'" + str(versions.object_path(lake, v.files[n]["sha256"])).replace("'", "''") + "'"
+                      for n in names if n in v.files)
+    if not paths:
+        raise versions.VersionNotFound(f"{v.slice} version {v.data_version}: no file {file or '*.parquet'}; it has {sorted(v.files)}")
+    name = view or f"{asset}_asof"
+    if not name.isidentifier():
+        raise ValueError(f"view name {name!r}: expected an identifier")
+    con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT * FROM read_parquet([{paths}])")
+    return v

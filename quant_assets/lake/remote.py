@@ -52,6 +52,10 @@ CACHE_ENV = "QUANT_LAKE_CACHE"
 #: Folders of the local copy that are never synchronised (private working space).
 PRIVATE = frozenset({".scratch", ".locks", ".sync"})
 
+#: Folders a step never pulls: the bytes of past versions (``lake.versions``), fetched one object
+#: at a time when a past version is read; pulling them would copy the lake's whole history.
+ON_DEMAND = ("versions/objects/", "versions/refs/")
+
 #: File names that commit a folder: uploaded after every other file of the push.
 COMMIT_MARKS = frozenset({"manifest.json"})
 
@@ -221,7 +225,7 @@ class RemoteLake:
         remote = self._remote_infos(prefixes)
         with self._session() as state:
             for rel, (tag, mtime) in sorted(remote.items()):
-                if not in_scope(rel, symbol):
+                if not in_scope(rel, symbol) or rel.startswith(ON_DEMAND):
                     continue
                 dest = self.local / rel
                 known = state.get(rel)
