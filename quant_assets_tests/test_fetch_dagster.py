@@ -7,10 +7,13 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import dagster as dg
+import polars as pl
 import pytest
 
 from quant_assets import cli
 from quant_assets.definitions import ASSETS
+from quant_assets.lake import versions
+from quant_assets.lake.manifest import read_manifest
 from quant_assets.schedules import FETCH_SCHEDULES, fetch_requests
 from quant_assets.sources import config as sconfig
 from quant_assets.sources import ledger
@@ -19,6 +22,7 @@ from quant_assets_tests.fake_sources import FakeSources, binance_path, binance_z
 from resources import CriticResource, LakeResource
 
 SYMBOL = "BTCUSDT-PERP"
+PK = "2024-02|BTCUSDT-PERP"
 RESOURCES = {"lake": LakeResource(), "critic": CriticResource()}
 
 
@@ -112,12 +116,27 @@ def test_a_reupload_lands_as_a_new_version_and_a_new_data_version(lake, instance
     assert cli.main(["fetch", "binance"]) == 0
     v1 = lake.landing_dir(SYMBOL) / "BTCUSDT-trades-2024-02.zip"
     v1_bytes = v1.read_bytes()
+
+    def build_ticks() -> str:
+        res = dg.materialize(ASSETS, selection=["ticks"], partition_key=PK, instance=instance, resources=RESOURCES)
+        return res.asset_materializations_for_node("ticks")[0].tags["dagster/data_version"]
+
+    first = build_ticks()
+    first_rows = pl.read_parquet(lake.ticks_path(SYMBOL, "2024-02"))
     fake.put(binance_path("um", "monthly", "trades", "BTCUSDT", "2024-02"), binance_zip("BTCUSDT", "trades", "2024-02", 10, seed=2))
     assert cli.main(["fetch", "binance", "--recheck"]) == 0
     v2 = lake.landing_dir(SYMBOL) / "BTCUSDT-trades-2024-02~v2.zip"
     assert v2.exists() and v1.read_bytes() == v1_bytes
-    versions = [m.asset_materialization.tags["dagster/data_version"]
+    second = build_ticks()  # built from v2 alone: a new data version
+    assert read_manifest(lake)[lake.relative(v1)].status == "superseded"
+    assert second != first and not pl.read_parquet(lake.ticks_path(SYMBOL, "2024-02")).equals(first_rows)
+    # the month as it was: by the first data version, the exact rows built from v1
+    old = versions.resolve(lake, "ticks", (SYMBOL, "2024-02"), first)
+    assert versions.scan(lake, old).collect().equals(first_rows)
+    assert cli.main(["asof", "ticks", PK, first, "--out", str(tmp_path / "out")]) == 0
+    assert pl.read_parquet(tmp_path / "out" / "part-0.parquet").equals(first_rows)
+    fetched = [m.asset_materialization.tags["dagster/data_version"]
                 for m in instance.fetch_materializations(dg.AssetKey("fetch"), limit=10).records]
-    assert len(versions) == 2 and versions[0] != versions[1]
+    assert len(fetched) == 2 and fetched[0] != fetched[1]
     st = ledger.state(lake)
     assert st["landed_version"].to_list() == [2]
