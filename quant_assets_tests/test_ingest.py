@@ -308,3 +308,12 @@ def test_a_republished_file_lands_as_a_new_version_and_only_the_newest_is_built(
     (d / "BTCUSDT-trades-2024-01-01.zip").unlink()
     build_partition(lake, sym, "2024-01")
     assert _sha(lake.ticks_path(sym, "2024-01")) == first
+
+
+def test_a_coin_m_file_is_refused_with_the_reason_not_parsed_as_linear(lake):
+    """COIN-M trade files have the spot layout's column types (qty in contracts, base_qty in
+    coin): parsed as a linear instrument they would give wrong sizes, so they fail, saying why."""
+    text = b.binance_trades_csv(5)
+    b.write(lake.landing_dir("BTCUSD-PERP") / "BTCUSD_PERP-trades-2024-01.zip", b.zipped("BTCUSD_PERP-trades-2024-01.csv", text))
+    (rec,) = survey(lake, "BTCUSD-PERP")
+    assert rec.status == "failed" and "COIN-M (inverse)" in rec.error and "not ingested" in rec.error

@@ -67,6 +67,13 @@ def checked_text(symbol: str, path: Path, text_path: Path) -> tuple[Detected, pl
     """:func:`open_checked` on an already decompressed ``text_path``."""
     detected = detect(path, text_path)
     for where, claimed in symbol_hints(path, detected).items():
+        if where == "file name" and claimed.endswith("_PERP"):
+            # Binance names its COIN-M (inverse) perpetuals BTCUSD_PERP; their trade files
+            # have the spot layout's column types, so without this they would parse as a
+            # linear instrument with sizes in contracts: wrong numbers, not an error.
+            raise IngestError(path, f"a Binance COIN-M (inverse) contract file ({claimed}): its sizes are contracts of a "
+                                    "fixed USD value and its PnL is in the base coin; the lake models linear instruments "
+                                    "only (size in base, prices and PnL in quote), so COIN-M files are not ingested")
         # A venue names its perpetual by the underlying pair (BTCUSDT-trades-... in BTCUSDT-PERP/).
         if not claims_match(claimed, symbol):
             raw, kind = parse_symbol(symbol)
