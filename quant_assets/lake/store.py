@@ -3,7 +3,7 @@
 Layout (hive-style, readable by DuckDB, Polars and pyarrow without our code)::
 
     <root>/landing/<SYMBOL>/<file>                       raw drops, never modified
-    <root>/ticks/symbol=S/month=YYYY-MM/part-0.parquet   canonical ticks
+    <root>/ticks/symbol=S/month=YYYY-MM/part-0.parquet   canonical ticks (coverage.json beside: days per kind, gaps)
     <root>/funding/symbol=S/month=YYYY-MM/part-0.parquet funding events of a perpetual
     <root>/book/symbol=S/month=YYYY-MM/day=DD/part-0.parquet  order-book deltas by UTC day, manifest.json per month
     <root>/staging/symbol=S/src=<hash>.parquet           one parsed+validated source file
@@ -271,6 +271,11 @@ class Lake:
 
     def ticks_path(self, symbol: str, month: str) -> Path:
         return self.ticks_root / f"symbol={normalise_symbol(symbol)}" / f"month={month}" / "part-0.parquet"
+
+    def ticks_coverage_path(self, symbol: str, month: str) -> Path:
+        """The calendar coverage of a ticks partition (``coverage.json`` beside ``part-0.parquet``,
+        :mod:`quant_assets.ingest.coverage`): the days with rows per kind and the gaps."""
+        return self.ticks_path(symbol, month).parent / "coverage.json"
 
     # ---- funding (perpetuals) ------------------------------------------------------
     @property
