@@ -9,9 +9,9 @@ works the same for a hand-dropped file and a fetched one. A day is a UTC calenda
   row of that kind. A kind absent from the whole month is not a gap here (a trades-only month is
   a fidelity, :mod:`quant_assets.engines.fidelity`, not a hole).
 - **stopped**: a kind whose last row is on a day followed by two or more expected days without
-  it, up to the later of the month's last judged day and the other kinds' last day (one missing
-  last day is a missing day; more is a dataset that stopped updating, like Binance's USD-M
-  ``bookTicker``, no longer published since 2024 while its trades go on).
+  it, up to the later of the month's last judged day and the other kinds' last day that is over
+  (one missing last day is a missing day; more is a dataset that stopped updating, like Binance's
+  USD-M ``bookTicker``, no longer published since 2024 while its trades go on).
 - **empty days**: expected days with no row of any kind: the month has fewer days than its
   calendar (a source day never published, a file that ends early, a listing that began late).
 
@@ -218,11 +218,14 @@ def compute(counts: pl.DataFrame, symbol: str, month: str, calendar: str, *, now
     have = {k: set(v["days"]) for k, v in kinds.items()}
     missing = {k: [d for d in judged if d not in have[k]] for k in kinds}
     missing = {k: v for k, v in missing.items() if v}
+    # The other kinds' evidence counts up to the last day that is over (no grace): a day's files
+    # of two datasets may come out hours apart, a day still in progress proves nothing.
+    over = (now.astimezone(dt.UTC).date() - days[0]).days  # days of the month over at now
     stopped: dict[str, dict] = {}
     for k, v in kinds.items():
         others = {o: w["last_day"] for o, w in kinds.items() if o != k}
         others_last = max(others.values(), default=0)
-        ref = max(last_day, others_last)
+        ref = max(last_day, min(others_last, over))
         after = [d for d in range(v["last_day"] + 1, ref + 1) if wanted(d)]
         if len(after) >= 2:
             late = sorted(o for o, last in others.items() if last > v["last_day"] + 1)
