@@ -135,15 +135,14 @@ def _print_gaps(lake, symbols: list[str] | None, months: list[str] | None, shown
     from quant_assets.ingest.coverage import ranges, read_all
     from quant_assets.settings import gaps_mode
 
-    covs = read_all(lake, {s.upper() for s in symbols} if symbols else None, set(months) if months else None)
-    if not covs:
+    judged, bad = read_all(lake, {s.upper() for s in symbols} if symbols else None, set(months) if months else None)
+    if not judged:
         return
-    bad = [c for c in covs if c.get("error") or c.get("gaps")]
     mode = gaps_mode()
     if not bad:
-        console.print(f"calendar coverage: {len(covs):,} ticks slice(s) judged, no gaps")
+        console.print(f"calendar coverage: {judged:,} ticks slice(s) judged, no gaps")
         return
-    table = Table(title=f"calendar gaps: {len(bad):,} of {len(covs):,} ticks slice(s) lack expected days (QUANT_GAPS={mode}: "
+    table = Table(title=f"calendar gaps: {len(bad):,} of {judged:,} ticks slice(s) lack expected days (QUANT_GAPS={mode}: "
                         + ("their downstream slices do not run)" if mode == "block" else "a warning; backtests still run)"))
     for col in ("slice", "calendar", "kind", "days without rows", "stopped after day", "judged through"):
         table.add_column(col, no_wrap=col != "days without rows")

@@ -440,10 +440,11 @@ class Lake:
             else:
                 data.write_parquet(tmp, compression="zstd", compression_level=ZSTD_LEVEL, row_group_size=ROW_GROUP_ROWS)
 
-    def write_json(self, obj: object, final: Path) -> None:
-        """Write ``obj`` as indented JSON to ``final`` atomically."""
+    def write_json(self, obj: object, final: Path, indent: int | None = 2) -> None:
+        """Write ``obj`` as JSON to ``final`` atomically (indented; ``indent=None``: one line, for
+        small files read by the thousand)."""
         with atomic_target(final) as tmp:
-            tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+            tmp.write_text(json.dumps(obj, indent=indent, sort_keys=True, default=str))
 
     def append_line(self, line: str, final: Path) -> None:
         """Append one line (``line`` without its newline) to the text file ``final``, made durable
