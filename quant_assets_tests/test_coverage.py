@@ -94,7 +94,7 @@ def test_the_current_month_is_judged_up_to_a_day_before_now_and_says_it_is_in_pr
     # nothing about a past month depends on when it is judged
     past = {"quote": list(range(1, 30)), "trade": list(range(1, 30))}
     feb = [_coverage(lake, "BTCUSDT", "2024-02", now=t, days=past).to_json() for t in (now, LATER)]
-    assert all(f.pop("computed_at") for f in feb) and feb[0] == feb[1] and not feb[0]["in_progress"]
+    assert feb[0] == feb[1] and not feb[0]["in_progress"]  # (the same bytes: a rebuild rewrites the same coverage.json)
     # a month none of whose days is over yet
     future = _coverage(lake, "BTCUSDT", "2024-04", now=now, days={"trade": [1]})
     assert future.in_progress and future.judged_through is None and not future.gaps

@@ -146,7 +146,6 @@ class Coverage:
     book: dict | None = None
     ticks_sha256: str | None = None
     rule: str = ""
-    computed_at: str = ""
     expiry: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -248,7 +247,7 @@ def compute(counts: pl.DataFrame, symbol: str, month: str, calendar: str, *, now
         expected_days=judged, days_covered=covered, kinds=kinds, missing=missing, stopped=stopped,
         empty_days=empty, rows_outside_month=outside, gaps=bool(missing or stopped or empty),
         book=_book(book_days, covered) if book_days is not None else None,
-        rule=CALENDARS[calendar], computed_at=now.astimezone(dt.UTC).isoformat(timespec="seconds"),
+        rule=CALENDARS[calendar],
         expiry=expiry.isoformat() if expiry else None, notes=notes,
     )
 
