@@ -422,7 +422,15 @@ def _check_verdicts(view, asset: dg.AssetKey, checks: list[str], partitions: set
     this tick, on Dagster's check-executions table (``idx_asset_check_executions``: asset, check,
     materialization id, partition); Dagster's ``get_asset_check_partition_info`` judges by the
     ``partition`` column alone and joins every materialization of the asset (0.2 s a call at 200
-    symbols × 84 months, whatever the number of partitions asked)."""
+    symbols × 84 months, whatever the number of partitions asked).
+
+    A failed evaluation of severity WARN counts as passed here, as it does when Dagster runs the
+    check (``execute_step`` stops downstream steps only for a blocking check failed with severity
+    ERROR; the ``blocking`` argument's doc says the same), and as the in-run gate of
+    :mod:`quant_assets.batching` does: a check that is blocking only when its setting says so
+    (``calendar_complete``, ``QUANT_GAPS``) warns without holding the slices back. (Dagster's own
+    ``all_deps_blocking_checks_passed`` reads the execution status alone, so it would hold back on
+    a WARN.) The evaluation event is read, for its severity, only for the failed rows."""
     import sqlalchemy as sa
     from dagster._core.events import DagsterEventType
     from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable as T
@@ -446,18 +454,34 @@ def _check_verdicts(view, asset: dg.AssetKey, checks: list[str], partitions: set
                 queries.append((untargeted, sa.and_(*base, T.c.materialization_event_storage_id.is_(None),
                                                     T.c.partition.in_(todo[i:i + 400]))))
             for into, where in queries:
+                failed_event = sa.case((T.c.execution_status == "FAILED", T.c.evaluation_event), else_=None)
                 query = sa.select(T.c.id, T.c.check_name, T.c.partition, T.c.execution_status,
-                                  T.c.materialization_event_storage_id).where(where)
+                                  T.c.materialization_event_storage_id, failed_event.label("failed_event")).where(where)
                 with storage.index_connection() as conn:
                     for row in conn.execute(query):
                         pk = partition_of.get(row.materialization_event_storage_id) if into is targeted else row.partition
                         k = (pk, row.check_name)
                         if pk is not None and (k not in into or row.id > into[k][0]):
-                            into[k] = (row.id, row.execution_status)
+                            status = "SUCCEEDED" if _warned(row.failed_event) else row.execution_status
+                            into[k] = (row.id, status)
         for pk in todo:
             rows = [targeted.get((pk, name)) or untargeted.get((pk, name)) for name in checks]
             known[pk] = pk in materialized and all(r is not None and r[1] == "SUCCEEDED" for r in rows)
     return {pk: known[pk] for pk in partitions}
+
+
+def _warned(event: str | None) -> bool:
+    """Whether a stored check evaluation event (serialized ``EventLogEntry``) failed with severity
+    WARN only (see :func:`_check_verdicts`); False for None or an event that cannot be read."""
+    if not event:
+        return False
+    from dagster._serdes import deserialize_value
+
+    try:
+        evaluation = deserialize_value(event, dg.EventLogEntry).dagster_event.event_specific_data
+    except Exception:  # noqa: BLE001 - an unreadable event is judged by its status (FAILED)
+        return False
+    return getattr(evaluation, "severity", None) == dg.AssetCheckSeverity.WARN
 
 
 class WillBeRequested(_Custom):

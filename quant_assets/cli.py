@@ -124,8 +124,44 @@ def _print_status(lake, instance, slices, symbols: list[str] | None = None, mont
             return
     elif len(set(slices)) > SCREENFUL:
         _print_summary(lake, slices, states)
+        _print_gaps(lake, symbols, months, NEEDS_RUN_SHOWN)
         return
     _print_tables(lake, states)
+    _print_gaps(lake, symbols, months)
+
+
+def _print_gaps(lake, symbols: list[str] | None, months: list[str] | None, shown: int | None = None) -> None:
+    """The ticks slices with calendar gaps (``coverage.json`` beside each partition, written by its
+    build: :mod:`quant_assets.ingest.coverage`), one row per slice and kind, the first ``shown``
+    slices when given; read from the lake alone (one glob, one small file per slice)."""
+    from quant_assets.ingest.coverage import ranges, read_all
+    from quant_assets.settings import gaps_mode
+
+    judged, bad = read_all(lake, {s.upper() for s in symbols} if symbols else None, set(months) if months else None)
+    if not judged:
+        return
+    mode = gaps_mode()
+    if not bad:
+        console.print(f"calendar coverage: {judged:,} ticks slice(s) judged, no gaps")
+        return
+    table = Table(title=f"calendar gaps: {len(bad):,} of {judged:,} ticks slice(s) lack expected days (QUANT_GAPS={mode}: "
+                        + ("their downstream slices do not run)" if mode == "block" else "a warning; backtests still run)"))
+    for col in ("slice", "calendar", "kind", "days without rows", "stopped after day", "judged through"):
+        table.add_column(col, no_wrap=col != "days without rows")
+    for c in bad[:shown]:
+        pk = f"{c['month']}|{c['symbol']}"
+        if c.get("error"):
+            table.add_row(pk, "", "", f"[red]unreadable: {c['error']}[/]", "", "")
+            continue
+        through = (c["judged_through"] or "-") + (" (in progress)" if c["in_progress"] else "")
+        rows = [(k, ranges(v), str(c["stopped"][k]["last_day"]) if k in c["stopped"] else "") for k, v in sorted(c["missing"].items())]
+        if c["empty_days"]:
+            rows.append(("(any)", ranges(c["empty_days"]), ""))
+        for kind, days, stop in rows:
+            table.add_row(pk, c["calendar"], kind, f"[yellow]{days}[/]", stop, through)
+    console.print(table)
+    if shown is not None and len(bad) > shown:
+        console.print(f"  ... and {len(bad) - shown:,} more slice(s) with gaps (`quant-assets status --symbol S` lists a symbol's)")
 
 
 def _print_fetch_state(lake, shown: int = 10) -> None:

@@ -277,3 +277,19 @@ def critic_budget_usd() -> tuple[float, float]:
     (:mod:`quant_assets.critique.budget`). Read when the definitions load (the ``critic``
     resource's defaults) and by ``quant-assets status``."""
     return _usd(CRITIC_BUDGET_DAY_ENV), _usd(CRITIC_BUDGET_RUN_ENV)
+
+
+GAPS_ENV = "QUANT_GAPS"
+GAPS_MODES = ("warn", "block")
+
+
+def gaps_mode() -> str:
+    """What the ``ticks`` check ``calendar_complete`` does with a month that has holes (missing
+    days, a kind that stopped, fewer days than its calendar; :mod:`quant_assets.ingest.coverage`):
+    ``$QUANT_GAPS`` = ``warn`` (default: the check fails with severity WARN, downstream slices
+    still run) or ``block`` (severity ERROR: the check is blocking, so the month's backtests and
+    everything else downstream do not run on the hole). Read when each slice is built."""
+    value = (os.environ.get(GAPS_ENV) or "warn").strip().lower()
+    if value not in GAPS_MODES:
+        raise ValueError(f"{GAPS_ENV}={value!r}: expected one of {', '.join(GAPS_MODES)}")
+    return value

@@ -20,7 +20,10 @@ import dagster as dg
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
 
-from quant_assets.assets.ticks import RULES as TICKS_RULES
+from quant_assets.assets.ticks import CALENDAR_COMPLETE, RULES
+
+#: The blocking checks of ``ticks`` (its row rules and the calendar check), each evaluated by every build.
+TICKS_RULES = [*RULES, CALENDAR_COMPLETE]
 
 
 @contextlib.contextmanager

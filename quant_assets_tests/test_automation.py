@@ -385,7 +385,8 @@ def test_a_re_ingest_that_reproduces_the_same_data_version_rebuilds_nothing(lake
     assert requested == {} and ticks_used == 0
 
 
-def _report_run_checks(instance, pk: str, failing: str | None = None) -> None:
+def _report_run_checks(instance, pk: str, failing: str | None = None,
+                       severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR) -> None:
     """A ticks materialization with its check evaluations as a real run stores them: the checks
     of a partitioned asset are recorded unpartitioned, each naming the materialization it
     checked (its storage id), which is what ties it to the partition."""
@@ -402,8 +403,8 @@ def _report_run_checks(instance, pk: str, failing: str | None = None) -> None:
     target = AssetCheckEvaluationTargetMaterializationData(storage_id=record.storage_id, run_id="", timestamp=record.timestamp)
     for name in TICKS_CHECKS:
         instance.report_runless_asset_event(dg.AssetCheckEvaluation(
-            asset_key=dg.AssetKey("ticks"), check_name=name, passed=name != failing, severity=dg.AssetCheckSeverity.ERROR,
-            target_materialization_data=target))
+            asset_key=dg.AssetKey("ticks"), check_name=name, passed=name != failing,
+            severity=severity if name == failing else dg.AssetCheckSeverity.ERROR, target_materialization_data=target))
 
 
 def test_blocking_checks_are_judged_on_each_partition_s_latest_materialization_as_runs_record_them(lake, instance, lake_state):
@@ -413,6 +414,22 @@ def test_blocking_checks_are_judged_on_each_partition_s_latest_materialization_a
     first = dg.evaluate_automation_conditions(defs=_defs(), instance=instance, cursor=lake_state)
     # (its critique waits for February's validation, which March's metrics make possible)
     assert _requested(first) == _expect({s: {"2024-03|ETHUSDT"} for s in SLICE_STAGES if s != "critique"})
+
+
+@pytest.mark.parametrize("severity", [dg.AssetCheckSeverity.WARN, dg.AssetCheckSeverity.ERROR])
+def test_a_blocking_check_failed_with_warn_severity_holds_nothing_back_as_in_a_run(lake, instance, lake_state, severity):
+    # calendar_complete is blocking; it fails with WARN by default (QUANT_GAPS=warn): the month's
+    # slices run, as Dagster's own run would let them; with ERROR (QUANT_GAPS=block) they wait
+    from quant_assets.assets.ticks import CALENDAR_COMPLETE
+
+    _report_run_checks(instance, "2024-03|BTCUSDT", failing=CALENDAR_COMPLETE, severity=severity)
+    _report_run_checks(instance, "2024-03|ETHUSDT")
+    first = dg.evaluate_automation_conditions(defs=_defs(), instance=instance, cursor=lake_state)
+    held = set() if severity == dg.AssetCheckSeverity.WARN else {"2024-03|BTCUSDT"}
+    expect = {s: {"2024-03|BTCUSDT", "2024-03|ETHUSDT"} - held for s in SLICE_STAGES if s != "critique"}
+    if not held:  # both Marches ready: February's out-of-sample validations (on March) run too
+        expect["oos_validation"] = {"2024-02|BTCUSDT", "2024-02|ETHUSDT"}
+    assert _requested(first) == _expect(expect)
 
 
 def test_the_nightly_schedule_builds_the_plan_s_cache_within_its_budget_and_judges_staleness_once_built(lake, instance, tmp_path, monkeypatch):

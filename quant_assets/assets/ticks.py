@@ -50,6 +50,40 @@ def _book_check(lk, symbol: str, month: str, result) -> dg.AssetCheckResult:
         metadata={k: (v if v is not None else "null") for k, v in cmp.items()})
 
 
+CALENDAR_COMPLETE = "calendar_complete"
+CALENDAR_COMPLETE_DOC = ("every day the instrument's calendar expects, up to now minus a day, has rows of each kind the month "
+                         "has (quant_assets.ingest.coverage: missing days, kinds that stopped updating, fewer days than the "
+                         "calendar); fails with severity WARN, or ERROR with QUANT_GAPS=block, which keeps the month's "
+                         "backtests and everything downstream from running on the hole")
+
+
+def _calendar_check(lk, symbol: str, month: str, result) -> dg.AssetCheckResult:
+    """The month's calendar coverage, persisted beside the partition (``coverage.json``, what
+    ``quant-assets status`` lists) and judged: WARN or, with ``QUANT_GAPS=block``, ERROR."""
+    from quant_assets.ingest import coverage
+    from quant_assets.settings import gaps_mode
+
+    inst = inst_mod.resolve(lk, symbol, month=month)
+    calendar = coverage.calendar_of(inst.kind if inst else "spot", inst.venue if inst else None,
+                                    [r.format for r in [*result.sources, *result.book_sources]])
+    cov = coverage.of_partition(lk, symbol, month, calendar, sha256=result.sha256)
+    coverage.write(lk, cov)
+    severity = dg.AssetCheckSeverity.ERROR if gaps_mode() == "block" else dg.AssetCheckSeverity.WARN
+    return dg.AssetCheckResult(
+        check_name=CALENDAR_COMPLETE, passed=not cov.gaps, severity=severity, description=cov.summary(),
+        metadata={
+            "calendar": f"{cov.calendar}: {cov.rule}",
+            "judged_through": cov.judged_through or "null (no day of the month is over yet)",
+            "in_progress": cov.in_progress,
+            "missing_days": dg.MetadataValue.json({k: coverage.ranges(v) for k, v in cov.missing.items()}),
+            "stopped": dg.MetadataValue.json(cov.stopped),
+            "empty_days": coverage.ranges(cov.empty_days),
+            "days_covered": dg.MetadataValue.json({k: coverage.ranges(v["days"]) for k, v in cov.kinds.items()}),
+            "book_days": dg.MetadataValue.json({k: coverage.ranges(v) for k, v in cov.book.items()} if cov.book else {}),
+            "coverage": dg.MetadataValue.path(str(lk.ticks_coverage_path(symbol, month))),
+        })
+
+
 class BlockingCheckFailed(Exception):
     """A candidate partition broke a blocking rule; the published partition is unchanged."""
 
@@ -76,7 +110,9 @@ def _check_results(outcomes: list[RuleOutcome]) -> list[dg.AssetCheckResult]:
     group_name="ingest",
     kinds={"parquet", "polars"},
     check_specs=[dg.AssetCheckSpec(name, asset="ticks", blocking=True, description=d) for name, d in RULES.items()]
-    + [dg.AssetCheckSpec(QUOTES_MATCH_BOOK, asset="ticks", blocking=False, description=QUOTES_MATCH_BOOK_DOC)],
+    + [dg.AssetCheckSpec(QUOTES_MATCH_BOOK, asset="ticks", blocking=False, description=QUOTES_MATCH_BOOK_DOC),
+       # blocking, but a WARN failure (the default) holds nothing back: only ERROR (QUANT_GAPS=block) does
+       dg.AssetCheckSpec(CALENDAR_COMPLETE, asset="ticks", blocking=True, description=CALENDAR_COMPLETE_DOC)],
     metadata={"dagster/column_schema": COLUMN_SCHEMA},
     backfill_policy=BACKFILL_POLICY,
 )
@@ -133,7 +169,8 @@ def ticks(context: dg.AssetExecutionContext, lake: LakeResource):
                 "version_files": dg.MetadataValue.json(kept.describe()),
             },
             data_version=result.sha256[:24],
-            checks=[*_check_results(outcomes), _book_check(lk, symbol, month, result)],
+            checks=[*_check_results(outcomes), _book_check(lk, symbol, month, result),
+                    _calendar_check(lk, symbol, month, result)],
         )
 
     yield from build_slices(context, build_one)

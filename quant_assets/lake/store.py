@@ -3,7 +3,7 @@
 Layout (hive-style, readable by DuckDB, Polars and pyarrow without our code)::
 
     <root>/landing/<SYMBOL>/<file>                       raw drops, never modified
-    <root>/ticks/symbol=S/month=YYYY-MM/part-0.parquet   canonical ticks
+    <root>/ticks/symbol=S/month=YYYY-MM/part-0.parquet   canonical ticks (coverage.json beside: days per kind, gaps)
     <root>/funding/symbol=S/month=YYYY-MM/part-0.parquet funding events of a perpetual
     <root>/book/symbol=S/month=YYYY-MM/day=DD/part-0.parquet  order-book deltas by UTC day, manifest.json per month
     <root>/staging/symbol=S/src=<hash>.parquet           one parsed+validated source file
@@ -277,6 +277,11 @@ class Lake:
     def ticks_path(self, symbol: str, month: str) -> Path:
         return self.ticks_root / f"symbol={normalise_symbol(symbol)}" / f"month={month}" / "part-0.parquet"
 
+    def ticks_coverage_path(self, symbol: str, month: str) -> Path:
+        """The calendar coverage of a ticks partition (``coverage.json`` beside ``part-0.parquet``,
+        :mod:`quant_assets.ingest.coverage`): the days with rows per kind and the gaps."""
+        return self.ticks_path(symbol, month).parent / "coverage.json"
+
     # ---- funding (perpetuals) ------------------------------------------------------
     @property
     def funding_root(self) -> Path:
@@ -440,10 +445,11 @@ class Lake:
             else:
                 data.write_parquet(tmp, compression="zstd", compression_level=ZSTD_LEVEL, row_group_size=ROW_GROUP_ROWS)
 
-    def write_json(self, obj: object, final: Path) -> None:
-        """Write ``obj`` as indented JSON to ``final`` atomically."""
+    def write_json(self, obj: object, final: Path, indent: int | None = 2) -> None:
+        """Write ``obj`` as JSON to ``final`` atomically (indented; ``indent=None``: one line, for
+        small files read by the thousand)."""
         with atomic_target(final) as tmp:
-            tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+            tmp.write_text(json.dumps(obj, indent=indent, sort_keys=True, default=str))
 
     def append_line(self, line: str, final: Path) -> None:
         """Append one line (``line`` without its newline) to the text file ``final``, made durable
