@@ -184,17 +184,22 @@ class FakeSources:
         if body is None:
             fake.reply(h, 404, b"<Error><Code>NoSuchKey</Code></Error>")
             return
+        fake.serve_bytes(h, body, {"Last-Modified": "Mon, 01 Apr 2024 00:00:00 GMT"})
+
+    def serve_bytes(self, h: BaseHTTPRequestHandler, body: bytes, headers: dict[str, str] | None = None) -> None:
+        """``body`` with an ETag, honouring ``Range`` (a 206 from the asked byte, a 416 past the
+        end) unless an ``If-Range`` names another version."""
         tag = etag(body)
         rng = h.headers.get("Range")
         if_range = h.headers.get("If-Range")
         if rng and (if_range is None or if_range == tag) and rng.startswith("bytes="):
             start = int(rng[len("bytes="):].split("-")[0])
             if start >= len(body):
-                fake.reply(h, 416, b"", {"Content-Range": f"bytes */{len(body)}"})
+                self.reply(h, 416, b"", {"Content-Range": f"bytes */{len(body)}"})
                 return
-            fake.reply(h, 206, body[start:], {"ETag": tag, "Content-Range": f"bytes {start}-{len(body) - 1}/{len(body)}"})
+            self.reply(h, 206, body[start:], {"ETag": tag, "Content-Range": f"bytes {start}-{len(body) - 1}/{len(body)}"})
             return
-        fake.reply(h, 200, body, {"ETag": tag, "Last-Modified": "Mon, 01 Apr 2024 00:00:00 GMT"})
+        self.reply(h, 200, body, {"ETag": tag, **(headers or {})})
 
 
 def etag(data: bytes) -> str:

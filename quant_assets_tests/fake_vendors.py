@@ -154,14 +154,8 @@ class FakeTardis:
         if body is None:
             fake.reply(h, 404, b"not found")
             return
-        tag = etag(body)
-        rng = h.headers.get("Range")
-        if rng and rng.startswith("bytes=") and h.headers.get("If-Range") in (None, tag):
-            start = int(rng[len("bytes="):].split("-")[0])
-            fake.reply(h, 206, body[start:], {"ETag": tag, "Content-Range": f"bytes {start}-{len(body) - 1}/{len(body)}"})
-            return
         # Tardis's Content-MD5-like header is not a whole-file MD5: serve one that is wrong on purpose
-        fake.reply(h, 200, body, {"ETag": tag, "Content-Type": "application/gzip", "x-md5": "0" * 32})
+        fake.serve_bytes(h, body, {"Content-Type": "application/gzip", "x-md5": "0" * 32})
 
 
 # ---- TLS for the Databento gateway ------------------------------------------------------

@@ -223,16 +223,7 @@ def load(path: Path | None = None, check: bool = True) -> SourcesConfig:
     path = path or config_path()
     if not path.exists():
         return SourcesConfig(None, {})
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML ({exc})") from exc
-    cfg = parse(data, path)
-    if check:
-        from quant_assets.sources import check_entries
-
-        check_entries(cfg)
-    return cfg
+    return loads(path.read_text(), path, check)
 
 
 def loads(text: str, path: Path | None = None, check: bool = True) -> SourcesConfig:
@@ -240,7 +231,7 @@ def loads(text: str, path: Path | None = None, check: bool = True) -> SourcesCon
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path or 'sources.toml'}: not valid TOML ({exc})") from exc
+        raise ValueError(f"{path or 'sources.toml'}: not valid TOML ({exc})") from exc  # the file, then what is wrong
     cfg = parse(data, path)
     if check:
         from quant_assets.sources import check_entries
