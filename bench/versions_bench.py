@@ -1,5 +1,6 @@
 """What ``lake.versions.record`` adds to a publish: wall time and disk, for a ticks month and a
-backtest slice (``python bench/versions_bench.py [events]``; a throw-away lake under /tmp).
+backtest slice (``uv run python bench/versions_bench.py [events]``; a throw-away lake under /tmp;
+writes its section of bench/RESULTS.md).
 
 Disk is counted as the blocks of files under ``versions/`` that no published file shares (a hard
 link to a current file costs no bytes until that file is replaced)."""
@@ -18,6 +19,11 @@ from quant_assets.ingest.synthetic import SyntheticSpec, write_landing
 from quant_assets.lake import versions
 from quant_assets.lake.store import Lake
 from quant_assets.strategies import registry
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit, machine, machine_line  # noqa: E402
+
+SECTION = "## Versions: what keeping every published slice costs a publish (issue 23)"
 
 
 def own_bytes(root: Path) -> tuple[int, int]:
@@ -40,6 +46,8 @@ def timed(fn):
 
 
 def main(events: int = 200_000) -> None:
+    lines: list[str] = []
+    print = lines.append  # noqa: A001 (each figure goes to the report)
     root = Path(tempfile.mkdtemp(prefix="versions-bench-"))
     lake = Lake.at(root)
     write_landing(lake, SyntheticSpec("BTCUSDT", "2024-01", seed=1, events=events))
@@ -63,6 +71,8 @@ def main(events: int = 200_000) -> None:
     print(f"second ticks version: record {rec2 * 1e3:.1f} ms; versions/ holds {only / 2**20:.2f} MiB of its own, "
           f"{shared / 2**20:.1f} MiB hard-linked (the replaced month stays linked to its staging file while that exists)")
     os.system(f"rm -rf {root}")
+    emit(SECTION, [SECTION, "", f"`uv run python bench/versions_bench.py {events}` (one run; a synthetic month, ema_cross on NautilusTrader)",
+                   "", machine_line(machine()), "", *(f"- {line}" for line in lines)])
 
 
 if __name__ == "__main__":

@@ -344,6 +344,7 @@ def test_every_downstream_asset_carries_a_named_condition_and_the_automation_run
     assert labels.pop("ticks") is None  # the landing sensor drives ticks
     assert labels.pop("funding") is None  # and funding
     assert labels.pop("book") is None  # and book (beside ticks, for months with depth files)
+    assert labels.pop("fetch") is None  # its schedules and the CLI (it downloads: never by automation)
     assert labels.pop("venue_profile") == "rebuild_venue_profiles"
     assert labels.pop("discoveries") == "rebuild_ledger"  # unpartitioned, over every tested change
     assert labels.pop("promotions") == "rebuild_ledger"  # and what survives it, judged on later months
@@ -352,8 +353,12 @@ def test_every_downstream_asset_carries_a_named_condition_and_the_automation_run
     assert all(v == "rebuild_rollups" for k, v in labels.items() if k.startswith("report_"))
     states = {s.name: s.default_status for s in project_defs.sensors}
     assert states == {"landing_sensor": dg.DefaultSensorStatus.RUNNING, "automation_sensor": dg.DefaultSensorStatus.RUNNING}
-    (schedule,) = project_defs.schedules
-    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING and schedule.cron_schedule == "0 2 * * *"
+    schedules = {s.name: s for s in project_defs.schedules}
+    assert schedules["nightly_rebacktest"].default_status == dg.DefaultScheduleStatus.RUNNING
+    assert schedules["nightly_rebacktest"].cron_schedule == "0 2 * * *"
+    # one daily fetch per source, at its publication time (sources.toml's publish_utc or the default)
+    assert {k: v.cron_schedule for k, v in schedules.items() if k != "nightly_rebacktest"} == {
+        "fetch_binance": "0 6 * * *", "fetch_tardis": "0 3 * * *", "fetch_databento": "0 10 * * *"}
     pools = {k.to_user_string(): graph.get(k).pools for k in graph.get_all_asset_keys()}
     assert all(pools[k] == {automation.ENGINE_POOL} for k in pools if k.startswith(("backtest_", "oos_validation_")))
 

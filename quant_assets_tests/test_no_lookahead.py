@@ -54,7 +54,10 @@ SLICE_ASSETS = ASSETS - {"venue_profile", "report_ema_cross", "factors_ema_cross
 FIRST_MONTH_WAITS = {"wf_fold_ema_cross"}
 #: Lake folders that are not month results: raw drops, the parse cache, the critic's answer
 #: cache, the shared ledgers (the instruments' month rows are compared below).
-NOT_RESULTS = ("landing/", "staging/", "quarantine/", "critiques/_cache/", "manifest/", "trials/", "instruments/")
+#: (``versions/``: the store of past versions, history rather than a result; the results it
+#: keeps are the ones compared here.)
+NOT_RESULTS = ("landing/", "staging/", "quarantine/", "critiques/_cache/", "manifest/", "trials/", "instruments/",
+               "versions/")
 #: A result folder's facts about the run that made it (see engines.runner): not data.
 RUN_FACTS = "run.json"
 
