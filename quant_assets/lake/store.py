@@ -27,6 +27,7 @@ Layout (hive-style, readable by DuckDB, Polars and pyarrow without our code)::
     <root>/oos/strategy=X/symbol=S/month=M/              validation.parquet, manifest.json, runs/ (candidate backtests)
     <root>/discoveries/                                  discoveries.parquet (FDR over every tested change), manifest.json, sources.parquet
     <root>/scorecard/                                    scorecard.parquet (each critic against the null critic), scorecard.png, tests.parquet, manifest.json, sources.parquet
+    <root>/portfolios/universe=U/set=P/                  daily.parquet, lines.parquet, correlation.parquet, contributions.parquet, portfolio.json, tearsheet.html, manifest.json
     <root>/.scratch, <root>/.locks                       private working space
 
 Writes go to a hidden temporary file in the destination folder, are fsynced, then renamed
@@ -49,6 +50,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -73,6 +75,9 @@ ROW_GROUP_ROWS = 256 * 1024
 ZSTD_LEVEL = 1
 
 TMP_PREFIX = ".tmp-"
+
+#: A universe or portfolio-set name as a path part (quant_assets.portfolio.universes checks the same).
+_PORTFOLIO_KEY = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
 def file_sha256(path: Path, chunk_bytes: int = 4 << 20) -> str:
@@ -415,6 +420,15 @@ class Lake:
     def scorecard_dir(self) -> Path:
         """The judge's scorecard: each critic against the null critic (one folder, published whole)."""
         return self.root / "scorecard"
+
+    # ---- portfolios (quant_assets.portfolio) --------------------------------------------
+    def portfolio_dir(self, universe: str, name: str) -> Path:
+        """The roll-up of the strategy set ``name`` over universe ``universe`` (one folder,
+        published whole). Both names are universe-style keys (``[a-z0-9][a-z0-9_-]*``)."""
+        for what, key in (("universe", universe), ("portfolio set", name)):
+            if not _PORTFOLIO_KEY.fullmatch(key):
+                raise ValueError(f"invalid {what} name {key!r}: expected 1-64 characters from a-z 0-9 _ - starting with a letter or digit")
+        return self.root / "portfolios" / f"universe={universe}" / f"set={name}"
 
     # ---- manifest, instruments, private space ---------------------------------------
     @property
