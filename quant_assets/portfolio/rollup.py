@@ -179,34 +179,33 @@ def line_returns(lake: Lake, line: Line, months: Sequence[str], trading_days: in
     from quant_assets.analytics.slice_metrics import BacktestSliceError, backtest_data_version, read_backtest
 
     parts: list[pd.Series] = []
-    missing: dict[pd.Timestamp, str] = {}
+    why: dict[str, str] = {}  # month -> why it has no returns (absent: it has a backtest)
     inputs: dict[str, str] = {}
     wiped: str | None = None
     for month in sorted(months):
-        days = _month_days(month)
         if wiped is not None:
-            reason = f"the account was wiped out in {wiped}: nothing left to reinvest in later months"
+            why[month] = f"the account was wiped out in {wiped}: nothing left to reinvest in later months"
         elif not (lake.backtest_dir(line.strategy, line.symbol, month) / "manifest.json").exists():
-            reason = f"no backtest slice for {month} (materialise backtest_{line.strategy} for {month}|{line.symbol})"
+            why[month] = f"no backtest slice for {month} (materialise backtest_{line.strategy} for {month}|{line.symbol})"
         else:
             try:
                 bt = read_backtest(lake, line.strategy, line.symbol, month)
             except BacktestSliceError as exc:
-                reason = f"backtest slice of {month} unreadable: {exc}"
+                why[month] = f"backtest slice of {month} unreadable: {exc}"
             else:
                 inputs[month] = backtest_data_version(bt.manifest)
                 rs = sample_returns(bt.equity, bt.interval_s, trading_days)
-                day = daily(rs.returns)
-                parts.append(day)
-                for d in days.difference(day.index):
-                    missing[d] = f"no return sampled on this day of {month} (no equity sample, or a closed market)"
-                if rs.wiped_out:
-                    wiped = month
-                continue
-        inputs.setdefault(month, reason)
-        for d in days:
-            missing[d] = reason
-    returns = pd.concat(parts).sort_index() if parts else pd.Series([], dtype="float64", index=pd.DatetimeIndex([]))
+                parts.append(rs.returns)
+                wiped = month if rs.wiped_out else None
+        inputs.setdefault(month, why.get(month, ""))
+    # Compounded by day over all months at once, as the report does (daily(stitch(...))): a
+    # month's closing sample can fall just past its end, on the first day of the next month.
+    grid = pd.concat(parts).sort_index(kind="stable") if parts else pd.Series([], dtype="float64", index=pd.DatetimeIndex([]))
+    returns = daily(grid)
+    missing: dict[pd.Timestamp, str] = {}
+    for month in sorted(months):
+        for d in _month_days(month).difference(returns.index):
+            missing[d] = why.get(month, f"no return sampled on this day of {month} (no equity sample, or a closed market)")
     return LineReturns(line, returns.astype("float64"), missing, trading_days, inputs)
 
 
