@@ -353,7 +353,11 @@ def combine(lines: Sequence[LineReturns], weighting: Weighting = Weighting(), *,
         if len(days_set) > 1:
             notes.append(f"the lines disagree on trading days per year ({days_set}): the book's days are the calendar "
                          "days of any line, annualised with 365")
-    calendar = pd.DatetimeIndex(sorted(set().union(*(set(lr.returns.index) | set(lr.missing) for lr in lines))))
+    known = set().union(*(set(lr.returns.index) | set(lr.missing) for lr in lines))
+    if not known:
+        raise PortfolioError(f"portfolio {name!r} of universe {universe!r}: no line has a day of data")
+    # Every calendar day from the first to the last: the inverse-vol window counts days, not rows.
+    calendar = pd.date_range(min(known), max(known), freq="D")
     rets = pd.DataFrame({lr.line.label: lr.returns.reindex(calendar) for lr in lines}, index=calendar, dtype="float64")
     ret_reason = pd.DataFrame({lr.line.label: [None if pd.notna(v) else lr.missing.get(d, "no return on this day (outside the line's data)")
                                                for d, v in zip(calendar, rets[lr.line.label])] for lr in lines},
