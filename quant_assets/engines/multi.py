@@ -4,7 +4,9 @@ A universe's members (partition symbols, each with its ``ticks`` month from the 
 to one engine; each member's ticks are streamed from its Parquet in chunks (the single-instrument
 adapter's :func:`~quant_assets.engines.nautilus._chunks`) and the streams are merged by ``ts_recv``
 (:func:`merge_streams`: a k-way merge that releases a row only once no live stream can still
-precede it, so memory holds about one chunk per member whatever the month's size).
+precede it, so memory holds about one chunk per member whatever the month's size; by default a
+member's chunk is the single adapter's ``CHUNK_ROWS`` divided among the members, at least
+:data:`MIN_CHUNK_ROWS`).
 
 Accounts: NautilusTrader keeps ONE account per simulated venue (``add_venue(account_type=...)``);
 every instrument of that venue trades through it. Our venue is a MARGIN account holding only the
@@ -60,6 +62,8 @@ from quant_assets.venues.profile import VenueProfile
 
 #: The ``instrument`` value of the account's rows in the stacked equity.
 ACCOUNT = "ACCOUNT"
+#: Smallest default chunk per member (rows): below it the per-chunk overhead shows.
+MIN_CHUNK_ROWS = 25_000
 
 
 @dataclass(frozen=True)
@@ -206,7 +210,9 @@ def run_multi(
     symbols = [m.symbol for m in members]
     if len(set(symbols)) != len(symbols):
         raise BacktestInputError(f"members {symbols}: a symbol appears twice")
-    chunk_rows = chunk_rows or na.CHUNK_ROWS
+    # The merge holds about one chunk per member: split the single adapter's chunk between the
+    # members so the ticks in flight stay near one chunk whatever the universe's size.
+    chunk_rows = chunk_rows or max(MIN_CHUNK_ROWS, na.CHUNK_ROWS // len(members))
     rules = rules or AccountRules(starting_cash)
     stats = {m.symbol: inspect_ticks(m.ticks_path, m.instrument, engine="nautilus") for m in members}
     nt = {m.symbol: na.nautilus_instrument(m.instrument) for m in members}
