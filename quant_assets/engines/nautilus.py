@@ -140,6 +140,27 @@ def nautilus_instrument(inst: Instrument):
                         expiration_ns=expiration_ns, **margin, **common)
 
 
+def engine_config():
+    """The ``BacktestEngineConfig`` of every engine of ours (single- and multi-instrument runs
+    alike, so a member of a multi-instrument run sees the same engine settings)."""
+    from nautilus_trader.cache.config import CacheConfig
+    from nautilus_trader.config import BacktestEngineConfig, DataEngineConfig, LoggingConfig, RiskEngineConfig
+
+    return BacktestEngineConfig(
+        logging=LoggingConfig(log_level="ERROR", bypass_logging=True),
+        cache=CacheConfig(drop_instruments_on_reset=True, tick_capacity=1_000, bar_capacity=10),
+        # Our strategies size every order themselves; the default 100 orders/s throttle
+        # would reject legitimate bursts of a fast strategy on busy seconds.
+        risk_engine=RiskEngineConfig(bypass=True),
+        # Time bars as the research layer builds them (quant_assets.research.bars): left-open
+        # (a tick on a boundary is processed before the boundary's timer), stamped at their
+        # close, and absent where no quote arrived (no bar repeating the last close).
+        data_engine=DataEngineConfig(time_bars_interval_type="left-open", time_bars_timestamp_on_close=True,
+                                     time_bars_build_with_no_updates=False),
+        run_analysis=False,
+    )
+
+
 def _engine(instrument, starting_cash: float, latency_ns: int = 0, book_type: Any = None):
     """(engine, exchange): the process's engine for this venue, quote currency, cash and
     ``book_type`` (NautilusTrader ``BookType``; default L1_MBP), reset for a new run, with the
@@ -147,8 +168,6 @@ def _engine(instrument, starting_cash: float, latency_ns: int = 0, book_type: An
     docstring)."""
     from nautilus_trader.backtest.engine import BacktestEngine
     from nautilus_trader.backtest.models import FillModel, LatencyModel, MakerTakerFeeModel
-    from nautilus_trader.cache.config import CacheConfig
-    from nautilus_trader.config import BacktestEngineConfig, DataEngineConfig, LoggingConfig, RiskEngineConfig
     from nautilus_trader.model.enums import AccountType, BookType, OmsType
     from nautilus_trader.model.objects import Money
 
@@ -164,21 +183,7 @@ def _engine(instrument, starting_cash: float, latency_ns: int = 0, book_type: An
         engine.clear_strategies()
         engine.clear_data()
     else:
-        engine = BacktestEngine(
-            BacktestEngineConfig(
-                logging=LoggingConfig(log_level="ERROR", bypass_logging=True),
-                cache=CacheConfig(drop_instruments_on_reset=True, tick_capacity=1_000, bar_capacity=10),
-                # Our strategies size every order themselves; the default 100 orders/s throttle
-                # would reject legitimate bursts of a fast strategy on busy seconds.
-                risk_engine=RiskEngineConfig(bypass=True),
-                # Time bars as the research layer builds them (quant_assets.research.bars): left-open
-                # (a tick on a boundary is processed before the boundary's timer), stamped at their
-                # close, and absent where no quote arrived (no bar repeating the last close).
-                data_engine=DataEngineConfig(time_bars_interval_type="left-open", time_bars_timestamp_on_close=True,
-                                             time_bars_build_with_no_updates=False),
-                run_analysis=False,
-            )
-        )
+        engine = BacktestEngine(engine_config())
         engine.add_venue(
             venue=venue,
             oms_type=OmsType.NETTING,

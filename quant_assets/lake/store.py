@@ -349,6 +349,11 @@ class Lake:
         the manifest is written last and names the data files' hashes (it is the commit mark)."""
         return self._strategy_dir("backtests", strategy, symbol, month)
 
+    def backtest_multi_dir(self, strategy: str, universe: str, month: str) -> Path:
+        """``<root>/backtests_multi/strategy=X/universe=U/month=M``: one multi-instrument backtest
+        (every member in one engine; :mod:`quant_assets.engines.multi_runner`), manifest last."""
+        return self.root / "backtests_multi" / f"strategy={strategy}" / f"universe={universe}" / f"month={month}"
+
     def sensitivity_dir(self, strategy: str, symbol: str, month: str) -> Path:
         """The realism sensitivity of one backtest slice (``sensitivity.parquet``, ``manifest.json``
         last): the slice re-run under harsher venue settings."""
