@@ -105,9 +105,9 @@ class CrossSectionSettings:
     member's last sample (0: none); ``min_times``: fewest counted sample times for a result.
 
     Hourly samples by default, as the per-symbol analysis: alphalens computes the IC, the bins
-    and the turnover with a Python call per sample time (~7 ms per time for three horizons), so
-    a month of 1m samples × 10 members costs ~2-3 minutes against ~6 s hourly
-    (``bench/xsection_bench.py``); ``sample="1m", periods=(1, 5, 15)`` asks for bar horizons."""
+    and the turnover with Python calls per sample time, so a month × 10 members of 1m bars costs
+    ~125 s with every bar a sample against ~7 s hourly (``bench/xsection_bench.py``);
+    ``sample="1m", periods=(1, 5, 15)`` asks for bar horizons."""
 
     sample: str = "1h"
     periods: tuple[int, ...] = (1, 4, 24)
