@@ -399,6 +399,11 @@ class Lake:
         """The factor analysis of a strategy's signal on one symbol across all its months."""
         return self._strategy_dir("factors", strategy, symbol)
 
+    def factor_xs_dir(self, strategy: str, universe: str, month: str) -> Path:
+        """The cross-sectional factor analysis of a strategy's signal across one universe's
+        members in one month (:mod:`quant_assets.research.cross_section`)."""
+        return self.root / "factors_xs" / f"strategy={strategy}" / f"universe={universe}" / f"month={month}"
+
     def agreement_dir(self, strategy: str, symbol: str, month: str) -> Path:
         """The vectorised sweep's best combination against the event-driven engine on the same slice."""
         return self._strategy_dir("agreements", strategy, symbol, month)
