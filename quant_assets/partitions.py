@@ -64,3 +64,33 @@ def months_window(start: int, end: int) -> dg.MultiPartitionMapping:
 
 #: (M, S) reads (M−1, S) and (M, S): a backtest warming its indicators on the previous month's tail.
 WITH_PREVIOUS_MONTH = months_window(-1, 0)
+
+
+# ---- month × universe (issue 24) ------------------------------------------------------------
+#
+# A universe's assets are partitioned month × universe, one asset per (strategy, universe), the
+# universe dimension holding that universe alone. The members' month × symbol slices are read
+# through a MultiPartitionMapping whose symbol dimension maps onto the universe with a
+# SpecificPartitionsPartitionMapping of the members. Why not one asset over every universe: the
+# symbol -> universes correspondence would need a custom PartitionMapping, which Dagster cannot
+# serialise for the daemon and the UI, and StaticPartitionMapping refuses a dynamic upstream
+# dimension. With built-in mappings only, a member's new month makes exactly that month of its
+# universes stale, and a non-member's nothing.
+
+
+def month_universe_partitions(universe: str) -> dg.MultiPartitionsDefinition:
+    """Month × ``universe`` (a one-key universe dimension): keys ``2024-01|btc_basis``."""
+    return dg.MultiPartitionsDefinition(
+        {"month": month_partitions, "universe": dg.StaticPartitionsDefinition([universe])}
+    )
+
+
+def members_of_month(members: list[str]) -> dg.MultiPartitionMapping:
+    """(M, universe) reads (M, S) of every member S, and only those."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.MultiPartitionMapping({
+            "month": dg.DimensionPartitionMapping("month", dg.IdentityPartitionMapping()),
+            "symbol": dg.DimensionPartitionMapping(
+                "universe", dg.SpecificPartitionsPartitionMapping([normalise_symbol(s) for s in members])),
+        })
