@@ -24,17 +24,24 @@ from quant_assets.assets.sensitivity import sensitivity_asset
 from quant_assets.assets.research import research_assets
 from quant_assets.assets.ticks import ticks
 from quant_assets.assets.venues import venue_profile_asset
+from quant_assets.assets.universes import universe_assets
 from quant_assets.assets.walkforward import walkforward_assets
 from quant_assets.lake import instruments as inst_mod
+from quant_assets.portfolio import universes as universes_mod
 from quant_assets.venues import profile as venue_profiles
 from quant_assets.strategies import registry
 from quant_assets.schedules import FETCH_SCHEDULES, fetch_job, nightly_job, nightly_rebacktest
 from quant_assets.sensors import ingest_job, landing_sensor
-from quant_assets.settings import (celery_backend, celery_broker, celery_config, critic_budget_usd, executor_profile,
+from quant_assets.settings import (bar_intervals, celery_backend, celery_broker, celery_config, critic_budget_usd, executor_profile,
                                   sensor_interval_s)
 from resources import CriticResource, DuckDBResource, LakeResource
 
 SPECS = registry.load()
+#: Universes and what runs on them (universes.toml): multi-instrument backtests, cross-sections,
+#: portfolios; a strategy the file names that is not registered stops loading, file and table named.
+UNIVERSES = universes_mod.load()
+UNIVERSE_SPECS = registry.load_universe()
+universes_mod.check_strategies(UNIVERSES, SPECS, UNIVERSE_SPECS)
 inst_mod.validate_config()  # a bad instruments.toml stops loading with the file and row named
 venue_profiles.validate_config()  # likewise venues.toml, naming the file, table and setting
 ASSETS = [
@@ -54,6 +61,7 @@ ASSETS = [
     discoveries_asset(SPECS),
     promotions_asset(SPECS),
     scorecard_asset(SPECS),
+    *universe_assets(UNIVERSES, SPECS, UNIVERSE_SPECS, bar_intervals()[0]),
 ]
 
 #: Anthropic when ANTHROPIC_API_KEY is set, the offline rule critic otherwise. EnvVar keeps the

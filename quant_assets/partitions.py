@@ -85,12 +85,15 @@ def month_universe_partitions(universe: str) -> dg.MultiPartitionsDefinition:
     )
 
 
-def members_of_month(members: list[str]) -> dg.MultiPartitionMapping:
-    """(M, universe) reads (M, S) of every member S, and only those."""
+def members_of_month(members: list[str], previous: bool = False) -> dg.MultiPartitionMapping:
+    """(M, universe) reads (M, S) of every member S, and only those; with ``previous`` also
+    (M−1, S) (warm-up; absent before the first month, as :func:`months_window`)."""
+    month = (dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=0, allow_nonexistent_upstream_partitions=True)
+             if previous else dg.IdentityPartitionMapping())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)
         return dg.MultiPartitionMapping({
-            "month": dg.DimensionPartitionMapping("month", dg.IdentityPartitionMapping()),
+            "month": dg.DimensionPartitionMapping("month", month),
             "symbol": dg.DimensionPartitionMapping(
                 "universe", dg.SpecificPartitionsPartitionMapping([normalise_symbol(s) for s in members])),
         })

@@ -50,7 +50,7 @@ def test_basis_month_gives_the_known_pnl_split(lake):
     fpath = lake.funding_path(PERP.symbol, month)
     fpath.parent.mkdir(parents=True, exist_ok=True)
     funding_rows().write_parquet(fpath)
-    spec = BASIS.with_values({"entry_apr": 12.0, "exit_apr": 5.0})
+    spec = BASIS.with_values({"entry_apr": 12.0, "exit_apr": 5.0, "horizon_h": 24.0})
     out = run_multi_backtest(lake, spec, "btc_basis", [SPOT.symbol, PERP.symbol], month,
                              ticks_versions={SPOT.symbol: "v-spot", PERP.symbol: "v-perp"},
                              instruments={SPOT.symbol: SPOT, PERP.symbol: PERP},

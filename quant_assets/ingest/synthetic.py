@@ -13,7 +13,16 @@ The model, chosen so that naive strategies do not print money yet the data looks
 
 Prices are in quote currency, sizes in base units, times int64 ns UTC.
 
-For a perpetual (``-PERP`` symbol) the feed also lands a funding file: a Binance-style
+A perpetual (``-PERP`` symbol) trades at its spot's price times a premium: its mid at each of
+its own events is the mid of the spot the same (symbol, month, seed, events) spec would generate,
+as of that time, times ``exp(basis)``, where the basis follows a mean-reverting
+(Ornstein-Uhlenbeck) process per minute around :data:`BASIS_MEAN_BPS` (stationary deviation
+:data:`BASIS_SD_BPS`, half-life :data:`BASIS_HALF_LIFE_MIN`): the perpetual cannot drift away from
+its spot, as it cannot on a venue (arbitrage and funding hold it), so a spot–perpetual basis
+trade on the synthetic pair sees a basis that converges and not two unrelated random walks.
+Its event times, spreads, sizes and trades are its own.
+
+For a perpetual the feed also lands a funding file: a Binance-style
 ``fundingRate`` CSV (ms times, 8 h interval from the month's first instant, rates around
 0.01% per interval with seeded noise) with our optional ``mark_price`` column holding the
 mid at each funding time, so synthetic funding goes through the same parser as real files.
@@ -76,9 +85,42 @@ def _rng(spec: SyntheticSpec) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
+#: The synthetic perpetual's premium over its spot: mean and stationary deviation (bps of the
+#: spot mid), and the half-life of a deviation (minutes). A few bps, mean-reverting over hours,
+#: as a major's perpetual trades against its spot on a calm day.
+BASIS_MEAN_BPS = 2.0
+BASIS_SD_BPS = 6.0
+BASIS_HALF_LIFE_MIN = 120.0
+
+
+def _basis_bps(spec: SyntheticSpec, ts_event: np.ndarray, t0: int, minutes: int) -> np.ndarray:
+    """The perpetual's premium over its spot at ``ts_event`` (bps): an OU process per minute
+    around :data:`BASIS_MEAN_BPS`, seeded apart from everything else."""
+    digest = hashlib.sha256(f"{spec.symbol}|{spec.month}|{spec.seed}|basis".encode()).digest()
+    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    phi = 0.5 ** (1.0 / BASIS_HALF_LIFE_MIN)
+    shocks = rng.standard_normal(minutes) * BASIS_SD_BPS * math.sqrt(1 - phi * phi)
+    basis = np.empty(minutes)
+    x = rng.standard_normal() * BASIS_SD_BPS
+    for i in range(minutes):  # ~44k steps, as the volatility factor
+        x = phi * x + shocks[i]
+        basis[i] = x
+    minute = ((ts_event - t0) // (60 * NS_PER_S)).clip(0, minutes - 1)
+    return BASIS_MEAN_BPS + basis[minute]
+
+
 def generate(spec: SyntheticSpec) -> pl.DataFrame:
     """Canonical ticks for one symbol-month, sorted by ``ts_recv``; identical for identical specs."""
-    rng = _rng(spec)
+    from dataclasses import replace
+
+    perp = is_perpetual(spec.symbol)
+    # A perpetual draws its market (event times, volatility, price path, which events trade and
+    # their aggressor side) from its spot's stream, so both quote at the same instants on the
+    # same path, then its own latency and sizes from its own: two unrelated quote clocks would
+    # make a stale quote look like a basis (a spot jump not yet on the perpetual's book) and a
+    # basis trade would "earn" it.
+    own = _rng(spec)
+    rng = _rng(replace(spec, symbol=underlying_symbol(spec.symbol))) if perp else own
     t0, t1 = month_start_ns(spec.month), month_start_ns(next_month(spec.month))
     minutes = (t1 - t0) // (60 * NS_PER_S)
 
@@ -113,6 +155,8 @@ def generate(spec: SyntheticSpec) -> pl.DataFrame:
     log_ret = sigma * np.sqrt(dt_min) * rng.standard_normal(spec.events) - 0.5 * sigma**2 * dt_min
     start_px = base_price(spec.symbol) * math.exp(rng.normal(0, 0.05))
     mid = start_px * np.exp(np.cumsum(log_ret))
+    if perp:
+        mid = mid * np.exp(_basis_bps(spec, ts_event, t0, minutes) / 1e4)
 
     tick = tick_size(spec.symbol, start_px)
     half_spread = np.maximum(tick, mid * sigma * 0.1)
@@ -126,12 +170,12 @@ def generate(spec: SyntheticSpec) -> pl.DataFrame:
     lot_dec = max(0, -int(math.floor(math.log10(lot) + 1e-9)))
     notional = 2_000.0 if not is_fx(spec.symbol) else 500_000.0
     def sizes() -> np.ndarray:
-        raw = notional / start_px * rng.lognormal(0.0, 1.0, spec.events)
+        raw = notional / start_px * own.lognormal(0.0, 1.0, spec.events)
         return np.maximum(lot, np.round(np.round(raw / lot) * lot, lot_dec))
 
     is_trade = rng.random(spec.events) < spec.trade_share
     side = np.where(rng.random(spec.events) < 0.5, 1, -1).astype(np.int8)
-    latency = (500_000 + rng.exponential(1_000_000, spec.events)).astype(np.int64)
+    latency = (500_000 + own.exponential(1_000_000, spec.events)).astype(np.int64)
     bid_sz, ask_sz, trade_sz = sizes(), sizes(), sizes()
     df = pl.DataFrame(
         {

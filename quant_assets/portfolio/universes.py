@@ -15,6 +15,24 @@ lake folder (``universe=U``), so it is ``[a-z0-9_-]``, starting with a letter or
 64 characters: no ``|`` (Dagster's multi-partition separator), no ``,`` or brackets (Dagster's
 key ranges), no path separator. Every error names the file, the universe and the member.
 
+The same file says what runs on each universe (every table optional)::
+
+    [backtests]                  # multi-instrument backtests, one engine run per month
+    basis = ["btc_basis"]        # strategy = [universes]
+
+    [cross_sections]             # cross-sectional factor analysis of the strategy's signal
+    ema_cross = ["majors"]
+
+    [portfolios.trend]           # a portfolio set: strategies x the universe's members
+    universe = "majors"
+    strategies = ["ema_cross", "mean_reversion"]
+    weighting = "inverse_vol"    # or "fixed" (with weights = {"ema_cross:BTCUSDT" = 0.5, ...}, default equal)
+    window_days = 20             # inverse_vol: trailing window, calendar days
+    min_days = 10                # inverse_vol: fewest returns in the window for a weight
+
+Strategy names are checked against the registry by :func:`check_strategies` (the Dagster
+definitions call it), so a typo stops loading with the file and the table named.
+
 A missing file is no universe (an empty mapping), as a missing ``strategies.toml`` is no
 variant. The file is tiny, but :func:`universes_of` is asked once per partition key by the
 partition mapping (400 symbols × 84 months), so a parsed file is cached by its path, size and
@@ -36,6 +54,9 @@ from quant_assets.lake.symbols import InvalidSymbolError, normalise_symbol
 CONFIG_ENV = "QUANT_UNIVERSES"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SECTION = "universes"
+RUN_SECTIONS = ("backtests", "cross_sections")
+PORTFOLIOS = "portfolios"
+WEIGHTINGS = ("fixed", "inverse_vol")
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
@@ -56,6 +77,12 @@ class Universes:
     path: Path
     sets: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     by_symbol: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: strategy -> universes it is backtested on as one multi-instrument run ([backtests])
+    backtests: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: strategy -> universes its signal is analysed across ([cross_sections])
+    cross_sections: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: set name -> its declaration ([portfolios.<name>])
+    portfolios: Mapping[str, "PortfolioSet"] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -76,6 +103,22 @@ class Universes:
             return self.by_symbol.get(normalise_symbol(symbol), ())
         except InvalidSymbolError:
             return ()
+
+
+@dataclass(frozen=True)
+class PortfolioSet:
+    """A declared portfolio: ``strategies`` (single-instrument strategies) × the members of
+    ``universe``, weighted ``weighting`` (``fixed``: ``weights`` by line label
+    ``strategy:SYMBOL``, default equal; ``inverse_vol``: trailing ``window_days`` calendar days,
+    at least ``min_days`` returns)."""
+
+    name: str
+    universe: str
+    strategies: tuple[str, ...]
+    weighting: str = "fixed"
+    weights: Mapping[str, float] | None = None
+    window_days: int = 20
+    min_days: int = 10
 
 
 def check_name(name: object, path: Path) -> str:
@@ -104,10 +147,11 @@ def check_member(member: object, name: str, path: Path) -> str:
 
 def parse(config: Mapping[str, object], path: Path) -> Universes:
     """Universes of a parsed TOML document (``path`` names it in errors)."""
-    extra = sorted(k for k in config if k != SECTION)
+    extra = sorted(k for k in config if k not in (SECTION, *RUN_SECTIONS, PORTFOLIOS))
     if extra:
-        raise UniverseError(f"{path}: unknown table(s) {', '.join(repr(k) for k in extra)}; "
-                            f"universes are declared under [{SECTION}] as name = [\"SYMBOL\", ...]")
+        raise UniverseError(f"{path}: unknown table(s) {', '.join(repr(k) for k in extra)}; expected [{SECTION}] "
+                            f"(name = [\"SYMBOL\", ...]), {', '.join(f'[{t}]' for t in RUN_SECTIONS)} "
+                            f"(strategy = [\"universe\", ...]) and [{PORTFOLIOS}.<name>]")
     table = config.get(SECTION, {})
     if not isinstance(table, Mapping):
         raise UniverseError(f"{path}: [{SECTION}] must be a table of name = [\"SYMBOL\", ...]")
@@ -125,7 +169,93 @@ def parse(config: Mapping[str, object], path: Path) -> Universes:
             seen.append(sym)
             by_symbol.setdefault(sym, []).append(name)
         sets[name] = tuple(seen)
-    return Universes(path, sets, {s: tuple(sorted(names)) for s, names in by_symbol.items()})
+    runs = {t: _runs(config.get(t, {}), t, sets, path) for t in RUN_SECTIONS}
+    portfolios = _portfolios(config.get(PORTFOLIOS, {}), sets, path)
+    return Universes(path, sets, {s: tuple(sorted(names)) for s, names in by_symbol.items()},
+                     runs["backtests"], runs["cross_sections"], portfolios)
+
+
+def _known(universe: object, sets: Mapping[str, tuple[str, ...]], where: str, path: Path) -> str:
+    if universe not in sets:
+        raise UniverseError(f"{path}: {where}: no universe {universe!r} (declared: {', '.join(sorted(sets)) or 'none'})")
+    return str(universe)
+
+
+def _runs(table: object, section: str, sets: Mapping[str, tuple[str, ...]], path: Path) -> dict[str, tuple[str, ...]]:
+    """``[backtests]`` / ``[cross_sections]``: strategy = [universes]."""
+    if not isinstance(table, Mapping):
+        raise UniverseError(f"{path}: [{section}] must be a table of strategy = [\"universe\", ...]")
+    out: dict[str, tuple[str, ...]] = {}
+    for strategy, names in table.items():
+        if not isinstance(names, list) or not names:
+            raise UniverseError(f"{path}: [{section}] {strategy}: expected a non-empty list of universe names, got {names!r}")
+        if len(set(names)) != len(names):
+            raise UniverseError(f"{path}: [{section}] {strategy}: a universe is listed twice in {names!r}")
+        out[str(strategy)] = tuple(_known(u, sets, f"[{section}] {strategy}", path) for u in names)
+    return out
+
+
+def _portfolios(table: object, sets: Mapping[str, tuple[str, ...]], path: Path) -> dict[str, PortfolioSet]:
+    """``[portfolios.<name>]``: universe, strategies, weighting (and its settings)."""
+    if not isinstance(table, Mapping):
+        raise UniverseError(f"{path}: [{PORTFOLIOS}] must hold tables [{PORTFOLIOS}.<name>]")
+    out: dict[str, PortfolioSet] = {}
+    keys = {"universe", "strategies", "weighting", "weights", "window_days", "min_days"}
+    for name, t in table.items():
+        where = f"[{PORTFOLIOS}.{name}]"
+        check_name(name, path)
+        if not isinstance(t, Mapping):
+            raise UniverseError(f"{path}: {where} must be a table")
+        unknown = sorted(set(t) - keys)
+        if unknown:
+            raise UniverseError(f"{path}: {where}: unknown setting(s) {unknown}; expected {sorted(keys)}")
+        universe = _known(t.get("universe"), sets, where, path)
+        strategies = t.get("strategies")
+        if not isinstance(strategies, list) or not strategies or not all(isinstance(s, str) for s in strategies):
+            raise UniverseError(f"{path}: {where}: strategies: expected a non-empty list of strategy names, got {strategies!r}")
+        weighting = t.get("weighting", "fixed")
+        if weighting not in WEIGHTINGS:
+            raise UniverseError(f"{path}: {where}: weighting {weighting!r}: expected one of {', '.join(WEIGHTINGS)}")
+        weights = t.get("weights")
+        if weights is not None:
+            lines = {f"{s}:{m}" for s in strategies for m in sets[universe]}
+            if weighting != "fixed" or not isinstance(weights, Mapping) or not weights or any(
+                    k not in lines or not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 for k, v in weights.items()):
+                raise UniverseError(f"{path}: {where}: weights: expected, with weighting = \"fixed\", a table of "
+                                    f"line = non-negative number over the lines {sorted(lines)}; got {weights!r}")
+            weights = {str(k): float(v) for k, v in weights.items()}
+        ints = {}
+        for key, default in (("window_days", 20), ("min_days", 10)):
+            v = t.get(key, default)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 2:
+                raise UniverseError(f"{path}: {where}: {key} {v!r}: expected a whole number of days >= 2")
+            ints[key] = v
+        if ints["min_days"] > ints["window_days"]:
+            raise UniverseError(f"{path}: {where}: min_days {ints['min_days']} exceeds window_days {ints['window_days']}")
+        out[str(name)] = PortfolioSet(str(name), universe, tuple(strategies), weighting, weights, **ints)
+    return out
+
+
+def check_strategies(universes: Universes, symbol_strategies: Mapping[str, object],
+                     universe_strategies: Mapping[str, object]) -> None:
+    """Every strategy the file names is registered, and where it may run: ``[backtests]`` any
+    NautilusTrader strategy (the universe ones and the single-instrument ones, run on every
+    member in one account); ``[cross_sections]`` and portfolios single-instrument strategies
+    (a signal per member; lines are single-instrument backtests)."""
+    p = universes.path
+    for strategy in universes.backtests:
+        if strategy not in symbol_strategies and strategy not in universe_strategies:
+            raise UniverseError(f"{p}: [backtests] {strategy}: no such strategy (registered: "
+                                f"{', '.join(sorted({*symbol_strategies, *universe_strategies}))})")
+    for strategy in universes.cross_sections:
+        if strategy not in symbol_strategies:
+            raise UniverseError(f"{p}: [cross_sections] {strategy}: not a single-instrument strategy (expected one of "
+                                f"{', '.join(sorted(symbol_strategies))})")
+    for ps in universes.portfolios.values():
+        bad = [s for s in ps.strategies if s not in symbol_strategies]
+        if bad:
+            raise UniverseError(f"{p}: [{PORTFOLIOS}.{ps.name}] strategies {bad}: not single-instrument strategies "
+                                f"(expected from {', '.join(sorted(symbol_strategies))})")
 
 
 def loads(text: str, path: Path = Path("<string>")) -> Universes:
@@ -168,4 +298,4 @@ def universes_of(symbol: str, path: Path | None = None) -> tuple[str, ...]:
     return load(path).universes_of(symbol)
 
 
-__all__ = ["CONFIG_ENV", "UniverseError", "Universes", "config_path", "load", "loads", "members", "universes_of"]
+__all__ = ["CONFIG_ENV", "PortfolioSet", "UniverseError", "Universes", "check_strategies", "config_path", "load", "loads", "members", "universes_of"]

@@ -63,13 +63,17 @@ BASIS = StrategySpec(
         "-entry_apr; unwound when it converges past exit_apr. Funding is its main PnL line; its metric set splits "
         "PnL into basis convergence, funding and fees (quant_assets.analytics.basis_pnl)."
     ),
-    version="1",
+    # Defaults of a carry trade on a major: a round trip costs ~30 bps in taker fees (both legs,
+    # in and out), which a basis of a few bps never pays back in a day, so the premium is
+    # annualised over a month (horizon_h 720) and funding dominates the signal; entered when the
+    # carry passes 20 %/yr and held until it turns negative, not on every wiggle.
+    version="2",
     params=(
-        Param("entry_apr", float, 10.0, "annualised carry at which the pair is opened", "% per year", 0.0, 10_000.0,
+        Param("entry_apr", float, 20.0, "annualised carry at which the pair is opened", "% per year", 0.0, 10_000.0,
               fewer_trades=1),
-        Param("exit_apr", float, 2.0, "annualised carry below which (above minus which, reverse side) the pair is unwound",
+        Param("exit_apr", float, 0.0, "annualised carry below which (above minus which, reverse side) the pair is unwound",
               "% per year", -10_000.0, 10_000.0, fewer_trades=-1),
-        Param("horizon_h", float, 24.0, "hours over which the premium is expected to converge (annualises the basis)",
+        Param("horizon_h", float, 720.0, "hours over which the premium is expected to converge (annualises the basis)",
               "h", 1.0, 8760.0),
         Param("funding_interval_h", float, 8.0, "funding interval used when the funding rows do not state theirs",
               "h", 1.0, 24.0, tunable=False),

@@ -178,20 +178,48 @@ def _load_config(path: Path) -> Mapping[str, Mapping[str, object]]:
         raise ParamError(f"{path}: not valid TOML: {exc}") from exc
 
 
+def universe_builtin() -> tuple[StrategySpec, ...]:
+    """The built-in strategies that trade a universe (several instruments in one account, run
+    by :mod:`quant_assets.engines.multi`): the basis trade. Apart from :data:`BUILTIN` because
+    they have no single-symbol slices (no ``backtest_<name>`` asset, no sweep, no critique per
+    symbol); ``universes.toml`` says which universes they run on. Imported here, not at module
+    level: :mod:`quant_assets.strategies.basis` reads this module's shared parameters."""
+    from quant_assets.strategies.basis import BASIS
+
+    return (BASIS,)
+
+
+def _split(config: Mapping[str, Mapping[str, object]]) -> tuple[dict, dict]:
+    """(single-instrument tables, universe-strategy tables) of a strategies.toml."""
+    names = {s.name for s in universe_builtin()}
+    uni = {k: v for k, v in config.items() if k in names or (isinstance(v, Mapping) and v.get("base") in names)}
+    return {k: v for k, v in config.items() if k not in uni}, uni
+
+
 def load(path: Path | None = None, promoted: bool = True) -> dict[str, StrategySpec]:
-    """Built-in specs with the values and variants of the config file applied, then (``promoted``)
-    the variants the research loop promoted into the lake (:mod:`quant_assets.strategies.promoted`),
-    by name."""
+    """Built-in single-instrument specs with the values and variants of the config file applied,
+    then (``promoted``) the variants the research loop promoted into the lake
+    (:mod:`quant_assets.strategies.promoted`), by name. Universe strategies: :func:`load_universe`."""
     path = path or config_path()
     specs = {s.name: s for s in BUILTIN}
-    _apply(specs, _load_config(path), path)
+    _apply(specs, _split(_load_config(path))[0], path)
     if promoted:
         _apply_promoted(specs)
     return specs
 
 
+def load_universe(path: Path | None = None) -> dict[str, StrategySpec]:
+    """The universe strategies (:func:`universe_builtin`) with the values and variants of the
+    same config file applied (``[basis]`` tunes it, ``[basis_wide] base = "basis"`` adds one)."""
+    path = path or config_path()
+    builtin = universe_builtin()
+    specs = {s.name: s for s in builtin}
+    _apply(specs, _split(_load_config(path))[1], path, builtin=builtin)
+    return specs
+
+
 def _apply(specs: dict[str, StrategySpec], config: Mapping[str, Mapping[str, object]], path: Path,
-           described: Mapping[str, str] | None = None) -> None:
+           described: Mapping[str, str] | None = None, builtin: tuple[StrategySpec, ...] = BUILTIN) -> None:
     for name, table in config.items():
         if not isinstance(table, Mapping):
             raise ParamError(f"{path}: [{name}] must be a table of parameter values")
@@ -200,13 +228,13 @@ def _apply(specs: dict[str, StrategySpec], config: Mapping[str, Mapping[str, obj
         if base is None and name not in specs:
             raise ParamError(f"{path}: [{name}] is not a registered strategy; add base = \"<strategy>\" to make a variant of one ({', '.join(specs)})")
         if base is not None:
-            if base not in {s.name for s in BUILTIN}:
-                raise ParamError(f"{path}: [{name}] base = {base!r} is not a built-in strategy ({', '.join(s.name for s in BUILTIN)})")
+            if base not in {s.name for s in builtin}:
+                raise ParamError(f"{path}: [{name}] base = {base!r} is not a built-in strategy ({', '.join(s.name for s in builtin)})")
             if not name.isidentifier() or not name.islower():
                 raise ParamError(f"{path}: [{name}]: a variant name must be a lower-case identifier (it names the asset backtest_{name})")
             if described is not None and name in specs:
                 raise ParamError(f"{path}: [{name}] is also defined in {config_path()}: rename or retire one")
-            template = next(s for s in BUILTIN if s.name == base)
+            template = next(s for s in builtin if s.name == base)
             extra = (described or {}).get(name)
             specs[name] = replace(template, name=name, values={},
                                   description=template.description + (f"\n\n{extra}" if extra else ""))
@@ -231,4 +259,4 @@ def _apply_promoted(specs: dict[str, StrategySpec]) -> None:
     _apply(specs, config, promoted.toml_path(lake), {n: promoted.describe(lineage.get(n, {})) for n in config})
 
 
-__all__ = ["BUILTIN", "load"]
+__all__ = ["BUILTIN", "load", "load_universe", "universe_builtin"]
