@@ -18,6 +18,9 @@ MIN_TRADES = 30
 CONCENTRATED = 0.6
 #: A drawdown on the deployed capital at least this deep is named as a risk (fraction).
 DEEP_DEPLOYED_DRAWDOWN = -0.10
+#: |t| of a negative mean cross-sectional IC from which the signal counts as ranking against
+#: the members' forward returns (about a two-sided 5% level).
+XS_IC_T = 2.0
 
 
 class CritiqueFailed(RuntimeError):
@@ -72,6 +75,21 @@ def _failed_here(data: dict[str, Any]) -> set[tuple[str, Any]]:
             if e.get("instrument") == "this" and e.get("tested") and e.get("beat_baseline") is False}
 
 
+def _inverse_cross_section(data: dict[str, Any]) -> list[str]:
+    """Per universe in the prompt's ``cross_section`` (:mod:`quant_assets.critique.cross_section_context`),
+    the horizons where the strategy's signal ranked the members against their forward returns this
+    month: mean IC below 0 with a t-statistic of -:data:`XS_IC_T` or lower."""
+    out = []
+    for u in (data.get("cross_section") or {}).get("universes", []):
+        bad = [(k.removeprefix("ic_t_"), u.get("ic_mean_" + k.removeprefix("ic_t_")), t) for k, t in u.items()
+               if k.startswith("ic_t_") and isinstance(t, (int, float)) and t <= -XS_IC_T]
+        bad = [(h, ic, t) for h, ic, t in bad if isinstance(ic, (int, float)) and ic < 0]
+        if bad:
+            out.append(f"universe {u.get('universe')} ({u.get('members_used')} members): "
+                       + ", ".join(f"{h} mean IC {ic} (t {t})" for h, ic, t in bad))
+    return out
+
+
 class RuleCritic:
     """Deterministic findings from the report, in the critique schema, labelled rule-based.
 
@@ -81,7 +99,10 @@ class RuleCritic:
     overfit-suspect; losses concentrated in one volatility regime or UTC hour → named as the
     regime dependence; a negative or insignificant Sharpe (PSR < 0.9) → fragile; otherwise robust.
     The month on the capital actually deployed is stated, and a drawdown on it of 10% or more
-    is named as a risk (the account's figures dilute it by the idle cash). With memory, a change
+    is named as a risk (the account's figures dilute it by the idle cash). A cross-sectional
+    analysis of the month where the strategy's signal ranked the universe's members against their
+    forward returns (negative mean IC, t <= -2) is named as a risk and makes a robust month
+    fragile: the edge is not a property of the signal across instruments. With memory, a change
     that was tested on this instrument and did not clear its significance bar out of sample is not
     proposed again (it is named instead).
     """
@@ -145,6 +166,12 @@ class RuleCritic:
             if dd is not None and dd <= DEEP_DEPLOYED_DRAWDOWN:
                 risks.append(f"a drawdown of {_pct(dd)} on the capital deployed, against {_pct(m.get('max_drawdown'))} on the "
                              "account: the account's figures understate the risk taken by the idle cash beside it")
+        if (inverse := _inverse_cross_section(d)):
+            risks.append("across the universe(s) holding this instrument, this month, the strategy's signal ranked the "
+                         "members against their forward returns (" + "; ".join(inverse) + "): what it earned here is "
+                         "not a property of the signal across instruments")
+            if verdict == "robust":
+                verdict = "fragile"
         psr, sharpe = m.get("psr"), m.get("sharpe")
         if verdict == "robust" and (sharpe is None or sharpe <= 0 or psr is None or psr < 0.9):
             verdict = "fragile"

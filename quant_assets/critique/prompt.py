@@ -12,7 +12,10 @@ Three parts, so that what is stable is cached and what is private stays home:
   context, PnL by volatility regime and by UTC hour, and concentration figures, the realism
   sensitivity (PnL and Sharpe at latency × 0/2/5 and costs × 1.5, and whether the sign depends
   on them), and the critic's memory of earlier suggestions and their out-of-sample results
-  (:mod:`quant_assets.critique.memory`: point in time, at most 2 kB). Fixed-size whatever the number of trades (a month of 100k trades gives the same few
+  (:mod:`quant_assets.critique.memory`: point in time, at most 2 kB), and this month's
+  cross-sectional factor analysis of the strategy's signal in the universes holding the
+  instrument (:mod:`quant_assets.critique.cross_section_context`: same month, labelled
+  universes with member counts, never member names, at most 1.5 kB). Fixed-size whatever the number of trades (a month of 100k trades gives the same few
   kilobytes); the symbol is replaced by an alias unless ``reveal_symbol`` is set.
 * ``tool``: the ``submit_critique`` tool whose input schema is :class:`~quant_assets.critique.schema.Critique`.
 
@@ -261,9 +264,11 @@ def _sensitivity(report: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def slice_data(spec: StrategySpec, metrics_row: dict[str, Any], trades: pl.DataFrame, regimes: pl.DataFrame,
                symbol: str, position: MonthPosition, reveal_symbol: bool = False, sensitivity: dict[str, Any] | None = None,
-               scrub: Scrubber | None = None, memory: dict[str, Any] | None = None) -> dict[str, Any]:
+               scrub: Scrubber | None = None, memory: dict[str, Any] | None = None,
+               cross_section: dict[str, Any] | None = None) -> dict[str, Any]:
     """The user-message part of the prompt (see the module docstring); ``scrub`` cleans its
-    strings (default: hide the symbol unless ``reveal_symbol``)."""
+    strings (default: hide the symbol unless ``reveal_symbol``). ``memory`` and ``cross_section``
+    (:mod:`quant_assets.critique.cross_section_context`) add their keys only when given."""
     scrub = scrub or Scrubber(hide=() if reveal_symbol else (symbol,), alias=symbol_alias(symbol))
     reasons = json.loads(metrics_row.get("null_reasons") or "{}")
     pnl = trades["pnl"] if len(trades) else pl.Series([], dtype=pl.Float64)
@@ -318,6 +323,9 @@ def slice_data(spec: StrategySpec, metrics_row: dict[str, Any], trades: pl.DataF
         # earlier suggestions and their out-of-sample results (critique.memory); absent when there are
         # none, so a first month's prompt (and its cached answer) is what it was before memory existed
         **({"memory": memory} if memory else {}),
+        # this month's cross-sectional factor analysis of the strategy's signal in the universes holding
+        # the instrument (critique.cross_section_context); absent when there is none, as memory is
+        **({"cross_section": cross_section} if cross_section else {}),
     }
     data = _scrub_tree(data, scrub)
     # The alias is made here (never scrubbed); a revealed symbol loses the parts that read as a date.
@@ -346,14 +354,15 @@ class Prompt:
 def build_prompt(spec: StrategySpec, metrics_row: dict[str, Any], trades: pl.DataFrame, regimes: pl.DataFrame,
                  symbol: str, position: MonthPosition, reveal_symbol: bool = False, venue: dict[str, Any] | None = None,
                  sensitivity: dict[str, Any] | None = None, price_range: tuple[float, float] | None = None,
-                 memory: dict[str, Any] | None = None) -> Prompt:
+                 memory: dict[str, Any] | None = None, cross_section: dict[str, Any] | None = None) -> Prompt:
     """The prompt of one slice. ``position``: where its month sits in the symbol's history (the
     calendar month itself never enters); ``price_range``: the slice's lowest and highest price
     (quote currency), so that free text quoting one is scrubbed (the trades' prices are added)."""
     scrub = Scrubber(hide=() if reveal_symbol else (symbol,), alias=symbol_alias(symbol),
                      prices=_price_range(trades, price_range))
     prompt = Prompt((ROLE, scrub(strategy_dictionary(spec, venue, metrics_row.get("fidelity")), strict=False)),
-                    slice_data(spec, metrics_row, trades, regimes, symbol, position, reveal_symbol, sensitivity, scrub, memory),
+                    slice_data(spec, metrics_row, trades, regimes, symbol, position, reveal_symbol, sensitivity, scrub, memory,
+                               cross_section),
                     tool_definition())
     text = json.dumps(prompt.as_json())
     if len(text) > MAX_PROMPT_CHARS:  # every part is bounded; this guards the bounds themselves

@@ -32,6 +32,7 @@ import polars as pl
 from quant_assets.analytics.slice_metrics import BacktestSliceError
 from quant_assets.critique.budget import SpendLedger, critique_within_budget
 from quant_assets.critique.critics import Critic, CriticAnswer
+from quant_assets.critique.cross_section_context import cross_section_context
 from quant_assets.critique.cutoffs import cutoff_record
 from quant_assets.critique.memory import month_number, recall
 from quant_assets.critique.prompt import MonthPosition, build_prompt
@@ -119,9 +120,11 @@ def run_critique(lake: Lake, spec: StrategySpec, symbol: str, month: str, critic
     venue = metrics_manifest.get("venue_profile")
     position = month_position(lake, symbol, month)
     memory = recall(lake, spec.name, symbol, month, baseline=spec.resolved())
+    xs = cross_section_context(lake, spec.name, symbol, month)
     prompt = build_prompt(spec, row, trades, regimes, symbol, position, reveal_symbol, venue=venue,
                           sensitivity=read_report(lake, spec.name, symbol, month),
-                          price_range=_price_range(lake, spec.name, symbol, month), memory=memory.as_prompt())
+                          price_range=_price_range(lake, spec.name, symbol, month), memory=memory.as_prompt(),
+                          cross_section=xs.as_prompt())
     venue_label = (venue or {}).get("label")
     out = lake.critique_dir(spec.name, symbol, month)
     with lake.lock(f"critique-{spec.name}-{symbol}-{month}"), atomic_dir(out, "critique") as new:
@@ -175,6 +178,9 @@ def run_critique(lake: Lake, spec: StrategySpec, symbol: str, month: str, critic
             # what the critic remembered (the prompt's "memory") and the files it came from
             "memory": {"tests_seen": memory.tests_seen, "shown": len(memory.recent), "condensed": len(memory.older),
                        "sources": memory.sources},
+            # the cross-sectional analyses shown (the prompt's "cross_section"), the files read and the
+            # universes skipped with why; only for a symbol in a universe, so other records are unchanged
+            **({"cross_section": xs_record} if (xs_record := xs.record()) else {}),
             "max_rounds": max_rounds,
             "rounds": [{k: v for k, v in r.items() if k != "from_cache"} for r in rounds],
         }
