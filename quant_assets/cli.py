@@ -395,6 +395,55 @@ def _print_results(lake) -> None:
     console.print(table)
 
 
+def _print_universes(lake) -> None:
+    """Per universe: each multi-instrument month (the account's PnL split), each cross-sectional
+    month (IC, top minus bottom), each portfolio (return, drawdown, deflated Sharpe)."""
+    import json
+
+    multi = sorted(lake.root.glob("metrics_multi/strategy=*/universe=*/month=*/metrics.json"))
+    if multi:
+        table = Table(title="multi-instrument backtests: the account per month, PnL split (quote currency; "
+                            "metrics_multi/.../metrics.json)")
+        for col in ("strategy", "universe", "month", "PnL", "basis", "funding", "fees", "round trips", "in market",
+                    "return", "max DD"):
+            table.add_column(col, no_wrap=True)
+        for path in multi:
+            m = json.loads(path.read_text())
+            sp = m["split"]
+            table.add_row(m["strategy"], m["universe"], m["month"], f"{sp['total_pnl']:,.2f}", f"{sp['basis_pnl']:,.2f}",
+                          f"{sp['funding_pnl']:,.2f}", f"{sp['fees']:,.2f}", str(sp["round_trips"]),
+                          "-" if m.get("time_in_market") is None else f"{100 * m['time_in_market']:.0f}%", _pct(m.get("total_return")), _pct(m.get("max_drawdown")))
+        console.print(table)
+    xs = sorted(lake.root.glob("factors_xs/strategy=*/universe=*/month=*/report.json"))
+    if xs:
+        table = Table(title="cross-sectional factors: the signal ranked across the universe's members at each sample "
+                            "time (alphalens; factors_xs/.../report.json)")
+        cols = ("strategy", "universe", "month", "members", "times", "IC (shortest)", "IC t", "top-bottom bps", "reason")
+        for col in cols:
+            table.add_column(col, no_wrap=col != "reason")
+        for path in xs:
+            s = json.loads(path.read_text())["summary"]
+            label = next((k.removeprefix("ic_mean_") for k in s if k.startswith("ic_mean_")), None)
+            f = lambda v, fmt: "-" if v is None else format(v, fmt)  # noqa: E731
+            table.add_row(s["strategy"], s["universe"], s["month"], str(len(s.get("members_used") or [])), str(s.get("sample_times") or 0),
+                          f(s.get(f"ic_mean_{label}"), ".3f"), f(s.get(f"ic_t_{label}"), ".2f"),
+                          f(s.get(f"top_minus_bottom_bps_{label}"), ".2f"), s.get("reason") or "")
+        console.print(table)
+    ports = sorted(lake.root.glob("portfolios/universe=*/set=*/portfolio.json"))
+    if ports:
+        table = Table(title="portfolios: the lines combined, rebalanced daily (portfolios/.../portfolio.json)")
+        for col in ("set", "universe", "lines", "weighting", "days", "return", "Sharpe", "max DD", "deflated Sharpe", "trials"):
+            table.add_column(col, no_wrap=True)
+        for path in ports:
+            r = json.loads(path.read_text())
+            dsr = r["deflated_sharpe"]
+            table.add_row(r["set"], r["universe"], str(len(r["lines"])), r["weighting"]["kind"], str(r["days_with_return"]),
+                          _pct(r["total_return"]), "-" if r["metrics"].get("sharpe") is None else f"{r['metrics']['sharpe']:.2f}",
+                          _pct(r["max_drawdown"]["value"]), "-" if dsr.get("dsr") is None else f"{dsr['dsr']:.2f}",
+                          str(dsr.get("n_trials")))
+        console.print(table)
+
+
 def _print_memory(lake) -> None:
     """The research loop as the demo shows it: what each critique after a symbol's first month
     remembered of earlier suggestions (critique.memory), and the promoted variants."""
@@ -712,6 +761,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 console.print(f"landing: {lake.relative(write_book_landing(lake, spec))}")
     code = cmd_sync(args)
     _print_results(lake)
+    _print_universes(lake)
     _print_sweeps(lake)
     _print_memory(lake)
     _print_promoted(lake)

@@ -440,12 +440,60 @@ def run_slices(
             run_config=config,
         )
         yield ALL_MONTHS, symbol, result
-    ledgers = _ledgers_due(instance, graph, ran=bool(by_slice))
+    ran_universes = False
+    for (month, universe), keys in sorted(_universes_due(instance, graph, {(st.month, st.symbol) for st in states
+                                                                          if not st.is_rollup}).items()):
+        result = dg.materialize(ASSETS, selection=dg.AssetSelection.assets(*keys), partition_key=f"{month}|{universe}",
+                                instance=instance, resources=resources or defs.resources,
+                                tags={"quant_assets/trigger": "sync"}, raise_on_error=False, run_config=config)
+        ran_universes = True
+        yield month, universe, result
+    ledgers = _ledgers_due(instance, graph, ran=bool(by_slice) or ran_universes)
     if ledgers:
         result = dg.materialize(ASSETS, selection=dg.AssetSelection.assets(*ledgers), instance=instance,
                                 resources=resources or defs.resources, tags={"quant_assets/trigger": "sync"},
                                 raise_on_error=False, run_config=config)
         yield LEDGER, LEDGER, result
+
+
+def universe_assets(graph) -> dict[dg.AssetKey, str]:  # noqa: ANN001 - dagster's BaseAssetGraph
+    """The month × universe assets (:mod:`quant_assets.assets.universes`) -> their universe."""
+    out = {}
+    for key in graph.get_all_asset_keys():
+        pdef = graph.get(key).partitions_def
+        if isinstance(pdef, dg.MultiPartitionsDefinition) and "universe" in pdef.partition_dimension_names:
+            out[key] = pdef.get_partitions_def_for_dimension("universe").get_partition_keys()[0]
+    return out
+
+
+def _universes_due(instance: dg.DagsterInstance, graph, slices: set[tuple[str, str]]  # noqa: ANN001
+                   ) -> dict[tuple[str, str], list[dg.AssetKey]]:
+    """(month, universe) -> its assets to run: the months where every member has a slice, whose
+    partition was never materialised or is stale (Dagster's staleness: a member's new data,
+    a changed code version). Cost: one status per universe asset x month with data, not per
+    symbol of the lake."""
+    from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+    from dagster._time import get_current_datetime
+    from quant_assets.portfolio.universes import load
+
+    universes = load()
+    view = AssetGraphView(temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
+                          instance=instance, asset_graph=graph)
+    resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
+    months_of: dict[str, set[str]] = {}
+    for month, symbol in slices:
+        months_of.setdefault(symbol, set()).add(month)
+    due: dict[tuple[str, str], list[dg.AssetKey]] = {}
+    for key, universe in sorted(universe_assets(graph).items()):
+        members = universes.sets.get(universe)
+        if not members:
+            continue
+        months = set.intersection(*(months_of.get(m, set()) for m in members))
+        for month in sorted(months):
+            if resolver.get_status(key, f"{month}|{universe}") != StaleStatus.FRESH:
+                due.setdefault((month, universe), []).append(key)
+    return due
 
 
 def _critic_stage(key: dg.AssetKey) -> bool:

@@ -12,8 +12,10 @@ import pytest
 
 from quant_assets.assets.backtests import backtest_assets
 from quant_assets.assets.funding import funding
+from quant_assets.assets.research import bars_asset
 from quant_assets.assets.ticks import ticks
-from quant_assets.assets.universes import multi_backtest_key, multi_metrics_key, universe_assets
+from quant_assets.assets.universes import (cross_section_key, multi_backtest_key, multi_metrics_key, portfolio_key,
+                                           universe_assets)
 from quant_assets.ingest.synthetic import SyntheticSpec, write_landing
 from quant_assets.portfolio import universes as U
 from quant_assets.strategies import registry
@@ -26,6 +28,11 @@ TOML = """
 btc_basis = ["BTCUSDT", "BTCUSDT-PERP"]
 [backtests]
 basis = ["btc_basis"]
+[cross_sections]
+ema_cross = ["btc_basis"]
+[portfolios.pair]
+universe = "btc_basis"
+strategies = ["ema_cross"]
 """
 
 
@@ -33,7 +40,8 @@ def _defs(path) -> dg.Definitions:
     uni = U.load(path)
     specs, uspecs = registry.load(), registry.load_universe()
     U.check_strategies(uni, specs, uspecs)
-    return dg.Definitions(assets=[ticks, funding, *backtest_assets(specs), *universe_assets(uni, specs, uspecs, "1m")],
+    return dg.Definitions(assets=[ticks, funding, bars_asset("1m"), *backtest_assets(specs),
+                                  *universe_assets(uni, specs, uspecs, "1m")],
                           resources={"lake": LakeResource()})
 
 
@@ -52,15 +60,20 @@ def test_basis_universe_month_end_to_end(lake, instance, universes_file):
     defs = _defs(universes_file)
     instance.add_dynamic_partitions("symbols", [SPOT, PERP])
     month = MONTHS[0]
+    job = defs.resolve_implicit_global_asset_job_def()
     for s in (SPOT, PERP):
         write_landing(lake, SyntheticSpec(s, month, events=20_000))
-        res = dg.materialize([ticks, funding], partition_key=f"{month}|{s}", instance=instance,
-                             resources={"lake": LakeResource()})
-        assert res.success
-    keys = [multi_backtest_key("basis", "btc_basis"), multi_metrics_key("basis", "btc_basis")]
-    job = defs.get_implicit_global_asset_job_def()
+        assert job.execute_in_process(instance=instance, partition_key=f"{month}|{s}", asset_selection=[
+            dg.AssetKey(k) for k in ("ticks", "funding", "bars_1m", "backtest_ema_cross")]).success
+    keys = [multi_backtest_key("basis", "btc_basis"), multi_metrics_key("basis", "btc_basis"), cross_section_key("ema_cross", "btc_basis")]
     res = job.execute_in_process(instance=instance, partition_key=f"{month}|btc_basis", asset_selection=[dg.AssetKey(k) for k in keys])
     assert res.success
+    assert job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(portfolio_key("pair"))]).success
+    # the cross-section ranked both members (two bins: a pair), the portfolio combined both lines
+    xs = instance.fetch_materializations(dg.AssetKey(keys[2]), limit=1).records[0].asset_materialization.metadata
+    assert xs["members_used"].value == 2 and xs["quantiles"].value == 2 and xs["reason"].value == ""
+    port = json.loads((lake.root / "portfolios" / "universe=btc_basis" / "set=pair" / "portfolio.json").read_text())
+    assert port["lines"] == ["ema_cross:BTCUSDT", "ema_cross:BTCUSDT-PERP"] and port["months"] == [month]
     bt = instance.fetch_materializations(dg.AssetKey(keys[0]), limit=1).records[0].asset_materialization
     members = bt.metadata["members"].value
     assert set(members) == {SPOT, PERP}

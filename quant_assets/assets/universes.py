@@ -241,7 +241,7 @@ def cross_section_asset(spec: StrategySpec, universe: str, members: tuple[str, .
             s = out.result.summary()
             return Built(metadata={
                 "reason": s.get("reason") or "",
-                "members_used": dg.MetadataValue.int(int(s.get("members_used") or 0)),
+                "members_used": dg.MetadataValue.int(len(s.get("members_used") or [])),
                 "sample_times": dg.MetadataValue.int(int(s.get("sample_times") or 0)),
                 "quantiles": dg.MetadataValue.int(settings.quantiles),
                 **{k: _num(v) for k, v in s.items() if k.startswith(("ic_mean_", "ic_t_", "top_minus_bottom_bps_"))},
@@ -278,12 +278,17 @@ def portfolio_asset(ps: PortfolioSet, members: tuple[str, ...]) -> dg.AssetsDefi
         metadata={"universe": ps.universe, "strategies": dg.MetadataValue.json(list(ps.strategies)),
                   "weighting": ps.weighting},
         automation_condition=rebuild_ledger(),
+        # Nothing to combine before a line has a backtest slice: the step succeeds and says so.
+        output_required=False,
     )
-    def _portfolio(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    def _portfolio(context: dg.AssetExecutionContext, lake: LakeResource):
         from quant_assets.portfolio import rollup
 
         the_lake = lake.lake()
         weighting = rollup.Weighting(ps.weighting, ps.weights, ps.window_days, ps.min_days)
+        if not any(rollup.backtest_months(the_lake, rollup.Line(s, m)) for s in ps.strategies for m in members):
+            context.log.info(f"{name}: no line ({', '.join(ps.strategies)} x {', '.join(members)}) has a backtest slice yet")
+            return
         try:
             result = rollup.build(the_lake, ps.universe, ps.name, list(ps.strategies), weighting)
         except (rollup.PortfolioError, ValueError) as exc:
@@ -291,7 +296,7 @@ def portfolio_asset(ps: PortfolioSet, members: tuple[str, ...]) -> dg.AssetsDefi
         out = rollup.write(the_lake, result)
         r = result.report
         metrics = r.get("metrics") or {}
-        return dg.MaterializeResult(metadata={
+        yield dg.MaterializeResult(metadata={
             "lines": dg.MetadataValue.int(len(result.lines)),
             "days": dg.MetadataValue.int(len(result.returns)),
             **{k: _num(metrics.get(k)) for k in ("sharpe", "sortino", "volatility", "cagr")},
