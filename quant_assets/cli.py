@@ -127,7 +127,31 @@ def _print_status(lake, instance, slices, symbols: list[str] | None = None, mont
         _print_gaps(lake, symbols, months, NEEDS_RUN_SHOWN)
         return
     _print_tables(lake, states)
+    _print_universe_states(instance, slices, months)
     _print_gaps(lake, symbols, months)
+
+
+def _print_universe_states(instance, slices, months: list[str] | None) -> None:
+    """The month × universe assets (multi backtests, their metrics, cross-sections): one row per
+    asset, its state per month where every member has a slice."""
+    from quant_assets import sync
+    from quant_assets.definitions import defs
+
+    rows = [r for r in sync.universe_states(instance, defs.resolve_asset_graph(), set(slices)) if not months or r[2] in months]
+    if not rows:
+        return
+    cols = sorted({r[2] for r in rows})
+    table = Table(title="universes (month x universe assets; universes.toml): state per month where every member has data")
+    table.add_column("asset")
+    for c in cols:
+        table.add_column(c)
+    by_asset: dict[str, dict[str, str]] = {}
+    for key, _universe, month, state in rows:
+        by_asset.setdefault(key.to_user_string(), {})[month] = state
+    for name, cells in sorted(by_asset.items()):
+        table.add_row(name, *(f"[{_COLOUR[cells[c]]}]{'ok' if cells[c] == 'materialized' else cells[c]}[/]" if c in cells else "-"
+                              for c in cols))
+    console.print(table)
 
 
 def _print_gaps(lake, symbols: list[str] | None, months: list[str] | None, shown: int | None = None) -> None:

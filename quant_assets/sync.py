@@ -466,12 +466,12 @@ def universe_assets(graph) -> dict[dg.AssetKey, str]:  # noqa: ANN001 - dagster'
     return out
 
 
-def _universes_due(instance: dg.DagsterInstance, graph, slices: set[tuple[str, str]]  # noqa: ANN001
-                   ) -> dict[tuple[str, str], list[dg.AssetKey]]:
-    """(month, universe) -> its assets to run: the months where every member has a slice, whose
-    partition was never materialised or is stale (Dagster's staleness: a member's new data,
-    a changed code version). Cost: one status per universe asset x month with data, not per
-    symbol of the lake."""
+def universe_states(instance: dg.DagsterInstance, graph, slices: set[tuple[str, str]]  # noqa: ANN001
+                    ) -> list[tuple[dg.AssetKey, str, str, str]]:
+    """(asset, universe, month, state) of every month × universe asset for the months where
+    every member has a slice; state ``materialized``, ``missing`` or ``stale`` (Dagster's
+    staleness: a member's new data, a changed code version). Cost: one status per universe
+    asset x month with data, not per symbol of the lake."""
     from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
     from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
     from dagster._time import get_current_datetime
@@ -484,15 +484,25 @@ def _universes_due(instance: dg.DagsterInstance, graph, slices: set[tuple[str, s
     months_of: dict[str, set[str]] = {}
     for month, symbol in slices:
         months_of.setdefault(symbol, set()).add(month)
-    due: dict[tuple[str, str], list[dg.AssetKey]] = {}
+    out = []
     for key, universe in sorted(universe_assets(graph).items()):
         members = universes.sets.get(universe)
         if not members:
             continue
-        months = set.intersection(*(months_of.get(m, set()) for m in members))
-        for month in sorted(months):
-            if resolver.get_status(key, f"{month}|{universe}") != StaleStatus.FRESH:
-                due.setdefault((month, universe), []).append(key)
+        for month in sorted(set.intersection(*(months_of.get(m, set()) for m in members))):
+            status = resolver.get_status(key, f"{month}|{universe}")
+            out.append((key, universe, month, "materialized" if status == StaleStatus.FRESH
+                        else "missing" if status == StaleStatus.MISSING else "stale"))
+    return out
+
+
+def _universes_due(instance: dg.DagsterInstance, graph, slices: set[tuple[str, str]]  # noqa: ANN001
+                   ) -> dict[tuple[str, str], list[dg.AssetKey]]:
+    """(month, universe) -> its assets to run (:func:`universe_states` not materialised)."""
+    due: dict[tuple[str, str], list[dg.AssetKey]] = {}
+    for key, universe, month, state in universe_states(instance, graph, slices):
+        if state != "materialized":
+            due.setdefault((month, universe), []).append(key)
     return due
 
 

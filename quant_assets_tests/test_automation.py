@@ -349,6 +349,8 @@ def test_every_downstream_asset_carries_a_named_condition_and_the_automation_run
     assert labels.pop("discoveries") == "rebuild_ledger"  # unpartitioned, over every tested change
     assert labels.pop("promotions") == "rebuild_ledger"  # and what survives it, judged on later months
     assert labels.pop("critic_scorecard") == "rebuild_ledger"  # likewise, over every validation
+    for key in [k for k in labels if k.startswith("portfolio_")]:  # universes.toml's portfolios: over every month
+        assert labels.pop(key) == "rebuild_ledger"
     assert set(labels.values()) == {"rebuild_stale_slices", "rebuild_rollups"}
     assert all(v == "rebuild_rollups" for k, v in labels.items() if k.startswith("report_"))
     states = {s.name: s.default_status for s in project_defs.sensors}

@@ -19,6 +19,7 @@ import pytest
 from quant_assets.assets import metrics as metrics_mod
 from quant_assets.definitions import automation_sensor
 from quant_assets.definitions import defs as project_defs
+from quant_assets.portfolio import universes
 from quant_assets.strategies import registry
 from quant_assets_tests import bulk
 from resources import CriticResource, LakeResource
@@ -34,7 +35,9 @@ VALIDATIONS = [f"oos_validation_{s}" for s in STRATEGIES] + ["sweep_oos_ema_cros
 ROLLUPS = [f"report_{s}" for s in STRATEGIES] + ["factors_ema_cross", "factors_mean_reversion", "walkforward_ema_cross"]
 #: The unpartitioned ledgers over every validation (and hand-off), and the promotions judged on them:
 #: one request each whenever one of them ran.
-LEDGER = {"discoveries": {"None"}, "critic_scorecard": {"None"}, "promotions": {"None"}}
+LEDGER = {"discoveries": {"None"}, "critic_scorecard": {"None"}, "promotions": {"None"},
+          # universes.toml's portfolios: over every month of their strategies' backtests
+          **{f"portfolio_{name}": {"None"} for name in universes.load().portfolios}}
 
 
 def _defs(specs=None) -> dg.Definitions:
@@ -51,6 +54,7 @@ def _defs(specs=None) -> dg.Definitions:
     from quant_assets.assets.scorecard import scorecard_asset
     from quant_assets.assets.sensitivity import sensitivity_asset
     from quant_assets.assets.ticks import ticks
+    from quant_assets.assets.universes import universe_assets
 
     specs = specs or registry.load()
     # (book: never materialised here, as in a lake of L1 files built before the book existed;
@@ -59,7 +63,8 @@ def _defs(specs=None) -> dg.Definitions:
               *(metrics_asset(s) for s in specs.values()),
               *(report_asset(s) for s in specs.values()), *(critique_asset(s) for s in specs.values()),
               *(oos_asset(s) for s in specs.values()), *research_assets(specs), discoveries_asset(specs),
-              promotions_asset(specs), scorecard_asset(specs)]
+              promotions_asset(specs), scorecard_asset(specs),
+              *universe_assets(universes.load(), specs, registry.load_universe(), "1m")]
     return dg.Definitions(assets=assets, resources={"lake": LakeResource(), "critic": CriticResource()})
 
 
@@ -172,4 +177,6 @@ def test_an_analytics_version_change_rebuilds_metrics_and_what_follows_only(scal
     every = {f"{m}|{s}" for m in MONTHS for s in SYMBOLS}
     assert requested == {**{f"{stage}_{s}": every for s in STRATEGIES for stage in ("metrics", "critique")},
                          **{a: {f"2024-01|{s}" for s in SYMBOLS} for a in VALIDATIONS},
-                         **{f"report_{s}": set(SYMBOLS) for s in STRATEGIES}, **LEDGER}
+                         **{f"report_{s}": set(SYMBOLS) for s in STRATEGIES},
+                         # the portfolios read backtests, which did not change
+                         **{k: v for k, v in LEDGER.items() if not k.startswith("portfolio_")}}

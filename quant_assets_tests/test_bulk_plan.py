@@ -307,6 +307,8 @@ def test_the_bulk_partition_mappings_are_dagsters(instance):
         for child in graph.get_all_asset_keys():
             if not graph.get(child).is_partitioned:
                 continue  # the unpartitioned ledger (discoveries) is not planned: sync runs it at the end
+            if child in sync.universe_assets(graph):
+                continue  # month x universe: planned apart, by Dagster's staleness (sync.universe_states)
             for parent in graph.get(child).parent_keys:
                 fn = staleness.mapper(graph, child, parent)
                 assert fn is not None, (child, parent)

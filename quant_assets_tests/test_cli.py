@@ -89,7 +89,9 @@ def test_demo_end_to_end_in_a_subprocess(tmp_path):
     # of January (February has no next month: they wait), bars, a sweep and its agreement, then three roll-ups and
     # two factor analyses per symbol (and January's sweep hand-offs; February's wait), February's walk-forward fold
     # (chosen on January) and each symbol's walk-forward report
-    assert table.count(" ok") == 4 * (1 + 3 * 4 + 3) + 2 * 3 + 2 + 2 * (1 + 3 + 2) + 2 + 2 and "FAILED" not in out.stdout
+    # (and universes.toml's btc_basis: the basis trade's backtest and metrics and ema_cross's cross-section, each month)
+    assert table.count(" ok") == 4 * (1 + 3 * 4 + 3) + 2 * 3 + 2 + 2 * (1 + 3 + 2) + 2 + 2 + 3 * 2 and "FAILED" not in out.stdout
+    assert "multi-instrument backtests" in out.stdout and "cross-sectional factors" in out.stdout and "btc_lines" in out.stdout
     # every backtested slice of the demo has its realism sensitivity, shown by the demo
     lake = tmp_path / "lake"
     backtests = {p.parent.relative_to(lake / "backtests") for p in lake.glob("backtests/*/*/*/manifest.json")}
