@@ -927,7 +927,7 @@ def _record_fetch(lake, report) -> None:
     asset would have recorded it), so the UI and lineage show CLI fetches too."""
     import dagster as dg
 
-    from quant_assets.assets.fetch import FETCH_CODE_VERSION, slice_data_version
+    from quant_assets.assets.fetch import FETCH_CODE_VERSION, fetch_metadata, slice_data_version
     from quant_assets.partitions import partition_key, symbol_partitions
 
     slices = report.slices()
@@ -943,8 +943,7 @@ def _record_fetch(lake, report) -> None:
         for month, symbol in sorted(slices):
             instance.report_runless_asset_event(dg.AssetMaterialization(
                 asset_key="fetch", partition=str(partition_key(month, symbol)),
-                metadata={**{k: (dg.MetadataValue.json(v) if isinstance(v, list) else v)
-                             for k, v in report.metadata(symbol, month).items()}, "via": "quant-assets fetch"},
+                metadata={**fetch_metadata(report, symbol, month), "via": "quant-assets fetch"},
                 tags={"dagster/data_version": slice_data_version(state, symbol, month),
                       "dagster/code_version": FETCH_CODE_VERSION},
             ))

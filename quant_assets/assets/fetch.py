@@ -60,6 +60,13 @@ def slice_data_version(state, symbol: str, month: str, rows: list[dict] = ()) ->
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
+def fetch_metadata(report, symbol: str, month: str) -> dict[str, object]:
+    """A slice's fetch report (``FetchReport.metadata``) as Dagster metadata: lists as JSON.
+    The asset and ``quant-assets fetch`` (which records its fetches as this asset's
+    materializations) show the same fields."""
+    return {k: (dg.MetadataValue.json(v) if isinstance(v, list) else v) for k, v in report.metadata(symbol, month).items()}
+
+
 @dg.asset(
     partitions_def=month_symbol_partitions,
     code_version=FETCH_CODE_VERSION,
@@ -75,7 +82,6 @@ def fetch(context: dg.AssetExecutionContext, config: FetchConfig, lake: LakeReso
     file was refused or a request failed (what did land stays)."""
     from quant_assets.sources import config as src_config
     from quant_assets.sources import fetch as src_fetch
-
     from quant_assets.sources import ledger
 
     lk = lake.lake()
@@ -89,8 +95,7 @@ def fetch(context: dg.AssetExecutionContext, config: FetchConfig, lake: LakeReso
         month, symbol = split_key(pk)
         report = src_fetch.fetch(lk, cfg, source=config.sources or None, symbols=[symbol], months=[month],
                                  names=config.names or None, recheck=config.recheck, now=as_of)
-        metadata = {k: (dg.MetadataValue.json(v) if isinstance(v, list) else v)
-                    for k, v in report.metadata(symbol, month).items()}
+        metadata = fetch_metadata(report, symbol, month)
         bad = report.problem_lines(symbol, month)
         if bad:
             raise SliceFailed(f"{symbol} {month}: " + "; ".join(bad), metadata=metadata)
