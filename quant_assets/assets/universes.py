@@ -58,6 +58,12 @@ def _split(pk: str) -> tuple[str, str]:
     return month, universe
 
 
+def _members_digest(members: tuple[str, ...]) -> str:
+    """Part of a universe asset's code version: a universe whose members change is another
+    computation (the mapping changes too, but Dagster's staleness does not compare mappings)."""
+    return hashlib.sha256("|".join(members).encode()).hexdigest()[:8]
+
+
 def _num(value: object) -> dg.MetadataValue:
     return dg.MetadataValue.null() if value is None else dg.MetadataValue.float(float(value))  # type: ignore[arg-type]
 
@@ -68,7 +74,7 @@ def multi_backtest_asset(spec: StrategySpec, universe: str, members: tuple[str, 
     # The venue settings enter the code version (every member's venue: one edit of venues.toml
     # makes the universe's runs stale): a per-symbol venue_profile dependency cannot be mapped
     # onto a universe with built-in mappings.
-    code_version = f"{spec.code_version(ADAPTER_VERSIONS['nautilus'])}-venues-{config_digest()}"
+    code_version = f"{spec.code_version(ADAPTER_VERSIONS['nautilus'])}-venues-{config_digest()}-m{_members_digest(members)}"
     name = multi_backtest_key(spec.name, universe)
     mapping = members_of_month(list(members))
 
@@ -146,7 +152,7 @@ def multi_metrics_asset(spec: StrategySpec, universe: str, members: tuple[str, .
         name=name,
         partitions_def=month_universe_partitions(universe),
         deps=[multi_backtest_key(spec.name, universe)],
-        code_version=f"multi-metrics-v{MULTI_METRICS_VERSION}",
+        code_version=f"multi-metrics-v{MULTI_METRICS_VERSION}-m{_members_digest(members)}",
         group_name=MULTI_GROUP,
         kinds={"quantstats", "parquet"},
         description=(
@@ -207,7 +213,7 @@ def cross_section_asset(spec: StrategySpec, universe: str, members: tuple[str, .
         partitions_def=month_universe_partitions(universe),
         # the month's bars and the previous month's (warm-up) of every member
         deps=[dg.AssetDep(f"bars_{interval}", partition_mapping=members_of_month(list(members), previous=True))],
-        code_version=f"xs-v{XS_VERSION}-{interval}-{spec.code_version('factors')}",
+        code_version=f"xs-v{XS_VERSION}-{interval}-{spec.code_version('factors')}-m{_members_digest(members)}",
         group_name=MULTI_GROUP,
         kinds={"alphalens", "parquet"},
         description=(
