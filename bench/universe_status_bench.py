@@ -6,9 +6,9 @@ month × universe partitions to run, for universes of 10 members × 84 months.
 A throw-away Dagster instance (no lake files) holds 84 months of landed ticks for
 ``universes`` × 10 symbols (:mod:`quant_assets_tests.bulk`), and the definitions hold, per
 universe, the basis trade's multi backtest and metrics and ``ema_cross``'s cross-section (3
-assets). Timed: :func:`quant_assets.sync.universe_states` with nothing built (every partition
-missing: no staleness question is asked) and with every partition built (one Dagster staleness
-status per partition: the cost that follows universes × months, never the symbols of the lake).
+assets). Timed: :func:`quant_assets.sync.universe_states` with nothing built, with every partition
+built (bulk facts only) and after one member's month lands again (Dagster's staleness for the
+partitions that read it).
 """
 
 from __future__ import annotations
@@ -63,22 +63,37 @@ def main(argv: list[str]) -> int:
             empty = sync.universe_states(inst, graph, slices)
             t_empty = time.perf_counter() - t
             keys = sorted({r[0] for r in empty}, key=lambda k: k.to_user_string())
+            uni_of = sync.universe_assets(graph)
             with bulk.bulk_writes(inst):
-                bulk.report_done(inst, [(k, f"{m}|{u}") for k in keys for m in months
-                                        for u in [sync.universe_assets(graph)[k]]], "v1")
+                for k in keys:  # as a run records them: a data version and the asset's code version
+                    for m in months:
+                        inst.report_runless_asset_event(dg.AssetMaterialization(
+                            asset_key=k, partition=f"{m}|{uni_of[k]}",
+                            tags={"dagster/data_version": f"{k.path[-1]}-{m}-v1",
+                                  "dagster/code_version": graph.get(k).code_version or ""}))
             t = time.perf_counter()
             built = sync.universe_states(inst, graph, slices)
             t_built = time.perf_counter() - t
+            # one member's month lands again (new data): that month's partitions need Dagster's word
+            with bulk.bulk_writes(inst):
+                bulk.report_landing(inst, [(months[40], syms[0])], version="v2")
+            t = time.perf_counter()
+            changed = sync.universe_states(inst, graph, slices)
+            t_changed = time.perf_counter() - t
     n = len(built)
     lines = [SECTION, "", f"`uv run python bench/universe_status_bench.py {n_universes}`", "", machine_line(mach),
              f"- {n_universes} universe(s) × {MEMBERS} members × {MONTHS} months of landed ticks; 3 assets per universe "
              f"(multi backtest, its metrics, a cross-section): {n:,} month × universe partitions", "",
              "| state of the partitions | seconds | per partition (ms) | states |", "|---|---:|---:|---|",
              f"| none built | {t_empty:.2f} | {1000 * t_empty / max(n, 1):.2f} | {dict(Counter(r[3] for r in empty))} |",
-             f"| all built | {t_built:.2f} | {1000 * t_built / max(n, 1):.2f} | {dict(Counter(r[3] for r in built))} |", "",
-             "One Dagster staleness status (`CachingStaleStatusResolver`) per built partition: the pass grows with "
-             "universes × months, not with the symbols of the lake. The cross-sections count as stale here because "
-             "no `bars_1m` partition was recorded (only ticks): what a real lake would show before its bars exist."]
+             f"| all built | {t_built:.2f} | {1000 * t_built / max(n, 1):.2f} | {dict(Counter(r[3] for r in built))} |",
+             f"| all built, then one member's month re-landed | {t_changed:.2f} | {1000 * t_changed / max(n, 1):.2f} | "
+             f"{dict(Counter(r[3] for r in changed))} |", "",
+             "Bulk facts per universe asset (each partition's latest materialization and code version, the members' "
+             "partitions' latest storage ids), and Dagster's staleness (`CachingStaleStatusResolver`) only for the "
+             "partitions whose inputs were rebuilt after them: the pass grows with universes × months, not with the "
+             "symbols of the lake. (Before this shortcut, one Dagster status per built partition: 7.45 s for the same "
+             "252, 29.6 ms each.)"]
     emit(SECTION, lines, write=write)
     return 0
 

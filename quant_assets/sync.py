@@ -443,7 +443,10 @@ def run_slices(
     ran_universes = False
     for (month, universe), keys in sorted(_universes_due(instance, graph, {(st.month, st.symbol) for st in states
                                                                           if not st.is_rollup}).items()):
-        result = dg.materialize(ASSETS, selection=dg.AssetSelection.assets(*keys), partition_key=f"{month}|{universe}",
+        # and what reads them in the same universe (a rebuilt backtest's metrics)
+        same = [k for k, u in universe_assets(graph).items() if u == universe]
+        selection = dg.AssetSelection.assets(*keys).downstream() & dg.AssetSelection.assets(*same)
+        result = dg.materialize(ASSETS, selection=selection, partition_key=f"{month}|{universe}",
                                 instance=instance, resources=resources or defs.resources,
                                 tags={"quant_assets/trigger": "sync"}, raise_on_error=False, run_config=config)
         ran_universes = True
@@ -469,18 +472,28 @@ def universe_assets(graph) -> dict[dg.AssetKey, str]:  # noqa: ANN001 - dagster'
 def universe_states(instance: dg.DagsterInstance, graph, slices: set[tuple[str, str]]  # noqa: ANN001
                     ) -> list[tuple[dg.AssetKey, str, str, str]]:
     """(asset, universe, month, state) of every month × universe asset for the months where
-    every member has a slice; state ``materialized``, ``missing`` or ``stale`` (Dagster's
-    staleness: a member's new data, a changed code version). Cost: one status per universe
-    asset x month with data, not per symbol of the lake."""
+    every member has a slice; state ``materialized``, ``missing`` or ``stale``.
+
+    Bulk facts first, Dagster's staleness only where they leave a doubt: per asset one query for
+    its partitions' latest materialization (storage id and code version) and one per dependency
+    for the members' partitions' latest storage ids. A partition is missing without a
+    materialization, stale when its code version changed, fresh when no partition it reads was
+    materialised after it; otherwise (a dependency rebuilt since) Dagster's staleness decides,
+    as it compares data versions (a dependency rebuilt to the same data makes nothing stale).
+    A dependency that is itself stale (its own inputs changed) does not make the partition
+    stale here: sync runs this pass after the slices, once those are rebuilt. Cost: a few
+    queries per universe asset, and one Dagster status per partition whose inputs were rebuilt
+    since it was; never per symbol of the lake (``bench/universe_status_bench.py``)."""
     from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
     from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+    from dagster._core.events import DagsterEventType
     from dagster._time import get_current_datetime
     from quant_assets.portfolio.universes import load
 
     universes = load()
-    view = AssetGraphView(temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
-                          instance=instance, asset_graph=graph)
-    resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
+    storage = instance.event_log_storage
+    mat = DagsterEventType.ASSET_MATERIALIZATION
+    resolver = None
     months_of: dict[str, set[str]] = {}
     for month, symbol in slices:
         months_of.setdefault(symbol, set()).add(month)
@@ -489,11 +502,60 @@ def universe_states(instance: dg.DagsterInstance, graph, slices: set[tuple[str, 
         members = universes.sets.get(universe)
         if not members:
             continue
-        for month in sorted(set.intersection(*(months_of.get(m, set()) for m in members))):
-            status = resolver.get_status(key, f"{month}|{universe}")
-            out.append((key, universe, month, "materialized" if status == StaleStatus.FRESH
-                        else "missing" if status == StaleStatus.MISSING else "stale"))
+        months = sorted(set.intersection(*(months_of.get(m, set()) for m in members)))
+        pks = {m: f"{m}|{universe}" for m in months}
+        own, code = _latest_with_code_version(instance, key, list(pks.values()))
+        current = graph.get(key).code_version
+        reads = {m: {p: graph.get_parent_partition_keys_for_child(pk, p, key).partitions_subset.get_partition_keys()
+                     for p in graph.get(key).parent_keys} for m, pk in pks.items() if pk in own}
+        newest: dict[dg.AssetKey, dict[str, int]] = {}
+        for parent in graph.get(key).parent_keys:
+            wanted = {k for r in reads.values() for k in r[parent]}
+            newest[parent] = dict(storage.get_latest_storage_id_by_partition(parent, mat, wanted)) if wanted else {}
+        for month, pk in pks.items():
+            if pk not in own:
+                state = "missing"
+            elif code.get(pk) != current:
+                state = "stale"
+            elif not any(newest[p].get(k, 0) > own[pk] for p, ks in reads[month].items() for k in ks):
+                state = "materialized"
+            else:
+                if resolver is None:
+                    view = AssetGraphView(temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
+                                          instance=instance, asset_graph=graph)
+                    resolver = CachingStaleStatusResolver(instance=instance, asset_graph=graph, loading_context=view)
+                state = "materialized" if resolver.get_status(key, pk) == StaleStatus.FRESH else "stale"
+            out.append((key, universe, month, state))
     return out
+
+
+def _chunks(keys: list[str], size: int = 500) -> Iterator[list[str]]:
+    for i in range(0, len(keys), size):
+        yield keys[i:i + size]
+
+
+def _latest_with_code_version(instance: dg.DagsterInstance, key: dg.AssetKey, partitions: list[str]
+                              ) -> tuple[dict[str, int], dict[str, str | None]]:
+    """(partition -> storage id, partition -> code version) of each partition's latest
+    materialization: the records of those partitions, newest first, in pages (Dagster indexes
+    the latest data version by partition, not the code version)."""
+    from dagster._core.definitions.data_version import CODE_VERSION_TAG
+
+    ids: dict[str, int] = {}
+    code: dict[str, str | None] = {}
+    for chunk in _chunks(partitions):
+        cursor = None
+        while True:
+            page = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=chunk),
+                                                   limit=1000, cursor=cursor, ascending=False)
+            for r in page.records:
+                if r.partition_key not in ids:
+                    ids[r.partition_key] = r.storage_id
+                    code[r.partition_key] = r.asset_materialization.tags.get(CODE_VERSION_TAG)
+            if not page.has_more:
+                break
+            cursor = page.cursor
+    return ids, code
 
 
 def _universes_due(instance: dg.DagsterInstance, graph, slices: set[tuple[str, str]]  # noqa: ANN001

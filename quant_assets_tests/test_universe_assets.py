@@ -16,6 +16,7 @@ from quant_assets.assets.research import bars_asset
 from quant_assets.assets.ticks import ticks
 from quant_assets.assets.universes import (cross_section_key, multi_backtest_key, multi_metrics_key, portfolio_key,
                                            universe_assets)
+from quant_assets import sync
 from quant_assets.ingest.synthetic import SyntheticSpec, write_landing
 from quant_assets.portfolio import universes as U
 from quant_assets.strategies import registry
@@ -74,6 +75,12 @@ def test_basis_universe_month_end_to_end(lake, instance, universes_file):
     assert xs["members_used"].value == 2 and xs["quantiles"].value == 2 and xs["reason"].value == ""
     port = json.loads((lake.root / "portfolios" / "universe=btc_basis" / "set=pair" / "portfolio.json").read_text())
     assert port["lines"] == ["ema_cross:BTCUSDT", "ema_cross:BTCUSDT-PERP"] and port["months"] == [month]
+    # sync's universe pass: everything built is fresh; ticks rebuilt to the same data (a newer
+    # event, the same data version) leave it fresh (Dagster's staleness decides that case)
+    graph, slices = defs.resolve_asset_graph(), {(month, SPOT), (month, PERP)}
+    assert {r[3] for r in sync.universe_states(instance, graph, slices)} == {"materialized"}
+    assert job.execute_in_process(instance=instance, partition_key=f"{month}|{SPOT}", asset_selection=[dg.AssetKey("ticks")]).success
+    assert {r[3] for r in sync.universe_states(instance, graph, slices)} == {"materialized"}
     bt = instance.fetch_materializations(dg.AssetKey(keys[0]), limit=1).records[0].asset_materialization
     members = bt.metadata["members"].value
     assert set(members) == {SPOT, PERP}
