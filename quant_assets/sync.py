@@ -441,10 +441,11 @@ def run_slices(
         )
         yield ALL_MONTHS, symbol, result
     ran_universes = False
+    universe_of = universe_assets(graph)
     for (month, universe), keys in sorted(_universes_due(instance, graph, {(st.month, st.symbol) for st in states
                                                                           if not st.is_rollup}).items()):
         # and what reads them in the same universe (a rebuilt backtest's metrics)
-        same = [k for k, u in universe_assets(graph).items() if u == universe]
+        same = [k for k, u in universe_of.items() if u == universe]
         selection = dg.AssetSelection.assets(*keys).downstream() & dg.AssetSelection.assets(*same)
         result = dg.materialize(ASSETS, selection=selection, partition_key=f"{month}|{universe}",
                                 instance=instance, resources=resources or defs.resources,
@@ -529,17 +530,14 @@ def universe_states(instance: dg.DagsterInstance, graph, slices: set[tuple[str, 
     return out
 
 
-def _chunks(keys: list[str], size: int = 500) -> Iterator[list[str]]:
-    for i in range(0, len(keys), size):
-        yield keys[i:i + size]
-
-
 def _latest_with_code_version(instance: dg.DagsterInstance, key: dg.AssetKey, partitions: list[str]
                               ) -> tuple[dict[str, int], dict[str, str | None]]:
     """(partition -> storage id, partition -> code version) of each partition's latest
     materialization: the records of those partitions, newest first, in pages (Dagster indexes
     the latest data version by partition, not the code version)."""
     from dagster._core.definitions.data_version import CODE_VERSION_TAG
+
+    from quant_assets.batching import _chunks
 
     ids: dict[str, int] = {}
     code: dict[str, str | None] = {}

@@ -23,7 +23,6 @@ Output: ``metrics_multi/strategy=X/universe=U/month=M/`` (``metrics.json``, ``me
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ import polars as pl
 from quant_assets.analytics.basis_pnl import pnl_split
 from quant_assets.analytics.periods import period_metrics
 from quant_assets.analytics.returns import sample_returns
+from quant_assets.analytics.slice_metrics import backtest_data_version, check_files
 from quant_assets.lake.store import Lake, atomic_dir, file_sha256
 
 MULTI_METRICS_VERSION = "1"
@@ -60,12 +60,8 @@ def read_multi(lake: Lake, strategy: str, universe: str, month: str) -> tuple[di
     if not mpath.exists():
         raise MultiSliceError(f"{d}: no manifest.json (materialise the multi backtest of {strategy} on {universe} for {month} first)")
     manifest = json.loads(mpath.read_text())
-    tables = {}
-    for name, digest in manifest["files"].items():
-        if not (d / name).exists() or file_sha256(d / name) != digest:
-            raise MultiSliceError(f"{d / name}: does not match the hash in manifest.json; re-materialise the multi backtest")
-        tables[name.removesuffix(".parquet")] = pl.read_parquet(d / name)
-    return manifest, tables
+    check_files(d, manifest, MultiSliceError)
+    return manifest, {name.removesuffix(".parquet"): pl.read_parquet(d / name) for name in manifest["files"]}
 
 
 def _holding_s(equity: pl.DataFrame) -> float | None:
@@ -147,11 +143,6 @@ def compute(manifest: dict[str, Any], tables: dict[str, pl.DataFrame], trading_d
     return metrics, member_df
 
 
-def data_version(manifest: dict[str, Any]) -> str:
-    files = manifest["files"]
-    return hashlib.sha256("|".join(files[k] for k in sorted(files)).encode()).hexdigest()[:24]
-
-
 def run_multi_metrics(lake: Lake, strategy: str, universe: str, month: str, trading_days: int) -> MultiMetricsOutput:
     """Read the multi slice, compute, publish (see the module docstring)."""
     manifest, tables = read_multi(lake, strategy, universe, month)
@@ -162,8 +153,7 @@ def run_multi_metrics(lake: Lake, strategy: str, universe: str, month: str, trad
         lake.write_parquet(members, new / "members.parquet")
         hashes = {n: file_sha256(new / n) for n in ("metrics.json", "members.parquet")}
         lake.write_json({"strategy": strategy, "universe": universe, "month": month,
-                         "analytics_version": MULTI_METRICS_VERSION, "backtest_data_version": data_version(manifest),
+                         "analytics_version": MULTI_METRICS_VERSION, "backtest_data_version": backtest_data_version(manifest),
                          "backtest_path": lake.relative(lake.backtest_multi_dir(strategy, universe, month)),
                          "files": hashes}, new / "manifest.json")
-    version = hashlib.sha256("|".join(hashes[k] for k in sorted(hashes)).encode()).hexdigest()[:24]
-    return MultiMetricsOutput(out, metrics, members, version)
+    return MultiMetricsOutput(out, metrics, members, backtest_data_version({"files": hashes}))

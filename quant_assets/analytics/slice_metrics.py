@@ -95,11 +95,16 @@ def read_backtest(lake: Lake, strategy: str, symbol: str, month: str) -> Backtes
     if not mpath.exists():
         raise BacktestSliceError(f"{d}: no manifest.json (materialise backtest_{strategy} for {month}|{symbol} first)")
     manifest = json.loads(mpath.read_text())
-    for name, digest in manifest.get("files", {}).items():
-        if not (d / name).exists() or file_sha256(d / name) != digest:
-            raise BacktestSliceError(f"{d / name}: does not match the hash in manifest.json (a write was interrupted or the file was edited); re-materialise the backtest")
+    check_files(d, manifest, BacktestSliceError)
     flows = pl.read_parquet(d / "cashflows.parquet") if (d / "cashflows.parquet").exists() else empty_cashflows()
     return BacktestSlice(pl.read_parquet(d / "fills.parquet"), pl.read_parquet(d / "equity.parquet"), manifest, d, flows)
+
+
+def check_files(d: Path, manifest: dict[str, Any], error: type[Exception]) -> None:
+    """Every file ``manifest`` names exists in ``d`` with its SHA-256, else ``error`` naming it."""
+    for name, digest in manifest.get("files", {}).items():
+        if not (d / name).exists() or file_sha256(d / name) != digest:
+            raise error(f"{d / name}: does not match the hash in manifest.json (a write was interrupted or the file was edited); re-materialise the backtest")
 
 
 def backtest_data_version(manifest: dict[str, Any]) -> str:

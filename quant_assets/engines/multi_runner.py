@@ -13,7 +13,6 @@ same inputs give byte-identical published files).
 
 from __future__ import annotations
 
-import hashlib
 import resource
 import time
 from dataclasses import asdict, dataclass, replace
@@ -23,6 +22,7 @@ from typing import Any
 import polars as pl
 
 from quant_assets.analytics.basis_pnl import pnl_split
+from quant_assets.analytics.slice_metrics import backtest_data_version
 from quant_assets.engines import ADAPTER_VERSIONS
 from quant_assets.engines.account import AccountRules
 from quant_assets.engines.inputs import BacktestInputError
@@ -134,5 +134,4 @@ def run_multi_backtest(
                          "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)},
                         new / "run.json")
         lake.write_json(manifest, new / "manifest.json")
-    version = hashlib.sha256("|".join(hashes[k] for k in sorted(hashes)).encode()).hexdigest()[:24]
-    return MultiOutput(out, manifest, res, version)
+    return MultiOutput(out, manifest, res, backtest_data_version({"files": hashes}))

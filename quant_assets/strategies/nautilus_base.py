@@ -18,6 +18,20 @@ from nautilus_trader.trading.strategy import Strategy
 from quant_assets.engines.account import REASON_FLATTEN, REASON_LIQUIDATION, AccountRules
 
 
+def append_fill(rows: dict[str, list], event: OrderFilled, side: int, qty: float, price: float, fee: float,
+                reasons: dict[str, str]) -> None:
+    """One fill's row (quote currency, side +1 buy / -1 sell, base units) into ``rows``: shared by
+    the single- and multi-instrument recorders, so both stored tables have the same columns."""
+    rows["ts"].append(event.ts_event)
+    rows["side"].append(side)
+    rows["qty"].append(qty)
+    rows["price"].append(price)
+    rows["fee"].append(fee)
+    rows["liquidity"].append("maker" if event.liquidity_side == LiquiditySide.MAKER else "taker")
+    rows["order_id"].append(event.client_order_id.value)
+    rows["reason"].append(reasons.get(event.client_order_id.value))
+
+
 class RecordedStrategyConfig(StrategyConfig, frozen=True):
     """``params``: the spec's resolved values; ``flatten_at_ns``: ts_init (ns) of the month's
     last quote, at which every position is closed; ``equity_interval_ns``: sampling period;
@@ -223,15 +237,7 @@ class RecordedStrategy(Strategy):
         qty = event.last_qty.as_double()
         self.cash -= side * qty * price + fee
         self.pos += side * qty
-        r = self.fill_rows
-        r["ts"].append(event.ts_event)
-        r["side"].append(side)
-        r["qty"].append(qty)
-        r["price"].append(price)
-        r["fee"].append(fee)
-        r["liquidity"].append("maker" if event.liquidity_side == LiquiditySide.MAKER else "taker")
-        r["order_id"].append(event.client_order_id.value)
-        r["reason"].append(self.order_reasons.get(event.client_order_id.value))
+        append_fill(self.fill_rows, event, side, qty, price, fee, self.order_reasons)
         if self.flattened or self.halted:
             self._close_after_stop()
 

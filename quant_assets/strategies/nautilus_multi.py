@@ -14,12 +14,13 @@ from decimal import Decimal
 
 from nautilus_trader.config import StrategyConfig
 from nautilus_trader.model.data import QuoteTick
-from nautilus_trader.model.enums import LiquiditySide, OrderSide, TimeInForce
+from nautilus_trader.model.enums import OrderSide, TimeInForce
 from nautilus_trader.model.events import OrderFilled
 from nautilus_trader.model.identifiers import InstrumentId
 from nautilus_trader.trading.strategy import Strategy
 
 from quant_assets.engines.account import REASON_FLATTEN, REASON_LIQUIDATION, AccountRules
+from quant_assets.strategies.nautilus_base import append_fill
 
 
 class MultiStrategyConfig(StrategyConfig, frozen=True):
@@ -193,16 +194,8 @@ class MultiRecordedStrategy(Strategy):
         qty = event.last_qty.as_double()
         self.cash -= side * qty * price + fee
         self.pos[iid] += side * qty
-        r = self.fill_rows
-        r["instrument"].append(iid)
-        r["ts"].append(event.ts_event)
-        r["side"].append(side)
-        r["qty"].append(qty)
-        r["price"].append(price)
-        r["fee"].append(fee)
-        r["liquidity"].append("maker" if event.liquidity_side == LiquiditySide.MAKER else "taker")
-        r["order_id"].append(event.client_order_id.value)
-        r["reason"].append(self.order_reasons.get(event.client_order_id.value))
+        self.fill_rows["instrument"].append(iid)
+        append_fill(self.fill_rows, event, side, qty, price, fee, self.order_reasons)
 
     def release_records(self) -> None:
         self.fill_rows = {k: [] for k in self.fill_rows}
